@@ -1,0 +1,1 @@
+"""Data: sources, parsers, the normalised schema, features, splits and negative sampling."""

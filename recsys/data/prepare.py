@@ -1,0 +1,255 @@
+"""Raw tables -> encoded, filtered, split data with stored evaluation negatives.
+
+`prepare()` is pure (DataFrames in, `Prepared` out); `save()` writes it atomically; `load()` reads
+it back. The content hash covers every array that training and evaluation read, so the same seed
+gives the same hash and evaluation can refuse data that does not match a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys.data import parsers, sources, synthetic
+from recsys.data.negatives import sample_eval_negatives
+from recsys.errors import RecsysError
+from recsys.schema import ITEM, RATING, RAW_ID, SPLITS, TASKS, TIMESTAMP, USER
+
+SPLIT_NAMES = ("train", "val", "test")
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Prepared:
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    users: pd.DataFrame  # index = contiguous user id; raw_id + raw features
+    items: pd.DataFrame
+    negatives: pd.DataFrame | None  # long table (user, item): eval negatives, drawn once
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def split(self, name: str) -> pd.DataFrame:
+        return getattr(self, name)
+
+
+def load_raw(dataset: str, n_users=943, n_items=1682, n_ratings=100_000, seed=42) -> parsers.Raw:
+    if dataset == "synthetic":
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = synthetic.write_ml100k(Path(tmp), n_users, n_items, n_ratings, seed)
+            return parsers.parse_ml100k(folder)
+    path, _ = sources.resolve(dataset)
+    if path.is_file():
+        if path.suffix == ".zip":
+            with tempfile.TemporaryDirectory() as tmp:
+                dest = Path(tmp) / "x"
+                sources.safe_extract(path, dest)
+                return parsers.detect_and_parse(dest)
+        if path.name == "ratings.csv" and (path.parent / "movies.csv").exists():
+            return parsers.parse_movielens_csv(path.parent)
+        if path.suffix == ".inter":
+            return parsers.parse_atomic(path.parent)
+        return parsers.parse_generic_csv(path)
+    return parsers.detect_and_parse(path)
+
+
+def _encode(raw: parsers.Raw) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Contiguous int32 ids in sorted raw-id order; the feature tables aligned to them."""
+    inter = raw.interactions
+    u_codes, u_raw = pd.factorize(inter[USER], sort=True)
+    i_codes, i_raw = pd.factorize(inter[ITEM], sort=True)
+    df = pd.DataFrame({USER: u_codes.astype(np.int32), ITEM: i_codes.astype(np.int32),
+                       RATING: inter[RATING].to_numpy(np.float32), TIMESTAMP: inter[TIMESTAMP].to_numpy(np.int64)})
+    users = pd.DataFrame({RAW_ID: np.asarray(u_raw, dtype=str)})
+    items = pd.DataFrame({RAW_ID: np.asarray(i_raw, dtype=str)})
+    if raw.users is not None:
+        users = users.merge(raw.users.drop_duplicates(USER).rename(columns={USER: RAW_ID}), on=RAW_ID, how="left")
+    if raw.items is not None:
+        items = items.merge(raw.items.drop_duplicates(ITEM).rename(columns={ITEM: RAW_ID}), on=RAW_ID, how="left")
+    return df, users, items
+
+
+def _split(df: pd.DataFrame, split: str, val_frac: float, test_frac: float, rng) -> np.ndarray:
+    """Per-row split label: 0 train, 1 val, 2 test."""
+    n = len(df)
+    label = np.zeros(n, dtype=np.int8)
+    if split == "random":
+        perm = rng.permutation(n)
+        n_test, n_val = int(round(n * test_frac)), int(round(n * val_frac))
+        label[perm[:n_test]] = 2
+        label[perm[n_test:n_test + n_val]] = 1
+    elif split == "temporal":
+        # one global cutoff per boundary: no rating after the cutoff reaches train (no future leak)
+        ts = np.sort(df[TIMESTAMP].to_numpy())
+        t_val = ts[min(n - 1, int(n * (1 - val_frac - test_frac)))]
+        t_test = ts[min(n - 1, int(n * (1 - test_frac)))]
+        t = df[TIMESTAMP].to_numpy()
+        label[t >= t_val] = 1
+        label[t >= t_test] = 2
+    else:  # leave_last_out: latest -> test, second latest -> val; ties broken by item id
+        order = np.lexsort((df[ITEM].to_numpy(), df[TIMESTAMP].to_numpy(), df[USER].to_numpy()))
+        users = df[USER].to_numpy()[order]
+        counts = np.bincount(users)
+        # position from the end within each user's chronological run
+        ends = np.cumsum(counts)[users]
+        from_end = ends - np.arange(n) - 1
+        eligible = counts[users] >= 3  # users with < 3 interactions stay entirely in train
+        lab = np.zeros(n, dtype=np.int8)
+        lab[(from_end == 0) & eligible] = 2
+        lab[(from_end == 1) & eligible] = 1
+        label[order] = lab
+    return label
+
+
+def prepare(raw: parsers.Raw, *, task: str = "rating", split: str = "random", val_frac: float = 0.1,
+            test_frac: float = 0.1, positive_threshold: float = 4.0, min_user_ratings: int = 0,
+            min_item_ratings: int = 0, eval_negatives: int = 99, seed: int = 42) -> Prepared:
+    if task not in TASKS:
+        raise RecsysError(f"task={task!r} is not one of {', '.join(TASKS)}")
+    if split not in SPLITS:
+        raise RecsysError(f"split={split!r} is not one of {', '.join(SPLITS)}")
+    if not (0 <= val_frac < 1 and 0 <= test_frac < 1) or val_frac + test_frac >= 1:
+        raise RecsysError(f"val_frac={val_frac} + test_frac={test_frac} leave no training data; keep their sum below 1")
+    if eval_negatives < 0:
+        raise RecsysError(f"eval_negatives={eval_negatives} must be >= 0")
+    rng = np.random.default_rng(seed)
+    inter = raw.interactions
+    n_raw = len(inter)
+    if task == "implicit":
+        inter = inter[inter[RATING] >= positive_threshold]
+    for _ in range(1):  # one pass of each filter, in this order (documented in the README)
+        if min_user_ratings > 1:
+            inter = inter[inter.groupby(USER)[USER].transform("size") >= min_user_ratings]
+        if min_item_ratings > 1:
+            inter = inter[inter.groupby(ITEM)[ITEM].transform("size") >= min_item_ratings]
+    if inter.empty:
+        raise RecsysError("no interactions left after filtering; lower positive_threshold or the min_*_ratings filters")
+    all_seen = raw.interactions  # every rated item counts as interacted, for the eval negatives
+    df, users, items = _encode(parsers.Raw(inter.reset_index(drop=True), raw.users, raw.items))
+    label = _split(df, split, val_frac, test_frac, rng)
+    parts = {name: df[label == k].reset_index(drop=True) for k, name in enumerate(SPLIT_NAMES)}
+    if parts["train"].empty:
+        raise RecsysError(f"split={split} with val_frac={val_frac}, test_frac={test_frac} leaves no training data")
+
+    negatives = None
+    if task == "implicit" and eval_negatives > 0:
+        u_index = pd.Index(users[RAW_ID])
+        i_index = pd.Index(items[RAW_ID])
+        su = u_index.get_indexer(all_seen[USER])
+        si = i_index.get_indexer(all_seen[ITEM])
+        keep = (su >= 0) & (si >= 0)
+        seen_keys = np.unique(su[keep].astype(np.int64) * len(items) + si[keep])
+        eval_users = np.unique(np.concatenate([parts["val"][USER].to_numpy(), parts["test"][USER].to_numpy()]))
+        negs = sample_eval_negatives(eval_users, len(items), eval_negatives, seen_keys, rng)
+        negatives = pd.DataFrame({USER: np.repeat(eval_users, eval_negatives).astype(np.int32),
+                                  ITEM: negs.reshape(-1).astype(np.int32)})
+
+    train_users, train_items = set(parts["train"][USER].unique()), set(parts["train"][ITEM].unique())
+    r = df[RATING].to_numpy(np.float64)
+    meta = {
+        "format_version": FORMAT_VERSION, "task": task, "split": split, "val_frac": val_frac, "test_frac": test_frac,
+        "positive_threshold": positive_threshold if task == "implicit" else None,
+        "min_user_ratings": min_user_ratings, "min_item_ratings": min_item_ratings,
+        "eval_negatives": eval_negatives if negatives is not None else 0, "seed": seed,
+        "n_raw_ratings": n_raw, "n_users": len(users), "n_items": len(items), "n_interactions": len(df),
+        "rating_min": float(raw.interactions[RATING].min()), "rating_max": float(raw.interactions[RATING].max()),
+        "rating_mean": float(r.mean()), "rating_std": float(r.std()),
+        "sparsity": 1 - len(df) / (len(users) * len(items)),
+        "counts": {k: len(v) for k, v in parts.items()},
+        "cold_start": {k: {"users": int((~v[USER].isin(train_users)).sum()),
+                           "items": int((~v[ITEM].isin(train_items)).sum()),
+                           "rows": int((~v[USER].isin(train_users) | ~v[ITEM].isin(train_items)).sum())}
+                       for k, v in parts.items() if k != "train"},
+        "user_features": [c for c in users.columns if c != RAW_ID],
+        "item_features": [c for c in items.columns if c != RAW_ID],
+    }
+    p = Prepared(parts["train"], parts["val"], parts["test"], users, items, negatives, meta)
+    p.meta["content_hash"] = content_hash(p)
+    return p
+
+
+def content_hash(p: Prepared) -> str:
+    """sha256 over the arrays of every table, in a fixed order (independent of parquet encoding)."""
+    h = hashlib.sha256()
+    tables = {"train": p.train, "val": p.val, "test": p.test, "negatives": p.negatives,
+              "users": p.users[[RAW_ID]], "items": p.items[[RAW_ID]]}
+    for name, t in tables.items():
+        if t is None:
+            continue
+        h.update(name.encode())
+        for col in t.columns:
+            a = t[col].to_numpy()
+            h.update(col.encode())
+            h.update(a.astype(str).astype("U").tobytes() if a.dtype == object or a.dtype.kind in "OUT" else a.tobytes())
+    return h.hexdigest()
+
+
+def summary(p: Prepared, name: str) -> str:
+    m = p.meta
+    what = "positives" if m["task"] == "implicit" else "ratings"
+    return (f"{name} {m['task']}: {m['n_interactions']:,} {what}, {m['n_users']:,} users, {m['n_items']:,} items "
+            f"(split {m['split']}: train {m['counts']['train']:,} / val {m['counts']['val']:,} / "
+            f"test {m['counts']['test']:,}; content hash {m['content_hash'][:12]})")
+
+
+def save(p: Prepared, out: Path) -> None:
+    """Write parquet tables + dataset.json into `out` atomically (temp folder, then rename)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        for name in SPLIT_NAMES:
+            p.split(name).to_parquet(tmp / f"{name}.parquet", index=False)
+        _to_parquet(p.users, tmp / "users.parquet")
+        _to_parquet(p.items, tmp / "items.parquet")
+        if p.negatives is not None:
+            p.negatives.to_parquet(tmp / "eval_negatives.parquet", index=False)
+        (tmp / "dataset.json").write_text(json.dumps(p.meta, indent=2, default=_json_default))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _to_parquet(df: pd.DataFrame, path: Path) -> None:
+    df = df.copy()
+    for c in df.columns:  # mixed object columns (e.g. zip codes read as str) must be one type
+        if df[c].dtype == object:
+            df[c] = df[c].astype("string")
+    df.to_parquet(path, index=False)
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(type(o))
+
+
+def load(folder: Path) -> Prepared:
+    folder = Path(folder)
+    meta_path = folder / "dataset.json"
+    if not meta_path.exists():
+        raise RecsysError(f"{folder.name}/ has no dataset.json; pass the data/ artifact that prepare logged")
+    meta = json.loads(meta_path.read_text())
+    neg = folder / "eval_negatives.parquet"
+    return Prepared(*(pd.read_parquet(folder / f"{n}.parquet") for n in SPLIT_NAMES),
+                    pd.read_parquet(folder / "users.parquet"), pd.read_parquet(folder / "items.parquet"),
+                    pd.read_parquet(neg) if neg.exists() else None, meta)

@@ -1,0 +1,21 @@
+"""Column names of the normalised tables, in one place."""
+
+USER = "user"
+ITEM = "item"
+RATING = "rating"
+TIMESTAMP = "timestamp"
+
+# users table (raw features; whichever the dataset has)
+AGE = "age"
+GENDER = "gender"
+OCCUPATION = "occupation"
+ZIP = "zip"
+# items table
+TITLE = "title"
+YEAR = "year"
+GENRES = "genres"  # '|'-joined genre names
+
+RAW_ID = "raw_id"  # the dataset's own id, kept beside the contiguous index
+
+TASKS = ("rating", "implicit")
+SPLITS = ("random", "temporal", "leave_last_out")

@@ -1,0 +1,178 @@
+"""The one place that talks to MLflow: runs, URIs, run context, reuse lookup, the served model."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import mlflow
+import mlflow.pyfunc
+
+from recsys.errors import RecsysError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def step_run(name: str):
+    """Resume the run `mlflow run` started (MLFLOW_RUN_ID), or start one; user errors end it FAILED.
+
+    A RecsysError becomes one line on stderr and exit status 2; the run is marked FAILED with the
+    message as a tag, so nothing is left RUNNING.
+    """
+    try:
+        run = mlflow.start_run(run_name=None if os.environ.get("MLFLOW_RUN_ID") else name)
+    except Exception as e:
+        print(f"error: could not start an MLflow run ({str(e).splitlines()[0]})", file=sys.stderr)
+        sys.exit(2)
+    try:
+        yield run
+    except RecsysError as e:
+        mlflow.set_tag("error", str(e)[:5000])
+        mlflow.end_run("FAILED")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run()
+
+
+def git_info(root: Path = PROJECT_ROOT) -> dict:
+    """Commit, dirty flag and a hash of the uncommitted diff (MLflow records only HEAD)."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout
+
+    commit = git("rev-parse", "HEAD").strip()
+    if not commit:
+        return {"git_commit": "none", "git_dirty": "unknown", "git_diff_hash": ""}
+    status = git("status", "--porcelain")
+    diff = git("diff", "HEAD") + status
+    return {"git_commit": commit, "git_dirty": str(bool(status.strip())).lower(),
+            "git_diff_hash": hashlib.sha256(diff.encode()).hexdigest()[:16] if status.strip() else ""}
+
+
+def environment_info() -> dict:
+    import numpy
+    import pandas
+    import pytorch_lightning
+    import torch
+
+    device = "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu:{platform.processor() or platform.machine()}"
+    return {"python_version": platform.python_version(), "torch_version": torch.__version__,
+            "lightning_version": pytorch_lightning.__version__, "mlflow_version": mlflow.__version__,
+            "numpy_version": numpy.__version__, "pandas_version": pandas.__version__,
+            "cuda_version": str(torch.version.cuda), "device": device, "torch_threads": str(torch.get_num_threads())}
+
+
+def log_context(extra_tags: dict | None = None) -> None:
+    """Tags every run carries: git commit + dirty flag + diff hash, library versions, device."""
+    tags = {**git_info(), **environment_info(), **(extra_tags or {})}
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def log_params(params: dict) -> None:
+    mlflow.log_params({k: str(v) for k, v in params.items()})
+
+
+def download(uri: str, what: str) -> Path:
+    """Local copy of an artifact URI, or a one-line error naming the URI."""
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except Exception as e:
+        raise RecsysError(f"{what} URI {uri!r} could not be read ({str(e).splitlines()[0][:200]}); "
+                          "pass an existing runs:/<run_id>/<path> URI") from None
+
+
+def log_dir(local: Path, artifact_path: str) -> None:
+    mlflow.log_artifacts(str(local), artifact_path)
+
+
+def run_tags(run_id: str) -> dict:
+    return mlflow.get_run(run_id).data.tags
+
+
+def run_id_of_model(model_uri: str) -> str:
+    """The training run behind a runs:/ or models:/ URI."""
+    if model_uri.startswith("runs:/"):
+        return model_uri.split("/")[1]
+    try:
+        info = mlflow.models.get_model_info(model_uri)
+        return info.run_id
+    except Exception as e:
+        raise RecsysError(f"model URI {model_uri!r} could not be resolved ({str(e).splitlines()[0][:200]})") from None
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    client = mlflow.MlflowClient()
+    return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+
+
+class RecommenderModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: input rows with `user` (raw id) and optionally `item`.
+
+    With `item`: one score per row (predicted rating, or positive-class probability for implicit).
+    Without: the top-`k` (param, default 10) unseen items per user, as raw ids with scores.
+    """
+
+    def load_context(self, context):
+        from recsys.training import load_checkpoint
+
+        self.bundle = load_checkpoint(context.artifacts["checkpoint"], context.artifacts["data"])
+
+    def predict(self, context, model_input, params=None):
+        import pandas as pd
+
+        k = int((params or {}).get("k", 10))
+        df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        if "item" in df.columns:
+            return self.bundle.predict_pairs(df["user"].astype(str), df["item"].astype(str))
+        return self.bundle.recommend(df["user"].astype(str), k)
+
+
+def log_model(checkpoint: Path, data_dir: Path) -> str:
+    """Log the pyfunc model (checkpoint + the data it needs) under `model`; return its URI."""
+    import pandas as pd
+
+    example = pd.DataFrame({"user": ["1"]})
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=RecommenderModel(),
+        artifacts={"checkpoint": str(checkpoint), "data": str(data_dir)},
+        code_paths=[str(PROJECT_ROOT / "recsys")],
+        pip_requirements=_requirements(), input_example=None, signature=False,
+    )
+    del example
+    return info.model_uri
+
+
+def _requirements() -> list[str]:
+    import pandas
+    import pyarrow
+    import pytorch_lightning
+    import torch
+
+    return [f"torch=={torch.__version__.split('+')[0]}", f"pytorch-lightning=={pytorch_lightning.__version__}",
+            f"mlflow=={mlflow.__version__}", f"pandas=={pandas.__version__}", f"pyarrow=={pyarrow.__version__}"]
+
+
+def load_model(model_uri: str):
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except Exception as e:
+        raise RecsysError(f"model URI {model_uri!r} could not be loaded ({str(e).splitlines()[0][:200]}); "
+                          "pass runs:/<train_run_id>/model or models:/<id>") from None
+
+
+def log_json(obj, name: str) -> None:
+    mlflow.log_dict(obj, name)
+
+
+def temp_dir():
+    return tempfile.TemporaryDirectory()
