@@ -123,7 +123,7 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context):
-        from recsys.training import load_checkpoint
+        from recsys.serving import load_checkpoint
 
         self.bundle = load_checkpoint(context.artifacts["checkpoint"], context.artifacts["data"])
 
@@ -176,3 +176,26 @@ def log_json(obj, name: str) -> None:
 
 def temp_dir():
     return tempfile.TemporaryDirectory()
+
+
+def lightning_logger(run_id: str):
+    """Lightning's MLFlowLogger bound to the current run and store (its defaults start a new run in ./mlruns)."""
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    return MLFlowLogger(run_id=run_id, tracking_uri=mlflow.get_tracking_uri(), log_model=False)
+
+
+def epoch_history(run_id: str, keys: list[str]) -> dict[str, list[float]]:
+    return {k: [v for _, v in sorted(metric_history(run_id, k))] for k in keys}
+
+
+def log_artifact(path: Path, artifact_path: str | None = None) -> None:
+    mlflow.log_artifact(str(path), artifact_path)
+
+
+def log_metrics(values: dict) -> None:
+    mlflow.log_metrics({k: float(v) for k, v in values.items() if v == v})
+
+
+def set_tags(tags: dict) -> None:
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})

@@ -181,7 +181,17 @@ def prepare(raw: parsers.Raw, *, task: str = "rating", split: str = "random", va
     }
     p = Prepared(parts["train"], parts["val"], parts["test"], users, items, negatives, meta)
     p.meta["content_hash"] = content_hash(p)
+    p.meta["ids_hash"] = ids_hash(p)
     return p
+
+
+def ids_hash(p: Prepared) -> str:
+    """Hash of the raw-id maps alone: data with the same ids can be scored by the same model."""
+    h = hashlib.sha256()
+    for t in (p.users, p.items):
+        h.update("\x1f".join(t[RAW_ID].astype(str)).encode())
+        h.update(b"\x1e")
+    return h.hexdigest()
 
 
 def content_hash(p: Prepared) -> str:

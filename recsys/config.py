@@ -1,0 +1,150 @@
+"""Strict model configs: `configs/<model>.yaml` = a `model:` section (constructor keywords), a
+`training:` section (the fields of `TrainConfig`), and optionally `implicit:`, keys of either section
+whose tuned value differs for the implicit task.
+
+Unknown keys, missing keys, wrong types and out-of-range values are errors raised before any work
+starts; overrides (`-P key=value`) must name a field of either section.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from recsys.errors import RecsysError
+from recsys.models import MODELS, check_name
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+FEATURE_KWARGS = {"user_cont_dim", "user_cards", "item_cont_dim", "item_cards"}
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 0.001
+    epochs: int = 20
+    min_epochs: int = 1  # patience only starts counting after this many epochs
+    patience: int = 3
+    batch_size: int = 1024
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"  # adam (L2 in the gradient) | adamw (decoupled)
+    scheduler: str = "none"  # none | onecycle
+    loss: str = "auto"  # auto (mse for rating, bce for implicit) | mse | bce | bpr
+    num_negatives: int = 4
+    seed: int = 42
+    threads: int = 1  # torch intra-op threads; 0 = torch's default (see README: 2 threads can thrash)
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+
+
+CHOICES = {"optimizer": ("adam", "adamw"), "scheduler": ("none", "onecycle"), "loss": ("auto", "mse", "bce", "bpr")}
+POSITIVE = {"lr", "epochs", "batch_size", "num_negatives", "embedding_dim", "mf_dim", "mlp_dim", "num_heads",
+            "num_layers", "cross_layers"}
+NON_NEGATIVE = {"weight_decay", "min_epochs", "patience", "threads", "damping", "init_std"}
+
+
+def model_fields(name: str) -> dict[str, object]:
+    """Constructor keywords of a model (after n_users, n_items) with their defaults."""
+    sig = inspect.signature(MODELS[name].__init__)
+    return {k: p.default for k, p in sig.parameters.items()
+            if k not in ("self", "n_users", "n_items") and p.kind is p.POSITIONAL_OR_KEYWORD}
+
+
+def _check_type(key: str, value, default, where: str):
+    if isinstance(default, str):
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    if isinstance(value, str) and not isinstance(default, str):
+        try:
+            float(value)
+            hint = f"; YAML reads {value!r} as a string, write it as a plain decimal (e.g. 0.001)"
+        except ValueError:
+            hint = ""
+        raise RecsysError(f"{where}: {key}={value!r} must be a {type(default).__name__}{hint}")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise RecsysError(f"{where}: {key}={value!r} must be true or false")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise RecsysError(f"{where}: {key}={value!r} must be an integer")
+        value = int(value)
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecsysError(f"{where}: {key}={value!r} must be a number")
+        value = float(value)
+    elif isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value) or not value:
+            raise RecsysError(f"{where}: {key}={value!r} must be a non-empty list of positive integers, e.g. [64, 32]")
+        value = list(value)
+    return value
+
+
+def _check_range(key: str, value, where: str):
+    if key in CHOICES and value not in CHOICES[key]:
+        raise RecsysError(f"{where}: {key}={value!r} is not one of {', '.join(CHOICES[key])}")
+    if key in POSITIVE and value <= 0:
+        raise RecsysError(f"{where}: {key}={value} must be > 0")
+    if key in NON_NEGATIVE and value < 0:
+        raise RecsysError(f"{where}: {key}={value} must be >= 0")
+    if key == "dropout" and not 0 <= value < 1:
+        raise RecsysError(f"{where}: dropout={value} must be in [0, 1)")
+
+
+def parse_override(text: str):
+    """A -P value as YAML would read it, so `layers=[64,32]` and `include_bias=false` work."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def load(name: str, path: str | Path | None = None, overrides: dict | None = None,
+         task: str = "rating") -> tuple[dict, TrainConfig]:
+    """-> (model hyper-parameters, TrainConfig), validated; overrides win over the task section,
+    which wins over the file's base sections."""
+    check_name(name)
+    path = Path(path) if path else CONFIG_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise RecsysError(f"config {path.name} does not exist; pass config=<path to a YAML like configs/{name}.yaml>")
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise RecsysError(f"{path.name} is not valid YAML ({str(e).splitlines()[0]})") from None
+    where = path.name
+    if not isinstance(doc, dict) or not {"model", "training"} <= set(doc) <= {"model", "training", "implicit"}:
+        raise RecsysError(f"{where} must have the sections model: and training: (and optionally implicit:), "
+                          f"has {sorted(doc) if isinstance(doc, dict) else doc!r}")
+    model_doc, train_doc = dict(doc["model"] or {}), dict(doc["training"] or {})
+    task_doc = dict(doc.get("implicit") or {})
+    mdefaults = {k: v for k, v in model_fields(name).items() if k not in FEATURE_KWARGS}
+    tdefaults = asdict(TrainConfig())
+    for section, given, defaults in (("model", model_doc, mdefaults), ("training", train_doc, tdefaults)):
+        unknown = set(given) - set(defaults)
+        if unknown:
+            raise RecsysError(f"{where}: unknown {section} key(s) {sorted(unknown)}; valid: {', '.join(defaults)}")
+        missing = set(defaults) - set(given)
+        if missing:
+            raise RecsysError(f"{where}: missing {section} key(s) {sorted(missing)}; every key must be set")
+    bad = set(task_doc) - set(mdefaults) - set(tdefaults)
+    if bad:
+        raise RecsysError(f"{where}: unknown implicit key(s) {sorted(bad)}; valid: {', '.join([*mdefaults, *tdefaults])}")
+    layered = {**(task_doc if task == "implicit" else {}), **(overrides or {})}
+    for key, raw in layered.items():
+        value = parse_override(raw) if isinstance(raw, str) else raw
+        if key in mdefaults:
+            model_doc[key] = value
+        elif key in tdefaults:
+            train_doc[key] = value
+        else:
+            raise RecsysError(f"unknown parameter {key!r} for model {name}; valid: {', '.join([*mdefaults, *tdefaults])}")
+    for given, defaults in ((model_doc, mdefaults), (train_doc, tdefaults)):
+        for key in given:
+            given[key] = _check_type(key, given[key], defaults[key], where)
+            _check_range(key, given[key], where)
+    return model_doc, TrainConfig(**train_doc)
+
+
+def flat(model_hp: dict, train: TrainConfig) -> dict:
+    return {**{f"model.{k}": v for k, v in model_hp.items()}, **{f"training.{f.name}": getattr(train, f.name) for f in fields(train)}}

@@ -1,0 +1,164 @@
+"""Evaluate a trained model on a prepared split: accuracy, beyond-accuracy and segment metrics.
+
+Protocols (see README): rating rows are scored as given; the implicit task ranks each user's held-out
+items against every item the user has not interacted with in training (full ranking), and, as the
+sampled protocol, against the 99 negatives stored with the data. Cold-start rows are counted and
+scored by a fallback (global training mean for ratings, popularity for ranking), never dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from recsys import metrics, ranking
+from recsys.data.prepare import Prepared
+from recsys.errors import RecsysError
+from recsys.schema import ITEM, RATING, USER
+
+ACTIVITY_BUCKETS = [(0, 20, "lt20"), (20, 101, "20to100"), (101, np.inf, "gt100")]
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    per_user: pd.DataFrame
+    top_items: np.ndarray | None = None  # [n_users_evaluated, K] for the implicit task
+    users: np.ndarray | None = None
+    predictions: pd.DataFrame | None = None  # rating task: actual vs predicted rows
+
+
+def parse_ks(text) -> list[int]:
+    try:
+        ks = [int(x) for x in str(text).split(",") if x.strip()]
+        floats = [float(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise RecsysError(f"k={text!r} must be positive integers separated by commas, e.g. 5,10,20") from None
+    if not ks or any(k <= 0 for k in ks) or any(f != k for f, k in zip(floats, ks)):
+        raise RecsysError(f"k={text!r} must be positive integers separated by commas, e.g. 5,10,20")
+    return sorted(set(ks))
+
+
+def bucket(counts: np.ndarray) -> np.ndarray:
+    out = np.empty(len(counts), dtype=object)
+    for lo, hi, name in ACTIVITY_BUCKETS:
+        out[(counts >= lo) & (counts < hi)] = name
+    return out
+
+
+def evaluate(module, data: Prepared, split: str = "test", ks=(5, 10, 20), protocol: str = "both") -> Evaluation:
+    if split not in ("val", "test"):
+        raise RecsysError(f"split={split!r} must be test or val")
+    if data.meta["task"] == "rating":
+        return _rating(module, data, split)
+    return _implicit(module, data, split, list(ks), protocol)
+
+
+def _train_stats(data: Prepared):
+    tr = data.train
+    user_counts = np.bincount(tr[USER], minlength=data.n_users)
+    item_counts = np.bincount(tr[ITEM], minlength=data.n_items)
+    return tr, user_counts, item_counts
+
+
+def _rating(module, data: Prepared, split: str) -> Evaluation:
+    tr, user_counts, item_counts = _train_stats(data)
+    rows = data.split(split)
+    u, i, y = rows[USER].to_numpy(np.int64), rows[ITEM].to_numpy(np.int64), rows[RATING].to_numpy(np.float64)
+    mean = float(tr[RATING].mean())
+    cold = (user_counts[u] == 0) | (item_counts[i] == 0)
+    with torch.no_grad():
+        pred = module(torch.as_tensor(u), torch.as_tensor(i)).double().numpy() if len(u) else np.zeros(0)
+    pred = np.where(cold, mean, pred)  # cold-start fallback: the training mean
+    base = np.full(len(y), mean)
+    p = f"{split}/"
+    m = {f"{p}rmse": metrics.rmse(pred, y), f"{p}mae": metrics.mae(pred, y), f"{p}r2": metrics.r2(pred, y),
+         f"{p}baseline_rmse": metrics.rmse(base, y), f"{p}rating_std": float(np.std(y)),
+         f"{p}n_rows": len(y), f"{p}n_cold_rows": int(cold.sum())}
+    m[f"{p}rmse_improvement"] = 1 - m[f"{p}rmse"] / m[f"{p}baseline_rmse"]
+    if cold.any():
+        m[f"{p}cold/rmse"] = metrics.rmse(pred[cold], y[cold])
+    b = bucket(user_counts[u])
+    for _, _, name in ACTIVITY_BUCKETS:
+        sel = (b == name) & ~cold
+        if sel.any():
+            m[f"{p}activity_{name}/rmse"] = metrics.rmse(pred[sel], y[sel])
+            m[f"{p}activity_{name}/n_rows"] = int(sel.sum())
+    df = pd.DataFrame({USER: u, "err2": (pred - y) ** 2, "abs": np.abs(pred - y)})
+    per_user = df.groupby(USER).agg(n=("err2", "size"), rmse=("err2", lambda s: float(np.sqrt(s.mean()))),
+                                    mae=("abs", "mean")).reset_index()
+    per_user["train_ratings"] = user_counts[per_user[USER]]
+    per_user["activity"] = bucket(per_user["train_ratings"].to_numpy())
+    preds = pd.DataFrame({USER: u, ITEM: i, "actual": y, "predicted": pred, "cold": cold})
+    return Evaluation(m, per_user, predictions=preds)
+
+
+def _implicit(module, data: Prepared, split: str, ks: list[int], protocol: str) -> Evaluation:
+    if protocol not in ("full", "sampled", "both"):
+        raise RecsysError(f"protocol={protocol!r} must be full, sampled or both")
+    tr, user_counts, item_counts = _train_stats(data)
+    rows = data.split(split)
+    model = module.model
+    users = np.unique(rows[USER].to_numpy(np.int64))
+    targets = ranking.CSR.build(rows[USER].to_numpy(np.int64), rows[ITEM].to_numpy(np.int64), data.n_users).padded(users)
+    exclude = ranking.CSR.build(tr[USER].to_numpy(np.int64), tr[ITEM].to_numpy(np.int64), data.n_users)
+    cold_users = user_counts[users] == 0
+    popularity = torch.log1p(torch.as_tensor(item_counts, dtype=torch.float32))
+    p = f"{split}/"
+    m: dict[str, float] = {f"{p}n_users": len(users), f"{p}n_cold_users": int(cold_users.sum()),
+                           f"{p}n_cold_items": int((item_counts[rows[ITEM].to_numpy()] == 0).sum())}
+    per_user = pd.DataFrame({USER: users, "train_items": user_counts[users], "activity": bucket(user_counts[users]),
+                             "cold": cold_users})
+    tops = None
+    kmax = max(ks)
+    if protocol in ("full", "both"):
+        ranks, tops = ranking.rank_targets(model, users, targets, exclude, data.n_items, k=kmax,
+                                           fallback=popularity, cold=cold_users)
+        m.update(metrics.ranking_report(ranks, ks, p))
+        for k in ks:
+            per_user[f"hr_at_{k}"] = (ranks <= k).any(1).astype(float)
+        per_user["ndcg_at_10"] = metrics.ndcg_per_user(ranks, 10)
+        per_user["best_rank"] = ranks.min(1)
+        for _, _, name in ACTIVITY_BUCKETS:
+            sel = per_user["activity"].to_numpy() == name
+            if sel.any():
+                m[f"{p}activity_{name}/ndcg_at_10"] = metrics.ndcg(ranks[sel], 10)
+                m[f"{p}activity_{name}/hr_at_10"] = metrics.hit_rate(ranks[sel], 10)
+                m[f"{p}activity_{name}/n_users"] = int(sel.sum())
+        # beyond accuracy, for the model and for the popularity baseline beside it
+        pop_scores = popularity.clone()
+        k10 = min(10, kmax)
+        top10 = tops[:, :k10]
+        pop_top = _popularity_topk(pop_scores, exclude, users, k10)
+        n_train_users = int((user_counts > 0).sum())
+        for name, t in (("", top10), ("popularity/", pop_top)):
+            m[f"{p}{name}coverage_at_{k10}"] = metrics.coverage(t, data.n_items)
+            m[f"{p}{name}novelty_at_{k10}"] = metrics.novelty(t, item_counts, n_train_users)
+            m[f"{p}{name}popularity_percentile_at_{k10}"] = metrics.popularity_percentile(t, item_counts)
+    if protocol in ("sampled", "both") and data.negatives is not None:
+        negs = data.negatives.groupby(USER)[ITEM].apply(np.asarray)
+        has = rows[USER].isin(negs.index).to_numpy()
+        ru, ri = rows[USER].to_numpy(np.int64)[has], rows[ITEM].to_numpy(np.int64)[has]
+        if len(ru):
+            neg = np.stack(negs.loc[ru].to_numpy())
+            sr = ranking.sampled_ranks(model, ru, ri, neg).astype(float)[:, None]
+            m[f"{p}sampled_hr_at_10"] = metrics.hit_rate(sr, 10)
+            m[f"{p}sampled_ndcg_at_10"] = metrics.ndcg(sr, 10)
+            pos = ranking.score_pairs(model, ru, ri)
+            negu = np.unique(ru)
+            negm = np.stack(negs.loc[negu].to_numpy())
+            negscore = ranking.score_pairs(model, np.repeat(negu, negm.shape[1]), negm.reshape(-1))
+            m[f"{p}auc"] = metrics.auc(pos, negscore)
+            prob = 1 / (1 + np.exp(-np.concatenate([pos, negscore]).astype(np.float64)))
+            m[f"{p}log_loss"] = metrics.log_loss(prob, np.r_[np.ones(len(pos)), np.zeros(len(negscore))])
+    return Evaluation(m, per_user, top_items=tops, users=users)
+
+
+def _popularity_topk(scores: torch.Tensor, exclude: ranking.CSR, users: np.ndarray, k: int) -> np.ndarray:
+    s = scores.expand(len(users), -1).clone()
+    rows, items = exclude.pairs(users)
+    s[torch.as_tensor(rows), torch.as_tensor(items)] = -torch.inf
+    return s.topk(k, dim=1).indices.numpy()

@@ -1,0 +1,56 @@
+"""Field embeddings shared by the feature-aware models (fm, wide_deep, dcn, dcnv2, autoint).
+
+Fields: user id, item id, one per user categorical (occupation, zip prefix), one per item categorical
+(year), plus one dense field per continuous block (user [age, gender], item genre multi-hot) projected
+to the embedding size. The feature tables are buffers, filled once by `set_tables` and saved in the
+state_dict, so a model scores (user, item) ids alone and a checkpoint needs no dataset object.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class FieldEmbedding(nn.Module):
+    def __init__(self, n_users: int, n_items: int, dim: int, user_cont_dim: int = 0, user_cards=(),
+                 item_cont_dim: int = 0, item_cards=()):
+        super().__init__()
+        self.ids = nn.ModuleList([nn.Embedding(n_users, dim), nn.Embedding(n_items, dim)])
+        self.user_cats = nn.ModuleList([nn.Embedding(c, dim) for c in user_cards])
+        self.item_cats = nn.ModuleList([nn.Embedding(c, dim) for c in item_cards])
+        self.user_dense = nn.Linear(user_cont_dim, dim, bias=False) if user_cont_dim else None
+        self.item_dense = nn.Linear(item_cont_dim, dim, bias=False) if item_cont_dim else None
+        self.register_buffer("user_cont", torch.zeros(n_users, user_cont_dim))
+        self.register_buffer("user_cat", torch.zeros(n_users, len(user_cards), dtype=torch.long))
+        self.register_buffer("item_cont", torch.zeros(n_items, item_cont_dim))
+        self.register_buffer("item_cat", torch.zeros(n_items, len(item_cards), dtype=torch.long))
+        self.num_fields = 2 + len(user_cards) + len(item_cards) + bool(user_cont_dim) + bool(item_cont_dim)
+        for e in self.modules():
+            if isinstance(e, nn.Embedding):
+                nn.init.normal_(e.weight, std=0.01)
+
+    def set_tables(self, user_cont, user_cat, item_cont, item_cat) -> None:
+        for name, t in (("user_cont", user_cont), ("user_cat", user_cat), ("item_cont", item_cont), ("item_cat", item_cat)):
+            getattr(self, name).copy_(torch.as_tensor(t))
+
+    def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        """[B] user ids, [B] item ids -> [B, F, dim] field embeddings."""
+        fields = [self.ids[0](user), self.ids[1](item)]
+        uc, ic = self.user_cat[user], self.item_cat[item]  # [B, Ku], [B, Ki]
+        fields += [emb(uc[:, j]) for j, emb in enumerate(self.user_cats)]
+        fields += [emb(ic[:, j]) for j, emb in enumerate(self.item_cats)]
+        if self.user_dense is not None:
+            fields.append(self.user_dense(self.user_cont[user]))
+        if self.item_dense is not None:
+            # multi-hot genres: mean of the genre vectors, so many-genre films are not louder
+            g = self.item_cont[item]
+            fields.append(self.item_dense(g) / g.sum(1, keepdim=True).clamp(min=1))
+        return torch.stack(fields, 1)
+
+
+def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
+    layers = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)

@@ -1,0 +1,35 @@
+"""NeuMF: a GMF tower (element-wise product) and an MLP tower fused by a final linear layer.
+
+He et al., "Neural Collaborative Filtering", WWW 2017.
+"""
+
+import torch
+from torch import nn
+
+from recsys.models._fields import mlp
+
+
+class NCF(nn.Module):
+    def __init__(self, n_users: int, n_items: int, mf_dim: int = 8, mlp_dim: int = 32,
+                 layers: list[int] = (64, 32, 16), dropout: float = 0.0, include_bias: bool = True):
+        super().__init__()
+        self.gmf_user, self.gmf_item = nn.Embedding(n_users, mf_dim), nn.Embedding(n_items, mf_dim)
+        self.mlp_user, self.mlp_item = nn.Embedding(n_users, mlp_dim), nn.Embedding(n_items, mlp_dim)
+        self.mlp = mlp([2 * mlp_dim, *layers], dropout)
+        self.out = nn.Linear(mf_dim + layers[-1], 1, bias=include_bias)
+        self.user_bias = nn.Embedding(n_users, 1) if include_bias else None
+        self.item_bias = nn.Embedding(n_items, 1) if include_bias else None
+        for m in self.modules():
+            if isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, std=0.01)
+        for b in (self.user_bias, self.item_bias):
+            if b is not None:
+                nn.init.zeros_(b.weight)
+
+    def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        gmf = self.gmf_user(user) * self.gmf_item(item)  # [B, mf_dim]
+        deep = self.mlp(torch.cat([self.mlp_user(user), self.mlp_item(item)], -1))  # [B, layers[-1]]
+        out = self.out(torch.cat([gmf, deep], -1)).squeeze(-1)
+        if self.user_bias is not None:
+            out = out + self.user_bias(user).squeeze(-1) + self.item_bias(item).squeeze(-1)
+        return out

@@ -1,0 +1,27 @@
+"""Wide & Deep: a linear (wide) part over the fields plus an MLP (deep) over their embeddings.
+
+Cheng et al., "Wide & Deep Learning for Recommender Systems", DLRS 2016.
+"""
+
+import torch
+from torch import nn
+
+from recsys.models._fields import FieldEmbedding, mlp
+
+
+class WideDeep(nn.Module):
+    def __init__(self, n_users: int, n_items: int, embedding_dim: int = 32, deep_layers: list[int] = (256, 128),
+                 dropout: float = 0.2, **features):
+        super().__init__()
+        self.fields = FieldEmbedding(n_users, n_items, embedding_dim, **features)
+        self.wide = FieldEmbedding(n_users, n_items, 1, **features)
+        self.deep = mlp([self.fields.num_fields * embedding_dim, *deep_layers], dropout)
+        self.out = nn.Linear(deep_layers[-1], 1)
+
+    def set_tables(self, *tables):
+        self.fields.set_tables(*tables)
+        self.wide.set_tables(*tables)
+
+    def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        v = self.fields(user, item).flatten(1)  # [B, F*d]
+        return self.out(self.deep(v)).squeeze(-1) + self.wide(user, item).sum((1, 2))

@@ -1,0 +1,282 @@
+"""The LightningModule, the fast batch loader, and `fit`.
+
+Batches are slices of tensors built once (no per-sample dicts, no collate function). For the
+implicit task the negatives for a whole epoch are drawn in one vectorised call at the start of the
+epoch. A batch is a dict: user_id [B], item_id [B], target [B] (rating, or 1/0 label), and for
+BPR neg_item_id [B]; the models gather side features from their own buffers by id.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+from recsys import metrics, ranking
+from recsys.config import TrainConfig
+from recsys.data import features as feats
+from recsys.data.negatives import sample_train_negatives
+from recsys.data.prepare import Prepared
+from recsys.models import build_model
+from recsys.schema import ITEM, RATING, USER
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    pl.seed_everything(seed, workers=True, verbose=False)
+
+
+class TensorBatches:
+    """Iterable of dict batches sliced from tensors; reshuffled (and negatives redrawn) every epoch."""
+
+    def __init__(self, user, item, target, batch_size: int, shuffle: bool = True, seed: int = 0,
+                 n_items: int = 0, num_negatives: int = 0, seen_keys: np.ndarray | None = None, pairwise: bool = False):
+        self.user = torch.tensor(np.asarray(user), dtype=torch.long)
+        self.item = torch.tensor(np.asarray(item), dtype=torch.long)
+        self.target = torch.tensor(np.asarray(target), dtype=torch.float32)
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.n_items, self.num_negatives, self.seen_keys, self.pairwise = n_items, num_negatives, seen_keys, pairwise
+        self.epoch = 0
+
+    def _epoch_tensors(self, rng: np.random.Generator):
+        if not self.num_negatives:
+            return {"user_id": self.user, "item_id": self.item, "target": self.target}
+        users = self.user.numpy().repeat(self.num_negatives)
+        neg = torch.from_numpy(sample_train_negatives(users, self.n_items, self.seen_keys, rng))
+        if self.pairwise:  # BPR: (user, positive, negative) triples
+            return {"user_id": torch.from_numpy(users), "item_id": self.item.repeat_interleave(self.num_negatives),
+                    "neg_item_id": neg, "target": torch.ones(len(users))}
+        return {"user_id": torch.cat([self.user, torch.from_numpy(users)]), "item_id": torch.cat([self.item, neg]),
+                "target": torch.cat([torch.ones(len(self.user)), torch.zeros(len(users))])}
+
+    def __len__(self) -> int:
+        n = len(self.user) * (1 + self.num_negatives if not self.pairwise else max(1, self.num_negatives))
+        return math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        data = self._epoch_tensors(rng)
+        n = len(data["user_id"])
+        if self.shuffle:
+            g = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            perm = torch.randperm(n, generator=g)
+            data = {k: v[perm] for k, v in data.items()}
+        for s in range(0, n, self.batch_size):
+            yield {k: v[s:s + self.batch_size] for k, v in data.items()}
+
+
+class Recommender(pl.LightningModule):
+    """Wraps any registered model for either task; built from plain values only."""
+
+    def __init__(self, model_name: str, n_users: int, n_items: int, features: dict, model_hparams: dict,
+                 task: str, rating_min: float, rating_max: float, lr: float, weight_decay: float,
+                 optimizer: str, scheduler: str, loss: str, total_steps: int):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(model_name, n_users, n_items, features, **model_hparams)
+        # sigmoid squashed to reach half a star past both ends (a sigmoid never reaches its limits)
+        self.lo, self.hi = rating_min - 0.5, rating_max + 0.5
+        self.loss_name = loss if loss != "auto" else ("mse" if task == "rating" else "bce")
+        self.ranking_context = None  # set by fit() for the implicit task's validation ranking
+        self._sums: dict[str, list] = {}
+
+    # scores -----------------------------------------------------------------------------------
+    def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        """Predictions: a rating in the rating range, or P(positive) for implicit."""
+        raw = self.model(user, item)
+        return self.squash(raw) if self.hparams.task == "rating" else torch.sigmoid(raw)
+
+    def squash(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.lo + (self.hi - self.lo) * torch.sigmoid(raw)
+
+    def to_logit(self, rating: torch.Tensor) -> torch.Tensor:
+        p = ((rating - self.lo) / (self.hi - self.lo)).clamp(1e-4, 1 - 1e-4)
+        return torch.log(p / (1 - p))
+
+    def _loss(self, batch) -> torch.Tensor:
+        raw = self.model(batch["user_id"], batch["item_id"])
+        if self.loss_name == "bpr":
+            neg = self.model(batch["user_id"], batch["neg_item_id"])
+            return -F.logsigmoid(raw - neg).mean()
+        if self.hparams.task == "rating":
+            return F.mse_loss(self.squash(raw), batch["target"])
+        if self.loss_name == "mse":
+            return F.mse_loss(torch.sigmoid(raw), batch["target"])
+        return F.binary_cross_entropy_with_logits(raw, batch["target"])
+
+    # steps ------------------------------------------------------------------------------------
+    def _accumulate(self, key: str, value: torch.Tensor, n: int) -> None:
+        s = self._sums.setdefault(key, [0.0, 0])
+        s[0] += value.detach() * n
+        s[1] += n
+
+    def _flush(self, prefix: str) -> dict:
+        out = {}
+        for key in [k for k in self._sums if k.startswith(prefix)]:
+            total, n = self._sums.pop(key)
+            out[key] = float(total / max(n, 1))
+        return out
+
+    def training_step(self, batch, batch_idx):
+        if not any(p.requires_grad for p in self.parameters()):
+            return None  # popularity: fitted from counts, nothing to optimise
+        loss = self._loss(batch)
+        self._accumulate("train/loss", loss, len(batch["user_id"]))
+        return loss
+
+    def on_train_epoch_end(self):
+        vals = self._flush("train/")
+        if vals:
+            self.log_dict(vals, on_epoch=True)
+
+    def validation_step(self, batch, batch_idx):
+        n = len(batch["user_id"])
+        if self.hparams.task == "rating":
+            pred = self.squash(self.model(batch["user_id"], batch["item_id"]))
+            se = F.mse_loss(pred, batch["target"])
+            self._accumulate("val/loss", se, n)
+        else:
+            raw = self.model(batch["user_id"], batch["item_id"])
+            self._accumulate("val/loss", F.binary_cross_entropy_with_logits(raw, batch["target"]), n)
+
+    def on_validation_epoch_end(self):
+        vals = self._flush("val/")
+        if self.hparams.task == "rating":
+            vals["val/rmse"] = math.sqrt(vals["val/loss"])
+        elif self.ranking_context is not None:
+            users, targets, exclude = self.ranking_context
+            ranks, _ = ranking.rank_targets(self.model, users, targets, exclude, self.hparams.n_items)
+            vals["val/ndcg_at_10"] = metrics.ndcg(ranks, 10)
+            vals["val/hr_at_10"] = metrics.hit_rate(ranks, 10)
+        self.log_dict(vals, on_epoch=True, prog_bar=True)
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return None
+        hp = self.hparams
+        if hp.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.scheduler == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=max(hp.total_steps, 1))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return opt
+
+
+class MinEpochsEarlyStopping(EarlyStopping):
+    """Early stopping whose patience only starts counting once `min_epochs` epochs are done."""
+
+    def __init__(self, min_epochs: int, **kw):
+        super().__init__(**kw)
+        self.min_epochs = min_epochs
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.current_epoch + 1 < self.min_epochs:
+            return
+        super().on_validation_end(trainer, pl_module)
+
+
+@dataclass
+class FitResult:
+    module: Recommender
+    checkpoint: Path
+    seconds: float
+    epochs: int
+    best_score: float
+    monitor: str
+    timings: dict = field(default_factory=dict)
+
+
+def monitor_for(task: str) -> tuple[str, str]:
+    return ("val/rmse", "min") if task == "rating" else ("val/ndcg_at_10", "max")
+
+
+def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logger=None,
+        checkpoint_dir: Path | None = None, progress: bool = False) -> FitResult:
+    """Train `model_name` on `data` and restore the best checkpoint (by the validation metric)."""
+    seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    task = data.meta["task"]
+    tables = feats.build(data.users, data.items)
+    tr = data.train
+    u, i = tr[USER].to_numpy(np.int64), tr[ITEM].to_numpy(np.int64)
+    implicit = task == "implicit"
+    loss = cfg.loss
+    if loss == "bpr" and not implicit:
+        from recsys.errors import RecsysError
+
+        raise RecsysError("loss=bpr needs task=implicit data; use loss=auto (mse) for ratings")
+    seen = np.unique(u * data.n_items + i) if implicit else None
+    train_batches = TensorBatches(u, i, tr[RATING].to_numpy(np.float32), cfg.batch_size, True, cfg.seed,
+                                  data.n_items, cfg.num_negatives if implicit else 0, seen, loss == "bpr")
+    va = data.val
+    if implicit:  # val/loss on val positives + their stored negatives (fixed, so comparable across epochs)
+        negs = data.negatives[data.negatives[USER].isin(va[USER])]
+        vu = np.concatenate([va[USER].to_numpy(), negs[USER].to_numpy()])
+        vi = np.concatenate([va[ITEM].to_numpy(), negs[ITEM].to_numpy()])
+        vt = np.concatenate([np.ones(len(va)), np.zeros(len(negs))])
+    else:
+        vu, vi, vt = va[USER].to_numpy(), va[ITEM].to_numpy(), va[RATING].to_numpy()
+    val_batches = TensorBatches(vu, vi, vt, 1 << 14, shuffle=False)
+
+    module = Recommender(model_name, data.n_users, data.n_items, tables.spec(), model_hp, task,
+                         data.meta["rating_min"], data.meta["rating_max"], cfg.lr, cfg.weight_decay,
+                         cfg.optimizer, cfg.scheduler, loss, cfg.epochs * len(train_batches))
+    if hasattr(module.model, "set_tables"):
+        module.model.set_tables(tables.user_cont, tables.user_cat, tables.item_cont, tables.item_cat)
+    if hasattr(module.model, "fit"):
+        module.model.fit(torch.as_tensor(u), torch.as_tensor(i), torch.as_tensor(tr[RATING].to_numpy()),
+                         task, module.to_logit)
+    if implicit:
+        exclude = ranking.CSR.build(u, i, data.n_users)
+        val_users = va[USER].to_numpy(np.int64)
+        vcsr = ranking.CSR.build(val_users, va[ITEM].to_numpy(np.int64), data.n_users)
+        users = np.unique(val_users)
+        module.ranking_context = (users, vcsr.padded(users), exclude)
+
+    monitor, mode = monitor_for(task)
+    ckpt_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="recsys-ckpt-"))
+    ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
+                           enable_version_counter=False)
+    stop = MinEpochsEarlyStopping(cfg.min_epochs, monitor=monitor, mode=mode, patience=cfg.patience,
+                                  check_on_train_epoch_end=False)
+    trainable = any(p.requires_grad for p in module.parameters())
+    trainer = pl.Trainer(
+        max_epochs=cfg.epochs if trainable else 1, accelerator=cfg.accelerator, devices=_devices(cfg.devices),
+        strategy=cfg.strategy, logger=logger if logger is not None else False, callbacks=[ckpt, stop],
+        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+        deterministic=True, log_every_n_steps=max(1, len(train_batches)),
+    )
+    t0 = time.perf_counter()
+    trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches)
+    seconds = time.perf_counter() - t0
+    best = Path(ckpt.best_model_path)
+    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    module.load_state_dict(state)
+    module.to("cpu").eval()
+    score = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
+    return FitResult(module, best, seconds, trainer.current_epoch, score, monitor)
+
+
+def _devices(d: str):
+    return int(d) if str(d).isdigit() else d
+
+
+def load_module(checkpoint: str | Path) -> Recommender:
+    module = Recommender.load_from_checkpoint(str(checkpoint), map_location="cpu", weights_only=False)
+    return module.eval()
