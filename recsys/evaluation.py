@@ -162,3 +162,37 @@ def _popularity_topk(scores: torch.Tensor, exclude: ranking.CSR, users: np.ndarr
     rows, items = exclude.pairs(users)
     s[torch.as_tensor(rows), torch.as_tensor(items)] = -torch.inf
     return s.topk(k, dim=1).indices.numpy()
+
+
+def examples_markdown(module, data: Prepared, n_users: int = 5, k: int = 10, seed: int = 0) -> str:
+    """Top-k with titles and years for a few users, beside what they rated highest in training."""
+    tr = data.train
+    counts = np.bincount(tr[USER], minlength=data.n_users)
+    candidates = np.flatnonzero(counts >= 5)
+    users = np.sort(np.random.default_rng(seed).choice(candidates, min(n_users, len(candidates)), replace=False))
+    exclude = ranking.CSR.build(tr[USER].to_numpy(np.int64), tr[ITEM].to_numpy(np.int64), data.n_users)
+    _, tops = ranking.rank_targets(module.model, users, np.full((len(users), 1), -1), exclude, data.n_items, k=k)
+    items = data.items
+
+    def name(i: int) -> str:
+        row = items.iloc[int(i)]
+        title = row.get("title") if "title" in items else None
+        year = row.get("year") if "year" in items else None
+        title = title if isinstance(title, str) and title else f"item {row['raw_id']}"
+        return f"{title} ({int(year)})" if year is not None and not pd.isna(year) else title
+
+    held = data.test.groupby(USER)[ITEM].apply(list)
+    lines = [f"# Example recommendations ({data.meta.get('name', 'data')}, task {data.meta['task']})", "",
+             "Top-10 unseen items per user beside the items they rated highest in training; items the "
+             "user rated in the test split are marked with *.", ""]
+    for u, top in zip(users, tops):
+        liked = tr[tr[USER] == u].sort_values([RATING, ITEM], ascending=[False, True]).head(k)
+        test_items = set(held.get(u, []))
+        lines += [f"## user {data.users['raw_id'].iloc[u]} ({counts[u]} training ratings)", "",
+                  "| # | recommended | rated highest in training |", "|---|---|---|"]
+        for j in range(k):
+            rec = f"{name(top[j])}{' *' if top[j] in test_items else ''}" if j < len(top) else ""
+            like = f"{name(liked[ITEM].iloc[j])} ({liked[RATING].iloc[j]:g})" if j < len(liked) else ""
+            lines.append(f"| {j + 1} | {rec} | {like} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -79,7 +79,12 @@ def log_context(extra_tags: dict | None = None) -> None:
 
 
 def log_params(params: dict) -> None:
-    mlflow.log_params({k: str(v) for k, v in params.items()})
+    """Log params not already on the run (`mlflow run` logs the entry point's own; re-logging a key
+    with a differently spelt value, e.g. '.1' vs '0.1', would be an error)."""
+    have = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    new = {k: str(v) for k, v in params.items() if k not in have}
+    if new:
+        mlflow.log_params(new)
 
 
 def download(uri: str, what: str) -> Path:
@@ -182,7 +187,12 @@ def lightning_logger(run_id: str):
     """Lightning's MLFlowLogger bound to the current run and store (its defaults start a new run in ./mlruns)."""
     from pytorch_lightning.loggers import MLFlowLogger
 
-    return MLFlowLogger(run_id=run_id, tracking_uri=mlflow.get_tracking_uri(), log_model=False)
+    class RunLogger(MLFlowLogger):
+        def log_hyperparams(self, params, *args, **kwargs):
+            """The step logs the resolved config itself; Lightning's names (lr, ...) would clash
+            with the entry point's own params."""
+
+    return RunLogger(run_id=run_id, tracking_uri=mlflow.get_tracking_uri(), log_model=False)
 
 
 def epoch_history(run_id: str, keys: list[str]) -> dict[str, list[float]]:
@@ -199,3 +209,45 @@ def log_metrics(values: dict) -> None:
 
 def set_tags(tags: dict) -> None:
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+# --- chaining steps (main) -------------------------------------------------------------------------
+def find_reusable_run(entry: str, params: dict[str, str], experiment_id: str) -> str | None:
+    """A FINISHED run of `entry` with equal params (as strings), the same commit and the same diff hash.
+
+    Upstream runs are covered by the params: they carry the upstream data / model URIs.
+    """
+    git = git_info()
+    if git["git_commit"] == "none":
+        return None
+    query = (f"tags.`mlflow.project.entryPoint` = '{entry}' and attributes.status = 'FINISHED' "
+             f"and tags.git_commit = '{git['git_commit']}'")
+    for run in mlflow.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], output_format="list"):
+        tags, stored = run.data.tags, run.data.params
+        if tags.get("git_diff_hash", "") != git["git_diff_hash"]:
+            continue
+        if all(stored.get(k) == str(v) for k, v in params.items()):
+            return run.info.run_id
+    return None
+
+
+def launch(entry: str, params: dict[str, str], env_manager: str, experiment_id: str) -> str:
+    """Run an entry point of this project as a child of the active run; return its run id.
+
+    A failed child raises RecsysError naming the step, its run id and its own one-line error.
+    """
+    sub = mlflow.projects.run(str(PROJECT_ROOT), entry_point=entry, parameters=params, env_manager=env_manager,
+                              experiment_id=experiment_id, synchronous=False)
+    ok = sub.wait()
+    if not ok:
+        err = mlflow.get_run(sub.run_id).data.tags.get("error", "see the run's output")
+        raise RecsysError(f"step {entry} failed (run {sub.run_id}): {err}")
+    return sub.run_id
+
+
+def run_metrics(run_id: str) -> dict[str, float]:
+    return mlflow.get_run(run_id).data.metrics
+
+
+def log_text(text: str, name: str) -> None:
+    mlflow.log_text(text, name)

@@ -1,0 +1,99 @@
+"""evaluate: score a trained model on prepared data in a NEW run linked to its training run.
+
+Parameters: model_uri (runs:/<train_run>/model, models:/<id>, models:/<name>@<alias>), data (default:
+the data URI the training run recorded), split (test | val), k (e.g. 5,10,20), protocol (full |
+sampled | both; implicit only), batch_size (pairs per forward when scoring).
+Logs: metrics `<split>/...` (rmse, mae, r2, baseline_rmse, rmse_improvement; or hr/precision/recall/
+ndcg/mrr/map_at_K, sampled_hr_at_10, auc, log_loss, coverage, novelty, popularity percentile, and
+the popularity baseline's), segment metrics, metrics.json, per_user.parquet, plots/*.png,
+examples.md; tags train_run_id, model_uri, data_uri.
+"""
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from recsys import evaluation, plots, ranking, tracking
+from recsys.data import prepare as prep
+from recsys.errors import RecsysError
+from recsys.schema import ITEM
+
+p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+p.add_argument("--model-uri", required=True)
+p.add_argument("--data", default="")
+p.add_argument("--split", default="test")
+p.add_argument("--k", default="5,10,20")
+p.add_argument("--protocol", default="both")
+p.add_argument("--batch-size", type=int, default=ranking.PAIR_CHUNK)
+
+
+def main(argv=None):
+    a = p.parse_args(argv)
+    with tracking.step_run("evaluate") as run:
+        ks = evaluation.parse_ks(a.k)
+        if a.split not in ("test", "val"):
+            raise RecsysError(f"split={a.split!r} must be test or val")
+        ranking.PAIR_CHUNK = max(1, a.batch_size)
+        train_run = tracking.run_id_of_model(a.model_uri)
+        ttags = tracking.run_tags(train_run)
+        data_uri = a.data or ttags.get("data_uri")
+        if not data_uri:
+            raise RecsysError(f"training run {train_run} recorded no data URI; pass data=runs:/<prepare_run>/data")
+        data = prep.load(tracking.download(data_uri, "data"))
+        if ttags.get("task") and ttags["task"] != data.meta["task"]:
+            raise RecsysError(f"the model was trained for the {ttags['task']} task but {data_uri} holds "
+                              f"{data.meta['task']} data; evaluate it on data prepared with task={ttags['task']}")
+        if ttags.get("ids_hash") and ttags["ids_hash"] != data.meta["ids_hash"]:
+            raise RecsysError(f"{data_uri} is another dataset than the model was trained on (user/item ids differ); "
+                              "pass data prepared from the same dataset and filters")
+        module = tracking.load_model(a.model_uri).unwrap_python_model().bundle.module
+        tracking.log_params({**vars(a), "data": data_uri})
+        tracking.log_context({"train_run_id": train_run, "model_uri": a.model_uri, "data_uri": data_uri,
+                              "dataset": data.meta.get("name"), "task": data.meta["task"],
+                              "model": ttags.get("model", ""), "protocol": _protocol_tag(data, a), "step": "evaluate"})
+        ev = evaluation.evaluate(module, data, a.split, ks, a.protocol)
+        tracking.log_metrics(ev.metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            (tmp / "metrics.json").write_text(json.dumps(ev.metrics, indent=2))
+            ev.per_user.to_parquet(tmp / "per_user.parquet", index=False)
+            (tmp / "examples.md").write_text(evaluation.examples_markdown(module, data))
+            for f in ("metrics.json", "per_user.parquet", "examples.md"):
+                tracking.log_artifact(tmp / f)
+            for png in _plots(ev, data, a.split, tmp):
+                tracking.log_artifact(png, "plots")
+        key = f"{a.split}/rmse" if data.meta["task"] == "rating" else f"{a.split}/ndcg_at_10"
+        print(f"evaluated {a.model_uri} on {data.meta.get('name')} {a.split}: {key}={ev.metrics.get(key, float('nan')):.4f}"
+              f" (run {run.info.run_id})")
+
+
+def _protocol_tag(data, a) -> str:
+    if data.meta["task"] == "rating":
+        return f"{data.meta['split']}/rating"
+    return f"{data.meta['split']}/{a.protocol}"
+
+
+def _plots(ev, data, split, tmp):
+    if ev.predictions is not None:
+        pr = ev.predictions
+        yield plots.rating_histogram(pr["actual"].to_numpy(), pr["predicted"].to_numpy(), tmp / "predictions_histogram.png", split)
+        yield plots.calibration(pr["actual"].to_numpy(), pr["predicted"].to_numpy(), tmp / "calibration.png", split)
+        metric = "rmse"
+    else:
+        metric = "ndcg_at_10"
+        if ev.top_items is not None:
+            counts = np.bincount(data.train[ITEM], minlength=data.n_items)
+            yield plots.popularity(counts, ev.top_items[:, :10], tmp / "popularity.png", split)
+    vals = {b: ev.metrics[f"{split}/activity_{b}/{metric}"] for _, _, b in evaluation.ACTIVITY_BUCKETS
+            if f"{split}/activity_{b}/{metric}" in ev.metrics}
+    counts = {b: int(ev.metrics.get(f"{split}/activity_{b}/n_rows", ev.metrics.get(f"{split}/activity_{b}/n_users", 0)))
+              for b in vals}
+    if vals:
+        yield plots.by_bucket(vals, counts, tmp / "by_activity.png", metric, split)
+
+
+if __name__ == "__main__":
+    main()

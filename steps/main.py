@@ -1,0 +1,76 @@
+"""main: prepare -> train -> evaluate, each its own MLflow run nested under this one.
+
+Parameters: dataset, task, split, positive_threshold, models (comma-separated; `model` is an alias),
+config, lr, epochs, embedding_dim, seed, k, env_manager (forwarded to every child), force (1 = re-run
+even where a finished run could be reused).
+Steps pass URIs only (runs:/<prepare>/data, runs:/<train>/model). A FINISHED child with the same
+params, commit and diff hash is reused (tags reused.<step>). Logs leaderboard.md and tags
+<model>.train_run / <model>.eval_run; prints the leaderboard.
+"""
+
+import argparse
+import time
+
+from recsys import tracking
+from recsys.errors import RecsysError
+from recsys.models import check_name
+
+p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+for name, default in [("dataset", "ml-100k"), ("task", "rating"), ("split", ""), ("positive_threshold", "4"),
+                      ("models", "mf"), ("model", ""), ("config", ""), ("lr", ""), ("epochs", ""),
+                      ("embedding_dim", ""), ("seed", "42"), ("k", "5,10,20"), ("env_manager", "local"),
+                      ("force", "0")]:
+    p.add_argument(f"--{name.replace('_', '-')}", default=default)
+
+KEYS = {"rating": ["test/rmse", "test/mae", "test/rmse_improvement"],
+        "implicit": ["test/ndcg_at_10", "test/hr_at_10", "test/sampled_hr_at_10", "test/coverage_at_10"]}
+
+
+def main(argv=None):
+    a = p.parse_args(argv)
+    with tracking.step_run("main") as run:
+        models = [m.strip() for m in (a.model or a.models).split(",") if m.strip()]
+        for m in models:
+            check_name(m)
+        split = a.split or ("random" if a.task == "rating" else "leave_last_out")
+        force = a.force.lower() in ("1", "true", "yes")
+        exp = run.info.experiment_id
+        log, timings = [], {}
+
+        def step(entry, params, label):
+            t0 = time.perf_counter()
+            rid = None if force else tracking.find_reusable_run(entry, params, exp)
+            reused = rid is not None
+            rid = rid or tracking.launch(entry, params, a.env_manager, exp)
+            timings[label] = time.perf_counter() - t0
+            log.append(f"{label}: {'reused' if reused else 'ran'} run {rid}")
+            print(log[-1], flush=True)
+            tracking.set_tags({f"{'reused' if reused else 'ran'}.{label}": rid})
+            return rid
+
+        prep = step("prepare", {"dataset": a.dataset, "task": a.task, "split": split,
+                                "positive_threshold": a.positive_threshold, "seed": a.seed}, "prepare")
+        rows = []
+        for m in models:
+            tp = {"data": f"runs:/{prep}/data", "model": m, "task": a.task, "seed": a.seed,
+                  **{k: getattr(a, k) for k in ("config", "lr", "epochs", "embedding_dim") if getattr(a, k)}}
+            tr = step("train", tp, f"train.{m}")
+            ev = step("evaluate", {"model_uri": f"runs:/{tr}/model", "k": a.k}, f"evaluate.{m}")
+            mt, me = tracking.run_metrics(tr), tracking.run_metrics(ev)
+            rows.append([m, *[f"{me.get(k, float('nan')):.4f}" for k in KEYS[a.task]],
+                         f"{mt.get('train_seconds', float('nan')):.1f}", tr, ev])
+        header = ["model", *KEYS[a.task], "train s", "train run", "eval run"]
+        table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                          + ["| " + " | ".join(r) + " |" for r in rows])
+        tracking.log_text(f"# Leaderboard: {a.dataset} {a.task} ({split})\n\n{table}\n\n" + "\n".join(log) + "\n",
+                          "leaderboard.md")
+        tracking.log_metrics({f"seconds.{k}": v for k, v in timings.items()})
+        tracking.log_context({"dataset": a.dataset, "task": a.task, "step": "main", "models": ",".join(models)})
+        print(table)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except RecsysError as e:  # raised before the run started
+        raise SystemExit(f"error: {e}")
