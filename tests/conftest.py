@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny MovieLens-format data made in the test, an isolated tracking store and cache."""
+
+from pathlib import Path
+
+import pytest
+
+from recsys.data import parsers, synthetic
+from recsys.data import prepare as prep
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Every test gets its own sqlite tracking store and data cache, and never the network."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("RECSYS_DATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    yield
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.fixture(scope="session")
+def ml100k_dir(tmp_path_factory) -> Path:
+    """u.data / u.user / u.item for 120 users x 150 items, 2,400 ratings."""
+    return synthetic.write_ml100k(tmp_path_factory.mktemp("ml") / "ml-100k", 120, 150, 2400, seed=7)
+
+
+@pytest.fixture(scope="session")
+def raw(ml100k_dir) -> parsers.Raw:
+    return parsers.parse_ml100k(ml100k_dir)
+
+
+@pytest.fixture(scope="session")
+def rating_data(raw):
+    return prep.prepare(raw, task="rating", split="random", seed=1)
+
+
+@pytest.fixture(scope="session")
+def implicit_data(raw):
+    return prep.prepare(raw, task="implicit", split="leave_last_out", positive_threshold=1, eval_negatives=20, seed=1)

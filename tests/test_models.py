@@ -1,0 +1,135 @@
+import numpy as np
+import pytest
+import torch
+
+from recsys import config, training
+from recsys.data import features
+from recsys.errors import RecsysError
+from recsys.models import MODELS, build_model
+
+FAST = {"epochs": 2, "min_epochs": 0, "patience": 5, "batch_size": 256, "threads": 1}
+
+
+def _model(name, data):
+    tables = features.build(data.users, data.items)
+    hp, _ = config.load(name)
+    model = build_model(name, data.n_users, data.n_items, tables.spec(), **hp)
+    if hasattr(model, "set_tables"):
+        model.set_tables(tables.user_cont, tables.user_cat, tables.item_cont, tables.item_cat)
+    return model
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_model_outputs_one_score_per_pair(name, rating_data):
+    model = _model(name, rating_data)
+    out = model(torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]))
+    assert out.shape == (3,) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", [m for m in MODELS if m != "popularity"])
+def test_loss_falls_over_a_few_steps(name, rating_data):
+    torch.manual_seed(0)
+    module = training.Recommender(name, rating_data.n_users, rating_data.n_items,
+                                  features.build(rating_data.users, rating_data.items).spec(), config.load(name)[0],
+                                  "rating", 1.0, 5.0, 0.01, 0.0, "adam", "none", "auto", 10)
+    tr = rating_data.train
+    batch = {"user_id": torch.tensor(tr["user"].to_numpy()[:512], dtype=torch.long),
+             "item_id": torch.tensor(tr["item"].to_numpy()[:512], dtype=torch.long),
+             "target": torch.tensor(tr["rating"].to_numpy()[:512])}
+    opt = module.configure_optimizers()
+    first = module._loss(batch).item()
+    for _ in range(30):
+        opt.zero_grad()
+        module._loss(batch).backward()
+        opt.step()
+    assert module._loss(batch).item() < first
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("task", ["rating", "implicit"])
+def test_fit_and_checkpoint_round_trip_give_identical_predictions(name, task, rating_data, implicit_data):
+    data = rating_data if task == "rating" else implicit_data
+    hp, cfg = config.load(name, overrides=FAST, task=task)
+    result = training.fit(data, name, hp, cfg)
+    back = training.load_module(result.checkpoint)
+    u, i = torch.arange(20) % data.n_users, torch.arange(20) % data.n_items
+    with torch.no_grad():
+        assert torch.equal(result.module(u, i), back(u, i))
+    assert np.isfinite(result.best_score)
+
+
+def test_mf_beats_the_global_mean_on_synthetic_data(rating_data):
+    scores = {}
+    for name in ("global_mean", "mf"):
+        hp, cfg = config.load(name, overrides={"epochs": 8, "min_epochs": 8, "batch_size": 64, "threads": 1})
+        scores[name] = training.fit(rating_data, name, hp, cfg).best_score
+    assert scores["mf"] < scores["global_mean"] - 0.02
+
+
+def test_same_seed_gives_the_same_metrics(implicit_data):
+    hp, cfg = config.load("mf", overrides=FAST, task="implicit")
+    a = training.fit(implicit_data, "mf", hp, cfg).best_score
+    b = training.fit(implicit_data, "mf", hp, cfg).best_score
+    assert a == b
+
+
+def test_training_negatives_are_redrawn_every_epoch():
+    tb = training.TensorBatches(np.array([0, 1]), np.array([0, 1]), np.ones(2), 100, True, 0, n_items=50,
+                                num_negatives=20, seen_keys=np.array([0, 51]))
+    e1, e2 = next(iter(tb)), next(iter(tb))
+    assert not torch.equal(e1["item_id"].sort().values, e2["item_id"].sort().values)
+    assert (e1["target"] == 0).sum() == 40
+
+
+# --- config strictness ---------------------------------------------------------------------------
+def test_unknown_model_lists_the_valid_ones():
+    with pytest.raises(RecsysError, match="unknown model 'svd'.*mf, ncf"):
+        config.load("svd")
+
+
+def test_misspelt_override_is_an_error():
+    with pytest.raises(RecsysError, match="unknown parameter 'embeding_dim'"):
+        config.load("mf", overrides={"embeding_dim": "8"})
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"lr": "0"}, "lr=0.0 must be > 0"),
+    ({"embedding_dim": "0"}, "embedding_dim=0 must be > 0"),
+    ({"lr": "fast"}, "must be a float"),
+    ({"batch_size": "1.5"}, "must be an integer"),
+    ({"optimizer": "sgd"}, "not one of adam, adamw"),
+])
+def test_wrong_types_and_ranges_are_errors(override, message):
+    with pytest.raises(RecsysError, match=message):
+        config.load("mf", overrides=override)
+
+
+def test_dropout_outside_unit_interval_is_an_error():
+    with pytest.raises(RecsysError, match=r"dropout=1.0 must be in \[0, 1\)"):
+        config.load("autoint", overrides={"dropout": "1.0"})
+
+
+def _write(tmp_path, text):
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    return f
+
+
+def test_scientific_notation_in_yaml_is_caught_with_a_hint(tmp_path):
+    text = (config.CONFIG_DIR / "mf.yaml").read_text().replace("lr: 0.003", "lr: 1e-3")
+    with pytest.raises(RecsysError, match="write it as a plain decimal"):
+        config.load("mf", _write(tmp_path, text))
+
+
+def test_unknown_and_missing_config_keys_are_errors(tmp_path):
+    base = (config.CONFIG_DIR / "mf.yaml").read_text()
+    with pytest.raises(RecsysError, match=r"unknown model key\(s\) \['embedding_size'\]"):
+        config.load("mf", _write(tmp_path, base.replace("embedding_dim:", "embedding_size:")))
+    with pytest.raises(RecsysError, match=r"missing training key\(s\) \['patience'\]"):
+        config.load("mf", _write(tmp_path, "\n".join(l for l in base.splitlines() if not l.startswith("  patience"))))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_shipped_config_loads_for_both_tasks(name):
+    for task in ("rating", "implicit"):
+        config.load(name, task=task)
