@@ -144,16 +144,19 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
 
 def log_model(checkpoint: Path, data_dir: Path) -> str:
     """Log the pyfunc model (checkpoint + the data it needs) under `model`; return its URI."""
-    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-    example = pd.DataFrame({"user": ["1"]})
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", "user"), ColSpec("string", "item", required=False)]),
+        params=ParamSchema([ParamSpec("k", "long", 10)]),
+    )
     info = mlflow.pyfunc.log_model(
         name="model", python_model=RecommenderModel(),
         artifacts={"checkpoint": str(checkpoint), "data": str(data_dir)},
         code_paths=[str(PROJECT_ROOT / "recsys")],
-        pip_requirements=_requirements(), input_example=None, signature=False,
+        pip_requirements=_requirements(), signature=signature,
     )
-    del example
     return info.model_uri
 
 

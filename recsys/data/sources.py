@@ -20,6 +20,7 @@ from pathlib import Path
 from recsys.errors import RecsysError
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
+TIMEOUT_S = 30  # per network read; an unreachable host fails over to the next source
 
 
 @dataclass
@@ -98,17 +99,6 @@ def safe_extract(archive: Path, dest: Path) -> None:
             raise
 
 
-def _progress(name: str):
-    def hook(blocks: int, block_size: int, total: int) -> None:
-        if not sys.stderr.isatty():
-            return
-        done = blocks * block_size
-        pct = f"{100 * done / total:5.1f}%" if total > 0 else f"{done >> 20} MiB"
-        print(f"\rdownloading {name}: {pct}", end="", file=sys.stderr, flush=True)
-
-    return hook
-
-
 def download(url: str, dest: Path, expected_sha256: str | None = None, expected_md5: str | None = None) -> None:
     """Fetch url to dest via a temporary file, renamed only after the checksum matches."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -116,7 +106,14 @@ def download(url: str, dest: Path, expected_sha256: str | None = None, expected_
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        urllib.request.urlretrieve(url, tmp, reporthook=_progress(dest.name))
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as r, open(tmp, "wb") as f:
+            total, done = int(r.headers.get("Content-Length") or 0), 0
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+                done += len(chunk)
+                if sys.stderr.isatty():  # progress bar on a terminal only
+                    pct = f"{100 * done / total:5.1f}%" if total else f"{done >> 20} MiB"
+                    print(f"\rdownloading {dest.name}: {pct}", end="", file=sys.stderr, flush=True)
         if sys.stderr.isatty():
             print(file=sys.stderr)
         got = sha256_file(tmp)

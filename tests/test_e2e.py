@@ -1,0 +1,90 @@
+"""Real `mlflow run` end to end (slow): main chains the steps, reuses finished work, reproduces from git."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _mlflow_run(uri, cwd, env, *params, entry="main", version=None):
+    cmd = [sys.executable, "-m", "mlflow", "run", str(uri), "-e", entry, "--env-manager", "local"]
+    if version:
+        cmd += ["--version", version]
+    for p in params:
+        cmd += ["-P", p]
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    return r
+
+
+@pytest.fixture(scope="module")
+def clean_clone(tmp_path_factory):
+    """This repo's committed HEAD, cloned: a clean tree (uncommitted edits would block reuse)."""
+    src = tmp_path_factory.mktemp("origin") / "recsys"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(src)], check=True)
+    # serve fetches of any commit by id, as a hosted git server does
+    subprocess.run(["git", "-C", str(src), "config", "uploadpack.allowAnySHA1InWant", "true"], check=True)
+    return src
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_RUN")}
+    e.update(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", RECSYS_DATA_DIR=str(tmp_path / "cache"))
+    return e
+
+
+def _runs(env, entry):
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    return mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.`mlflow.project.entryPoint` = '{entry}'",
+                              order_by=["attributes.start_time ASC"], output_format="list")
+
+
+def test_main_chains_nested_runs_then_reuses_them_and_force_reproduces_metrics(clean_clone, ml100k_dir, env, tmp_path):
+    params = [f"dataset={ml100k_dir}", "models=global_mean,mf", "epochs=2"]
+    first = _mlflow_run(clean_clone, tmp_path, env, *params)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "| mf |" in first.stdout and "ran run" in first.stdout
+    main_run = _runs(env, "main")[0]
+    children = [r for r in _runs(env, "train") + _runs(env, "prepare") + _runs(env, "evaluate")]
+    assert len(children) == 5 and all(r.data.tags.get("mlflow.parentRunId") == main_run.info.run_id for r in children)
+    assert "leaderboard.md" in {a.path for a in mlflow.MlflowClient().list_artifacts(main_run.info.run_id)}
+
+    second = _mlflow_run(clean_clone, tmp_path, env, *params)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("reused run") == 5 and "ran run" not in second.stdout
+    assert len(_runs(env, "train")) == 2  # nothing new trained
+
+    forced = _mlflow_run(clean_clone, tmp_path, env, *params, "force=1")
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    evals = _runs(env, "evaluate")
+    assert len(evals) == 4
+    for a, b in ((evals[0], evals[2]), (evals[1], evals[3])):  # same params + seed -> same metrics on CPU
+        assert a.data.metrics == b.data.metrics
+
+
+def test_a_failing_child_fails_main_with_its_message(clean_clone, env, tmp_path):
+    r = _mlflow_run(clean_clone, tmp_path, env, f"dataset={tmp_path / 'missing.csv'}")
+    assert r.returncode != 0
+    main_run = _runs(env, "main")[0]
+    assert main_run.info.status == "FAILED"
+    assert "step prepare failed" in main_run.data.tags["error"] and "does not exist" in main_run.data.tags["error"]
+
+
+def test_git_url_at_a_pinned_commit_reproduces_a_run(clean_clone, ml100k_dir, env, tmp_path):
+    commit = subprocess.run(["git", "-C", str(clean_clone), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    params = [f"dataset={ml100k_dir}", "models=mf", "epochs=2"]
+    local = _mlflow_run(clean_clone, tmp_path, env, *params, "force=1")
+    assert local.returncode == 0, local.stderr[-3000:]
+    remote = _mlflow_run(f"file://{clean_clone}", tmp_path, env, *params, "force=1", version=commit)
+    assert remote.returncode == 0, remote.stderr[-3000:]
+    evals = _runs(env, "evaluate")
+    assert len(evals) == 2
+    assert evals[0].data.metrics == evals[1].data.metrics
+    assert evals[1].data.tags["git_commit"] == commit and evals[1].data.tags["git_dirty"] == "false"

@@ -1,0 +1,156 @@
+"""The steps end to end in-process on tiny data, against a real (sqlite) tracking store."""
+
+import json
+
+import mlflow
+import pandas as pd
+import pytest
+
+from steps import evaluate as evaluate_step
+from steps import prepare as prepare_step
+from steps import train as train_step
+
+
+def _last_run():
+    return mlflow.search_runs(search_all_experiments=True, order_by=["attributes.start_time DESC"],
+                              output_format="list")[0]
+
+
+def _prepare(path, *args):
+    prepare_step.main(["--dataset", str(path), *args])
+    return _last_run().info.run_id
+
+
+def _train(data_run, *args):
+    train_step.main(["--data", f"runs:/{data_run}/data", *args])
+    return _last_run().info.run_id
+
+
+def _fails(fn, argv, capsys, match):
+    with pytest.raises(SystemExit) as e:
+        fn(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and match in errors[0], err  # one line, no traceback
+    assert "Traceback" not in err
+    run = _last_run()
+    assert run.info.status == "FAILED"
+    return run
+
+
+@pytest.fixture(scope="module")
+def rating_chain(tmp_path_factory, ml100k_dir):
+    mp = pytest.MonkeyPatch()
+    db = tmp_path_factory.mktemp("chain") / "mlflow.db"
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    data = _prepare(ml100k_dir)
+    train = _train(data, "--model", "mf", "--epochs", "2", "--min_epochs", "0")
+    yield {"db": db, "data": data, "train": train}
+    mp.undo()
+
+
+@pytest.fixture
+def chain(rating_chain, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{rating_chain['db']}")
+    mlflow.set_tracking_uri(f"sqlite:///{rating_chain['db']}")
+    return rating_chain
+
+
+def test_prepare_logs_data_artifact_input_and_tags(chain):
+    run = mlflow.get_run(chain["data"])
+    meta = json.loads(open(mlflow.artifacts.download_artifacts(f"runs:/{chain['data']}/data/dataset.json")).read())
+    assert meta["n_raw_ratings"] == 2400 and meta["counts"]["train"] == 1920
+    assert run.data.tags["content_hash"] == meta["content_hash"]
+    assert run.inputs.dataset_inputs[0].dataset.digest == meta["content_hash"][:16]
+    assert {"git_commit", "git_dirty", "torch_version", "device"} <= set(run.data.tags)
+
+
+def test_train_logs_curves_checkpoint_config_and_a_loadable_model(chain):
+    rid = chain["train"]
+    run = mlflow.get_run(rid)
+    assert "val/rmse" in run.data.metrics and "test/rmse" in run.data.metrics
+    assert len(mlflow.MlflowClient().get_metric_history(rid, "train/loss")) == 2
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(rid)}
+    assert {"checkpoint", "plots", "config.yaml"} <= names
+    assert run.data.params["training.epochs"] == "2"
+    model = mlflow.pyfunc.load_model(f"runs:/{rid}/model")
+    top = model.predict(pd.DataFrame({"user": ["1", "2"]}), params={"k": 5})
+    assert len(top) == 10 and set(top.columns) == {"user", "rank", "item", "score"}
+    pairs = model.predict(pd.DataFrame({"user": ["1"], "item": ["1"]}))
+    assert 0.5 <= pairs["score"].iloc[0] <= 5.5
+
+
+def test_evaluating_twice_gives_two_linked_runs_with_identical_metrics(chain):
+    argv = ["--model-uri", f"runs:/{chain['train']}/model"]
+    evaluate_step.main(argv)
+    first = _last_run()
+    evaluate_step.main(argv)
+    second = _last_run()
+    assert first.info.run_id != second.info.run_id
+    assert first.data.tags["train_run_id"] == chain["train"]
+    keep = {k: v for k, v in first.data.metrics.items()}
+    assert keep == second.data.metrics and "test/baseline_rmse" in keep
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(first.info.run_id)}
+    assert {"metrics.json", "per_user.parquet", "examples.md", "plots"} <= names
+
+
+def test_unknown_model_fails_before_training(chain, capsys):
+    _fails(train_step.main, ["--data", f"runs:/{chain['data']}/data", "--model", "svd"], capsys, "unknown model 'svd'")
+
+
+def test_misspelt_parameter_fails(chain, capsys):
+    _fails(train_step.main, ["--data", f"runs:/{chain['data']}/data", "--embeding_dim", "8"], capsys, "embeding_dim")
+
+
+def test_missing_data_uri_fails(chain, capsys):
+    _fails(train_step.main, ["--data", "runs:/0123456789abcdef/data"], capsys, "could not be read")
+
+
+def test_data_of_the_other_task_fails(chain, capsys):
+    _fails(train_step.main, ["--data", f"runs:/{chain['data']}/data", "--task", "implicit"], capsys,
+           "holds the rating task")
+
+
+def test_bad_k_fails_and_ends_the_run(chain, capsys):
+    _fails(evaluate_step.main, ["--model-uri", f"runs:/{chain['train']}/model", "--k", "0"], capsys, "k='0'")
+    _fails(evaluate_step.main, ["--model-uri", f"runs:/{chain['train']}/model", "--k", "2.5"], capsys, "k='2.5'")
+
+
+def test_model_uri_that_does_not_exist_fails(chain, capsys):
+    _fails(evaluate_step.main, ["--model-uri", "models:/m-doesnotexist"], capsys, "could not be resolved")
+
+
+def test_model_evaluated_on_other_task_data_fails(chain, ml100k_dir, capsys):
+    implicit = _prepare(ml100k_dir, "--task", "implicit", "--split", "leave_last_out", "--eval-negatives", "20")
+    _fails(evaluate_step.main, ["--model-uri", f"runs:/{chain['train']}/model", "--data", f"runs:/{implicit}/data"],
+           capsys, "trained for the rating task")
+
+
+def test_model_evaluated_on_another_dataset_fails(chain, tmp_path, capsys):
+    from recsys.data import synthetic
+
+    other = synthetic.write_ml100k(tmp_path / "other", 50, 70, 700, seed=3)
+    data = _prepare(other)
+    _fails(evaluate_step.main, ["--model-uri", f"runs:/{chain['train']}/model", "--data", f"runs:/{data}/data"],
+           capsys, "another dataset")
+
+
+def test_prepare_with_bad_input_fails_and_logs_no_artifact(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user,item,rating\n1,1,x\n")
+    run = _fails(prepare_step.main, ["--dataset", str(bad)], capsys, "'x' on data row 1")
+    assert mlflow.MlflowClient().list_artifacts(run.info.run_id) == []
+
+
+def test_implicit_chain_reports_ranking_metrics(ml100k_dir):
+    data = _prepare(ml100k_dir, "--task", "implicit", "--split", "leave_last_out", "--eval-negatives", "20",
+                    "--positive-threshold", "1")
+    train = _train(data, "--model", "ncf", "--epochs", "2", "--min_epochs", "0")
+    evaluate_step.main(["--model-uri", f"runs:/{train}/model", "--k", "5,10"])
+    m = _last_run().data.metrics
+    for key in ("test/ndcg_at_10", "test/hr_at_5", "test/map_at_10", "test/mrr_at_10", "test/sampled_hr_at_10",
+                "test/auc", "test/log_loss", "test/coverage_at_10", "test/popularity/novelty_at_10"):
+        assert key in m, key
+    assert m["test/ndcg_at_10"] <= m["test/hr_at_10"]
