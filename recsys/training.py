@@ -4,6 +4,11 @@ Batches are slices of tensors built once (no per-sample dicts, no collate functi
 implicit task the negatives for a whole epoch are drawn in one vectorised call at the start of the
 epoch. A batch is a dict: user_id [B], item_id [B], target [B] (rating, or 1/0 label), and for
 BPR neg_item_id [B]; the models gather side features from their own buffers by id.
+
+Lightning costs about a millisecond of hooks per step, as much as a whole MF step at batch 64. So
+the training loader hands Lightning a *chunk* (a list of minibatches, ~8k samples) per step and the
+module optimises manually, one optimizer step per minibatch: the same updates as one step per
+batch, with the per-step overhead paid once per chunk (bench/train_throughput.py measures it).
 """
 
 from __future__ import annotations
@@ -41,13 +46,16 @@ class TensorBatches:
     """Iterable of dict batches sliced from tensors; reshuffled (and negatives redrawn) every epoch."""
 
     def __init__(self, user, item, target, batch_size: int, shuffle: bool = True, seed: int = 0,
-                 n_items: int = 0, num_negatives: int = 0, seen_keys: np.ndarray | None = None, pairwise: bool = False):
+                 n_items: int = 0, num_negatives: int = 0, seen_keys: np.ndarray | None = None, pairwise: bool = False,
+                 chunk: int = 0):
         self.user = torch.tensor(np.asarray(user), dtype=torch.long)
         self.item = torch.tensor(np.asarray(item), dtype=torch.long)
         self.target = torch.tensor(np.asarray(target), dtype=torch.float32)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.n_items, self.num_negatives, self.seen_keys, self.pairwise = n_items, num_negatives, seen_keys, pairwise
         self.epoch = 0
+        # minibatches per yielded chunk; 0 yields plain dict batches (validation)
+        self.chunk = chunk
 
     def _epoch_tensors(self, rng: np.random.Generator):
         if not self.num_negatives:
@@ -60,9 +68,13 @@ class TensorBatches:
         return {"user_id": torch.cat([self.user, torch.from_numpy(users)]), "item_id": torch.cat([self.item, neg]),
                 "target": torch.cat([torch.ones(len(self.user)), torch.zeros(len(users))])}
 
-    def __len__(self) -> int:
+    @property
+    def n_batches(self) -> int:
         n = len(self.user) * (1 + self.num_negatives if not self.pairwise else max(1, self.num_negatives))
         return math.ceil(n / self.batch_size)
+
+    def __len__(self) -> int:
+        return math.ceil(self.n_batches / self.chunk) if self.chunk else self.n_batches
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -73,8 +85,22 @@ class TensorBatches:
             g = torch.Generator().manual_seed(int(rng.integers(2**62)))
             perm = torch.randperm(n, generator=g)
             data = {k: v[perm] for k, v in data.items()}
-        for s in range(0, n, self.batch_size):
-            yield {k: v[s:s + self.batch_size] for k, v in data.items()}
+        batches = ({k: v[s:s + self.batch_size] for k, v in data.items()} for s in range(0, n, self.batch_size))
+        if not self.chunk:
+            yield from batches
+            return
+        chunk = []
+        for b in batches:
+            chunk.append(b)
+            if len(chunk) == self.chunk:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+
+def chunk_size(batch_size: int, samples: int = 8192) -> int:
+    return max(1, samples // batch_size)
 
 
 class Recommender(pl.LightningModule):
@@ -85,6 +111,7 @@ class Recommender(pl.LightningModule):
                  optimizer: str, scheduler: str, loss: str, total_steps: int):
         super().__init__()
         self.save_hyperparameters()
+        self.automatic_optimization = False  # one optimizer step per minibatch of a chunk
         self.model = build_model(model_name, n_users, n_items, features, **model_hparams)
         # sigmoid squashed to reach half a star past both ends (a sigmoid never reaches its limits)
         self.lo, self.hi = rating_min - 0.5, rating_max + 0.5
@@ -129,12 +156,18 @@ class Recommender(pl.LightningModule):
             out[key] = float(total / max(n, 1))
         return out
 
-    def training_step(self, batch, batch_idx):
+    def training_step(self, chunk, batch_idx):
         if not any(p.requires_grad for p in self.parameters()):
             return None  # popularity: fitted from counts, nothing to optimise
-        loss = self._loss(batch)
-        self._accumulate("train/loss", loss, len(batch["user_id"]))
-        return loss
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        for batch in chunk if isinstance(chunk, list) else [chunk]:
+            loss = self._loss(batch)
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            self._accumulate("train/loss", loss, len(batch["user_id"]))
 
     def on_train_epoch_end(self):
         vals = self._flush("train/")
@@ -223,7 +256,8 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
         raise RecsysError("loss=bpr needs task=implicit data; use loss=auto (mse) for ratings")
     seen = np.unique(u * data.n_items + i) if implicit else None
     train_batches = TensorBatches(u, i, tr[RATING].to_numpy(np.float32), cfg.batch_size, True, cfg.seed,
-                                  data.n_items, cfg.num_negatives if implicit else 0, seen, loss == "bpr")
+                                  data.n_items, cfg.num_negatives if implicit else 0, seen, loss == "bpr",
+                                  chunk=chunk_size(cfg.batch_size))
     va = data.val
     if implicit:  # val/loss on val positives + their stored negatives (fixed, so comparable across epochs)
         negs = data.negatives[data.negatives[USER].isin(va[USER])]
@@ -236,7 +270,7 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
 
     module = Recommender(model_name, data.n_users, data.n_items, tables.spec(), model_hp, task,
                          data.meta["rating_min"], data.meta["rating_max"], cfg.lr, cfg.weight_decay,
-                         cfg.optimizer, cfg.scheduler, loss, cfg.epochs * len(train_batches))
+                         cfg.optimizer, cfg.scheduler, loss, cfg.epochs * train_batches.n_batches)
     if hasattr(module.model, "set_tables"):
         module.model.set_tables(tables.user_cont, tables.user_cat, tables.item_cont, tables.item_cat)
     if hasattr(module.model, "fit"):
