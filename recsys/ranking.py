@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-PAIR_CHUNK = 1 << 18  # pairs per forward for models without score_matrix
+PAIR_CHUNK = 1 << 12  # pairs per forward: small enough to stay in cache (4096 beat 2^14..2^18 by 1.3-2.3x for ncf)
 
 
 @dataclass

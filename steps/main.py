@@ -17,7 +17,7 @@ from recsys.models import check_name
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 for name, default in [("dataset", "ml-100k"), ("task", "rating"), ("split", ""), ("positive_threshold", "4"),
-                      ("models", "mf"), ("model", ""), ("config", ""), ("lr", ""), ("epochs", ""),
+                      ("models", "global_mean,mf"), ("model", ""), ("config", ""), ("lr", ""), ("epochs", ""),
                       ("embedding_dim", ""), ("seed", "42"), ("k", "5,10,20"), ("env_manager", "local"),
                       ("force", "0")]:
     p.add_argument(f"--{name.replace('_', '-')}", default=default)
