@@ -88,3 +88,46 @@ def test_git_url_at_a_pinned_commit_reproduces_a_run(clean_clone, ml100k_dir, en
     assert len(evals) == 2
     assert evals[0].data.metrics == evals[1].data.metrics
     assert evals[1].data.tags["git_commit"] == commit and evals[1].data.tags["git_dirty"] == "false"
+
+
+def test_the_logged_model_serves_top_k_over_http(ml100k_dir, env, tmp_path):
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    from steps import prepare as prepare_step
+    from steps import train as train_step
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
+    prepare_step.main(["--dataset", str(ml100k_dir)])
+    data = _runs_any(env)[-1].info.run_id
+    train_step.main(["--data", f"runs:/{data}/data", "--model", "mf", "--epochs", "1", "--min_epochs", "0"])
+    train = _runs_any(env)[-1].info.run_id
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{train}/model",
+                               "-h", "127.0.0.1", "-p", str(port), "--env-manager", "local"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(90):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        body = json.dumps({"dataframe_split": {"columns": ["user"], "data": [["1"], ["2"]]}, "params": {"k": 3}})
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body.encode(),
+                                     {"Content-Type": "application/json"})
+        preds = json.loads(urllib.request.urlopen(req, timeout=30).read())["predictions"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert [p["rank"] for p in preds] == [1, 2, 3, 1, 2, 3]
+    assert all(isinstance(p["item"], str) for p in preds)
+
+
+def _runs_any(env):
+    return mlflow.search_runs(search_all_experiments=True, order_by=["attributes.start_time ASC"], output_format="list")
