@@ -299,6 +299,10 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches)
     seconds = time.perf_counter() - t0
+    if not ckpt.best_model_path:  # no optimizer step was taken (popularity): Lightning saved nothing
+        trainer.save_checkpoint(ckpt_dir / "best.ckpt")
+        ckpt.best_model_path = str(ckpt_dir / "best.ckpt")
+        ckpt.best_model_score = trainer.callback_metrics.get(monitor)
     best = Path(ckpt.best_model_path)
     state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
     module.load_state_dict(state)
