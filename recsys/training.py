@@ -29,7 +29,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from recsys import metrics, ranking
 from recsys.config import TrainConfig
 from recsys.data import features as feats
-from recsys.data.negatives import sample_train_negatives
+from recsys.data.negatives import sample_train_negatives, sorted_keys
 from recsys.data.prepare import Prepared
 from recsys.models import build_model
 from recsys.schema import ITEM, RATING, USER
@@ -254,7 +254,7 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
         from recsys.errors import RecsysError
 
         raise RecsysError("loss=bpr needs task=implicit data; use loss=auto (mse) for ratings")
-    seen = np.unique(u * data.n_items + i) if implicit else None
+    seen = sorted_keys(u, i, data.n_items) if implicit else None
     train_batches = TensorBatches(u, i, tr[RATING].to_numpy(np.float32), cfg.batch_size, True, cfg.seed,
                                   data.n_items, cfg.num_negatives if implicit else 0, seen, loss == "bpr",
                                   chunk=chunk_size(cfg.batch_size))

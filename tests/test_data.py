@@ -218,3 +218,9 @@ def test_synthetic_data_is_deterministic_per_seed():
     c = prep.load_raw("synthetic", 30, 40, 300, seed=6).interactions
     pd.testing.assert_frame_equal(a, b)
     assert not a.equals(c)
+
+
+def test_non_numeric_rating_in_movielens_csv_names_the_line(tmp_path):
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,5\n1,2,abc,6\n")
+    with pytest.raises(RecsysError, match="'abc' on data row 2"):
+        parsers.parse_movielens_csv(tmp_path)

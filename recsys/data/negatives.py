@@ -12,6 +12,15 @@ import numpy as np
 from recsys.errors import RecsysError
 
 
+def sorted_keys(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
+    """Sorted distinct ``user * n_items + item`` keys (sort + mask: several times faster than np.unique's
+    hash path on tens of millions of int64 keys)."""
+    keys = np.sort(np.asarray(users, dtype=np.int64) * n_items + items)
+    if len(keys) < 2:
+        return keys
+    return keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
+
+
 def _is_seen(users: np.ndarray, items: np.ndarray, n_items: int, seen_keys: np.ndarray) -> np.ndarray:
     keys = users.astype(np.int64) * n_items + items
     pos = np.searchsorted(seen_keys, keys)

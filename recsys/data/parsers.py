@@ -39,8 +39,8 @@ def _check_interactions(df: pd.DataFrame, source: str) -> pd.DataFrame:
     """Types, emptiness and numeric ratings, with the offending line named."""
     if df.empty:
         raise RecsysError(f"{source} holds no ratings; supply a file with at least one user,item,rating row")
-    rating = pd.to_numeric(df[RATING], errors="coerce")
-    bad = rating.isna() & df[RATING].notna() | df[RATING].isna()
+    rating = df[RATING] if pd.api.types.is_float_dtype(df[RATING]) else pd.to_numeric(df[RATING], errors="coerce")
+    bad = rating.isna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise RecsysError(
@@ -124,12 +124,18 @@ def parse_movielens_csv(folder: Path) -> Raw:
     """ml-latest-small, 20m, 25m, 32m: ratings.csv (userId,movieId,rating,timestamp) + movies.csv."""
     path = folder / "ratings.csv"
     try:
-        # the pyarrow engine reads 25M rows in seconds; ids stay strings like every other format
-        inter = pd.read_csv(path, engine="pyarrow", dtype={"userId": str, "movieId": str, "rating": str})
+        # fast path: the pyarrow engine with numeric ratings reads 25M rows in seconds
+        inter = pd.read_csv(path, engine="pyarrow", dtype={"userId": str, "movieId": str, "rating": "float32"})
     except pd.errors.EmptyDataError:
         raise RecsysError("ratings.csv is empty; supply a file with ratings in it") from None
-    except Exception as e:  # pyarrow raises its own types for malformed CSV
-        raise RecsysError(f"ratings.csv could not be parsed ({str(e).splitlines()[0]}); check its format") from None
+    except Exception:
+        # malformed: read everything as text so the checks below can name the offending row
+        try:
+            inter = pd.read_csv(path, dtype=str)
+        except pd.errors.EmptyDataError:
+            raise RecsysError("ratings.csv is empty; supply a file with ratings in it") from None
+        except pd.errors.ParserError as e:
+            raise RecsysError(f"ratings.csv could not be parsed ({str(e).splitlines()[-1]}); check its format") from None
     missing = {"userId", "movieId", "rating"} - set(inter.columns)
     if missing:
         raise RecsysError(

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data import parsers, sources, synthetic
-from recsys.data.negatives import sample_eval_negatives
+from recsys.data.negatives import sample_eval_negatives, sorted_keys
 from recsys.errors import RecsysError
 from recsys.schema import ITEM, RATING, RAW_ID, SPLITS, TASKS, TIMESTAMP, USER
 
@@ -154,7 +154,7 @@ def prepare(raw: parsers.Raw, *, task: str = "rating", split: str = "random", va
         su = u_index.get_indexer(all_seen[USER])
         si = i_index.get_indexer(all_seen[ITEM])
         keep = (su >= 0) & (si >= 0)
-        seen_keys = np.unique(su[keep].astype(np.int64) * len(items) + si[keep])
+        seen_keys = sorted_keys(su[keep], si[keep], len(items))
         eval_users = np.unique(np.concatenate([parts["val"][USER].to_numpy(), parts["test"][USER].to_numpy()]))
         negs = sample_eval_negatives(eval_users, len(items), eval_negatives, seen_keys, rng)
         negatives = pd.DataFrame({USER: np.repeat(eval_users, eval_negatives).astype(np.int32),
