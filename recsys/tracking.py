@@ -60,15 +60,15 @@ def git_info(root: Path = PROJECT_ROOT) -> dict:
 
 
 def environment_info() -> dict:
-    import numpy
-    import pandas
-    import pytorch_lightning
+    """Versions from package metadata (importing Lightning just to read its version costs ~6 s)."""
+    from importlib.metadata import version
+
     import torch
 
     device = "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu:{platform.processor() or platform.machine()}"
     return {"python_version": platform.python_version(), "torch_version": torch.__version__,
-            "lightning_version": pytorch_lightning.__version__, "mlflow_version": mlflow.__version__,
-            "numpy_version": numpy.__version__, "pandas_version": pandas.__version__,
+            "lightning_version": version("pytorch-lightning"), "mlflow_version": version("mlflow"),
+            "numpy_version": version("numpy"), "pandas_version": version("pandas"),
             "cuda_version": str(torch.version.cuda), "device": device, "torch_threads": str(torch.get_num_threads())}
 
 
@@ -161,13 +161,10 @@ def log_model(checkpoint: Path, data_dir: Path) -> str:
 
 
 def _requirements() -> list[str]:
-    import pandas
-    import pyarrow
-    import pytorch_lightning
-    import torch
+    from importlib.metadata import version
 
-    return [f"torch=={torch.__version__.split('+')[0]}", f"pytorch-lightning=={pytorch_lightning.__version__}",
-            f"mlflow=={mlflow.__version__}", f"pandas=={pandas.__version__}", f"pyarrow=={pyarrow.__version__}"]
+    return [f"torch=={version('torch').split('+')[0]}"] + [
+        f"{p}=={version(p)}" for p in ("pytorch-lightning", "mlflow", "pandas", "pyarrow", "numpy", "pyyaml")]
 
 
 def load_model(model_uri: str):
