@@ -129,10 +129,9 @@ def _implicit(module, data: Prepared, split: str, ks: list[int], protocol: str) 
                 m[f"{p}activity_{name}/hr_at_10"] = metrics.hit_rate(ranks[sel], 10)
                 m[f"{p}activity_{name}/n_users"] = int(sel.sum())
         # beyond accuracy, for the model and for the popularity baseline beside it
-        pop_scores = popularity.clone()
         k10 = min(10, kmax)
         top10 = tops[:, :k10]
-        pop_top = _popularity_topk(pop_scores, exclude, users, k10)
+        pop_top = _popularity_topk(popularity, exclude, users, k10)
         n_train_users = int((user_counts > 0).sum())
         for name, t in (("", top10), ("popularity/", pop_top)):
             m[f"{p}{name}coverage_at_{k10}"] = metrics.coverage(t, data.n_items)

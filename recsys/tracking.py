@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import mlflow
@@ -177,10 +175,6 @@ def load_model(model_uri: str):
 
 def log_json(obj, name: str) -> None:
     mlflow.log_dict(obj, name)
-
-
-def temp_dir():
-    return tempfile.TemporaryDirectory()
 
 
 def lightning_logger(run_id: str):

@@ -17,7 +17,7 @@ import math
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from recsys.config import TrainConfig
 from recsys.data import features as feats
 from recsys.data.negatives import sample_train_negatives, sorted_keys
 from recsys.data.prepare import Prepared
+from recsys.errors import RecsysError
 from recsys.models import build_model
 from recsys.schema import ITEM, RATING, USER
 
@@ -231,7 +232,6 @@ class FitResult:
     epochs: int
     best_score: float
     monitor: str
-    timings: dict = field(default_factory=dict)
 
 
 def monitor_for(task: str) -> tuple[str, str]:
@@ -251,8 +251,6 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     implicit = task == "implicit"
     loss = cfg.loss
     if loss == "bpr" and not implicit:
-        from recsys.errors import RecsysError
-
         raise RecsysError("loss=bpr needs task=implicit data; use loss=auto (mse) for ratings")
     seen = sorted_keys(u, i, data.n_items) if implicit else None
     train_batches = TensorBatches(u, i, tr[RATING].to_numpy(np.float32), cfg.batch_size, True, cfg.seed,

@@ -14,7 +14,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
 
 from recsys import config, evaluation, plots, tracking, training
 from recsys.data import prepare as prep

@@ -1,7 +1,6 @@
 """Real `mlflow run` end to end (slow): main chains the steps, reuses finished work, reproduces from git."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
