@@ -133,3 +133,11 @@ def test_unknown_and_missing_config_keys_are_errors(tmp_path):
 def test_every_shipped_config_loads_for_both_tasks(name):
     for task in ("rating", "implicit"):
         config.load(name, task=task)
+
+
+def test_bpr_loss_trains_mf_on_implicit_data_and_is_refused_for_ratings(implicit_data, rating_data):
+    hp, cfg = config.load("mf", overrides={**FAST, "loss": "bpr"}, task="implicit")
+    assert np.isfinite(training.fit(implicit_data, "mf", hp, cfg).best_score)
+    hp, cfg = config.load("mf", overrides={**FAST, "loss": "bpr"})
+    with pytest.raises(RecsysError, match="loss=bpr needs task=implicit"):
+        training.fit(rating_data, "mf", hp, cfg)
