@@ -56,12 +56,8 @@ def _check_k(k: int) -> None:
 
 
 def _n_relevant(ranks: np.ndarray) -> np.ndarray:
-    return np.isfinite(ranks).sum(1) if ranks.dtype.kind == "f" else np.full(len(ranks), ranks.shape[1])
-
-
-def _n_relevant_all(ranks: np.ndarray) -> np.ndarray:
-    """Relevant items per user, including those ranked (finitely) anywhere; padding is inf."""
-    return np.maximum(_n_relevant(ranks), 1)
+    """Relevant items per user (padding is inf), at least 1 so ratios stay defined."""
+    return np.maximum(np.isfinite(ranks).sum(1), 1)
 
 
 def hit_rate(ranks: np.ndarray, k: int) -> float:
@@ -77,14 +73,14 @@ def precision(ranks: np.ndarray, k: int) -> float:
 
 def recall(ranks: np.ndarray, k: int) -> float:
     _check_k(k)
-    return float(np.mean((ranks <= k).sum(1) / _n_relevant_all(ranks)))
+    return float(np.mean((ranks <= k).sum(1) / _n_relevant(ranks)))
 
 
 def ndcg_per_user(ranks: np.ndarray, k: int) -> np.ndarray:
     """Binary-relevance NDCG@K per user: sum 1/log2(rank+1) over hits, over the ideal for min(R, K) items."""
     _check_k(k)
     gain = np.where(ranks <= k, 1.0 / np.log2(np.minimum(ranks, k) + 1), 0.0).sum(1)
-    ideal_n = np.minimum(_n_relevant_all(ranks), k)
+    ideal_n = np.minimum(_n_relevant(ranks), k)
     ideal = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))[ideal_n - 1]
     return gain / ideal
 
@@ -106,7 +102,7 @@ def average_precision(ranks: np.ndarray, k: int) -> float:
     r = np.sort(ranks, 1)
     hit = r <= k
     prec_at_hit = np.where(hit, np.cumsum(hit, 1) / np.where(hit, r, 1), 0.0)
-    return float(np.mean(prec_at_hit.sum(1) / np.minimum(_n_relevant_all(ranks), k)))
+    return float(np.mean(prec_at_hit.sum(1) / np.minimum(_n_relevant(ranks), k)))
 
 
 RANKING = {"hr": hit_rate, "precision": precision, "recall": recall, "ndcg": ndcg, "mrr": mrr, "map": average_precision}

@@ -12,7 +12,6 @@ import argparse
 import time
 
 from recsys import tracking
-from recsys.errors import RecsysError
 from recsys.models import check_name
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -70,7 +69,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except RecsysError as e:  # raised before the run started
-        raise SystemExit(f"error: {e}")
+    main()
