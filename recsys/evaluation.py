@@ -1,7 +1,8 @@
 """Evaluate a trained model on a prepared split: accuracy, beyond-accuracy and segment metrics.
 
 Protocols (see README): rating rows are scored as given; the implicit task ranks each user's held-out
-items against every item the user has not interacted with in training (full ranking), and, as the
+items against every item the user has not interacted with (full ranking: test excludes the user's
+train and val items, val excludes train items), and, as the
 sampled protocol, against the 99 negatives stored with the data. Cold-start rows are counted and
 scored by a fallback (global training mean for ratings, popularity for ranking), never dropped.
 """
@@ -104,7 +105,7 @@ def _implicit(module, data: Prepared, split: str, ks: list[int], protocol: str) 
     model = module.model
     users = np.unique(rows[USER].to_numpy(np.int64))
     targets = ranking.CSR.build(rows[USER].to_numpy(np.int64), rows[ITEM].to_numpy(np.int64), data.n_users).padded(users)
-    exclude = ranking.CSR.build(tr[USER].to_numpy(np.int64), tr[ITEM].to_numpy(np.int64), data.n_users)
+    exclude = _known(data, split)
     cold_users = user_counts[users] == 0
     popularity = torch.log1p(torch.as_tensor(item_counts, dtype=torch.float32))
     p = f"{split}/"
@@ -154,6 +155,14 @@ def _implicit(module, data: Prepared, split: str, ks: list[int], protocol: str) 
             prob = 1 / (1 + np.exp(-np.concatenate([pos, negscore]).astype(np.float64)))
             m[f"{p}log_loss"] = metrics.log_loss(prob, np.r_[np.ones(len(pos)), np.zeros(len(negscore))])
     return Evaluation(m, per_user, top_items=tops, users=users)
+
+
+def _known(data: Prepared, split: str) -> ranking.CSR:
+    """Items excluded from a user's ranking: train for val; train and val for test (RecBole's convention)."""
+    parts = [data.train] + ([data.val] if split == "test" else [])
+    u = np.concatenate([t[USER].to_numpy(np.int64) for t in parts])
+    i = np.concatenate([t[ITEM].to_numpy(np.int64) for t in parts])
+    return ranking.CSR.build(u, i, data.n_users)
 
 
 def _popularity_topk(scores: torch.Tensor, exclude: ranking.CSR, users: np.ndarray, k: int) -> np.ndarray:

@@ -19,3 +19,4 @@ RAW_ID = "raw_id"  # the dataset's own id, kept beside the contiguous index
 
 TASKS = ("rating", "implicit")
 SPLITS = ("random", "temporal", "leave_last_out")
+TIE_BREAKS = ("random", "item_id")  # leave_last_out: order among interactions sharing a timestamp

@@ -53,7 +53,9 @@ def main(argv=None):
         tracking.log_params({**vars(a), "data": data_uri})
         tracking.log_context({"train_run_id": train_run, "model_uri": a.model_uri, "data_uri": data_uri,
                               "dataset": data.meta.get("name"), "task": data.meta["task"],
-                              "model": ttags.get("model", ""), "protocol": _protocol_tag(data, a), "step": "evaluate"})
+                              "model": ttags.get("model", ""), "protocol": _protocol_tag(data, a), "step": "evaluate",
+                              "tie_break": data.meta.get("tie_break", "text"), "seed": ttags.get("seed", data.meta.get("seed", "")),
+                              "content_hash": data.meta["content_hash"]})
         ev = evaluation.evaluate(module, data, a.split, ks, a.protocol)
         tracking.log_metrics(ev.metrics)
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,6 @@
 """main: prepare -> train -> evaluate, each its own MLflow run nested under this one.
 
-Parameters: dataset, task, split, positive_threshold, models (comma-separated; `model` is an alias),
+Parameters: dataset, task, split, positive_threshold, tie_break, models (comma-separated; `model` is an alias),
 config, lr, epochs, embedding_dim, seed, k, env_manager (forwarded to every child), force (1 = re-run
 even where a finished run could be reused).
 Steps pass URIs only (runs:/<prepare>/data, runs:/<train>/model). A FINISHED child with the same
@@ -15,7 +15,7 @@ from recsys import tracking
 from recsys.models import check_name
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-for name, default in [("dataset", "ml-100k"), ("task", "rating"), ("split", ""), ("positive_threshold", "4"),
+for name, default in [("dataset", "ml-100k"), ("task", "rating"), ("split", ""), ("positive_threshold", "4"), ("tie_break", "random"),
                       ("models", "global_mean,mf"), ("model", ""), ("config", ""), ("lr", ""), ("epochs", ""),
                       ("embedding_dim", ""), ("seed", "42"), ("k", "5,10,20"), ("env_manager", "local"),
                       ("force", "0")]:
@@ -48,7 +48,8 @@ def main(argv=None):
             return rid
 
         prep = step("prepare", {"dataset": a.dataset, "task": a.task, "split": split,
-                                "positive_threshold": a.positive_threshold, "seed": a.seed}, "prepare")
+                                "positive_threshold": a.positive_threshold, "tie_break": a.tie_break, "seed": a.seed},
+                    "prepare")
         rows = []
         for m in models:
             tp = {"data": f"runs:/{prep}/data", "model": m, "task": a.task, "seed": a.seed,

@@ -1,7 +1,8 @@
 """prepare: raw MovieLens -> encoded, split data logged as the `data/` artifact.
 
 Parameters: dataset, task, split, val_frac, test_frac, positive_threshold, min_user_ratings,
-min_item_ratings, eval_negatives, seed; n_users, n_items, n_ratings (dataset=synthetic only).
+min_item_ratings, eval_negatives, seed, tie_break (random | item_id: the order of leave_last_out's
+timestamp ties); n_users, n_items, n_ratings (dataset=synthetic only).
 Artifacts: data/{train,val,test,users,items,eval_negatives}.parquet + data/dataset.json.
 Also: mlflow.log_input (digest = content hash), tags `dataset`, `task`, `split`, `content_hash`.
 Prints the data URI (runs:/<run_id>/data) for `train`.
@@ -28,6 +29,7 @@ p.add_argument("--min-user-ratings", type=int, default=0)
 p.add_argument("--min-item-ratings", type=int, default=0)
 p.add_argument("--eval-negatives", type=int, default=99)
 p.add_argument("--seed", type=int, default=42)
+p.add_argument("--tie-break", default="random")
 p.add_argument("--n-users", type=int, default=943)
 p.add_argument("--n-items", type=int, default=1682)
 p.add_argument("--n-ratings", type=int, default=100_000)
@@ -40,7 +42,8 @@ def main(argv=None):
         raw = prep.load_raw(a.dataset, a.n_users, a.n_items, a.n_ratings, a.seed)
         data = prep.prepare(raw, task=a.task, split=a.split, val_frac=a.val_frac, test_frac=a.test_frac,
                             positive_threshold=a.positive_threshold, min_user_ratings=a.min_user_ratings,
-                            min_item_ratings=a.min_item_ratings, eval_negatives=a.eval_negatives, seed=a.seed)
+                            min_item_ratings=a.min_item_ratings, eval_negatives=a.eval_negatives, seed=a.seed,
+                            tie_break=a.tie_break)
         name = Path(a.dataset).name if a.dataset not in prep.sources.DATASETS else a.dataset
         data.meta.update(name=name, version=f"{name}@{data.meta['content_hash'][:12]}")
         with tempfile.TemporaryDirectory() as tmp:
@@ -50,7 +53,7 @@ def main(argv=None):
         seconds = time.perf_counter() - t0
         tracking.log_params(vars(a))
         tracking.log_context({"dataset": name, "task": a.task, "split": a.split,
-                              "content_hash": data.meta["content_hash"], "step": "prepare"})
+                              "tie_break": a.tie_break, "content_hash": data.meta["content_hash"], "step": "prepare"})
         m = data.meta
         mlflow.log_metrics({"n_users": m["n_users"], "n_items": m["n_items"], "n_interactions": m["n_interactions"],
                             "rating_mean": m["rating_mean"], "rating_std": m["rating_std"],

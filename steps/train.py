@@ -52,7 +52,7 @@ def main(argv=None):
         tracking.log_json(resolved, "config.yaml")
         tracking.log_context({"dataset": data.meta.get("name"), "data_uri": a.data, "task": task, "model": a.model,
                               "content_hash": data.meta["content_hash"], "ids_hash": data.meta["ids_hash"],
-                              "step": "train"})
+                              "step": "train", "seed": cfg.seed})
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             result = training.fit(data, a.model, hp, cfg, tracking.lightning_logger(run.info.run_id),

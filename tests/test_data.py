@@ -224,3 +224,81 @@ def test_non_numeric_rating_in_movielens_csv_names_the_line(tmp_path):
     (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,5\n1,2,abc,6\n")
     with pytest.raises(RecsysError, match="'abc' on data row 2"):
         parsers.parse_movielens_csv(tmp_path)
+
+
+# --- timestamp ties, duplicates and bad ratings ------------------------------------------------------
+def _tied_raw(pad: int = 0, users: int = 40, seed: int = 0) -> parsers.Raw:
+    """Every user rates 6 items; their last 3 share one timestamp, so the held-out pair is a tie."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(users):
+        items = rng.choice([5, 10, 99, 100, 1000, 1001, 7, 42, 500, 12], 6, replace=False)
+        for j, i in enumerate(items):
+            rows.append((str(u), str(i).zfill(pad), 4.0, 1000 + min(j, 3)))
+    df = pd.DataFrame(rows, columns=[USER, ITEM, RATING, TIMESTAMP])
+    df[RATING] = df[RATING].astype("float32")
+    return parsers.Raw(df)
+
+
+def _held_out(d: prep.Prepared, part: str) -> set:
+    t = d.split(part)
+    return {(d.users["raw_id"].iloc[u], int(d.items["raw_id"].iloc[i])) for u, i in zip(t[USER], t[ITEM])}
+
+
+def test_item_id_tie_rule_ignores_how_ids_are_spelt():
+    plain = prep.prepare(_tied_raw(0), task="implicit", split="leave_last_out", tie_break="item_id", eval_negatives=0)
+    padded = prep.prepare(_tied_raw(6), task="implicit", split="leave_last_out", tie_break="item_id", eval_negatives=0)
+    for part in ("val", "test"):
+        assert _held_out(plain, part) == _held_out(padded, part)
+    # numeric order: the largest id among the tied is "last" (test), the next largest is val
+    for u, g in _tied_raw(0).interactions.groupby(USER):
+        tied = sorted(int(i) for i in g[g[TIMESTAMP] == 1003][ITEM])
+        assert (u, tied[-1]) in _held_out(plain, "test") and (u, tied[-2]) in _held_out(plain, "val")
+    assert plain.meta["tie_break"] == "item_id" and plain.meta["tie_picked_users"] == 40
+
+
+def test_random_tie_rule_is_seeded():
+    raw = _tied_raw(0)
+    kw = dict(task="implicit", split="leave_last_out", tie_break="random", eval_negatives=0)
+    a, b, c = prep.prepare(raw, seed=1, **kw), prep.prepare(raw, seed=1, **kw), prep.prepare(raw, seed=2, **kw)
+    assert _held_out(a, "test") == _held_out(b, "test") and a.meta["content_hash"] == b.meta["content_hash"]
+    assert _held_out(a, "test") != _held_out(c, "test")
+    assert a.meta["tie_picked_users"] == 40
+
+
+def test_unknown_tie_rule_is_one_line_error():
+    with pytest.raises(RecsysError, match="tie_break='oldest' is not one of random, item_id"):
+        prep.prepare(_tied_raw(0), task="implicit", split="leave_last_out", tie_break="oldest")
+
+
+def test_duplicate_pairs_keep_the_latest_rating_and_are_counted():
+    df = pd.DataFrame({USER: ["1", "1", "1", "2", "2", "2", "2"], ITEM: ["a", "a", "b", "a", "b", "c", "d"],
+                       RATING: np.array([5, 1, 3, 2, 2, 2, 2], np.float32), TIMESTAMP: [10, 20, 5, 1, 2, 3, 4]})
+    d = prep.prepare(parsers.Raw(df), task="implicit", split="random", val_frac=0, test_frac=0,
+                     positive_threshold=3, eval_negatives=0)
+    assert d.meta["duplicates_dropped"] == 1
+    # user 1's latest rating of a is 1 (not a positive): only b remains for user 1
+    kept = {(d.users["raw_id"].iloc[u], d.items["raw_id"].iloc[i]) for u, i in zip(d.train[USER], d.train[ITEM])}
+    assert kept == {("1", "b")}
+
+
+@pytest.mark.parametrize("split", ["random", "temporal", "leave_last_out"])
+@pytest.mark.parametrize("tie_break", ["random", "item_id"])
+def test_no_user_item_pair_is_ever_in_two_splits(split, tie_break):
+    rng = np.random.default_rng(3)
+    n = 3000
+    df = pd.DataFrame({USER: rng.integers(0, 60, n).astype(str), ITEM: rng.integers(0, 80, n).astype(str),
+                       RATING: rng.integers(1, 6, n).astype(np.float32), TIMESTAMP: rng.integers(0, 50, n)})
+    assert df.duplicated([USER, ITEM]).sum() > 100  # the input does hold conflicting duplicates
+    for task in ("rating", "implicit"):
+        d = prep.prepare(parsers.Raw(df), task=task, split=split, tie_break=tie_break, positive_threshold=1,
+                         eval_negatives=0, seed=4)
+        keys = [set(zip(d.split(p)[USER], d.split(p)[ITEM])) for p in ("train", "val", "test")]
+        assert sum(len(k) for k in keys) == len(set().union(*keys)) == d.meta["n_interactions"]
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_non_finite_ratings_are_refused_naming_the_row(tmp_path, value):
+    (tmp_path / "r.csv").write_text(f"user,item,rating\n1,1,4\n1,2,{value}\n")
+    with pytest.raises(RecsysError, match="on data row 2 is not a finite number"):
+        parsers.parse_generic_csv(tmp_path / "r.csv")

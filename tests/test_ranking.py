@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 
@@ -72,3 +74,35 @@ def test_random_scorer_sampled_hr_at_10_is_about_a_tenth():
     r = ranking.sampled_ranks(model, users, np.zeros(3000, dtype=np.int64), negs).astype(float)[:, None]
     assert 0.08 < metrics.hit_rate(r, 10) < 0.12  # expected 10/100; 3000 users: sd 0.0055
     assert metrics.ndcg(r, 10) <= metrics.hit_rate(r, 10)
+
+
+class _Table(torch.nn.Module):
+    """A model whose scores are a fixed [n_users, n_items] table."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.register_buffer("table", table)
+
+    def forward(self, user, item):
+        return self.table[user, item]
+
+
+def test_test_ranking_excludes_val_items_and_val_ranking_excludes_only_train(implicit_data):
+    from recsys import evaluation
+    from recsys.schema import ITEM, USER
+
+    d = implicit_data
+    table = torch.zeros(d.n_users, d.n_items)
+    # the user's val item scores highest, the test item second: test must not be ranked below val
+    table[torch.as_tensor(d.val[USER].to_numpy()), torch.as_tensor(d.val[ITEM].to_numpy())] = 10.0
+    table[torch.as_tensor(d.test[USER].to_numpy()), torch.as_tensor(d.test[ITEM].to_numpy())] = 5.0
+    ev = evaluation.evaluate(SimpleNamespace(model=_Table(table)), d, "test", [1], "full")
+    assert ev.metrics["test/hr_at_1"] == 1.0
+    ev = evaluation.evaluate(SimpleNamespace(model=_Table(table)), d, "val", [1], "full")
+    assert ev.metrics["val/hr_at_1"] == 1.0  # val's own item is the best of what train leaves
+    # and the test item is still a candidate when ranking val (it is not excluded there)
+    table2 = table.clone()
+    table2[torch.as_tensor(d.test[USER].to_numpy()), torch.as_tensor(d.test[ITEM].to_numpy())] = 20.0
+    users_with_both = set(d.val[USER]) & set(d.test[USER])
+    ev = evaluation.evaluate(SimpleNamespace(model=_Table(table2)), d, "val", [1], "full")
+    assert ev.metrics["val/hr_at_1"] <= 1 - len(users_with_both) / ev.metrics["val/n_users"] + 1e-9

@@ -40,11 +40,11 @@ def _check_interactions(df: pd.DataFrame, source: str) -> pd.DataFrame:
     if df.empty:
         raise RecsysError(f"{source} holds no ratings; supply a file with at least one user,item,rating row")
     rating = df[RATING] if pd.api.types.is_float_dtype(df[RATING]) else pd.to_numeric(df[RATING], errors="coerce")
-    bad = rating.isna()
+    bad = ~np.isfinite(rating.to_numpy(np.float64))  # NaN, text and +-inf alike
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
+        row = int(np.flatnonzero(bad)[0])
         raise RecsysError(
-            f"{source}: rating {df[RATING].iloc[row]!r} on data row {row + 1} is not a number; "
+            f"{source}: rating {df[RATING].iloc[row]!r} on data row {row + 1} is not a finite number; "
             "fix or remove that row"
         )
     if TIMESTAMP in df:

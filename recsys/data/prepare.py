@@ -21,7 +21,7 @@ import pandas as pd
 from recsys.data import parsers, sources, synthetic
 from recsys.data.negatives import sample_eval_negatives, sorted_keys
 from recsys.errors import RecsysError
-from recsys.schema import ITEM, RATING, RAW_ID, SPLITS, TASKS, TIMESTAMP, USER
+from recsys.schema import ITEM, RATING, RAW_ID, SPLITS, TASKS, TIE_BREAKS, TIMESTAMP, USER
 
 SPLIT_NAMES = ("train", "val", "test")
 FORMAT_VERSION = 1
@@ -85,8 +85,24 @@ def _encode(raw: parsers.Raw) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
     return df, users, items
 
 
-def _split(df: pd.DataFrame, split: str, val_frac: float, test_frac: float, rng) -> np.ndarray:
-    """Per-row split label: 0 train, 1 val, 2 test."""
+def _item_order(items: pd.DataFrame) -> np.ndarray:
+    """Rank of each item code with raw ids in numeric order where they are numbers (then the rest as text).
+
+    Codes follow raw ids sorted as text ("99" after "1000"); the numeric order makes the `item_id` tie
+    rule independent of how ids are spelt (zero-padded or not).
+    """
+    raw_ids = items[RAW_ID].astype(str)
+    num = pd.to_numeric(raw_ids, errors="coerce").to_numpy(np.float64)
+    isnan = np.isnan(num)
+    order = np.lexsort((np.arange(len(items)), np.where(isnan, 0.0, num), isnan))
+    rank = np.empty(len(items), dtype=np.int64)
+    rank[order] = np.arange(len(items))
+    return rank
+
+
+def _split(df: pd.DataFrame, split: str, val_frac: float, test_frac: float, rng, tie_key=None) -> tuple[np.ndarray, int]:
+    """Per-row split label (0 train, 1 val, 2 test) and, for leave_last_out, the number of users whose
+    held-out interactions were picked among timestamp ties."""
     n = len(df)
     label = np.zeros(n, dtype=np.int8)
     if split == "random":
@@ -94,7 +110,8 @@ def _split(df: pd.DataFrame, split: str, val_frac: float, test_frac: float, rng)
         n_test, n_val = int(round(n * test_frac)), int(round(n * val_frac))
         label[perm[:n_test]] = 2
         label[perm[n_test:n_test + n_val]] = 1
-    elif split == "temporal":
+        return label, 0
+    if split == "temporal":
         # one global cutoff per boundary: no rating after the cutoff reaches train (no future leak)
         ts = np.sort(df[TIMESTAMP].to_numpy())
         t_val = ts[min(n - 1, int(n * (1 - val_frac - test_frac)))]
@@ -102,35 +119,64 @@ def _split(df: pd.DataFrame, split: str, val_frac: float, test_frac: float, rng)
         t = df[TIMESTAMP].to_numpy()
         label[t >= t_val] = 1
         label[t >= t_test] = 2
-    else:  # leave_last_out: latest -> test, second latest -> val; ties broken by item id
-        order = np.lexsort((df[ITEM].to_numpy(), df[TIMESTAMP].to_numpy(), df[USER].to_numpy()))
-        users = df[USER].to_numpy()[order]
-        counts = np.bincount(users)
-        # position from the end within each user's chronological run
-        ends = np.cumsum(counts)[users]
-        from_end = ends - np.arange(n) - 1
-        eligible = counts[users] >= 3  # users with < 3 interactions stay entirely in train
-        lab = np.zeros(n, dtype=np.int8)
-        lab[(from_end == 0) & eligible] = 2
-        lab[(from_end == 1) & eligible] = 1
-        label[order] = lab
-    return label
+        return label, 0
+    # leave_last_out: latest -> test, second latest -> val; interactions sharing a timestamp are
+    # ordered by `tie_key` (a seeded random permutation, or the items' numeric id order)
+    ts_all = df[TIMESTAMP].to_numpy()
+    order = np.lexsort((tie_key, ts_all, df[USER].to_numpy()))
+    users = df[USER].to_numpy()[order]
+    ts = ts_all[order]
+    counts = np.bincount(users)
+    # position from the end within each user's chronological run
+    ends = np.cumsum(counts)[users]
+    from_end = ends - np.arange(n) - 1
+    eligible = counts[users] >= 3  # users with < 3 interactions stay entirely in train
+    lab = np.zeros(n, dtype=np.int8)
+    test_pos = np.flatnonzero((from_end == 0) & eligible)
+    lab[test_pos] = 2
+    lab[test_pos - 1] = 1
+    label[order] = lab
+    # held-out pair decided by a tie: test ties val, or val ties the latest training interaction
+    tied = (ts[test_pos] == ts[test_pos - 1]) | (ts[test_pos - 1] == ts[test_pos - 2])
+    return label, int(tied.sum())
+
+
+def _drop_duplicates(inter: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Keep each (user, item) pair's latest interaction by timestamp (the later row on equal timestamps).
+
+    Checked on integer keys first: datasets without duplicates (all of GroupLens') pay one sort.
+    """
+    u_codes, _ = pd.factorize(inter[USER])
+    i_codes, i_uniq = pd.factorize(inter[ITEM])
+    keys = u_codes.astype(np.int64) * max(1, len(i_uniq)) + i_codes
+    s = np.sort(keys)
+    if not (s[1:] == s[:-1]).any():
+        return inter, 0
+    order = np.lexsort((np.arange(len(inter)), inter[TIMESTAMP].to_numpy(), keys))
+    ks = keys[order]
+    last = np.ones(len(ks), dtype=bool)
+    last[:-1] = ks[1:] != ks[:-1]
+    keep = np.sort(order[last])
+    return inter.iloc[keep].reset_index(drop=True), int(len(inter) - len(keep))
 
 
 def prepare(raw: parsers.Raw, *, task: str = "rating", split: str = "random", val_frac: float = 0.1,
             test_frac: float = 0.1, positive_threshold: float = 4.0, min_user_ratings: int = 0,
-            min_item_ratings: int = 0, eval_negatives: int = 99, seed: int = 42) -> Prepared:
+            min_item_ratings: int = 0, eval_negatives: int = 99, seed: int = 42,
+            tie_break: str = "random") -> Prepared:
     if task not in TASKS:
         raise RecsysError(f"task={task!r} is not one of {', '.join(TASKS)}")
     if split not in SPLITS:
         raise RecsysError(f"split={split!r} is not one of {', '.join(SPLITS)}")
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1) or val_frac + test_frac >= 1:
         raise RecsysError(f"val_frac={val_frac} + test_frac={test_frac} leave no training data; keep their sum below 1")
+    if tie_break not in TIE_BREAKS:
+        raise RecsysError(f"tie_break={tie_break!r} is not one of {', '.join(TIE_BREAKS)}")
     if eval_negatives < 0:
         raise RecsysError(f"eval_negatives={eval_negatives} must be >= 0")
     rng = np.random.default_rng(seed)
-    inter = raw.interactions
-    n_raw = len(inter)
+    n_raw = len(raw.interactions)
+    inter, n_duplicates = _drop_duplicates(raw.interactions)
     if task == "implicit":
         inter = inter[inter[RATING] >= positive_threshold]
     for _ in range(1):  # one pass of each filter, in this order (documented in the README)
@@ -142,7 +188,12 @@ def prepare(raw: parsers.Raw, *, task: str = "rating", split: str = "random", va
         raise RecsysError("no interactions left after filtering; lower positive_threshold or the min_*_ratings filters")
     all_seen = raw.interactions  # every rated item counts as interacted, for the eval negatives
     df, users, items = _encode(parsers.Raw(inter.reset_index(drop=True), raw.users, raw.items))
-    label = _split(df, split, val_frac, test_frac, rng)
+    tie_key = None
+    if split == "leave_last_out":
+        # its own stream, so the rule never shifts the draws of the eval negatives
+        tie_key = (np.random.default_rng([seed, 7]).permutation(len(df)) if tie_break == "random"
+                   else _item_order(items)[df[ITEM].to_numpy()])
+    label, tie_users = _split(df, split, val_frac, test_frac, rng, tie_key)
     parts = {name: df[label == k].reset_index(drop=True) for k, name in enumerate(SPLIT_NAMES)}
     if parts["train"].empty:
         raise RecsysError(f"split={split} with val_frac={val_frac}, test_frac={test_frac} leaves no training data")
@@ -167,6 +218,7 @@ def prepare(raw: parsers.Raw, *, task: str = "rating", split: str = "random", va
         "positive_threshold": positive_threshold if task == "implicit" else None,
         "min_user_ratings": min_user_ratings, "min_item_ratings": min_item_ratings,
         "eval_negatives": eval_negatives if negatives is not None else 0, "seed": seed,
+        "tie_break": tie_break, "tie_picked_users": tie_users, "duplicates_dropped": n_duplicates,
         "n_raw_ratings": n_raw, "n_users": len(users), "n_items": len(items), "n_interactions": len(df),
         "rating_min": float(raw.interactions[RATING].min()), "rating_max": float(raw.interactions[RATING].max()),
         "rating_mean": float(r.mean()), "rating_std": float(r.std()),
