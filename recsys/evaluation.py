@@ -43,6 +43,17 @@ def parse_ks(text) -> list[int]:
     return sorted(set(ks))
 
 
+def setup_tags(meta: dict, split: str, protocol: str) -> dict:
+    """What makes two evaluations comparable: same data (dataset, task, split, tie rule, threshold) and
+    the same protocol. The report groups runs by these tags and never ranks across groups."""
+    task = meta["task"]
+    return {"dataset": meta.get("name", ""), "task": task, "data_split": meta["split"],
+            "tie_break": meta.get("tie_break", "text") if meta["split"] == "leave_last_out" else "-",
+            "positive_threshold": f"{meta['positive_threshold']:g}" if task == "implicit" else "-",
+            "protocol": f"{meta['split']}/rating" if task == "rating" else f"{meta['split']}/{protocol}",
+            "eval_split": split, "data_seed": meta.get("seed", ""), "content_hash": meta["content_hash"]}
+
+
 def bucket(counts: np.ndarray) -> np.ndarray:
     out = np.empty(len(counts), dtype=object)
     for lo, hi, name in ACTIVITY_BUCKETS:

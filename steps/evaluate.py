@@ -52,10 +52,9 @@ def main(argv=None):
         module = tracking.load_model(a.model_uri).unwrap_python_model().bundle.module
         tracking.log_params({**vars(a), "data": data_uri})
         tracking.log_context({"train_run_id": train_run, "model_uri": a.model_uri, "data_uri": data_uri,
-                              "dataset": data.meta.get("name"), "task": data.meta["task"],
-                              "model": ttags.get("model", ""), "protocol": _protocol_tag(data, a), "step": "evaluate",
-                              "tie_break": data.meta.get("tie_break", "text"), "seed": ttags.get("seed", data.meta.get("seed", "")),
-                              "content_hash": data.meta["content_hash"]})
+                              "model": ttags.get("model", ""), "step": "evaluate",
+                              "seed": ttags.get("seed", data.meta.get("seed", "")),
+                              **evaluation.setup_tags(data.meta, a.split, a.protocol)})
         ev = evaluation.evaluate(module, data, a.split, ks, a.protocol)
         tracking.log_metrics(ev.metrics)
         with tempfile.TemporaryDirectory() as tmp:
@@ -70,12 +69,6 @@ def main(argv=None):
         key = f"{a.split}/rmse" if data.meta["task"] == "rating" else f"{a.split}/ndcg_at_10"
         print(f"evaluated {a.model_uri} on {data.meta.get('name')} {a.split}: {key}={ev.metrics.get(key, float('nan')):.4f}"
               f" (run {run.info.run_id})")
-
-
-def _protocol_tag(data, a) -> str:
-    if data.meta["task"] == "rating":
-        return f"{data.meta['split']}/rating"
-    return f"{data.meta['split']}/{a.protocol}"
 
 
 def _plots(ev, data, split, tmp):

@@ -62,6 +62,7 @@ def main(argv=None):
         mlflow.log_input(ds, context="training")
         print(prep.summary(data, name))
         print(f"data URI: runs:/{run.info.run_id}/data")
+    return run.info.run_id
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ def main(argv=None):
         print(f"{a.model} ({task}): {result.epochs} epochs in {result.seconds:.1f}s, "
               f"{monitor}={result.best_score:.4f}, {key}={ev.metrics[key]:.4f}")
         print(f"model URI: runs:/{run.info.run_id}/model ({model_uri})")
+    return run.info.run_id
 
 
 if __name__ == "__main__":

@@ -1,0 +1,268 @@
+"""The leaderboard: finished evaluations grouped by setup, with their noise stated.
+
+A group is one dataset x task x data split x tie rule x positive threshold x protocol: only runs that
+share all of them were scored on the same split by the same evaluator, and nothing is ranked across
+groups. Within a group, per model:
+- each metric as mean ± sd over seeds (ddof=1) with n; for a single run, a 95% interval over users;
+- the paired difference to the group's leader on the headline metric, per user (users matched on the
+  same split, averaged over the seeds both have), with its standard error (ddof=1); a difference whose
+  95% interval holds 0 is marked not significant, and so is one whose paired seed-level t-test is not
+  significant where two or more seeds are shared.
+
+Inputs are plain dicts (see `tracking.finished_evaluations`) and per-user tables; nothing here talks
+to MLflow. Outputs are a markdown document and one self-contained HTML file (PNGs inlined).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from recsys.schema import USER
+
+GROUP_TAGS = ("dataset", "task", "data_split", "tie_break", "positive_threshold", "protocol")
+COLUMNS = {"rating": ["test/rmse", "test/mae"],
+           "implicit": ["test/ndcg_at_10", "test/hr_at_10", "test/sampled_ndcg_at_10", "test/sampled_hr_at_10"]}
+HEADLINE = {"rating": ("test/rmse", "rmse", "min"), "implicit": ("test/ndcg_at_10", "ndcg_at_10", "max")}
+BASELINES = {"global_mean", "popularity", "peer:popularity"}
+# two-sided 95% t quantiles by degrees of freedom (paired seed-level test)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+@dataclass
+class Row:
+    model: str
+    peer: str
+    runs: list[dict]
+    stats: dict = field(default_factory=dict)  # metric -> (mean, sd, n)
+    interval: tuple | None = None  # single run: 95% over users on the headline metric
+    diff: tuple | None = None  # (mean paired per-user difference to the leader, its se, n users, significant)
+    seed_diff: tuple | None = None  # (mean over shared seeds, se, n seeds)
+    train_seconds: float = float("nan")
+
+
+@dataclass
+class Group:
+    key: dict
+    rows: list[Row]
+
+    @property
+    def title(self) -> str:
+        k = self.key
+        parts = [k["dataset"], k["task"], f"split {k['data_split']}", f"protocol {k['protocol']}"]
+        if k["tie_break"] not in ("-", ""):
+            parts.append(f"ties {k['tie_break']}")
+        if k["positive_threshold"] not in ("-", ""):
+            parts.append(f"positives rating >= {k['positive_threshold']}")
+        return ", ".join(parts)
+
+
+def _per_user_unit(per_user: pd.DataFrame, task: str) -> pd.Series:
+    """Per user, the quantity the headline metric averages: NDCG@10, or the squared-error sum (rating)."""
+    if task == "rating":
+        return pd.Series((per_user["rmse"] ** 2 * per_user["n"]).to_numpy(), index=per_user[USER].to_numpy())
+    return pd.Series(per_user["ndcg_at_10"].to_numpy(), index=per_user[USER].to_numpy())
+
+
+def _interval(per_user: pd.DataFrame, task: str) -> tuple[float, float]:
+    """95% interval over users of the headline metric of one run."""
+    if task == "rating":  # RMSE = sqrt(sum s_u / sum n_u): a ratio estimator over users
+        s, n = (per_user["rmse"] ** 2 * per_user["n"]).to_numpy(), per_user["n"].to_numpy(float)
+        mse = s.sum() / n.sum()
+        se = math.sqrt(((s - mse * n) ** 2).sum() / (len(s) * (len(s) - 1))) / n.mean() if len(s) > 1 else float("nan")
+        return math.sqrt(max(mse - 1.96 * se, 0)), math.sqrt(mse + 1.96 * se)
+    x = per_user["ndcg_at_10"].to_numpy(float)
+    se = x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else float("nan")
+    return x.mean() - 1.96 * se, x.mean() + 1.96 * se
+
+
+def _paired(a: list[pd.Series], b: list[pd.Series], task: str) -> tuple[float, float, int]:
+    """Per-user paired difference a - b in the headline metric's units, averaged over shared seeds.
+
+    For ratings the per-user squared-error sums are divided by the mean rows per user, so the mean
+    difference is the difference in MSE."""
+    d = pd.concat([x.sub(y).dropna() for x, y in zip(a, b)], axis=1).mean(axis=1).dropna()
+    if len(d) < 2:
+        return float("nan"), float("nan"), len(d)
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))), len(d)
+
+
+def build(records: list[dict], per_user: dict[str, pd.DataFrame]) -> list[Group]:
+    """records: newest first (the newest run of a model and seed in a group wins)."""
+    groups: dict[tuple, dict[str, dict[str, dict]]] = {}
+    for r in records:
+        t = r["tags"]
+        if t.get("eval_split", "test") != "test" or not t.get("task"):
+            continue
+        key = tuple(t.get(k, "-") for k in GROUP_TAGS)
+        model = t.get("model", "?")
+        groups.setdefault(key, {}).setdefault(model, {}).setdefault(str(t.get("seed", "")), r)
+    out = []
+    for key, models in sorted(groups.items()):
+        task = key[1]
+        metric, _, mode = HEADLINE[task]
+        rows = []
+        for model, by_seed in models.items():
+            runs = [by_seed[s] for s in sorted(by_seed)]
+            row = Row(model, runs[0]["tags"].get("peer", ""), runs)
+            for m in COLUMNS[task]:
+                v = np.array([x["metrics"][m] for x in runs if m in x["metrics"]], float)
+                if len(v):
+                    row.stats[m] = (v.mean(), v.std(ddof=1) if len(v) > 1 else float("nan"), len(v))
+            secs = [x["train_seconds"] for x in runs if x["train_seconds"] == x["train_seconds"]]
+            row.train_seconds = float(np.mean(secs)) if secs else float("nan")
+            if len(runs) == 1 and runs[0]["run_id"] in per_user:
+                row.interval = _interval(per_user[runs[0]["run_id"]], task)
+            rows.append(row)
+        rows = [r for r in rows if metric in r.stats]
+        rows.sort(key=lambda r: r.stats[metric][0] * (1 if mode == "min" else -1))
+        if rows:
+            _compare(rows, per_user, task, metric)
+        out.append(Group(dict(zip(GROUP_TAGS, key)), rows))
+    return out
+
+
+def _compare(rows: list[Row], per_user: dict[str, pd.DataFrame], task: str, metric: str) -> None:
+    leader = rows[0]
+    lead = {r["tags"].get("seed", ""): r for r in leader.runs}
+    for row in rows[1:]:
+        shared = [(r, lead[r["tags"].get("seed", "")]) for r in row.runs if r["tags"].get("seed", "") in lead]
+        a = [_per_user_unit(per_user[x["run_id"]], task) for x, y in shared if x["run_id"] in per_user and y["run_id"] in per_user]
+        b = [_per_user_unit(per_user[y["run_id"]], task) for x, y in shared if x["run_id"] in per_user and y["run_id"] in per_user]
+        if a:
+            mean, se, n = _paired(a, b, task)
+            if task == "rating":  # squared-error sums per user -> MSE units
+                rows_per_user = np.mean([per_user[x["run_id"]]["n"].mean() for x, _ in shared])
+                mean, se = mean / rows_per_user, se / rows_per_user
+            significant = bool(se == se and abs(mean) > 1.96 * se)
+            row.diff = (mean, se, n, significant)
+        if len(shared) >= 2:
+            d = np.array([x["metrics"][metric] - y["metrics"][metric] for x, y in shared])
+            se = d.std(ddof=1) / math.sqrt(len(d))
+            row.seed_diff = (float(d.mean()), float(se), len(d))
+            seed_sig = (se == 0 and d.mean() != 0) or (se > 0 and abs(d.mean()) > T95.get(len(d) - 1, 1.96) * se)
+            if row.diff is not None:
+                row.diff = (*row.diff[:3], row.diff[3] and bool(seed_sig))
+
+
+def _fmt_stat(s: tuple | None) -> str:
+    if s is None:
+        return ""
+    mean, sd, n = s
+    return f"{mean:.4f} ± {sd:.4f} (n={n})" if n > 1 else f"{mean:.4f}"
+
+
+def table(g: Group) -> tuple[list[str], list[list[str]]]:
+    task = g.key["task"]
+    metric, short, _ = HEADLINE[task]
+    cols = COLUMNS[task]
+    unit = "MSE" if task == "rating" else short
+    header = ["model", *[c.removeprefix("test/") for c in cols], "95% over users (1 run)",
+              f"paired Δ{unit} vs best ± se", "significant", "train s", "runs"]
+    body = []
+    for i, r in enumerate(g.rows):
+        name = f"{r.model} (peer)" if r.peer else r.model
+        if r.model in BASELINES:
+            name += " [baseline]"
+        if i == 0:
+            name = f"**{name}**"
+        diff = "best" if i == 0 else (f"{r.diff[0]:+.4f} ± {r.diff[1]:.4f} ({r.diff[2]} users)" if r.diff else "")
+        if i and r.seed_diff:
+            diff += f"; over {r.seed_diff[2]} seeds {r.seed_diff[0]:+.4f} ± {r.seed_diff[1]:.4f}"
+        sig = "" if i == 0 or r.diff is None else ("yes" if r.diff[3] else "no (within noise)")
+        ci = f"[{r.interval[0]:.4f}, {r.interval[1]:.4f}]" if r.interval else ""
+        runs = " ".join(x["run_id"][:8] for x in r.runs)
+        body.append([name, *[_fmt_stat(r.stats.get(c)) for c in cols], ci, diff, sig,
+                     "" if r.train_seconds != r.train_seconds else f"{r.train_seconds:.1f}", runs])
+    return header, body
+
+
+def markdown(groups: list[Group], experiment: str) -> str:
+    lines = [f"# Leaderboard: experiment {experiment}", "",
+             "Mean ± sd over seeds (ddof=1, n runs); for single runs a 95% interval over users. Paired Δ: the "
+             "per-user difference to the best model of the table on the same split (averaged over shared seeds), "
+             "± its standard error; 'no (within noise)' when its 95% interval holds 0 or the paired test over "
+             "seeds is not significant. Tables are never compared with each other: each is one split and protocol.",
+             ""]
+    for g in groups:
+        header, body = table(g)
+        lines += [f"## {g.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in body]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def figures(g: Group) -> list[tuple[str, str]]:
+    """(caption, base64 PNG): headline metric against training time, and each model's learning curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    task = g.key["task"]
+    metric, short, _ = HEADLINE[task]
+    out = []
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for r in g.rows:
+        x = r.train_seconds if r.train_seconds == r.train_seconds and r.train_seconds > 0 else 0.01
+        mean, sd, n = r.stats[metric]
+        ax.errorbar([x], [mean], yerr=[0 if sd != sd else sd], fmt="s" if r.peer else "o", capsize=3)
+        ax.annotate(r.model, (x, mean), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set(xscale="log", xlabel="training seconds (log)", ylabel=metric, title=f"{metric} vs training time")
+    out.append((f"{metric} against training time (peers as squares; bars: sd over seeds)", _png(fig)))
+    for r in g.rows:
+        hist = next((x["history"] for x in r.runs if any(x["history"].values())), None)
+        if not hist:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+        for k, v in hist.items():
+            if v:
+                (axes[0] if k.endswith("loss") else axes[1]).plot(range(1, len(v) + 1), v, marker="o", ms=3, label=k)
+        axes[0].set(xlabel="epoch", ylabel="loss", title=f"{r.model}: loss")
+        axes[1].set(xlabel="epoch", title=f"{r.model}: validation")
+        for a in axes:
+            if a.lines:
+                a.legend(fontsize=8)
+        out.append((f"{r.model}: learning curve (first seed)", _png(fig)))
+    return out
+
+
+def html_page(groups: list[Group], experiment: str) -> str:
+    esc = html.escape
+    parts = ["<!doctype html><html><head><meta charset='utf-8'>",
+             f"<title>recsys leaderboard: {esc(experiment)}</title>",
+             "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
+             "margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;font-size:13px}th{background:#eee}"
+             "tr.lead td{font-weight:bold}figure{display:inline-block;margin:8px}img{border:1px solid #ddd}"
+             "figcaption{font-size:12px;color:#444}</style></head><body>",
+             f"<h1>Leaderboard: experiment {esc(experiment)}</h1>",
+             "<p>Mean ± sd over seeds (ddof=1); paired Δ to the best model of each table, per user, ± standard "
+             "error. Each table is one split and protocol; tables are not compared with each other.</p>"]
+    for g in groups:
+        header, body = table(g)
+        parts.append(f"<h2>{esc(g.title)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
+        for i, row in enumerate(body):
+            cells = "".join(f"<td>{esc(c.replace('**', ''))}</td>" for c in row)
+            parts.append(f"<tr class='{'lead' if i == 0 else ''}'>{cells}</tr>")
+        parts.append("</table>")
+        for caption, png in figures(g):
+            parts.append(f"<figure><img alt='{esc(caption)}' src='data:image/png;base64,{png}'>"
+                         f"<figcaption>{esc(caption)}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,55 @@
+"""report: the leaderboard of an experiment's finished evaluations, peers beside the project's models.
+
+Parameters: experiment (name, required), output (file stem, default `report`).
+Reads every FINISHED evaluate run of the experiment (steps/evaluate.py and bench/peers.py), groups them
+by dataset x task x split x tie rule x threshold x protocol, and logs `report.md` (the markdown
+leaderboard, also printed) and `report.html` (self-contained: tables and inline PNGs of metric vs
+training time and each model's learning curve). Metrics: `groups`, `runs`.
+"""
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from recsys import report, tracking
+from recsys.errors import RecsysError
+
+p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+p.add_argument("--experiment", required=True)
+p.add_argument("--output", default="report")
+
+
+def main(argv=None):
+    a = p.parse_args(argv)
+    with tracking.step_run(f"report {a.experiment}") as run:
+        records = tracking.finished_evaluations(a.experiment)
+        if not records:
+            raise RecsysError(f"experiment {a.experiment!r} has no finished evaluate runs; run main or evaluate "
+                              "(and bench/peers.py) into it first")
+        per_user = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for r in records:
+                f = tracking.download_file(r["run_id"], "per_user.parquet", Path(tmp) / r["run_id"])
+                if f is not None:
+                    per_user[r["run_id"]] = pd.read_parquet(f)
+            groups = report.build(records, per_user)
+            md = report.markdown(groups, a.experiment)
+            page = report.html_page(groups, a.experiment)
+            out = Path(tmp) / "out"
+            out.mkdir()
+            (out / f"{a.output}.md").write_text(md)
+            (out / f"{a.output}.html").write_text(page)
+            tracking.log_context({"step": "report", "experiment": a.experiment})
+            tracking.log_params({"experiment": a.experiment, "output": a.output})
+            tracking.log_metrics({"groups": len(groups), "runs": sum(len(r.runs) for g in groups for r in g.rows)})
+            tracking.log_artifact(out / f"{a.output}.md")
+            tracking.log_artifact(out / f"{a.output}.html")
+        print(md)
+        print(f"report: runs:/{run.info.run_id}/{a.output}.html")
+    return run.info.run_id
+
+
+if __name__ == "__main__":
+    main()

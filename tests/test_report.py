@@ -1,0 +1,155 @@
+"""The leaderboard: statistics by hand, bad input, and the HTML page opened in a real browser."""
+
+import base64
+import io
+import shutil
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys import report
+from steps import evaluate as evaluate_step
+from steps import prepare as prepare_step
+from steps import report as report_step
+from steps import train as train_step
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _record(run_id, model, seed, ndcg, peer=""):
+    tags = {"dataset": "d", "task": "implicit", "data_split": "leave_last_out", "tie_break": "random",
+            "positive_threshold": "1", "protocol": "leave_last_out/both", "eval_split": "test", "model": model,
+            "seed": str(seed), "peer": peer}
+    return {"run_id": run_id, "tags": tags, "metrics": {"test/ndcg_at_10": ndcg, "test/hr_at_10": 2 * ndcg},
+            "train_seconds": 1.0, "history": {}}
+
+
+def _per_user(values):
+    return pd.DataFrame({"user": np.arange(len(values)), "ndcg_at_10": values})
+
+
+def test_leaderboard_states_sd_with_ddof_1_and_marks_noise():
+    rng = np.random.default_rng(0)
+    base = rng.random(400)
+    records, per_user = [], {}
+    for seed, shift in zip((1, 2, 3), (0.0, 0.01, 0.02)):
+        for model, delta in (("strong", 0.3), ("twin", 0.3 - 1e-4), ("weak", 0.0)):
+            rid = f"{model}{seed}"
+            values = np.clip(base * 0.2 + delta * (model != "weak") + shift + rng.normal(0, 0.01, 400), 0, 1)
+            per_user[rid] = _per_user(values)
+            records.append(_record(rid, model, seed, float(values.mean())))
+    [g] = report.build(records, per_user)
+    rows = {r.model: r for r in g.rows}
+    strong = [r["metrics"]["test/ndcg_at_10"] for r in rows["strong"].runs]
+    mean, sd, n = rows["strong"].stats["test/ndcg_at_10"]
+    assert n == 3 and sd == pytest.approx(np.std(strong, ddof=1)) and mean == pytest.approx(np.mean(strong))
+    assert g.rows[-1].model == "weak" and g.rows[-1].diff[3] is True  # clearly worse: significant
+    twin = rows["twin"] if g.rows[0].model == "strong" else rows["strong"]
+    assert twin.diff[3] is False  # within noise
+    md = report.markdown([g], "exp")
+    assert "no (within noise)" in md and "(n=3)" in md
+
+
+def test_a_single_run_gets_a_95_percent_interval_over_users():
+    values = np.linspace(0, 1, 101)
+    [g] = report.build([_record("a", "m", 1, float(values.mean()))], {"a": _per_user(values)})
+    lo, hi = g.rows[0].interval
+    se = values.std(ddof=1) / np.sqrt(101)
+    assert lo == pytest.approx(0.5 - 1.96 * se) and hi == pytest.approx(0.5 + 1.96 * se)
+
+
+def test_runs_of_other_splits_or_tie_rules_are_never_in_one_table():
+    a, b = _record("a", "m", 1, 0.1), _record("b", "m", 1, 0.2)
+    b["tags"]["tie_break"] = "item_id"
+    groups = report.build([a, b], {})
+    assert len(groups) == 2 and all(len(g.rows) == 1 for g in groups)
+
+
+def _fails(argv, capsys, match):
+    with pytest.raises(SystemExit) as e:
+        report_step.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [err.strip().splitlines()[-1]]
+    assert match in err and "Traceback" not in err
+    run = mlflow.search_runs(search_all_experiments=True, output_format="list")[0]
+    assert run.info.status == "FAILED" and match in run.data.tags["error"]
+    assert not mlflow.MlflowClient().list_artifacts(run.info.run_id)
+
+
+def test_report_on_an_unknown_or_empty_experiment_is_one_line(capsys):
+    _fails(["--experiment", "nope"], capsys, "experiment 'nope' does not exist")
+    mlflow.create_experiment("empty")
+    _fails(["--experiment", "empty"], capsys, "has no finished evaluate runs")
+
+
+@pytest.fixture(scope="module")
+def small_experiment(tmp_path_factory, ml100k_dir):
+    """popularity and mf (1 epoch) on tiny implicit data, evaluated, in experiment `small`."""
+    mp = pytest.MonkeyPatch()
+    db = tmp_path_factory.mktemp("rep") / "mlflow.db"
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    mlflow.set_experiment("small")
+    data = prepare_step.main(["--dataset", str(ml100k_dir), "--task", "implicit", "--split", "leave_last_out",
+                              "--positive-threshold", "1", "--eval-negatives", "20"])
+    for model in ("popularity", "mf"):
+        train = train_step.main(["--data", f"runs:/{data}/data", "--model", model, "--epochs", "2", "--min_epochs", "0"])
+        evaluate_step.main(["--model-uri", f"runs:/{train}/model", "--k", "10"])
+    yield {"db": db, "data": data}
+    mlflow.set_experiment("Default")
+    mp.undo()
+
+
+def test_peers_are_fitted_on_the_same_split_and_logged_beside(small_experiment, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{small_experiment['db']}")
+    mlflow.set_tracking_uri(f"sqlite:///{small_experiment['db']}")
+    sys.path.insert(0, str(ROOT / "bench"))
+    import peers
+
+    mlflow.set_experiment("small")
+    lines = peers.run_peers(f"runs:/{small_experiment['data']}/data", threads=1, only={"implicit:ALS", "peer:popularity"})
+    assert len(lines) == 2
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.peer != ''", output_format="list")
+    assert {r.data.tags["model"] for r in runs} == {"implicit:ALS", "peer:popularity"}
+    project = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                 filter_string="tags.step = 'evaluate' and tags.model = 'popularity'")[0]
+    peer_pop = next(r for r in runs if r.data.tags["model"] == "peer:popularity")
+    # the same split and the same evaluator: popularity by counts scores exactly as the project's popularity
+    assert peer_pop.data.tags["content_hash"] == project.data.tags["content_hash"]
+    assert peer_pop.data.metrics["test/ndcg_at_10"] == pytest.approx(project.data.metrics["test/ndcg_at_10"])
+    assert peer_pop.data.metrics["test/hr_at_10"] == pytest.approx(project.data.metrics["test/hr_at_10"])
+
+
+def test_report_html_renders_in_a_browser_with_tables_and_images(small_experiment, monkeypatch, tmp_path):
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{small_experiment['db']}")
+    mlflow.set_tracking_uri(f"sqlite:///{small_experiment['db']}")
+    run_id = report_step.main(["--experiment", "small"])
+    page_file = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="report.html", dst_path=str(tmp_path)))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"),
+                                    args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(page_file.as_uri())
+            rows = page.eval_on_selector_all("table tr td:first-child", "cells => cells.map(c => c.innerText)")
+            images = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.complete, i.naturalWidth, i.naturalHeight, i.src])")
+            shot = page.screenshot(full_page=True)
+        finally:
+            browser.close()
+    assert any("popularity" in r for r in rows) and any(r.startswith("mf") for r in rows)
+    # metric vs time, and a learning curve for each model
+    assert len(images) >= 3
+    for complete, w, h, src in images:
+        assert complete and w > 100 and h > 100  # decoded by the browser
+        pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("L"))
+        assert pixels.std() > 5  # not blank
+    screenshot = np.asarray(Image.open(io.BytesIO(shot)).convert("L"))
+    assert screenshot.shape[0] > 900 and screenshot.std() > 5
