@@ -7,3 +7,14 @@ keeps its traceback.
 
 class RecsysError(Exception):
     """A problem with what the user asked for, with the fix in the message."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM reached a step: it stops, keeps what it logged, marks its run KILLED and exits
+    128 + the signal's number. A BaseException, so no `except Exception` (Lightning's included) eats it."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import platform
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,34 +14,71 @@ from pathlib import Path
 import mlflow
 import mlflow.pyfunc
 
-from recsys.errors import RecsysError
+from recsys.errors import Interrupted, RecsysError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+COMPLETE_TAG = "recsys.complete"  # written last: a run without it never counts as done, whatever its status
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+def ignore_signals() -> None:
+    """While a step winds down after an interrupt, a second Ctrl-C must not cut its bookkeeping short."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def step_run(name: str):
-    """Resume the run `mlflow run` started (MLFLOW_RUN_ID), or start one; user errors end it FAILED.
+    """Resume the run `mlflow run` started (MLFLOW_RUN_ID), or start one, and end it truthfully.
 
-    A RecsysError becomes one line on stderr and exit status 2; the run is marked FAILED with the
-    message as a tag, so nothing is left RUNNING.
+    - success: the `recsys.complete` tag is written last, then the run ends FINISHED;
+    - a RecsysError: one line on stderr, exit 2, run FAILED with the message as the `error` tag;
+    - SIGINT / SIGTERM (Lightning would turn SIGTERM into a clean exit): run KILLED with an `error`
+      tag, one line, exit 128 + signal;
+    - anything else is a bug: run FAILED with the exception's first line as `error`, traceback kept.
     """
     try:
         run = mlflow.start_run(run_name=None if os.environ.get("MLFLOW_RUN_ID") else name)
+        mlflow.set_tag("mlflow.runName", name)  # `mlflow run` names runs at random
     except Exception as e:
         print(f"error: could not start an MLflow run ({str(e).splitlines()[0]})", file=sys.stderr)
         sys.exit(2)
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield run
+        mlflow.set_tag(COMPLETE_TAG, "true")
     except RecsysError as e:
-        mlflow.set_tag("error", str(e)[:5000])
-        mlflow.end_run("FAILED")
+        ignore_signals()
+        _end(run, "FAILED", str(e))
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except BaseException:
-        mlflow.end_run("FAILED")
+    except Interrupted as e:
+        ignore_signals()
+        msg = f"interrupted by {e}; what was logged is kept (train: resume with -P resume_from={run.info.run_id})"
+        _end(run, "KILLED", msg)
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(128 + e.signum)
+    except BaseException as e:
+        ignore_signals()
+        _end(run, "FAILED", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         raise
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
     mlflow.end_run()
+
+
+def _end(run, status: str, error: str) -> None:
+    try:
+        mlflow.set_tag("error", error[:5000])
+    except Exception:
+        pass
+    mlflow.end_run(status)
 
 
 def git_info(root: Path = PROJECT_ROOT) -> dict:
@@ -206,37 +244,102 @@ def set_tags(tags: dict) -> None:
 
 
 # --- chaining steps (main) -------------------------------------------------------------------------
-def find_reusable_run(entry: str, params: dict[str, str], experiment_id: str) -> str | None:
-    """A FINISHED run of `entry` with equal params (as strings), the same commit and the same diff hash.
+def canonical(value) -> str:
+    """A parameter as reuse compares it: numbers as numbers (`4`, `4.0` and `4.00` are one value)."""
+    text = str(value).strip()
+    try:
+        f = float(text)
+    except ValueError:
+        return text
+    if f != f or f in (float("inf"), float("-inf")):
+        return text
+    return repr(int(f)) if f.is_integer() else repr(f)
 
-    Upstream runs are covered by the params: they carry the upstream data / model URIs.
+
+def find_reusable_run(entry: str, params: dict[str, str], experiment_id: str) -> str | None:
+    """A complete FINISHED run of `entry` with equal params (compared canonically), the same commit and
+    the same diff hash; for train, its model must be logged.
+
+    Upstream runs are covered by the params: they carry the upstream data / model URIs. A run without
+    the completion tag (interrupted, or from before it existed) is never reused.
     """
     git = git_info()
     if git["git_commit"] == "none":
         return None
     query = (f"tags.`mlflow.project.entryPoint` = '{entry}' and attributes.status = 'FINISHED' "
-             f"and tags.git_commit = '{git['git_commit']}'")
+             f"and tags.git_commit = '{git['git_commit']}' and tags.`{COMPLETE_TAG}` = 'true'")
     for run in mlflow.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], output_format="list"):
         tags, stored = run.data.tags, run.data.params
         if tags.get("git_diff_hash", "") != git["git_diff_hash"]:
             continue
-        if all(stored.get(k) == str(v) for k, v in params.items()):
+        if all(k in stored and canonical(stored[k]) == canonical(v) for k, v in params.items()):
+            if entry == "train" and not _has_model(run.info.run_id):
+                continue
             return run.info.run_id
     return None
+
+
+def _has_model(run_id: str) -> bool:
+    try:
+        return any(a.path == "model" for a in mlflow.MlflowClient().list_artifacts(run_id)) or \
+            bool(mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list"))
+    except Exception:
+        return False
 
 
 def launch(entry: str, params: dict[str, str], env_manager: str, experiment_id: str) -> str:
     """Run an entry point of this project as a child of the active run; return its run id.
 
-    A failed child raises RecsysError naming the step, its run id and its own one-line error.
+    A failed child raises RecsysError naming the step, its run id and its own one-line error. On
+    SIGINT/SIGTERM the child's whole process group (`mlflow run` starts it in its own session) is
+    stopped, its run marked KILLED, and the interrupt goes on to end this run too.
     """
-    sub = mlflow.projects.run(str(PROJECT_ROOT), entry_point=entry, parameters=params, env_manager=env_manager,
-                              experiment_id=experiment_id, synchronous=False)
-    ok = sub.wait()
+    if env_manager not in ("local", "virtualenv", "uv", "conda"):
+        raise RecsysError(f"env_manager={env_manager!r} is not one of local, virtualenv, uv, conda")
+    try:
+        sub = mlflow.projects.run(str(PROJECT_ROOT), entry_point=entry, parameters=params, env_manager=env_manager,
+                                  experiment_id=experiment_id, synchronous=False)
+    except Exception as e:
+        raise RecsysError(f"step {entry} could not start ({str(e).splitlines()[0][:300]})") from None
+    try:
+        ok = sub.wait()
+    except Interrupted:
+        ignore_signals()
+        _stop(sub)
+        raise
     if not ok:
         err = mlflow.get_run(sub.run_id).data.tags.get("error", "see the run's output")
         raise RecsysError(f"step {entry} failed (run {sub.run_id}): {err}")
     return sub.run_id
+
+
+def _stop(sub, grace_s: float = 30) -> None:
+    """SIGTERM to the child's process group; wait until every process in it is gone (SIGKILL after
+    `grace_s`): the step inside gets the time to mark its own run KILLED."""
+    import time
+
+    proc = getattr(sub, "command_proc", None)
+    if proc is not None:
+        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                proc.poll()  # reap the group leader, or it lingers as a zombie in the group
+                try:
+                    os.killpg(proc.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+            else:
+                continue
+            break
+    client = mlflow.MlflowClient()
+    if client.get_run(sub.run_id).info.status not in ("KILLED", "FAILED"):
+        client.set_tag(sub.run_id, "error", "interrupted: its parent main run was stopped")
+        client.set_terminated(sub.run_id, "KILLED")
 
 
 def run_metrics(run_id: str) -> dict[str, float]:
@@ -297,3 +400,65 @@ def download_file(run_id: str, path: str, dst: Path) -> Path | None:
         return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst)))
     except Exception:
         return None
+
+
+def name_run(name: str) -> None:
+    """Runs are named after what they are (`train mf`, `evaluate mf test`), not at random."""
+    mlflow.set_tag("mlflow.runName", name)
+
+
+def resumable(run_id: str) -> dict:
+    """data, model and overrides of a train run whose interrupted training can be continued."""
+    import ast
+
+    try:
+        run = mlflow.get_run(run_id)
+    except Exception:
+        raise RecsysError(f"resume_from={run_id!r}: no such run; pass the id of an interrupted train run") from None
+    tags, params = run.data.tags, run.data.params
+    if tags.get("step") != "train" or "data" not in params:
+        raise RecsysError(f"resume_from={run_id!r} is not a train run; pass the id of an interrupted train run")
+    if not any(a.path == "checkpoint/last.ckpt" for a in mlflow.MlflowClient().list_artifacts(run_id, "checkpoint")):
+        raise RecsysError(f"train run {run_id} logged no checkpoint/last.ckpt (it stopped before its first epoch "
+                          "ended); start the training again instead")
+    try:
+        overrides = ast.literal_eval(tags.get("overrides", "{}"))
+    except (ValueError, SyntaxError):
+        overrides = {}
+    return {"data": params["data"], "model": params.get("model", tags.get("model", "mf")), "overrides": overrides}
+
+
+def default_data(task: str) -> str:
+    """The data URI for a train run given no data: a complete prepare run of ml-100k for `task` with the
+    default parameters on this commit, or a new one run as a child of the active run."""
+    from recsys.schema import TASKS
+
+    if task not in TASKS:
+        raise RecsysError(f"task={task!r} is not one of {', '.join(TASKS)}")
+    params = {"dataset": "ml-100k", "task": task, "split": "random" if task == "rating" else "leave_last_out",
+              "positive_threshold": "4", "tie_break": "random", "seed": "42"}
+    exp = mlflow.active_run().info.experiment_id
+    rid = find_reusable_run("prepare", params, exp)
+    if rid:
+        print(f"data: reusing prepare run {rid}", flush=True)
+    else:
+        print("data: none given; preparing ml-100k for the " + task + " task", flush=True)
+        rid = launch("prepare", params, "local", exp)
+    mlflow.set_tag("data_prepare_run", rid)
+    return f"runs:/{rid}/data"
+
+
+def log_data_input(data, data_uri: str, context: str) -> None:
+    """The data as a run input (Datasets in the UI): the model's page then links to what it was fitted
+    or scored on. Schema and digest only; the rows stay in the prepare run's artifact."""
+    m = data.meta
+    kw = {"name": m.get("name", "data"), "digest": m["content_hash"][:16]}
+    try:  # the artifact's own location where MLflow can resolve it (file://, s3://, ...)
+        from mlflow.tracking.artifact_utils import get_artifact_uri
+
+        run_id, path = data_uri.removeprefix("runs:/").split("/", 1)
+        ds = mlflow.data.from_pandas(data.train.head(0), source=get_artifact_uri(run_id, path), **kw)
+    except Exception:
+        ds = mlflow.data.from_pandas(data.train.head(0), **kw)
+    mlflow.log_input(ds, context=context)
+    return ds

@@ -118,6 +118,7 @@ class Recommender(pl.LightningModule):
         self.lo, self.hi = rating_min - 0.5, rating_max + 0.5
         self.loss_name = loss if loss != "auto" else ("mse" if task == "rating" else "bce")
         self.ranking_context = None  # set by fit() for the implicit task's validation ranking
+        self.train_batches = None  # set by fit(): its epoch follows the trainer's (a resumed run goes on)
         self._sums: dict[str, list] = {}
 
     # scores -----------------------------------------------------------------------------------
@@ -169,6 +170,10 @@ class Recommender(pl.LightningModule):
             if sched is not None:
                 sched.step()
             self._accumulate("train/loss", loss, len(batch["user_id"]))
+
+    def on_train_epoch_start(self):
+        if self.train_batches is not None:
+            self.train_batches.epoch = self.current_epoch
 
     def on_train_epoch_end(self):
         vals = self._flush("train/")
@@ -238,9 +243,36 @@ def monitor_for(task: str) -> tuple[str, str]:
     return ("val/rmse", "min") if task == "rating" else ("val/ndcg_at_10", "max")
 
 
+def check_trainer(cfg: TrainConfig) -> None:
+    """Build (and discard) a Trainer with the run's accelerator / devices / strategy, so a setting
+    Lightning would reject fails as one line before anything is logged."""
+    try:
+        pl.Trainer(accelerator=cfg.accelerator, devices=_devices(cfg.devices), strategy=cfg.strategy, logger=False,
+                   enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RecsysError(f"accelerator={cfg.accelerator!r}, devices={cfg.devices!r}, strategy={cfg.strategy!r}: "
+                          f"{msg[:300]}") from None
+
+
+class EpochLines(pl.Callback):
+    """One line per epoch (for logs and pipes, where a progress bar is noise)."""
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        vals = {k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k}
+        text = " ".join(f"{k}={v:.4f}" for k, v in sorted(vals.items()))
+        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} {text}", flush=True)
+
+
 def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logger=None,
-        checkpoint_dir: Path | None = None, progress: bool = False) -> FitResult:
-    """Train `model_name` on `data` and restore the best checkpoint (by the validation metric)."""
+        checkpoint_dir: Path | None = None, progress: bool = False, resume_from: Path | None = None,
+        epoch_lines: bool = False) -> FitResult:
+    """Train `model_name` on `data` and restore the best checkpoint (by the validation metric).
+
+    `checkpoint_dir` receives best.ckpt and last.ckpt (every epoch: what an interrupted run leaves);
+    `resume_from` (a last.ckpt) restores weights, optimizer, scheduler, callbacks and the epoch."""
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -284,25 +316,28 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     monitor, mode = monitor_for(task)
     ckpt_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="recsys-ckpt-"))
     ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
-                           enable_version_counter=False)
+                           enable_version_counter=False, save_last=True)
     stop = MinEpochsEarlyStopping(cfg.min_epochs, monitor=monitor, mode=mode, patience=cfg.patience,
                                   check_on_train_epoch_end=False)
     trainable = any(p.requires_grad for p in module.parameters())
     trainer = pl.Trainer(
         max_epochs=cfg.epochs if trainable else 1, accelerator=cfg.accelerator, devices=_devices(cfg.devices),
-        strategy=cfg.strategy, logger=logger if logger is not None else False, callbacks=[ckpt, stop],
+        strategy=cfg.strategy, logger=logger if logger is not None else False,
+        callbacks=[ckpt, stop] + ([EpochLines()] if epoch_lines else []),
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         deterministic=True, log_every_n_steps=max(1, len(train_batches)),
     )
     t0 = time.perf_counter()
-    trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches)
+    module.train_batches = train_batches
+    trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches,
+                ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
     seconds = time.perf_counter() - t0
     if not ckpt.best_model_path:  # no optimizer step was taken (popularity): Lightning saved nothing
         trainer.save_checkpoint(ckpt_dir / "best.ckpt")
         ckpt.best_model_path = str(ckpt_dir / "best.ckpt")
         ckpt.best_model_score = trainer.callback_metrics.get(monitor)
     best = Path(ckpt.best_model_path)
-    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    state = safe_load(best)["state_dict"]
     module.load_state_dict(state)
     module.to("cpu").eval()
     score = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
@@ -313,6 +348,18 @@ def _devices(d: str):
     return int(d) if str(d).isdigit() else d
 
 
+def safe_load(checkpoint: str | Path) -> dict:
+    """torch.load with weights_only=True: tensors and plain values only, never arbitrary pickled code."""
+    try:
+        return torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RecsysError(f"checkpoint {Path(checkpoint).name} was refused: it is not a checkpoint of tensors and "
+                          f"plain values ({str(e).strip().splitlines()[0][:160]}); load models only from stores "
+                          "you trust") from None
+
+
 def load_module(checkpoint: str | Path) -> Recommender:
-    module = Recommender.load_from_checkpoint(str(checkpoint), map_location="cpu", weights_only=False)
+    ck = safe_load(checkpoint)  # checked first: Lightning's loader is not run on a refused file
+    module = Recommender(**ck["hyper_parameters"])
+    module.load_state_dict(ck["state_dict"])
     return module.eval()

@@ -1,13 +1,25 @@
 """One thin script per MLflow entry point; run as `python -m steps.<name>` from the project root."""
 
+import argparse
 import logging
 import os
 import warnings
+
+from recsys.errors import RecsysError
 
 # Keep step output to what a person needs: no per-file download bars, no library tips and deprecations.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 warnings.filterwarnings("ignore", category=UserWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
-for name in ("pytorch_lightning", "lightning_fabric", "mlflow.pyfunc", "mlflow.models.model"):
+for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric", "mlflow.pyfunc",
+             "mlflow.models.model", "mlflow.store.db.utils", "alembic.runtime.migration", "mlflow.tracking.fluent"):
     logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class ArgParser(argparse.ArgumentParser):
+    """A bad argument is a user error: one line, run FAILED with the `error` tag (not argparse's usage + exit 2
+    before any run exists)."""
+
+    def error(self, message):
+        raise RecsysError(f"{self.prog}: {message}; see python -m steps.{self.prog} --help")

@@ -1,31 +1,36 @@
 """train: fit one model on a prepared `data/` artifact and log it as a servable pyfunc model.
 
-Parameters: data (runs:/<prepare_run>/data), model (default mf), config (default configs/<model>.yaml),
-task (optional: fail if the data holds the other task); overrides lr, epochs, batch_size,
-embedding_dim, weight_decay, num_negatives, min_epochs, patience, seed, accelerator, devices,
-strategy; any other --key value must name a field of the model's config.
+Parameters: data (runs:/<prepare_run>/data; empty: reuse a complete prepare run of ml-100k for the
+task on this commit, or run one as a child), model (default mf), config (default
+configs/<model>.yaml), task (rating | implicit: the task to prepare when data is empty; otherwise a
+check), resume_from (a train run id: continue its interrupted training from its last checkpoint with
+its data, model and config), overrides lr, epochs, batch_size, embedding_dim, weight_decay,
+num_negatives, min_epochs, patience, seed, accelerator, devices, strategy; any other --key value
+must name a field of the model's config.
 Logs: params (flattened config), config.yaml, per-epoch train/loss, val/loss, val/rmse or
-val/ndcg_at_10, test metrics once at the end (test/...), checkpoint/best.ckpt, plots/*.png, the
-`model` (pyfunc; its URI is printed and tagged model_uri), tags for data, git, versions and device.
+val/ndcg_at_10, test metrics once at the end (test/...), checkpoint/best.ckpt and last.ckpt,
+plots/*.png, the `model` (pyfunc; its URI is printed and tagged model_uri), the data as an input,
+tags for data, git, versions and device; `recsys.complete` last. Interrupted (SIGINT/SIGTERM): the
+run ends KILLED with checkpoint/last.ckpt logged.
 """
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
-
 from recsys import config, evaluation, plots, tracking, training
 from recsys.data import prepare as prep
-from recsys.errors import RecsysError
+from recsys.errors import Interrupted, RecsysError
+from steps import ArgParser
 
 OVERRIDES = ["lr", "epochs", "batch_size", "embedding_dim", "weight_decay", "num_negatives", "min_epochs",
              "patience", "seed", "accelerator", "devices", "strategy"]
-p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-p.add_argument("--data", required=True)
+p = ArgParser(prog="train", description=__doc__.splitlines()[0])
+p.add_argument("--data", default="")
 p.add_argument("--model", default="mf")
 p.add_argument("--config", default="")
 p.add_argument("--task", default="")
+p.add_argument("--resume_from", default="")
 for name in OVERRIDES:
     p.add_argument(f"--{name}", default="")
 
@@ -37,38 +42,59 @@ def extra_overrides(rest: list[str]) -> dict:
 
 
 def main(argv=None):
-    a, rest = p.parse_known_args(argv)
-    with tracking.step_run(f"train-{a.model}") as run:
+    with tracking.step_run("train") as run, tempfile.TemporaryDirectory(prefix="recsys-train-") as tmp:
+        tmp = Path(tmp)
+        a, rest = p.parse_known_args(argv)
         overrides = {**{k: getattr(a, k) for k in OVERRIDES if getattr(a, k) != ""}, **extra_overrides(rest)}
+        resume = None
+        if a.resume_from:
+            old = tracking.resumable(a.resume_from)
+            a.data, a.model, overrides = old["data"], old["model"], {**old["overrides"], **overrides}
+            resume = tracking.download(f"runs:/{a.resume_from}/checkpoint/last.ckpt", "checkpoint", tmp / "resume")
+        tracking.name_run(f"train {a.model}")
         config.load(a.model, a.config or None, overrides)  # fail on a bad config before fetching data
-        data_dir = tracking.download(a.data, "data")
+        data_uri = a.data or tracking.default_data(a.task or "rating")
+        data_dir = tracking.download(data_uri, "data", tmp / "in")
         data = prep.load(data_dir)
         task = data.meta["task"]
         if a.task and a.task != task:
-            raise RecsysError(f"data {a.data} holds the {task} task, not {a.task}; prepare it with task={a.task}")
+            raise RecsysError(f"data {data_uri} holds the {task} task, not {a.task}; prepare it with task={a.task}")
         hp, cfg = config.load(a.model, a.config or None, overrides, task=task)
-        resolved = {"model": hp, "training": vars(cfg)}
-        tracking.log_params({**config.flat(hp, cfg), "model": a.model, "data": a.data, "task": task})
-        tracking.log_json(resolved, "config.yaml")
-        tracking.log_context({"dataset": data.meta.get("name"), "data_uri": a.data, "task": task, "model": a.model,
+        if cfg.threads:  # before anything reads torch's thread count (the torch_threads tag)
+            import torch
+
+            torch.set_num_threads(cfg.threads)
+        training.check_trainer(cfg)  # every setting validated before the first param is logged
+        tracking.log_params({**config.flat(hp, cfg), "model": a.model, "data": data_uri, "task": task,
+                             **({"resume_from": a.resume_from} if a.resume_from else {})})
+        tracking.log_json({"model": hp, "training": vars(cfg)}, "config.yaml")
+        tracking.log_context({"dataset": data.meta.get("name"), "data_uri": data_uri, "task": task, "model": a.model,
                               "content_hash": data.meta["content_hash"], "ids_hash": data.meta["ids_hash"],
-                              "step": "train", "seed": cfg.seed})
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
-            result = training.fit(data, a.model, hp, cfg, tracking.lightning_logger(run.info.run_id),
-                                  tmp / "checkpoints", progress=sys.stderr.isatty())
-            ev = evaluation.evaluate(result.module, data, "test", [10], "both")  # test once, at the end
-            tracking.log_metrics({**ev.metrics, "train_seconds": result.seconds, "epochs_run": result.epochs,
-                                  f"best_{result.monitor.replace('/', '_')}": result.best_score})
-            tracking.log_artifact(result.checkpoint, "checkpoint")
-            monitor = training.monitor_for(task)[0]
-            history = tracking.epoch_history(run.info.run_id, ["train/loss", "val/loss", monitor])
-            tracking.log_artifact(plots.learning_curve(history, tmp / "learning_curve.png", a.model), "plots")
-            if ev.predictions is not None:
-                pr = ev.predictions
-                tracking.log_artifact(plots.rating_histogram(pr["actual"].to_numpy(), pr["predicted"].to_numpy(),
-                                                             tmp / "predictions_histogram.png", a.model), "plots")
-            model_uri = tracking.log_model(result.checkpoint, data_dir)
+                              "step": "train", "seed": cfg.seed, "overrides": str(overrides)})
+        tracking.log_data_input(data, data_uri, "training")
+        ckpts = tmp / "checkpoints"
+        try:
+            result = training.fit(data, a.model, hp, cfg, tracking.lightning_logger(run.info.run_id), ckpts,
+                                  progress=sys.stderr.isatty(), resume_from=resume, epoch_lines=not sys.stderr.isatty())
+        except Interrupted:
+            tracking.ignore_signals()
+            if (ckpts / "last.ckpt").exists():  # what `resume_from` continues from
+                tracking.log_artifact(ckpts / "last.ckpt", "checkpoint")
+            raise
+        ev = evaluation.evaluate(result.module, data, "test", [10], "both")  # test once, at the end
+        tracking.log_metrics({**ev.metrics, "train_seconds": result.seconds, "epochs_run": result.epochs,
+                              f"best_{result.monitor.replace('/', '_')}": result.best_score})
+        tracking.log_artifact(result.checkpoint, "checkpoint")
+        if (ckpts / "last.ckpt").exists():
+            tracking.log_artifact(ckpts / "last.ckpt", "checkpoint")
+        monitor = training.monitor_for(task)[0]
+        history = tracking.epoch_history(run.info.run_id, ["train/loss", "val/loss", monitor])
+        tracking.log_artifact(plots.learning_curve(history, tmp / "learning_curve.png", a.model), "plots")
+        if ev.predictions is not None:
+            pr = ev.predictions
+            tracking.log_artifact(plots.rating_histogram(pr["actual"].to_numpy(), pr["predicted"].to_numpy(),
+                                                         tmp / "predictions_histogram.png", a.model), "plots")
+        model_uri = tracking.log_model(result.checkpoint, data_dir)
         tracking.set_tags({"model_uri": model_uri})
         key = "test/rmse" if task == "rating" else "test/ndcg_at_10"
         print(f"{a.model} ({task}): {result.epochs} epochs in {result.seconds:.1f}s, "
