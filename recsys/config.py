@@ -62,7 +62,9 @@ def _check_type(key: str, value, default, where: str):
             hint = f"; YAML reads {value!r} as a string, write it as a plain decimal (e.g. 0.001)"
         except ValueError:
             hint = ""
-        raise RecsysError(f"{where}: {key}={value!r} must be a {type(default).__name__}{hint}")
+        kind = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(type(default).__name__,
+                                                                                    f"a {type(default).__name__}")
+        raise RecsysError(f"{where}: {key}={value!r} must be {kind}{hint}")
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise RecsysError(f"{where}: {key}={value!r} must be true or false")

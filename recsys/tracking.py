@@ -137,13 +137,20 @@ def log_dir(local: Path, artifact_path: str) -> None:
 
 
 def run_tags(run_id: str) -> dict:
-    return mlflow.get_run(run_id).data.tags
+    try:
+        return mlflow.get_run(run_id).data.tags
+    except Exception:
+        raise RecsysError(f"run {run_id!r} does not exist in {mlflow.get_tracking_uri()}; pass the URI a train "
+                          "run printed (runs:/<train_run_id>/model)") from None
 
 
 def run_id_of_model(model_uri: str) -> str:
     """The training run behind a runs:/ or models:/ URI."""
     if model_uri.startswith("runs:/"):
-        return model_uri.split("/")[1]
+        parts = model_uri.split("/")
+        if len(parts) < 3 or not parts[1]:
+            raise RecsysError(f"model URI {model_uri!r} is malformed; use runs:/<train_run_id>/model")
+        return parts[1]
     try:
         info = mlflow.models.get_model_info(model_uri)
         return info.run_id
@@ -203,9 +210,11 @@ def _requirements() -> list[str]:
         f"{p}=={version(p)}" for p in ("pytorch-lightning", "mlflow", "pandas", "pyarrow", "numpy", "pyyaml")]
 
 
-def load_model(model_uri: str):
+def load_model(model_uri: str, dst: Path | None = None):
     try:
-        return mlflow.pyfunc.load_model(model_uri)
+        return mlflow.pyfunc.load_model(model_uri, dst_path=str(dst) if dst else None)
+    except RecsysError:
+        raise
     except Exception as e:
         raise RecsysError(f"model URI {model_uri!r} could not be loaded ({str(e).splitlines()[0][:200]}); "
                           "pass runs:/<train_run_id>/model or models:/<id>") from None
@@ -462,3 +471,24 @@ def log_data_input(data, data_uri: str, context: str) -> None:
         ds = mlflow.data.from_pandas(data.train.head(0), **kw)
     mlflow.log_input(ds, context=context)
     return ds
+
+
+def log_model_metrics(metrics: dict, model_uri: str, dataset=None) -> None:
+    """Metrics on the run, attached to the LoggedModel and the dataset (the model's page shows them).
+
+    Counts (`.../n_rows`, `.../n_users`, ...) are tags, not metrics: they are not charted beside scores."""
+    counts = {k: v for k, v in metrics.items() if k.rsplit("/", 1)[-1].startswith("n_")}
+    values = {k: float(v) for k, v in metrics.items() if k not in counts and v == v}
+    model_id = None
+    try:
+        model_id = mlflow.models.get_model_info(model_uri).model_id
+    except Exception:
+        pass
+    mlflow.log_metrics(values, model_id=model_id, dataset=dataset)
+    if counts:
+        mlflow.set_tags({f"count.{k}": str(int(v)) for k, v in counts.items()})
+
+
+def describe(text: str) -> None:
+    """The run's one-line description (shown at the top of its page in the UI)."""
+    mlflow.set_tag("mlflow.note.content", text)

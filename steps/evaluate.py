@@ -9,7 +9,6 @@ the popularity baseline's), segment metrics, metrics.json, per_user.parquet, plo
 examples.md; tags train_run_id, model_uri, data_uri.
 """
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
@@ -20,55 +19,64 @@ from recsys import evaluation, plots, ranking, tracking
 from recsys.data import prepare as prep
 from recsys.errors import RecsysError
 from recsys.schema import ITEM
+from steps import ArgParser
 
-p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-p.add_argument("--model-uri", required=True)
-p.add_argument("--data", default="")
+p = ArgParser(prog="evaluate", description=__doc__.splitlines()[0])
+p.add_argument("--model-uri", "--model_uri", dest="model_uri", required=True)
+p.add_argument("--data", default="auto")
 p.add_argument("--split", default="test")
 p.add_argument("--k", default="5,10,20")
 p.add_argument("--protocol", default="both")
-p.add_argument("--batch-size", type=int, default=ranking.PAIR_CHUNK)
+p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=ranking.PAIR_CHUNK)
 
 
 def main(argv=None):
-    a = p.parse_args(argv)
-    with tracking.step_run("evaluate") as run:
+    with tracking.step_run("evaluate") as run, tempfile.TemporaryDirectory(prefix="recsys-evaluate-") as tmp:
+        tmp = Path(tmp)
+        a = p.parse_args(argv)
         ks = evaluation.parse_ks(a.k)
         if a.split not in ("test", "val"):
             raise RecsysError(f"split={a.split!r} must be test or val")
+        if a.protocol not in ("full", "sampled", "both"):
+            raise RecsysError(f"protocol={a.protocol!r} must be full, sampled or both")
         ranking.PAIR_CHUNK = max(1, a.batch_size)
         train_run = tracking.run_id_of_model(a.model_uri)
         ttags = tracking.run_tags(train_run)
-        data_uri = a.data or ttags.get("data_uri")
+        tracking.name_run(f"evaluate {ttags.get('model', 'model')} {a.split}")
+        data_uri = a.data if a.data not in ("", "auto") else ttags.get("data_uri")
         if not data_uri:
             raise RecsysError(f"training run {train_run} recorded no data URI; pass data=runs:/<prepare_run>/data")
-        data = prep.load(tracking.download(data_uri, "data"))
+        data = prep.load(tracking.download(data_uri, "data", tmp / "data"))
         if ttags.get("task") and ttags["task"] != data.meta["task"]:
             raise RecsysError(f"the model was trained for the {ttags['task']} task but {data_uri} holds "
                               f"{data.meta['task']} data; evaluate it on data prepared with task={ttags['task']}")
         if ttags.get("ids_hash") and ttags["ids_hash"] != data.meta["ids_hash"]:
             raise RecsysError(f"{data_uri} is another dataset than the model was trained on (user/item ids differ); "
                               "pass data prepared from the same dataset and filters")
-        module = tracking.load_model(a.model_uri).unwrap_python_model().bundle.module
+        module = tracking.load_model(a.model_uri, tmp / "model").unwrap_python_model().bundle.module
         tracking.log_params({**vars(a), "data": data_uri})
         tracking.log_context({"train_run_id": train_run, "model_uri": a.model_uri, "data_uri": data_uri,
                               "model": ttags.get("model", ""), "step": "evaluate",
                               "seed": ttags.get("seed", data.meta.get("seed", "")),
                               **evaluation.setup_tags(data.meta, a.split, a.protocol)})
+        ds = tracking.log_data_input(data, data_uri, "evaluation")
         ev = evaluation.evaluate(module, data, a.split, ks, a.protocol)
-        tracking.log_metrics(ev.metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
-            (tmp / "metrics.json").write_text(json.dumps(ev.metrics, indent=2))
-            ev.per_user.to_parquet(tmp / "per_user.parquet", index=False)
-            (tmp / "examples.md").write_text(evaluation.examples_markdown(module, data))
-            for f in ("metrics.json", "per_user.parquet", "examples.md"):
-                tracking.log_artifact(tmp / f)
-            for png in _plots(ev, data, a.split, tmp):
-                tracking.log_artifact(png, "plots")
+        tracking.log_model_metrics(ev.metrics, a.model_uri, ds)
+        out = tmp / "out"
+        out.mkdir()
+        (out / "metrics.json").write_text(json.dumps(ev.metrics, indent=2))
+        ev.per_user.to_parquet(out / "per_user.parquet", index=False)
+        (out / "examples.md").write_text(evaluation.examples_markdown(module, data))
+        for f in ("metrics.json", "per_user.parquet", "examples.md"):
+            tracking.log_artifact(out / f)
+        for png in _plots(ev, data, a.split, out):
+            tracking.log_artifact(png, "plots")
         key = f"{a.split}/rmse" if data.meta["task"] == "rating" else f"{a.split}/ndcg_at_10"
-        print(f"evaluated {a.model_uri} on {data.meta.get('name')} {a.split}: {key}={ev.metrics.get(key, float('nan')):.4f}"
-              f" (run {run.info.run_id})")
+        value = ev.metrics.get(key, float("nan"))
+        tracking.describe(f"{ttags.get('model', 'model')} on {data.meta.get('name')} {a.split} "
+                          f"({data.meta['task']}, {data.meta['split']}): {key} = {value:.4f}; trained in run {train_run}")
+        print(f"evaluated {a.model_uri} on {data.meta.get('name')} {a.split}: {key}={value:.4f} (run {run.info.run_id})")
+    return run.info.run_id
 
 
 def _plots(ev, data, split, tmp):

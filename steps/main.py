@@ -8,30 +8,32 @@ params, commit and diff hash is reused (tags reused.<step>). Logs leaderboard.md
 <model>.train_run / <model>.eval_run; prints the leaderboard.
 """
 
-import argparse
 import time
 
 from recsys import tracking
 from recsys.models import check_name
+from steps import ArgParser
 
-p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-for name, default in [("dataset", "ml-100k"), ("task", "rating"), ("split", ""), ("positive_threshold", "4"), ("tie_break", "random"),
-                      ("models", "global_mean,mf"), ("model", ""), ("config", ""), ("lr", ""), ("epochs", ""),
-                      ("embedding_dim", ""), ("seed", "42"), ("k", "5,10,20"), ("env_manager", "local"),
+p = ArgParser(prog="main", description=__doc__.splitlines()[0])
+for name, default in [("dataset", "ml-100k"), ("task", "rating"), ("split", "auto"), ("positive_threshold", "4"),
+                      ("tie_break", "random"), ("models", "global_mean,mf"), ("model", ""), ("config", ""), ("lr", ""),
+                      ("epochs", ""), ("embedding_dim", ""), ("seed", "42"), ("k", "5,10,20"), ("env_manager", "local"),
                       ("force", "0")]:
-    p.add_argument(f"--{name.replace('_', '-')}", default=default)
+    flags = {f"--{name.replace('_', '-')}", f"--{name}"}  # MLflow appends undeclared -P key=value as --key value
+    p.add_argument(*sorted(flags), dest=name, default=default)
 
 KEYS = {"rating": ["test/rmse", "test/mae", "test/rmse_improvement"],
         "implicit": ["test/ndcg_at_10", "test/hr_at_10", "test/sampled_hr_at_10", "test/coverage_at_10"]}
 
 
 def main(argv=None):
-    a = p.parse_args(argv)
     with tracking.step_run("main") as run:
+        a = p.parse_args(argv)
+        tracking.name_run(f"main {a.dataset} {a.task}")
         models = [m.strip() for m in (a.model or a.models).split(",") if m.strip()]
         for m in models:
             check_name(m)
-        split = a.split or ("random" if a.task == "rating" else "leave_last_out")
+        split = a.split if a.split not in ("", "auto") else ("random" if a.task == "rating" else "leave_last_out")
         force = a.force.lower() in ("1", "true", "yes")
         exp = run.info.experiment_id
         log, timings = [], {}

@@ -8,7 +8,6 @@ Also: mlflow.log_input (digest = content hash), tags `dataset`, `task`, `split`,
 Prints the data URI (runs:/<run_id>/data) for `train`.
 """
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -17,8 +16,9 @@ import mlflow
 
 from recsys import tracking
 from recsys.data import prepare as prep
+from steps import ArgParser
 
-p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+p = ArgParser(prog="prepare", description=__doc__.splitlines()[0])
 p.add_argument("--dataset", default="ml-100k")
 p.add_argument("--task", default="rating")
 p.add_argument("--split", default="random")
@@ -36,8 +36,8 @@ p.add_argument("--n-ratings", type=int, default=100_000)
 
 
 def main(argv=None):
-    a = p.parse_args(argv)
     with tracking.step_run("prepare") as run:
+        a = p.parse_args(argv)
         t0 = time.perf_counter()
         raw = prep.load_raw(a.dataset, a.n_users, a.n_items, a.n_ratings, a.seed)
         data = prep.prepare(raw, task=a.task, split=a.split, val_frac=a.val_frac, test_frac=a.test_frac,
@@ -45,6 +45,7 @@ def main(argv=None):
                             min_item_ratings=a.min_item_ratings, eval_negatives=a.eval_negatives, seed=a.seed,
                             tie_break=a.tie_break)
         name = Path(a.dataset).name if a.dataset not in prep.sources.DATASETS else a.dataset
+        tracking.name_run(f"prepare {name} {a.task}")
         data.meta.update(name=name, version=f"{name}@{data.meta['content_hash'][:12]}")
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "data"

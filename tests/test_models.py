@@ -95,7 +95,7 @@ def test_misspelt_override_is_an_error():
 @pytest.mark.parametrize("override, message", [
     ({"lr": "0"}, "lr=0.0 must be > 0"),
     ({"embedding_dim": "0"}, "embedding_dim=0 must be > 0"),
-    ({"lr": "fast"}, "must be a float"),
+    ({"lr": "fast"}, "must be a number"),
     ({"batch_size": "1.5"}, "must be an integer"),
     ({"optimizer": "sgd"}, "not one of adam, adamw"),
 ])

@@ -154,3 +154,48 @@ def test_implicit_chain_reports_ranking_metrics(ml100k_dir):
                 "test/auc", "test/log_loss", "test/coverage_at_10", "test/popularity/novelty_at_10"):
         assert key in m, key
     assert m["test/ndcg_at_10"] <= m["test/hr_at_10"]
+
+
+@pytest.mark.parametrize("setting, match", [
+    (["--accelerator", "gpu"], "accelerator='gpu'"),
+    (["--strategy", "nonsense"], "strategy='nonsense'"),
+    (["--devices", "abc"], "devices='abc'"),
+    (["--seed", "abc"], "seed='abc' must be an integer"),
+])
+def test_bad_lightning_settings_fail_before_anything_is_logged(chain, capsys, setting, match):
+    run = _fails(train_step.main, ["--data", f"runs:/{chain['data']}/data", *setting], capsys, match)
+    assert mlflow.MlflowClient().list_artifacts(run.info.run_id) == []  # no config.yaml
+    assert not any(k.startswith("training.") for k in run.data.params)
+    assert "error" in run.data.tags
+
+
+def test_evaluating_a_run_that_does_not_exist_is_one_line(chain, capsys):
+    run = _fails(evaluate_step.main, ["--model-uri", "runs:/0123456789abcdef0123456789abcdef/model"], capsys,
+                 "does not exist")
+    assert "error" in run.data.tags
+
+
+def test_a_bad_argument_is_one_line_and_a_failed_run(chain, capsys):
+    run = _fails(prepare_step.main, ["--seed", "abc"], capsys, "invalid int value: 'abc'")
+    assert "error" in run.data.tags
+
+
+def test_finished_steps_carry_the_completion_tag_and_readable_names(chain):
+    for rid, name in ((chain["data"], "prepare ml-100k rating"), (chain["train"], "train mf")):
+        run = mlflow.get_run(rid)
+        assert run.data.tags.get("recsys.complete") == "true"
+        assert run.info.run_name == name
+
+
+def test_train_and_evaluate_log_the_data_as_input_and_model_metrics(chain):
+    evaluate_step.main(["--model-uri", f"runs:/{chain['train']}/model"])
+    ev = _last_run()
+    assert ev.info.run_name == "evaluate mf test"
+    for rid, context in ((chain["train"], "training"), (ev.info.run_id, "evaluation")):
+        inputs = mlflow.get_run(rid).inputs.dataset_inputs
+        assert [i.tags[0].value for i in inputs] == [context]
+    assert "test/n_rows" not in ev.data.metrics and ev.data.tags["count.test/n_rows"] == "240"
+    model_id = mlflow.models.get_model_info(f"runs:/{chain['train']}/model").model_id
+    logged = mlflow.get_logged_model(model_id)
+    assert any(m.key == "test/rmse" and m.run_id == ev.info.run_id for m in logged.metrics)
+    assert ev.data.tags["mlflow.note.content"].startswith("mf on ml-100k test")

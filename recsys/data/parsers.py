@@ -63,7 +63,53 @@ def _check_interactions(df: pd.DataFrame, source: str) -> pd.DataFrame:
     })
 
 
+MAX_LINE_BYTES = 1 << 20  # no MovieLens line comes near this; a longer "field" is a broken or hostile file
+
+
+def check_lines(path: Path, limit: int | None = None) -> None:
+    """Refuse a file holding a line longer than `limit` bytes, scanning it in blocks (the parsers would
+    otherwise try to allocate the whole field, many times over)."""
+    limit = MAX_LINE_BYTES if limit is None else limit
+    carry = 0  # bytes since the last newline, across blocks
+    with open(path, "rb") as f:
+        offset = 0
+        while block := f.read(1 << 24):
+            nl = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
+            if len(nl):
+                longest = max(carry + int(nl[0]), int(np.diff(nl).max(initial=1)) - 1, len(block) - int(nl[-1]) - 1)
+                carry = len(block) - int(nl[-1]) - 1
+            else:
+                carry += len(block)
+                longest = carry
+            if longest > limit:
+                raise RecsysError(f"{path.name} has a line longer than {limit:,} bytes near byte {offset:,}; "
+                                  "it is not a ratings file (or is corrupt)")
+            offset += len(block)
+
+
+def text_encoding(path: Path, preferred: str = "utf-8") -> str:
+    """`preferred` when the file decodes with it, else latin-1 (which decodes any byte; MovieLens' own
+    older files are latin-1)."""
+    if preferred == "latin-1":
+        return preferred
+    import codecs
+
+    dec = codecs.getincrementaldecoder(preferred)()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 24):
+                dec.decode(block)
+            dec.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return "latin-1"
+    return preferred
+
+
 def _read(path: Path, sep: str, names: list[str], encoding: str = "utf-8", header=None, **kw) -> pd.DataFrame:
+    if not path.is_file():
+        raise RecsysError(f"{path.name} is missing or not a file; supply the dataset's complete files")
+    check_lines(path)
+    encoding = text_encoding(path, encoding)
     try:
         if len(sep) > 1:  # '::' needs the python engine; turn it into one char first for speed
             text = path.read_text(encoding=encoding).replace("::", "\t")
@@ -73,8 +119,9 @@ def _read(path: Path, sep: str, names: list[str], encoding: str = "utf-8", heade
         return pd.read_csv(path, sep=sep, names=names, header=header, dtype=str, encoding=encoding, **kw)
     except pd.errors.EmptyDataError:
         raise RecsysError(f"{path.name} is empty; supply a file with ratings in it") from None
-    except pd.errors.ParserError as e:
-        raise RecsysError(f"{path.name} could not be parsed ({str(e).splitlines()[-1]}); check its format") from None
+    except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as e:
+        raise RecsysError(f"{path.name} could not be parsed ({(str(e).strip().splitlines() or ['?'])[-1][:200]}); "
+                          "check its format") from None
 
 
 def _year_from_title(titles: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -123,18 +170,21 @@ def _movies_table(movies: pd.DataFrame) -> pd.DataFrame:
 def parse_movielens_csv(folder: Path) -> Raw:
     """ml-latest-small, 20m, 25m, 32m: ratings.csv (userId,movieId,rating,timestamp) + movies.csv."""
     path = folder / "ratings.csv"
+    check_lines(path)
+    encoding = text_encoding(path)
     try:
         # fast path: the pyarrow engine with numeric ratings reads 25M rows in seconds
-        inter = pd.read_csv(path, engine="pyarrow", dtype={"userId": str, "movieId": str, "rating": "float32"})
+        inter = pd.read_csv(path, engine="pyarrow", dtype={"userId": str, "movieId": str, "rating": "float32"},
+                            encoding=encoding)
     except pd.errors.EmptyDataError:
         raise RecsysError("ratings.csv is empty; supply a file with ratings in it") from None
     except Exception:
         # malformed: read everything as text so the checks below can name the offending row
         try:
-            inter = pd.read_csv(path, dtype=str)
+            inter = pd.read_csv(path, dtype=str, encoding=encoding)
         except pd.errors.EmptyDataError:
             raise RecsysError("ratings.csv is empty; supply a file with ratings in it") from None
-        except pd.errors.ParserError as e:
+        except (pd.errors.ParserError, ValueError) as e:
             raise RecsysError(f"ratings.csv could not be parsed ({str(e).splitlines()[-1]}); check its format") from None
     missing = {"userId", "movieId", "rating"} - set(inter.columns)
     if missing:
@@ -145,8 +195,10 @@ def parse_movielens_csv(folder: Path) -> Raw:
     inter = inter.rename(columns={"userId": USER, "movieId": ITEM, "rating": RATING, "timestamp": TIMESTAMP})
     items = None
     if (folder / "movies.csv").exists():
-        items = _movies_table(pd.read_csv(folder / "movies.csv", dtype=str).rename(
-            columns={"movieId": ITEM, "title": TITLE, "genres": GENRES}))
+        movies = _read(folder / "movies.csv", ",", None, header=0)
+        if not {"movieId", "title", "genres"} <= set(movies.columns):
+            raise RecsysError(f"movies.csv has columns {list(movies.columns)[:5]}; expected movieId,title,genres")
+        items = _movies_table(movies.rename(columns={"movieId": ITEM, "title": TITLE, "genres": GENRES}))
     return Raw(_check_interactions(inter, "ratings.csv"), None, items)
 
 
@@ -192,9 +244,11 @@ GENERIC_ALIASES = {
 def parse_generic_csv(path: Path) -> Raw:
     """Any CSV with a header naming user,item,rating[,timestamp] (common aliases accepted)."""
     try:
-        df = pd.read_csv(path, dtype=str)
-    except pd.errors.EmptyDataError:
-        raise RecsysError(f"{path.name} is empty; supply a CSV with a user,item,rating header and rows") from None
+        df = _read(path, ",", None, header=0)
+    except RecsysError as e:
+        if "is empty" in str(e):
+            raise RecsysError(f"{path.name} is empty; supply a CSV with a user,item,rating header and rows") from None
+        raise
     lower = {c.lower(): c for c in df.columns}
     rename = {}
     for col, aliases in GENERIC_ALIASES.items():

@@ -305,13 +305,23 @@ def _json_default(o):
     raise TypeError(type(o))
 
 
-def load(folder: Path) -> Prepared:
+def load(folder: Path, verify: bool = True) -> Prepared:
+    """Read a data/ artifact back; with `verify`, refuse it unless its tables hash to the content hash
+    prepare recorded (a tampered or truncated artifact is never trained or scored on)."""
     folder = Path(folder)
     meta_path = folder / "dataset.json"
     if not meta_path.exists():
         raise RecsysError(f"{folder.name}/ has no dataset.json; pass the data/ artifact that prepare logged")
-    meta = json.loads(meta_path.read_text())
-    neg = folder / "eval_negatives.parquet"
-    return Prepared(*(pd.read_parquet(folder / f"{n}.parquet") for n in SPLIT_NAMES),
-                    pd.read_parquet(folder / "users.parquet"), pd.read_parquet(folder / "items.parquet"),
-                    pd.read_parquet(neg) if neg.exists() else None, meta)
+    try:
+        meta = json.loads(meta_path.read_text())
+        neg = folder / "eval_negatives.parquet"
+        p = Prepared(*(pd.read_parquet(folder / f"{n}.parquet") for n in SPLIT_NAMES),
+                     pd.read_parquet(folder / "users.parquet"), pd.read_parquet(folder / "items.parquet"),
+                     pd.read_parquet(neg) if neg.exists() else None, meta)
+    except (OSError, ValueError, KeyError, TypeError) as e:  # pyarrow's errors are ValueErrors / OSErrors
+        raise RecsysError(f"the data artifact is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                          "run prepare again and pass its data URI") from None
+    if verify and content_hash(p) != meta.get("content_hash"):
+        raise RecsysError(f"the data artifact does not match its content hash {str(meta.get('content_hash'))[:12]} "
+                          "(changed after prepare logged it); run prepare again and pass its data URI")
+    return p

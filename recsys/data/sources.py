@@ -77,26 +77,77 @@ def md5_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def safe_extract(archive: Path, dest: Path) -> None:
-    """Extract a zip, refusing entries with absolute paths or '..' (zip-slip)."""
+MAX_EXTRACTED_BYTES = 16 << 30  # ML-32M unpacks to under 1 GiB
+MAX_RATIO = 200  # CSV compresses ~5x; a zip bomb, thousands of times
+
+
+def safe_extract(archive: Path, dest: Path, max_bytes: int = MAX_EXTRACTED_BYTES, max_ratio: float = MAX_RATIO) -> dict:
+    """Extract a zip, refusing entries with absolute paths or '..' (zip-slip) and archives that expand
+    past `max_bytes` or `max_ratio` x their size (counted while writing: headers can lie).
+
+    Returns {relative path: sha256} of what was extracted, which is recorded beside it."""
     try:
         zf = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, OSError):
         raise RecsysError(f"{archive.name} is not a valid zip archive; re-download it") from None
+    limit = min(max_bytes, int(max_ratio * max(archive.stat().st_size, 1 << 20)))
     with zf:
-        for name in zf.namelist():
-            p = Path(name)
-            if p.is_absolute() or name.startswith(("/", "\\")) or ".." in p.parts:
-                raise RecsysError(f"{archive.name} holds an unsafe entry {name!r} (absolute or '..' path); refusing to extract it")
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+        for i in zf.infolist():
+            p = Path(i.filename)
+            if p.is_absolute() or i.filename.startswith(("/", "\\")) or ".." in p.parts:
+                raise RecsysError(f"{archive.name} holds an unsafe entry {i.filename!r} (absolute or '..' path); "
+                                  "refusing to extract it")
+        if sum(i.file_size for i in infos) > limit:
+            raise RecsysError(f"{archive.name} would expand to {sum(i.file_size for i in infos) >> 20:,} MiB, past the "
+                              f"{limit >> 20:,} MiB limit for an archive of its size; refusing to extract it")
         tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
         try:
-            zf.extractall(tmp)
+            written, hashes = 0, {}
+            for i in infos:
+                target = tmp / i.filename
+                target.parent.mkdir(parents=True, exist_ok=True)
+                h = hashlib.sha256()
+                with zf.open(i) as src, open(target, "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > limit:
+                            raise RecsysError(f"{archive.name} expands past the {limit >> 20:,} MiB limit for an "
+                                              "archive of its size; refusing to extract it")
+                        h.update(chunk)
+                        out.write(chunk)
+                hashes[i.filename] = h.hexdigest()
             if dest.exists():
                 shutil.rmtree(dest)
             tmp.rename(dest)
-        except BaseException:
+            return hashes
+        except zipfile.BadZipFile as e:
+            raise RecsysError(f"{archive.name} is corrupt ({e}); re-download it") from None
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
+
+
+MANIFEST = ".complete"  # JSON {file: sha256} written after extraction; checked on every use
+
+
+def verify_extracted(folder: Path) -> bool:
+    import json
+
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(manifest, dict) or not manifest:
+        return False
+    return all((folder / f).is_file() and sha256_file(folder / f) == h for f, h in manifest.items())
+
+
+def extract_verified(archive: Path, dest: Path) -> Path:
+    import json
+
+    hashes = safe_extract(archive, dest)
+    (dest / MANIFEST).write_text(json.dumps(hashes, indent=1))
+    return dest
 
 
 def download(url: str, dest: Path, expected_sha256: str | None = None, expected_md5: str | None = None) -> None:
@@ -136,6 +187,20 @@ def verify_archive(path: Path, source: Source) -> bool:
     return expected is not None and sha256_file(path) == expected
 
 
+def adopt_placed_archive(path: Path, source: Source) -> None:
+    """An archive a user put in the cache by hand (as the offline error says): check it against GroupLens'
+    published md5 where reachable; otherwise record its sha256 (enforced from then on) with a warning."""
+    md5 = _published_md5(source.url)
+    if md5 is not None and md5_file(path) != md5:
+        raise RecsysError(f"{path} does not match GroupLens' published md5 for {source.url}; replace it with the "
+                          "archive from that address")
+    got = sha256_file(path)
+    path.with_name(path.name + ".sha256").write_text(got)
+    if md5 is None:
+        print(f"warning: {path.name} could not be checked against GroupLens' checksum (unreachable); using it and "
+              f"recording its sha256 {got[:12]}...", file=sys.stderr)
+
+
 def _published_md5(url: str) -> str | None:
     try:
         with urllib.request.urlopen(url + ".md5", timeout=20) as r:
@@ -149,6 +214,9 @@ def fetch_grouplens(name: str, root: Path) -> Path:
     source = DATASETS[name]
     archive = root / f"{name}.zip"
     extracted = root / name
+    recorded = archive.with_name(archive.name + ".sha256")
+    if archive.exists() and source.sha256 is None and not recorded.exists():
+        adopt_placed_archive(archive, source)
     if archive.exists() and not verify_archive(archive, source):
         # never use a cached archive that does not match: drop it and its extraction, fetch again
         archive.unlink()
@@ -157,9 +225,8 @@ def fetch_grouplens(name: str, root: Path) -> Path:
     if not archive.exists():
         md5 = None if source.sha256 else _published_md5(source.url)
         download(source.url, archive, source.sha256, md5)
-    if not (extracted / ".complete").exists():
-        safe_extract(archive, extracted)
-        (extracted / ".complete").write_text(sha256_file(archive))
+    if not verify_extracted(extracted):  # missing, or changed since it was extracted: extract again
+        extract_verified(archive, extracted)
     return extracted
 
 
@@ -204,7 +271,7 @@ def resolve(dataset: str) -> tuple[Path, bool]:
         )
     root = cache_dir()
     tried = []
-    if (root / dataset / ".complete").exists():
+    if verify_extracted(root / dataset):
         return root / dataset, False
     if dataset == "ml-100k" and (root / "ml-100k-recbole" / ".complete").exists():
         try:
