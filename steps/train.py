@@ -45,6 +45,9 @@ def main(argv=None):
     with tracking.step_run("train") as run, tempfile.TemporaryDirectory(prefix="recsys-train-") as tmp:
         tmp = Path(tmp)
         a, rest = p.parse_known_args(argv)
+        # MLproject's defaults for "not given" (an empty string would show as a '' param in the UI)
+        a.data, a.config, a.task, a.resume_from = (
+            "" if v in ("auto", "default", "none") else v for v in (a.data, a.config, a.task, a.resume_from))
         overrides = {**{k: getattr(a, k) for k in OVERRIDES if getattr(a, k) != ""}, **extra_overrides(rest)}
         resume = None
         if a.resume_from:
