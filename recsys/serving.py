@@ -12,12 +12,12 @@ from recsys import ranking
 from recsys.data.prepare import load
 from recsys.errors import RecsysError
 from recsys.schema import ITEM, RAW_ID, USER
-from recsys.training import load_module
+from recsys.scoring import load_scorer
 
 
 class Bundle:
     def __init__(self, checkpoint: str | Path, data_dir: str | Path):
-        self.module = load_module(checkpoint)
+        self.module = load_scorer(checkpoint)
         data = load(Path(data_dir))
         self.meta = data.meta
         self.user_index = pd.Index(data.users[RAW_ID].astype(str))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import mlflow
 import mlflow.pyfunc
+import pandas as pd
 
 from recsys.errors import Interrupted, RecsysError
 
@@ -96,16 +97,21 @@ def git_info(root: Path = PROJECT_ROOT) -> dict:
 
 
 def environment_info() -> dict:
-    """Versions from package metadata (importing Lightning just to read its version costs ~6 s)."""
+    """Versions from package metadata (importing Lightning just to read its version costs seconds). The
+    device and thread count only where torch is in use: prepare never imports it."""
     from importlib.metadata import version
 
-    import torch
-
-    device = "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu:{platform.processor() or platform.machine()}"
-    return {"python_version": platform.python_version(), "torch_version": torch.__version__,
+    info = {"python_version": platform.python_version(), "torch_version": version("torch"),
             "lightning_version": version("pytorch-lightning"), "mlflow_version": version("mlflow"),
-            "numpy_version": version("numpy"), "pandas_version": version("pandas"),
-            "cuda_version": str(torch.version.cuda), "device": device, "torch_threads": str(torch.get_num_threads())}
+            "numpy_version": version("numpy"), "pandas_version": version("pandas")}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info.update(cuda_version=str(torch.version.cuda), torch_threads=str(torch.get_num_threads()),
+                    device="cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                    else f"cpu:{platform.processor() or platform.machine()}")
+    else:
+        info["device"] = f"cpu:{platform.processor() or platform.machine()}"
+    return info
 
 
 def log_context(extra_tags: dict | None = None) -> None:
@@ -175,9 +181,9 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
 
         self.bundle = load_checkpoint(context.artifacts["checkpoint"], context.artifacts["data"])
 
-    def predict(self, context, model_input, params=None):
-        import pandas as pd
-
+    # a DataFrame type hint: MLflow validates nothing from it (the logged signature is the contract)
+    # and stops warning that the hints are missing
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         k = int((params or {}).get("k", 10))
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "item" in df.columns:

@@ -13,6 +13,7 @@ batch, with the per-step overhead paid once per chunk (bench/train_throughput.py
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import tempfile
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
-from recsys import metrics, ranking
+from recsys import metrics, ranking, scoring
 from recsys.config import TrainConfig
 from recsys.data import features as feats
 from recsys.data.negatives import sample_train_negatives, sorted_keys
@@ -34,6 +35,10 @@ from recsys.data.prepare import Prepared
 from recsys.errors import RecsysError
 from recsys.models import build_model
 from recsys.schema import ITEM, RATING, USER
+
+# Lightning sets its loggers to INFO when imported (device lines, a cloud-logging tip): keep warnings only
+for _name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 def seed_everything(seed: int) -> None:
@@ -114,8 +119,7 @@ class Recommender(pl.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False  # one optimizer step per minibatch of a chunk
         self.model = build_model(model_name, n_users, n_items, features, **model_hparams)
-        # sigmoid squashed to reach half a star past both ends (a sigmoid never reaches its limits)
-        self.lo, self.hi = rating_min - 0.5, rating_max + 0.5
+        self.lo, self.hi = scoring.rating_range(rating_min, rating_max)
         self.loss_name = loss if loss != "auto" else ("mse" if task == "rating" else "bce")
         self.ranking_context = None  # set by fit() for the implicit task's validation ranking
         self.train_batches = None  # set by fit(): its epoch follows the trainer's (a resumed run goes on)
@@ -124,11 +128,10 @@ class Recommender(pl.LightningModule):
     # scores -----------------------------------------------------------------------------------
     def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
         """Predictions: a rating in the rating range, or P(positive) for implicit."""
-        raw = self.model(user, item)
-        return self.squash(raw) if self.hparams.task == "rating" else torch.sigmoid(raw)
+        return scoring.output(self.model(user, item), self.hparams.task, self.lo, self.hi)
 
     def squash(self, raw: torch.Tensor) -> torch.Tensor:
-        return self.lo + (self.hi - self.lo) * torch.sigmoid(raw)
+        return scoring.output(raw, "rating", self.lo, self.hi)
 
     def to_logit(self, rating: torch.Tensor) -> torch.Tensor:
         p = ((rating - self.lo) / (self.hi - self.lo)).clamp(1e-4, 1 - 1e-4)
@@ -337,7 +340,7 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
         ckpt.best_model_path = str(ckpt_dir / "best.ckpt")
         ckpt.best_model_score = trainer.callback_metrics.get(monitor)
     best = Path(ckpt.best_model_path)
-    state = safe_load(best)["state_dict"]
+    state = scoring.safe_load(best)["state_dict"]
     module.load_state_dict(state)
     module.to("cpu").eval()
     score = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
@@ -348,18 +351,8 @@ def _devices(d: str):
     return int(d) if str(d).isdigit() else d
 
 
-def safe_load(checkpoint: str | Path) -> dict:
-    """torch.load with weights_only=True: tensors and plain values only, never arbitrary pickled code."""
-    try:
-        return torch.load(str(checkpoint), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise RecsysError(f"checkpoint {Path(checkpoint).name} was refused: it is not a checkpoint of tensors and "
-                          f"plain values ({str(e).strip().splitlines()[0][:160]}); load models only from stores "
-                          "you trust") from None
-
-
 def load_module(checkpoint: str | Path) -> Recommender:
-    ck = safe_load(checkpoint)  # checked first: Lightning's loader is not run on a refused file
+    ck = scoring.safe_load(checkpoint)
     module = Recommender(**ck["hyper_parameters"])
     module.load_state_dict(ck["state_dict"])
     return module.eval()

@@ -11,7 +11,7 @@ params, commit and diff hash is reused (tags reused.<step>). Logs leaderboard.md
 import time
 
 from recsys import tracking
-from recsys.models import check_name
+from recsys.schema import check_model_name
 from steps import ArgParser
 
 p = ArgParser(prog="main", description=__doc__.splitlines()[0])
@@ -32,7 +32,7 @@ def main(argv=None):
         tracking.name_run(f"main {a.dataset} {a.task}")
         models = [m.strip() for m in (a.model or a.models).split(",") if m.strip()]
         for m in models:
-            check_name(m)
+            check_model_name(m)
         split = a.split if a.split not in ("", "auto") else ("random" if a.task == "rating" else "leave_last_out")
         force = a.force.lower() in ("1", "true", "yes")
         exp = run.info.experiment_id

@@ -141,3 +141,10 @@ def test_bpr_loss_trains_mf_on_implicit_data_and_is_refused_for_ratings(implicit
     hp, cfg = config.load("mf", overrides={**FAST, "loss": "bpr"})
     with pytest.raises(RecsysError, match="loss=bpr needs task=implicit"):
         training.fit(rating_data, "mf", hp, cfg)
+
+
+def test_the_torch_free_model_names_match_the_registry():
+    from recsys.models import MODELS
+    from recsys.schema import MODEL_NAMES
+
+    assert tuple(MODELS) == MODEL_NAMES

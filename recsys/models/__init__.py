@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from recsys.errors import RecsysError
+from recsys.schema import check_model_name
 from recsys.models.autoint import AutoInt
 from recsys.models.dcn import DCN
 from recsys.models.dcnv2 import DCNv2
@@ -30,8 +31,7 @@ FEATURE_AWARE = {"fm", "wide_deep", "dcn", "dcnv2", "autoint"}
 
 
 def check_name(name: str) -> None:
-    if name not in MODELS:
-        raise RecsysError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    check_model_name(name)
 
 
 def build_model(name: str, n_users: int, n_items: int, features: dict | None = None, **hparams) -> nn.Module:

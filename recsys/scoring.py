@@ -1,0 +1,62 @@
+"""A trained model for inference, without Lightning: evaluate, serving and recommend load this.
+
+Importing pytorch_lightning costs seconds per process; scoring needs only the model and the output
+transform, rebuilt from a checkpoint's plain hyper-parameters and tensors (`weights_only=True`: a
+checkpoint is never unpickled into code).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from recsys.errors import RecsysError
+from recsys.models import build_model
+
+
+def rating_range(rating_min: float, rating_max: float) -> tuple[float, float]:
+    """A sigmoid never reaches its limits: squash to half a star past both ends of the rating scale."""
+    return rating_min - 0.5, rating_max + 0.5
+
+
+def output(raw: torch.Tensor, task: str, lo: float, hi: float) -> torch.Tensor:
+    """Raw model scores -> predictions: a rating in (lo, hi), or P(positive) for implicit."""
+    return lo + (hi - lo) * torch.sigmoid(raw) if task == "rating" else torch.sigmoid(raw)
+
+
+class Scorer(nn.Module):
+    """`scorer(user, item)` -> predictions; `scorer.model` -> raw scores for ranking."""
+
+    def __init__(self, model: nn.Module, task: str, rating_min: float, rating_max: float):
+        super().__init__()
+        self.model = model
+        self.task = task
+        self.lo, self.hi = rating_range(rating_min, rating_max)
+
+    def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        return output(self.model(user, item), self.task, self.lo, self.hi)
+
+
+def safe_load(checkpoint: str | Path) -> dict:
+    """torch.load with weights_only=True: tensors and plain values only, never arbitrary pickled code."""
+    try:
+        return torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RecsysError(f"checkpoint {Path(checkpoint).name} was refused: it is not a checkpoint of tensors and "
+                          f"plain values ({str(e).strip().splitlines()[0][:160]}); load models only from stores "
+                          "you trust") from None
+
+
+def load_scorer(checkpoint: str | Path) -> Scorer:
+    ck = safe_load(checkpoint)
+    try:
+        hp = ck["hyper_parameters"]
+        model = build_model(hp["model_name"], hp["n_users"], hp["n_items"], hp["features"], **hp["model_hparams"])
+        state = {k.removeprefix("model."): v for k, v in ck["state_dict"].items() if k.startswith("model.")}
+        model.load_state_dict(state)
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise RecsysError(f"checkpoint {Path(checkpoint).name} is not a recsys model checkpoint "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+    return Scorer(model, hp["task"], hp["rating_min"], hp["rating_max"]).eval()
