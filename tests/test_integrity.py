@@ -2,12 +2,10 @@
 
 import hashlib
 import io
-import os
 import zipfile
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 import pytest
 import torch

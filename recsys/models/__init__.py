@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from recsys.errors import RecsysError
 from recsys.schema import check_model_name
 from recsys.models.autoint import AutoInt
 from recsys.models.dcn import DCN
