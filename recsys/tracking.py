@@ -250,8 +250,16 @@ def log_artifact(path: Path, artifact_path: str | None = None) -> None:
     mlflow.log_artifact(str(path), artifact_path)
 
 
+def _is_count(key: str) -> bool:
+    return key.rsplit("/", 1)[-1].startswith("n_")
+
+
 def log_metrics(values: dict) -> None:
-    mlflow.log_metrics({k: float(v) for k, v in values.items() if v == v})
+    """Scores as metrics; counts (`.../n_rows`, `.../n_users`) as `count.` tags, out of the metric charts."""
+    mlflow.log_metrics({k: float(v) for k, v in values.items() if v == v and not _is_count(k)})
+    counts = {f"count.{k}": str(int(v)) for k, v in values.items() if _is_count(k)}
+    if counts:
+        mlflow.set_tags(counts)
 
 
 def set_tags(tags: dict) -> None:
@@ -483,7 +491,7 @@ def log_model_metrics(metrics: dict, model_uri: str, dataset=None) -> None:
     """Metrics on the run, attached to the LoggedModel and the dataset (the model's page shows them).
 
     Counts (`.../n_rows`, `.../n_users`, ...) are tags, not metrics: they are not charted beside scores."""
-    counts = {k: v for k, v in metrics.items() if k.rsplit("/", 1)[-1].startswith("n_")}
+    counts = {k: v for k, v in metrics.items() if _is_count(k)}
     values = {k: float(v) for k, v in metrics.items() if k not in counts and v == v}
     model_id = None
     try:

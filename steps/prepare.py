@@ -61,6 +61,7 @@ def main(argv=None):
                             "sparsity": m["sparsity"], "prepare_seconds": seconds})
         ds = mlflow.data.from_pandas(data.train, name=name, digest=m["content_hash"][:16], targets="rating")
         mlflow.log_input(ds, context="training")
+        tracking.describe(prep.summary(data, name))
         print(prep.summary(data, name))
         print(f"data URI: runs:/{run.info.run_id}/data")
     return run.info.run_id

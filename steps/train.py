@@ -100,6 +100,8 @@ def main(argv=None):
         model_uri = tracking.log_model(result.checkpoint, data_dir)
         tracking.set_tags({"model_uri": model_uri})
         key = "test/rmse" if task == "rating" else "test/ndcg_at_10"
+        tracking.describe(f"{a.model} on {data.meta.get('name')} ({task}, {data.meta['split']}): {result.epochs} "
+                          f"epochs, {monitor} = {result.best_score:.4f}, {key} = {ev.metrics[key]:.4f}")
         print(f"{a.model} ({task}): {result.epochs} epochs in {result.seconds:.1f}s, "
               f"{monitor}={result.best_score:.4f}, {key}={ev.metrics[key]:.4f}")
         print(f"model URI: runs:/{run.info.run_id}/model ({model_uri})")
