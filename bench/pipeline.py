@@ -5,7 +5,8 @@
 Runs `mlflow run . --env-manager local -P dataset=ml-100k` twice against a fresh sqlite store (the
 ml-100k cache warm), prints both wall times and their ratio, and breaks the first run's time down from
 the child runs it recorded: each step's wall time, the work inside it (prepare_seconds,
-train_seconds), and the cost of starting a Python process that imports the library.
+train_seconds, evaluation), the overhead between them (process start, imports, tracking), and the cost
+of starting a Python process that imports each step.
 """
 
 import argparse
@@ -36,9 +37,11 @@ with tempfile.TemporaryDirectory() as tmp:
         if r.returncode:
             sys.exit(r.stderr[-3000:])
     reused = r.stdout.count("reused run")
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import mlflow, recsys.training, recsys.tracking"], check=True)
-    imports = time.perf_counter() - t
+    imports = {}
+    for step in ("prepare", "train", "evaluate"):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", f"import steps.{step}"], check=True, cwd=ROOT)
+        imports[step] = time.perf_counter() - t
 
     import mlflow
 
@@ -47,14 +50,17 @@ with tempfile.TemporaryDirectory() as tmp:
     first_main = next(r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "main")
     print(f"first run {walls[0]:.1f}s, second run {walls[1]:.1f}s ({reused} steps reused): "
           f"ratio {walls[1] / walls[0]:.2f}")
-    print(f"a Python process importing mlflow + recsys: {imports:.1f}s")
-    print("| step | run wall s | work inside s |")
-    print("|---|---|---|")
+    print("a Python process importing the step: " + ", ".join(f"{k} {v:.1f}s" for k, v in imports.items()))
+    print("| step | wall s (launch to end) | run s | work s | overhead s |")
+    print("|---|---|---|---|---|")
+    prev_end = first_main.info.start_time
     for run in runs:
         if run.data.tags.get("mlflow.parentRunId") != first_main.info.run_id:
             continue
-        wall = (run.info.end_time - run.info.start_time) / 1000
+        wall = (run.info.end_time - prev_end) / 1000  # from the previous step's end: includes `mlflow run` startup
+        own = (run.info.end_time - run.info.start_time) / 1000
+        prev_end = run.info.end_time
         m = run.data.metrics
-        work = m.get("prepare_seconds", m.get("train_seconds", float("nan")))
+        work = m.get("prepare_seconds", m.get("train_seconds", m.get("evaluate_seconds", float("nan"))))
         label = run.data.tags["mlflow.project.entryPoint"] + (f" {run.data.tags['model']}" if "model" in run.data.tags else "")
-        print(f"| {label} | {wall:.1f} | {work:.1f} |")
+        print(f"| {label} | {wall:.1f} | {own:.1f} | {work:.1f} | {wall - work:.1f} |")

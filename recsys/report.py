@@ -174,7 +174,7 @@ def table(g: Group) -> tuple[list[str], list[list[str]]]:
             name = f"**{name}**"
         diff = "best" if i == 0 else (f"{r.diff[0]:+.4f} ± {r.diff[1]:.4f} ({r.diff[2]} users)" if r.diff else "")
         if i and r.seed_diff:
-            diff += f"; over {r.seed_diff[2]} seeds {r.seed_diff[0]:+.4f} ± {r.seed_diff[1]:.4f}"
+            diff += f"; over {r.seed_diff[2]} seeds Δ{short} {r.seed_diff[0]:+.4f} ± {r.seed_diff[1]:.4f}"
         sig = "" if i == 0 or r.diff is None else ("yes" if r.diff[3] else "no (within noise)")
         ci = f"[{r.interval[0]:.4f}, {r.interval[1]:.4f}]" if r.interval else ""
         runs = " ".join(x["run_id"][:8] for x in r.runs)

@@ -11,6 +11,7 @@ examples.md; tags train_run_id, model_uri, data_uri.
 
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,14 +55,15 @@ def main(argv=None):
             raise RecsysError(f"{data_uri} is another dataset than the model was trained on (user/item ids differ); "
                               "pass data prepared from the same dataset and filters")
         module = tracking.load_model(a.model_uri, tmp / "model").unwrap_python_model().bundle.module
-        tracking.log_params({**vars(a), "data": data_uri})
+        tracking.log_params({**vars(a), "data": data_uri, "data_uri": data_uri})
         tracking.log_context({"train_run_id": train_run, "model_uri": a.model_uri, "data_uri": data_uri,
                               "model": ttags.get("model", ""), "step": "evaluate",
                               "seed": ttags.get("seed", data.meta.get("seed", "")),
                               **evaluation.setup_tags(data.meta, a.split, a.protocol)})
         ds = tracking.log_data_input(data, data_uri, "evaluation")
+        t0 = time.perf_counter()
         ev = evaluation.evaluate(module, data, a.split, ks, a.protocol)
-        tracking.log_model_metrics(ev.metrics, a.model_uri, ds)
+        tracking.log_model_metrics({**ev.metrics, "evaluate_seconds": time.perf_counter() - t0}, a.model_uri, ds)
         out = tmp / "out"
         out.mkdir()
         (out / "metrics.json").write_text(json.dumps(ev.metrics, indent=2))

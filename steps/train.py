@@ -68,7 +68,7 @@ def main(argv=None):
 
             torch.set_num_threads(cfg.threads)
         training.check_trainer(cfg)  # every setting validated before the first param is logged
-        tracking.log_params({**config.flat(hp, cfg), "model": a.model, "data": data_uri, "task": task,
+        tracking.log_params({**config.flat(hp, cfg), "model": a.model, "data": data_uri, "data_uri": data_uri, "task": task,
                              **({"resume_from": a.resume_from} if a.resume_from else {})})
         tracking.log_json({"model": hp, "training": vars(cfg)}, "config.yaml")
         tracking.log_context({"dataset": data.meta.get("name"), "data_uri": data_uri, "task": task, "model": a.model,

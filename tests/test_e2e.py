@@ -130,3 +130,24 @@ def test_the_logged_model_serves_top_k_over_http(ml100k_dir, env, tmp_path):
 
 def _runs_any(env):
     return mlflow.search_runs(search_all_experiments=True, order_by=["attributes.start_time ASC"], output_format="list")
+
+
+def test_the_train_command_works_exactly_as_written_in_a_fresh_store(clean_clone, env, tmp_path):
+    """`mlflow run . -e train -P model=ncf -P lr=0.018`: no data given, no env manager given (a virtualenv
+    from python_env.yaml; MLflow reuses it once built). It prepares ml-100k (the pip mirror) as a child run."""
+    cmd = [sys.executable, "-m", "mlflow", "run", ".", "-e", "train", "-P", "model=ncf", "-P", "lr=0.018"]
+    r = subprocess.run(cmd, cwd=clean_clone, env=env, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    [train] = _runs(env, "train")
+    [prep] = _runs(env, "prepare")
+    assert train.info.status == "FINISHED" and train.data.tags["recsys.complete"] == "true"
+    assert train.data.params["training.lr"] == "0.018" and train.data.params["model"] == "ncf"
+    assert train.data.params["data_uri"] == f"runs:/{prep.info.run_id}/data"
+    assert prep.data.tags["mlflow.parentRunId"] == train.info.run_id
+    assert "" not in train.data.params.values()  # only what was set, resolved values under their own names
+    # a second standalone train reuses that prepare run (same params, same commit)
+    again = subprocess.run(cmd[:4] + ["--env-manager", "local"] + cmd[4:], cwd=clean_clone, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"reusing prepare run {prep.info.run_id}" in again.stdout
+    assert len(_runs(env, "prepare")) == 1
