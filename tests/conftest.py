@@ -1,5 +1,6 @@
 """Shared fixtures: tiny MovieLens-format data made in the test, an isolated tracking store and cache."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -8,9 +9,22 @@ from recsys.data import parsers, synthetic
 from recsys.data import prepare as prep
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An sqlite tracking store with MLflow's tables created once: creating them (alembic migrations)
+    costs a second or more, so each test copies this file instead."""
+    import mlflow
+
+    db = tmp_path_factory.mktemp("store") / "mlflow.db"
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    mlflow.search_experiments()
+    return db
+
+
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
+def isolated(tmp_path, monkeypatch, empty_store):
     """Every test gets its own sqlite tracking store and data cache, and never the network."""
+    shutil.copyfile(empty_store, tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("RECSYS_DATA_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

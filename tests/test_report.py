@@ -88,10 +88,11 @@ def test_report_on_an_unknown_or_empty_experiment_is_one_line(capsys):
 
 
 @pytest.fixture(scope="module")
-def small_experiment(tmp_path_factory, ml100k_dir):
+def small_experiment(tmp_path_factory, ml100k_dir, empty_store):
     """popularity and mf (1 epoch) on tiny implicit data, evaluated, in experiment `small`."""
     mp = pytest.MonkeyPatch()
     db = tmp_path_factory.mktemp("rep") / "mlflow.db"
+    shutil.copyfile(empty_store, db)
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     mlflow.set_tracking_uri(f"sqlite:///{db}")
     mlflow.set_experiment("small")

@@ -1,6 +1,7 @@
 """The steps end to end in-process on tiny data, against a real (sqlite) tracking store."""
 
 import json
+import shutil
 
 import mlflow
 import pandas as pd
@@ -40,9 +41,10 @@ def _fails(fn, argv, capsys, match):
 
 
 @pytest.fixture(scope="module")
-def rating_chain(tmp_path_factory, ml100k_dir):
+def rating_chain(tmp_path_factory, ml100k_dir, empty_store):
     mp = pytest.MonkeyPatch()
     db = tmp_path_factory.mktemp("chain") / "mlflow.db"
+    shutil.copyfile(empty_store, db)
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     mlflow.set_tracking_uri(f"sqlite:///{db}")
     data = _prepare(ml100k_dir)
