@@ -1,7 +1,19 @@
-"""A trained model plus the id maps it needs, answering in raw MovieLens ids (used by the pyfunc)."""
+"""What a served model answers with: a scorer plus the few tables serving needs, in raw MovieLens ids.
+
+`export(data, folder)` writes those tables at training time (no splits, no test rows: id maps,
+titles/years/genres, each user's seen items, popularity and item means); `Bundle` loads them beside
+the checkpoint and answers:
+- rows with `user`: the top-k unseen items per user (k larger than what is left returns all that is
+  left); an unknown user gets the popularity ranking, flagged `fallback = popularity`;
+- rows with `user` and `item`: one score per row (a rating, or P(positive) for implicit); an unknown
+  user gets the item's fallback (damped item mean for ratings, popularity share for implicit), an
+  unknown item the global mean (ratings) or 0, each flagged.
+Bad requests raise RecsysError with one line; the pyfunc turns it into an HTTP 400.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,50 +21,162 @@ import pandas as pd
 import torch
 
 from recsys import ranking
-from recsys.data.prepare import load
 from recsys.errors import RecsysError
-from recsys.schema import ITEM, RAW_ID, USER
+from recsys.schema import GENRES, ITEM, RATING, RAW_ID, TITLE, USER, YEAR
 from recsys.scoring import load_scorer
+
+BLOCK_USERS = 4096  # users ranked per block in batch recommendation
+DAMPING = 5.0  # pseudo-ratings shrinking an item's mean towards the global mean (as the popularity model)
+
+
+def export(data, folder: Path) -> Path:
+    """The serving tables of a prepared dataset, into `folder` (created)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({RAW_ID: data.users[RAW_ID].astype(str)}).to_parquet(folder / "users.parquet", index=False)
+    items = pd.DataFrame({RAW_ID: data.items[RAW_ID].astype(str)})
+    for col in (TITLE, YEAR, GENRES):
+        if col in data.items:
+            items[col] = data.items[col].astype("string") if col != YEAR else data.items[col].astype("Int64")
+    items.to_parquet(folder / "items.parquet", index=False)
+    parts = [data.train, data.val, data.test]
+    u = np.concatenate([t[USER].to_numpy(np.int64) for t in parts])
+    i = np.concatenate([t[ITEM].to_numpy(np.int64) for t in parts])
+    seen = ranking.CSR.build(u, i, data.n_users)
+    tr = data.train
+    counts = np.bincount(tr[ITEM], minlength=data.n_items).astype(np.float64)
+    total = np.bincount(tr[ITEM], weights=tr[RATING].to_numpy(np.float64), minlength=data.n_items)
+    mean = float(tr[RATING].mean())
+    np.savez_compressed(folder / "tables.npz", seen_indptr=seen.indptr, seen_indices=seen.indices,
+                        popularity=counts, item_mean=(total + DAMPING * mean) / (counts + DAMPING))
+    (folder / "serving.json").write_text(json.dumps({"task": data.meta["task"], "global_mean": mean,
+                                                     "dataset": data.meta.get("name", ""),
+                                                     "content_hash": data.meta["content_hash"]}))
+    return folder
 
 
 class Bundle:
-    def __init__(self, checkpoint: str | Path, data_dir: str | Path):
+    def __init__(self, checkpoint: str | Path, serving_dir: str | Path):
+        folder = Path(serving_dir)
         self.module = load_scorer(checkpoint)
-        data = load(Path(data_dir))
-        self.meta = data.meta
-        self.user_index = pd.Index(data.users[RAW_ID].astype(str))
-        self.item_raw = data.items[RAW_ID].astype(str).to_numpy()
+        self.meta = json.loads((folder / "serving.json").read_text())
+        self.task = self.meta["task"]
+        self.user_index = pd.Index(pd.read_parquet(folder / "users.parquet")[RAW_ID].astype(str))
+        self.items = pd.read_parquet(folder / "items.parquet")
+        self.item_raw = self.items[RAW_ID].astype(str).to_numpy()
         self.item_index = pd.Index(self.item_raw)
-        self.titles = data.items.get("title")
-        tr = data.train
-        self.seen = ranking.CSR.build(tr[USER].to_numpy(np.int64), tr[ITEM].to_numpy(np.int64), len(self.user_index))
+        t = np.load(folder / "tables.npz")
+        self.seen = ranking.CSR(t["seen_indptr"], t["seen_indices"])
+        self.popularity = t["popularity"]
+        self.item_mean = t["item_mean"]
+        self.pop_order = np.argsort(-self.popularity, kind="stable")
 
-    def _users(self, raw) -> np.ndarray:
-        idx = self.user_index.get_indexer(pd.Index(list(raw)).astype(str))
-        if (idx < 0).any():
-            bad = [r for r, j in zip(raw, idx) if j < 0][:3]
-            raise RecsysError(f"unknown user id(s) {bad}; use raw ids from the training data")
-        return idx.astype(np.int64)
+    # --- requests --------------------------------------------------------------------------------
+    @staticmethod
+    def parse_k(value) -> int:
+        if isinstance(value, bool):
+            raise RecsysError(f"k={value!r} must be a positive integer")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise RecsysError(f"k={value!r} must be a positive integer") from None
+        if f != f or not f.is_integer() or f <= 0:
+            raise RecsysError(f"k={value!r} must be a positive integer")
+        return int(f)
 
-    def predict_pairs(self, users, items) -> pd.DataFrame:
-        u = self._users(users)
-        i = self.item_index.get_indexer(pd.Index(list(items)).astype(str))
-        if (i < 0).any():
-            raise RecsysError(f"unknown item id(s) {[r for r, j in zip(items, i) if j < 0][:3]}")
-        with torch.no_grad():
-            s = self.module(torch.as_tensor(u), torch.as_tensor(i.astype(np.int64))).numpy()
-        return pd.DataFrame({"user": list(users), "item": list(items), "score": s})
+    @staticmethod
+    def _ids(df: pd.DataFrame, col: str) -> list[str]:
+        values = df[col]
+        nulls = np.flatnonzero(values.isna().to_numpy())
+        if len(nulls):
+            raise RecsysError(f"`{col}` is null in row {int(nulls[0])}; every row needs a {col} id")
+        out = []
+        for v in values:  # raw ids arrive as strings or JSON numbers (1 and 1.0 both mean "1")
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            out.append(str(v))
+        return out
 
-    def recommend(self, users, k: int = 10) -> pd.DataFrame:
-        """Top-k unseen items per user, best first."""
-        u = self._users(users)
+    def predict(self, df: pd.DataFrame, k=10) -> pd.DataFrame:
+        if not isinstance(df, pd.DataFrame):
+            df = pd.DataFrame(df)
+        if "user" not in df.columns:
+            raise RecsysError(f"the input has columns {list(df.columns)[:5]} but no `user`; send rows with a user "
+                              "id (and an item id to score a pair)")
+        users = self._ids(df, "user")
+        if "item" in df.columns and df["item"].notna().any():
+            return self.predict_pairs(users, self._ids(df, "item"))
+        return self.recommend(users, self.parse_k(k))
+
+    def predict_pairs(self, users: list[str], items: list[str]) -> pd.DataFrame:
+        u = self.user_index.get_indexer(pd.Index(users))
+        i = self.item_index.get_indexer(pd.Index(items))
+        known = (u >= 0) & (i >= 0)
+        score = np.empty(len(users), dtype=np.float64)
+        if known.any():
+            with torch.no_grad():
+                score[known] = self.module(torch.as_tensor(u[known]), torch.as_tensor(i[known])).double().numpy()
+        fallback = np.full(len(users), "", dtype=object)
+        item_only = (u < 0) & (i >= 0)
+        if self.task == "rating":
+            score[item_only] = self.item_mean[i[item_only]]
+            fallback[item_only] = "item_mean"
+            score[i < 0] = self.meta["global_mean"]
+        else:
+            score[item_only] = self.popularity[i[item_only]] / max(self.popularity.max(), 1.0)
+            fallback[item_only] = "popularity"
+            score[i < 0] = 0.0
+        fallback[i < 0] = "global_mean" if self.task == "rating" else "unknown_item"
+        out = pd.DataFrame({"user": users, "item": items, "score": score, "fallback": fallback})
+        return self._describe(out, i)
+
+    def recommend(self, users: list[str], k: int = 10) -> pd.DataFrame:
+        """Top-k unseen items per user, best first; blocks of users scored at once."""
+        u = self.user_index.get_indexer(pd.Index(users))
         n_items = len(self.item_raw)
-        _, tops = ranking.rank_targets(self.module.model, u, np.full((len(u), 1), -1), self.seen, n_items, k=k)
-        with torch.no_grad():
-            scores = self.module(torch.as_tensor(np.repeat(u, tops.shape[1])), torch.as_tensor(tops.reshape(-1))).numpy()
-        return pd.DataFrame({"user": np.repeat(list(users), tops.shape[1]), "rank": np.tile(np.arange(1, tops.shape[1] + 1), len(u)),
-                             "item": self.item_raw[tops.reshape(-1)], "score": scores})
+        kk = min(k, n_items)
+        rows_user, rows_item, rows_score, rows_fb = [], [], [], []
+        known = np.flatnonzero(u >= 0)
+        top = np.zeros((len(users), kk), dtype=np.int64)
+        valid = np.zeros((len(users), kk), dtype=bool)
+        for s in range(0, len(known), BLOCK_USERS):
+            rows = known[s:s + BLOCK_USERS]
+            _, tops = ranking.rank_targets(self.module.model, u[rows], np.full((len(rows), 1), -1), self.seen,
+                                           n_items, k=kk)
+            top[rows] = tops
+            left = n_items - self.seen.counts(u[rows])  # unseen items per user: all that can be returned
+            valid[rows] = np.arange(kk)[None, :] < left[:, None]
+        cold = np.flatnonzero(u < 0)
+        if len(cold):
+            top[cold] = self.pop_order[:kk]
+            valid[cold] = True
+        r, c = np.nonzero(valid)
+        items = top[r, c]
+        score = np.empty(len(r), dtype=np.float64)
+        warm = u[r] >= 0
+        if warm.any():
+            with torch.no_grad():
+                score[warm] = self.module(torch.as_tensor(u[r][warm]), torch.as_tensor(items[warm])).double().numpy()
+        if (~warm).any():
+            score[~warm] = (self.item_mean[items[~warm]] if self.task == "rating"
+                            else self.popularity[items[~warm]] / max(self.popularity.max(), 1.0))
+        rows_user = np.asarray(users, dtype=object)[r]
+        rows_fb = np.where(warm, "", "popularity")
+        out = pd.DataFrame({"user": rows_user, "rank": c + 1, "item": self.item_raw[items], "score": score,
+                            "fallback": rows_fb})
+        return self._describe(out, items)
+
+    def _describe(self, out: pd.DataFrame, item_codes: np.ndarray) -> pd.DataFrame:
+        """Titles, years and genres beside each item (empty for unknown items)."""
+        codes = np.asarray(item_codes)
+        ok = codes >= 0
+        for col in (TITLE, YEAR, GENRES):
+            if col in self.items:
+                values = pd.Series([None] * len(out), dtype=self.items[col].dtype)
+                values[ok] = self.items[col].to_numpy()[codes[ok]]
+                out[col] = values.to_numpy()
+        return out
 
 
-def load_checkpoint(checkpoint, data_dir) -> Bundle:
-    return Bundle(checkpoint, data_dir)
+def load_bundle(checkpoint, serving_dir) -> Bundle:
+    return Bundle(checkpoint, serving_dir)

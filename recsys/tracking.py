@@ -170,41 +170,49 @@ def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper: input rows with `user` (raw id) and optionally `item`.
+    """pyfunc wrapper: input rows with `user` (raw id, string or integer) and optionally `item`.
 
-    With `item`: one score per row (predicted rating, or positive-class probability for implicit).
-    Without: the top-`k` (param, default 10) unseen items per user, as raw ids with scores.
+    Without `item`: the top-`k` (param, default 10) unseen items per user with rank, score, title,
+    year, genres and `fallback`; with `item`: one score per row (predicted rating, or P(positive) for
+    implicit). A bad request raises MLflow's exception with INVALID_PARAMETER_VALUE, which the scoring
+    server answers with HTTP 400 and the one-line message.
     """
 
     def load_context(self, context):
-        from recsys.serving import load_checkpoint
+        from recsys.serving import load_bundle
 
-        self.bundle = load_checkpoint(context.artifacts["checkpoint"], context.artifacts["data"])
+        self.bundle = load_bundle(context.artifacts["checkpoint"], context.artifacts["serving"])
 
     # a DataFrame type hint: MLflow validates nothing from it (the logged signature is the contract)
     # and stops warning that the hints are missing
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        k = int((params or {}).get("k", 10))
-        df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        if "item" in df.columns:
-            return self.bundle.predict_pairs(df["user"].astype(str), df["item"].astype(str))
-        return self.bundle.recommend(df["user"].astype(str), k)
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        try:
+            return self.bundle.predict(model_input, (params or {}).get("k", 10))
+        except RecsysError as e:
+            raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
 
 
-def log_model(checkpoint: Path, data_dir: Path) -> str:
-    """Log the pyfunc model (checkpoint + the data it needs) under `model`; return its URI."""
+def log_model(checkpoint: Path, serving_dir: Path, register_as: str = "") -> str:
+    """Log the pyfunc model (checkpoint + the serving tables) under `model`; return its URI. With
+    `register_as`, the model is registered as a new version of that name."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import AnyType
 
-    signature = ModelSignature(
-        inputs=Schema([ColSpec("string", "user"), ColSpec("string", "item", required=False)]),
+    signature = ModelSignature(  # ids as strings or integers; `user` checked by the model (one-line 400s)
+        inputs=Schema([ColSpec(AnyType(), "user", required=False), ColSpec(AnyType(), "item", required=False)]),
         params=ParamSchema([ParamSpec("k", "long", 10)]),
     )
+    users = pd.read_parquet(Path(serving_dir) / "users.parquet")["raw_id"].head(2).tolist()
     info = mlflow.pyfunc.log_model(
         name="model", python_model=RecommenderModel(),
-        artifacts={"checkpoint": str(checkpoint), "data": str(data_dir)},
+        artifacts={"checkpoint": str(checkpoint), "serving": str(serving_dir)},
         code_paths=[str(PROJECT_ROOT / "recsys")],
-        pip_requirements=_requirements(), signature=signature,
+        pip_requirements=_requirements(), signature=signature, input_example=(pd.DataFrame({"user": users}), {"k": 10}),
+        registered_model_name=register_as or None,
     )
     return info.model_uri
 

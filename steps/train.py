@@ -6,7 +6,8 @@ configs/<model>.yaml), task (rating | implicit: the task to prepare when data is
 check), resume_from (a train run id: continue its interrupted training from its last checkpoint with
 its data, model and config), overrides lr, epochs, batch_size, embedding_dim, weight_decay,
 num_negatives, min_epochs, patience, seed, accelerator, devices, strategy; any other --key value
-must name a field of the model's config.
+must name a field of the model's config; register_as (a registered model name: the model becomes a new
+version of it).
 Logs: params (flattened config), config.yaml, per-epoch train/loss, val/loss, val/rmse or
 val/ndcg_at_10, test metrics once at the end (test/...), checkpoint/best.ckpt and last.ckpt,
 plots/*.png, the `model` (pyfunc; its URI is printed and tagged model_uri), the data as an input,
@@ -18,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from recsys import config, evaluation, plots, tracking, training
+from recsys import config, evaluation, plots, serving, tracking, training
 from recsys.data import prepare as prep
 from recsys.errors import Interrupted, RecsysError
 from steps import ArgParser
@@ -31,6 +32,7 @@ p.add_argument("--model", default="mf")
 p.add_argument("--config", default="")
 p.add_argument("--task", default="")
 p.add_argument("--resume_from", default="")
+p.add_argument("--register_as", default="")
 for name in OVERRIDES:
     p.add_argument(f"--{name}", default="")
 
@@ -46,8 +48,9 @@ def main(argv=None):
         tmp = Path(tmp)
         a, rest = p.parse_known_args(argv)
         # MLproject's defaults for "not given" (an empty string would show as a '' param in the UI)
-        a.data, a.config, a.task, a.resume_from = (
-            "" if v in ("auto", "default", "none") else v for v in (a.data, a.config, a.task, a.resume_from))
+        a.data, a.config, a.task, a.resume_from, a.register_as = (
+            "" if v in ("auto", "default", "none") else v
+            for v in (a.data, a.config, a.task, a.resume_from, a.register_as))
         overrides = {**{k: getattr(a, k) for k in OVERRIDES if getattr(a, k) != ""}, **extra_overrides(rest)}
         resume = None
         if a.resume_from:
@@ -97,7 +100,7 @@ def main(argv=None):
             pr = ev.predictions
             tracking.log_artifact(plots.rating_histogram(pr["actual"].to_numpy(), pr["predicted"].to_numpy(),
                                                          tmp / "predictions_histogram.png", a.model), "plots")
-        model_uri = tracking.log_model(result.checkpoint, data_dir)
+        model_uri = tracking.log_model(result.checkpoint, serving.export(data, tmp / "serving"), a.register_as)
         tracking.set_tags({"model_uri": model_uri})
         key = "test/rmse" if task == "rating" else "test/ndcg_at_10"
         tracking.describe(f"{a.model} on {data.meta.get('name')} ({task}, {data.meta['split']}): {result.epochs} "

@@ -79,7 +79,7 @@ def test_train_logs_curves_checkpoint_config_and_a_loadable_model(chain):
     assert run.data.params["training.epochs"] == "2"
     model = mlflow.pyfunc.load_model(f"runs:/{rid}/model")
     top = model.predict(pd.DataFrame({"user": ["1", "2"]}), params={"k": 5})
-    assert len(top) == 10 and set(top.columns) == {"user", "rank", "item", "score"}
+    assert len(top) == 10 and set(top.columns) == {"user", "rank", "item", "score", "title", "year", "genres", "fallback"}
     pairs = model.predict(pd.DataFrame({"user": ["1"], "item": ["1"]}))
     assert 0.5 <= pairs["score"].iloc[0] <= 5.5
 

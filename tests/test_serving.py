@@ -1,0 +1,168 @@
+"""The served recommender: every request answered sensibly, in-process and over real HTTP."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from steps import prepare as prepare_step
+from steps import train as train_step
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, ml100k_dir, empty_store):
+    """mf trained for 1 epoch on tiny rating data; its pyfunc loaded in-process."""
+    import shutil
+
+    mp = pytest.MonkeyPatch()
+    db = tmp_path_factory.mktemp("srv") / "mlflow.db"
+    shutil.copyfile(empty_store, db)
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    data = prepare_step.main(["--dataset", str(ml100k_dir)])
+    train = train_step.main(["--data", f"runs:/{data}/data", "--epochs", "1", "--min_epochs", "0"])
+    model = mlflow.pyfunc.load_model(f"runs:/{train}/model")
+    yield {"db": db, "train": train, "model": model, "uri": f"runs:/{train}/model"}
+    mp.undo()
+
+
+def _seen(model, user):
+    b = model.unwrap_python_model().bundle
+    u = b.user_index.get_loc(str(user))
+    return set(b.item_raw[b.seen.indices[b.seen.indptr[u]:b.seen.indptr[u + 1]]])
+
+
+def test_top_k_is_unseen_ranked_and_described(served):
+    m = served["model"]
+    out = m.predict(pd.DataFrame({"user": ["1", "2"]}), params={"k": 5})
+    assert list(out["rank"]) == [1, 2, 3, 4, 5] * 2
+    assert {"user", "rank", "item", "score", "title", "year", "genres", "fallback"} <= set(out.columns)
+    assert out["title"].notna().all() and (out["fallback"] == "").all()
+    for user, g in out.groupby("user"):
+        assert not set(g["item"]) & _seen(m, user)
+        assert list(g["score"]) == sorted(g["score"], reverse=True)
+
+
+def test_integer_ids_mean_the_same_users(served):
+    m = served["model"]
+    a = m.predict(pd.DataFrame({"user": ["3"]}), params={"k": 4})
+    b = m.predict(pd.DataFrame({"user": [3]}), params={"k": 4})
+    assert list(a["item"]) == list(b["item"])
+
+
+def test_k_above_what_is_left_returns_all_that_is_left(served):
+    m = served["model"]
+    out = m.predict(pd.DataFrame({"user": ["1"]}), params={"k": 100000})
+    n_items = len(m.unwrap_python_model().bundle.item_raw)
+    assert len(out) == n_items - len(_seen(m, "1")) and out["item"].is_unique
+
+
+def test_unknown_user_gets_popularity_flagged_and_unknown_item_a_fallback(served):
+    m = served["model"]
+    out = m.predict(pd.DataFrame({"user": ["no-such-user"]}), params={"k": 3})
+    assert len(out) == 3 and (out["fallback"] == "popularity").all()
+    pairs = m.predict(pd.DataFrame({"user": ["1", "no-such-user", "1"], "item": ["1", "1", "no-such-item"]}))
+    assert list(pairs["fallback"]) == ["", "item_mean", "global_mean"]
+    assert pairs["score"].between(0.5, 5.5).all()
+
+
+@pytest.mark.parametrize("frame, params, message", [
+    ({"user": ["1"]}, {"k": 0}, "k=0 must be a positive integer"),
+    ({"user": ["1"]}, {"k": -1}, "k=-1 must be a positive integer"),
+    ({"item": ["1"]}, {"k": 5}, "no `user`"),
+    ({"user": [None, "1"]}, {"k": 5}, "`user` is null in row 0"),
+])
+def test_bad_requests_are_one_line_invalid_parameter_errors(served, frame, params, message):
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException) as e:
+        served["model"].predict(pd.DataFrame(frame), params=params)
+    assert message in e.value.message and "\n" not in e.value.message
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_the_model_holds_only_what_serving_needs(served, tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{served['db']}")
+    local = Path(mlflow.artifacts.download_artifacts(served["uri"], dst_path=str(tmp_path)))
+    files = {p.name for p in (local / "artifacts" / "serving").iterdir()}
+    assert files == {"users.parquet", "items.parquet", "tables.npz", "serving.json"}
+    assert not list(local.rglob("test.parquet")) and not list(local.rglob("eval_negatives.parquet"))
+    info = mlflow.models.get_model_info(served["uri"])
+    assert info.signature.params.to_dict()[0]["name"] == "k"
+    assert info.saved_input_example_info is not None
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(port, body, raw=False):
+    data = body if raw else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+@pytest.mark.slow
+def test_real_http_answers_every_request_and_keeps_answering(served, tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{served['db']}"}
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", served["uri"], "-h",
+                               "127.0.0.1", "-p", str(port), "--env-manager", "local"], env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    m = served["model"]
+    try:
+        for _ in range(180):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+
+        def split(frame, **params):
+            return {"dataframe_split": {"columns": list(frame), "data": [list(r) for r in zip(*frame.values())]},
+                    **({"params": params} if params else {})}
+
+        def check_alive():
+            status, body = _post(port, split({"user": ["1"]}, k=2))
+            assert status == 200 and len(body["predictions"]) == 2
+
+        cases = [({"user": ["1", "2"]}, {"k": 5}), ({"user": ["no-such-user"]}, {"k": 3}), ({"user": [1, 2]}, {"k": 4}),
+                 ({"user": ["1"]}, {"k": 100000}), ({"user": ["1", "2"], "item": ["1", "7"]}, {})]
+        for frame, params in cases:
+            status, body = _post(port, split(frame, **params))
+            assert status == 200, body
+            expected = m.predict(pd.DataFrame(frame), params=params or None)
+            got = pd.DataFrame(body["predictions"])
+            assert list(got["item"].astype(str)) == list(expected["item"].astype(str))
+            np.testing.assert_allclose(got["score"], expected["score"], rtol=1e-5)
+        bad = [(split({"user": ["1"]}, k=0), "k=0 must be a positive integer"),
+               (split({"item": ["1"]}, k=3), "no `user`"),
+               (b'{"dataframe_split": {"columns": ["user"], "data": [["1"]', None)]
+        for body, message in bad:
+            status, answer = _post(port, body, raw=isinstance(body, bytes))
+            assert status == 400, answer
+            if message:
+                assert message in answer["message"] and "Traceback" not in answer["message"]
+            check_alive()
+        users = [str(u) for u in range(1, 121)] * 84  # a 10,080-row batch
+        status, body = _post(port, split({"user": users[:10_000]}, k=10))
+        assert status == 200 and len(body["predictions"]) == 100_000
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
