@@ -225,6 +225,8 @@ def _requirements() -> list[str]:
 
 
 def load_model(model_uri: str, dst: Path | None = None):
+    if dst is not None:
+        Path(dst).mkdir(parents=True, exist_ok=True)
     try:
         return mlflow.pyfunc.load_model(model_uri, dst_path=str(dst) if dst else None)
     except RecsysError:
@@ -514,3 +516,46 @@ def log_model_metrics(metrics: dict, model_uri: str, dataset=None) -> None:
 def describe(text: str) -> None:
     """The run's one-line description (shown at the top of its page in the UI)."""
     mlflow.set_tag("mlflow.note.content", text)
+
+
+# --- registry ----------------------------------------------------------------------------------------
+CHAMPION = "champion"
+
+
+def registered_version(model_uri: str, train_run: str):
+    """(name, version) of the registered model version behind a URI or a train run, or None."""
+    client = mlflow.MlflowClient()
+    try:
+        ref = model_uri.removeprefix("models:/")
+        if model_uri.startswith("models:/") and ("@" in ref or "/" in ref):  # models:/m-<id> is a LoggedModel
+            if "@" in ref:
+                name, alias = ref.split("@", 1)
+                v = client.get_model_version_by_alias(name, alias)
+            else:
+                name, version = ref.split("/", 1)
+                v = client.get_model_version(name, version)
+            return v.name, str(v.version)
+        found = client.search_model_versions(f"run_id = '{train_run}'")
+    except Exception:
+        return None
+    return (found[0].name, str(found[0].version)) if found else None
+
+
+def champion_version(name: str):
+    """(version, its tags) holding the champion alias, or None."""
+    client = mlflow.MlflowClient()
+    try:
+        v = client.get_model_version_by_alias(name, CHAMPION)
+    except Exception:
+        return None
+    return str(v.version), dict(v.tags), v.run_id
+
+
+def set_champion(name: str, version: str) -> None:
+    mlflow.MlflowClient().set_registered_model_alias(name, CHAMPION, version)
+
+
+def tag_version(name: str, version: str, tags: dict) -> None:
+    client = mlflow.MlflowClient()
+    for k, v in tags.items():
+        client.set_model_version_tag(name, version, k, str(v))

@@ -6,7 +6,9 @@ sampled | both; implicit only), batch_size (pairs per forward when scoring).
 Logs: metrics `<split>/...` (rmse, mae, r2, baseline_rmse, rmse_improvement; or hr/precision/recall/
 ndcg/mrr/map_at_K, sampled_hr_at_10, auc, log_loss, coverage, novelty, popularity percentile, and
 the popularity baseline's), segment metrics, metrics.json, per_user.parquet, plots/*.png,
-examples.md; tags train_run_id, model_uri, data_uri.
+examples.md; tags train_run_id, model_uri, data_uri. For a registered model version (models:/<name>/<v>, @alias, or
+a train run that registered one), test evaluations compare it with the `champion` version on the same
+data and protocol and move the alias when it is better (tags registry.*).
 """
 
 import json
@@ -75,10 +77,44 @@ def main(argv=None):
             tracking.log_artifact(png, "plots")
         key = f"{a.split}/rmse" if data.meta["task"] == "rating" else f"{a.split}/ndcg_at_10"
         value = ev.metrics.get(key, float("nan"))
+        registered = tracking.registered_version(a.model_uri, train_run)
+        if registered and a.split == "test":
+            print(_promote(*registered, key, value, data, a, ks, tmp))
         tracking.describe(f"{ttags.get('model', 'model')} on {data.meta.get('name')} {a.split} "
                           f"({data.meta['task']}, {data.meta['split']}): {key} = {value:.4f}; trained in run {train_run}")
         print(f"evaluated {a.model_uri} on {data.meta.get('name')} {a.split}: {key}={value:.4f} (run {run.info.run_id})")
     return run.info.run_id
+
+
+def _promote(name, version, key, value, data, a, ks, tmp) -> str:
+    """Move `champion` to this version when it beats the current champion on the task's headline metric,
+    both scored here on the same data, split and protocol. Records both metrics and the decision."""
+    setup = {k: v for k, v in evaluation.setup_tags(data.meta, a.split, a.protocol).items()
+             if k in ("dataset", "task", "data_split", "tie_break", "protocol")}
+    tracking.tag_version(name, version, {**setup, "metric_key": key, "metric": f"{value:.6f}"})
+    champ = tracking.champion_version(name)
+    lower_is_better = key.endswith("rmse")
+    if champ is None:
+        decision, champ_value, champ_v = "promoted: first champion", float("nan"), ""
+    elif champ[0] == version:
+        decision, champ_value, champ_v = "is the champion", value, version
+    else:
+        champ_v, champ_tags, champ_run = champ
+        other = {k: champ_tags.get(k) for k in setup}
+        champ_ids = tracking.run_tags(champ_run).get("ids_hash") if champ_run else None
+        if other != setup or champ_ids != data.meta["ids_hash"]:
+            decision, champ_value = f"kept: the champion (version {champ_v}) is for another setup {other}", float("nan")
+        else:  # score the champion here, on exactly these rows
+            champ_module = tracking.load_model(f"models:/{name}/{champ_v}", tmp / "champion").unwrap_python_model().bundle.module
+            champ_value = evaluation.evaluate(champ_module, data, a.split, ks, a.protocol).metrics[key]
+            better = value < champ_value if lower_is_better else value > champ_value
+            decision = f"promoted over version {champ_v}" if better else f"kept version {champ_v}"
+    if decision.startswith("promoted"):
+        tracking.set_champion(name, version)
+    tracking.set_tags({"registry.model": name, "registry.version": version, "registry.champion_before": champ_v,
+                       "registry.champion_metric": f"{champ_value:.6f}", "registry.candidate_metric": f"{value:.6f}",
+                       "registry.decision": decision})
+    return f"{name} version {version} ({key}={value:.4f}): {decision}"
 
 
 def _plots(ev, data, split, tmp):

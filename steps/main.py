@@ -18,7 +18,7 @@ p = ArgParser(prog="main", description=__doc__.splitlines()[0])
 for name, default in [("dataset", "ml-100k"), ("task", "rating"), ("split", "auto"), ("positive_threshold", "4"),
                       ("tie_break", "random"), ("models", "global_mean,mf"), ("model", ""), ("config", ""), ("lr", ""),
                       ("epochs", ""), ("embedding_dim", ""), ("seed", "42"), ("k", "5,10,20"), ("env_manager", "local"),
-                      ("force", "0")]:
+                      ("force", "0"), ("register_as", "")]:
     flags = {f"--{name.replace('_', '-')}", f"--{name}"}  # MLflow appends undeclared -P key=value as --key value
     p.add_argument(*sorted(flags), dest=name, default=default)
 
@@ -55,7 +55,7 @@ def main(argv=None):
         rows = []
         for m in models:
             tp = {"data": f"runs:/{prep}/data", "model": m, "task": a.task, "seed": a.seed,
-                  **{k: getattr(a, k) for k in ("config", "lr", "epochs", "embedding_dim") if getattr(a, k)}}
+                  **{k: getattr(a, k) for k in ("config", "lr", "epochs", "embedding_dim", "register_as") if getattr(a, k)}}
             tr = step("train", tp, f"train.{m}")
             ev = step("evaluate", {"model_uri": f"runs:/{tr}/model", "k": a.k}, f"evaluate.{m}")
             mt, me = tracking.run_metrics(tr), tracking.run_metrics(ev)

@@ -166,3 +166,48 @@ def test_real_http_answers_every_request_and_keeps_answering(served, tmp_path):
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+def test_register_and_champion_promotion_on_the_headline_metric(ml100k_dir):
+    from steps import evaluate as evaluate_step
+
+    data = prepare_step.main(["--dataset", str(ml100k_dir)])
+    weak = train_step.main(["--data", f"runs:/{data}/data", "--model", "global_mean", "--register_as", "rec"])
+    strong = train_step.main(["--data", f"runs:/{data}/data", "--epochs", "3", "--min_epochs", "0",
+                              "--register_as", "rec"])
+    client = mlflow.MlflowClient()
+    first = evaluate_step.main(["--model-uri", f"runs:/{weak}/model"])
+    assert client.get_model_version_by_alias("rec", "champion").version in (1, "1")
+    assert mlflow.get_run(first).data.tags["registry.decision"] == "promoted: first champion"
+    second = evaluate_step.main(["--model-uri", "models:/rec/2"])
+    tags = mlflow.get_run(second).data.tags
+    cand, champ = float(tags["registry.candidate_metric"]), float(tags["registry.champion_metric"])
+    assert cand == pytest.approx(mlflow.get_run(second).data.metrics["test/rmse"], abs=1e-6)
+    assert cand < champ and tags["registry.decision"] == "promoted over version 1"
+    assert client.get_model_version_by_alias("rec", "champion").version in (2, "2")
+    # the weaker one again: compared with the champion on the same rows, it stays out
+    third = evaluate_step.main(["--model-uri", "models:/rec/1"])
+    assert mlflow.get_run(third).data.tags["registry.decision"] == "kept version 2"
+    assert client.get_model_version_by_alias("rec", "champion").version in (2, "2")
+    # the alias works wherever a model URI is accepted
+    evaluate_step.main(["--model-uri", "models:/rec@champion"])
+    assert mlflow.get_run(strong).info.status == "FINISHED"
+
+
+def test_recommend_writes_top_k_for_every_user_or_the_listed_ones(served, tmp_path, monkeypatch):
+    from steps import recommend as recommend_step
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{served['db']}")
+    mlflow.set_tracking_uri(f"sqlite:///{served['db']}")
+    run = recommend_step.main(["--model-uri", served["uri"], "--k", "5"])
+    recs = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=run, artifact_path="recommendations.parquet",
+                                                               dst_path=str(tmp_path)))
+    n_users = len(served["model"].unwrap_python_model().bundle.user_index)
+    assert len(recs) == 5 * n_users and recs.groupby("user").size().eq(5).all()
+    expected = served["model"].predict(pd.DataFrame({"user": ["7"]}), params={"k": 5})
+    assert list(recs[recs["user"] == "7"]["item"]) == list(expected["item"])  # the batch equals the served model
+    (tmp_path / "users.txt").write_text("1\n2\nnobody\n")
+    run = recommend_step.main(["--model-uri", served["uri"], "--k", "3", "--users", str(tmp_path / "users.txt")])
+    csv = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run, artifact_path="recommendations.csv",
+                                                          dst_path=str(tmp_path / "b")), dtype={"user": str})
+    assert list(csv["user"].unique()) == ["1", "2", "nobody"] and (csv[csv["user"] == "nobody"]["fallback"] == "popularity").all()
