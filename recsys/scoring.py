@@ -60,3 +60,11 @@ def load_scorer(checkpoint: str | Path) -> Scorer:
         raise RecsysError(f"checkpoint {Path(checkpoint).name} is not a recsys model checkpoint "
                           f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
     return Scorer(model, hp["task"], hp["rating_min"], hp["rating_max"]).eval()
+
+
+def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
+    """The part of a training checkpoint serving needs (hyper-parameters and weights; no optimizer or
+    loop state): a third of the size for Adam-trained models."""
+    ck = safe_load(checkpoint)
+    torch.save({"hyper_parameters": dict(ck["hyper_parameters"]), "state_dict": ck["state_dict"]}, str(out))
+    return Path(out)

@@ -135,7 +135,6 @@ class Bundle:
         u = self.user_index.get_indexer(pd.Index(users))
         n_items = len(self.item_raw)
         kk = min(k, n_items)
-        rows_user, rows_item, rows_score, rows_fb = [], [], [], []
         known = np.flatnonzero(u >= 0)
         top = np.zeros((len(users), kk), dtype=np.int64)
         valid = np.zeros((len(users), kk), dtype=bool)

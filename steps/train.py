@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from recsys import config, evaluation, plots, serving, tracking, training
+from recsys import config, evaluation, plots, scoring, serving, tracking, training
 from recsys.data import prepare as prep
 from recsys.errors import Interrupted, RecsysError
 from steps import ArgParser
@@ -100,7 +100,8 @@ def main(argv=None):
             pr = ev.predictions
             tracking.log_artifact(plots.rating_histogram(pr["actual"].to_numpy(), pr["predicted"].to_numpy(),
                                                          tmp / "predictions_histogram.png", a.model), "plots")
-        model_uri = tracking.log_model(result.checkpoint, serving.export(data, tmp / "serving"), a.register_as)
+        weights = scoring.export_weights(result.checkpoint, tmp / "model.ckpt")
+        model_uri = tracking.log_model(weights, serving.export(data, tmp / "serving"), a.register_as)
         tracking.set_tags({"model_uri": model_uri})
         key = "test/rmse" if task == "rating" else "test/ndcg_at_10"
         tracking.describe(f"{a.model} on {data.meta.get('name')} ({task}, {data.meta['split']}): {result.epochs} "
