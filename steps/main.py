@@ -16,7 +16,7 @@ from steps import ArgParser
 
 p = ArgParser(prog="main", description=__doc__.splitlines()[0])
 for name, default in [("dataset", "ml-100k"), ("task", "rating"), ("split", "auto"), ("positive_threshold", "4"),
-                      ("tie_break", "random"), ("models", "global_mean,mf"), ("model", ""), ("config", ""), ("lr", ""),
+                      ("tie_break", "random"), ("models", "mf"), ("model", ""), ("config", ""), ("lr", ""),
                       ("epochs", ""), ("embedding_dim", ""), ("seed", "42"), ("k", "5,10,20"), ("env_manager", "local"),
                       ("force", "0"), ("register_as", "")]:
     flags = {f"--{name.replace('_', '-')}", f"--{name}"}  # MLflow appends undeclared -P key=value as --key value
