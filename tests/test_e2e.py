@@ -81,16 +81,20 @@ def test_a_failing_child_fails_main_with_its_message(clean_clone, env, tmp_path)
 
 
 def test_git_url_at_a_pinned_commit_reproduces_a_run(clean_clone, ml100k_dir, env, tmp_path):
+    from steps import prepare as prepare_step
+
     commit = subprocess.run(["git", "-C", str(clean_clone), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    params = [f"dataset={ml100k_dir}", "models=mf", "epochs=2"]
-    local = _mlflow_run(clean_clone, tmp_path, env, *params, "force=1")
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    data = prepare_step.main(["--dataset", str(ml100k_dir)])
+    params = [f"data=runs:/{data}/data", "model=mf", "epochs=2", "min_epochs=0"]
+    local = _mlflow_run(clean_clone, tmp_path, env, *params, entry="train")
     assert local.returncode == 0, local.stderr[-3000:]
-    remote = _mlflow_run(f"file://{clean_clone}", tmp_path, env, *params, "force=1", version=commit)
+    remote = _mlflow_run(f"file://{clean_clone}", tmp_path, env, *params, entry="train", version=commit)
     assert remote.returncode == 0, remote.stderr[-3000:]
-    evals = _runs(env, "evaluate")
-    assert len(evals) == 2
-    assert _scores(evals[0]) == _scores(evals[1])
-    assert evals[1].data.tags["git_commit"] == commit and evals[1].data.tags["git_dirty"] == "false"
+    runs = _runs(env, "train")
+    assert len(runs) == 2
+    assert _scores(runs[0]) == _scores(runs[1])  # the same commit and parameters: the same metrics on CPU
+    assert runs[1].data.tags["git_commit"] == commit and runs[1].data.tags["git_dirty"] == "false"
 
 
 def test_the_logged_model_serves_top_k_over_http(ml100k_dir, env, tmp_path):

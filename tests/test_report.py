@@ -106,6 +106,7 @@ def small_experiment(tmp_path_factory, ml100k_dir, empty_store):
     mp.undo()
 
 
+@pytest.mark.slow
 def test_peers_are_fitted_on_the_same_split_and_logged_beside(small_experiment, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{small_experiment['db']}")
     mlflow.set_tracking_uri(f"sqlite:///{small_experiment['db']}")
@@ -126,6 +127,7 @@ def test_peers_are_fitted_on_the_same_split_and_logged_beside(small_experiment, 
     assert peer_pop.data.metrics["test/hr_at_10"] == pytest.approx(project.data.metrics["test/hr_at_10"])
 
 
+@pytest.mark.slow
 def test_report_html_renders_in_a_browser_with_tables_and_images(small_experiment, monkeypatch, tmp_path):
     from PIL import Image
     from playwright.sync_api import sync_playwright

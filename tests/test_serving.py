@@ -168,6 +168,7 @@ def test_real_http_answers_every_request_and_keeps_answering(served, tmp_path):
         server.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_register_and_champion_promotion_on_the_headline_metric(ml100k_dir):
     from steps import evaluate as evaluate_step
 

@@ -67,10 +67,9 @@ TRAIN = ["--model", "mf", "--epochs", "12", "--min_epochs", "12", "--batch_size"
 
 
 def test_sigterm_ends_train_killed_with_last_checkpoint_and_resume_matches_the_uninterrupted_run(env):
-    prep = _step(env, "steps.prepare", "--dataset", "synthetic", "--n-users", "300", "--n-items", "400",
-                 "--n-ratings", "30000")
-    assert prep.wait(timeout=120) == 0, prep.stderr.read()
-    data = f"runs:/{_runs('prepare')[0].info.run_id}/data"
+    from steps import prepare as prepare_step
+
+    data = f"runs:/{prepare_step.main(['--dataset', 'synthetic', '--n-users', '300', '--n-items', '400', '--n-ratings', '30000'])}/data"
 
     train = _step(env, "steps.train", "--data", data, *TRAIN)
     _wait_for_line(train, "epoch 3/12")
@@ -92,8 +91,9 @@ def test_sigterm_ends_train_killed_with_last_checkpoint_and_resume_matches_the_u
     assert resumed.returncode == 0, err[-3000:]
     lines = [line for line in out.splitlines() if line.startswith("epoch ")]
     assert lines[-1].startswith("epoch 12/12") and len(lines) <= 12 - epochs_done  # it went on, not from scratch
-    full = _step(env, "steps.train", "--data", data, *TRAIN)
-    assert full.wait(timeout=300) == 0
+    from steps import train as train_step
+
+    train_step.main(["--data", data, *TRAIN])  # the uninterrupted reference, in-process
     _, r, f = _runs("train")
     assert r.info.status == "FINISHED" and r.data.tags["recsys.complete"] == "true"
     assert r.data.params["resume_from"] == killed.info.run_id
@@ -136,12 +136,11 @@ def test_sigterm_to_main_stops_its_child_and_nothing_stays_running(env, tmp_path
 
 
 def test_eight_evaluations_at_once_on_sqlite_all_finish(env, ml100k_dir):
-    prep = _step(env, "steps.prepare", "--dataset", str(ml100k_dir))
-    assert prep.wait(timeout=120) == 0
-    data = f"runs:/{_runs('prepare')[0].info.run_id}/data"
-    train = _step(env, "steps.train", "--data", data, "--model", "mf", "--epochs", "1", "--min_epochs", "0")
-    assert train.wait(timeout=120) == 0, train.stderr.read()
-    model = f"runs:/{_runs('train')[0].info.run_id}/model"
+    from steps import prepare as prepare_step
+    from steps import train as train_step
+
+    data = f"runs:/{prepare_step.main(['--dataset', str(ml100k_dir)])}/data"
+    model = f"runs:/{train_step.main(['--data', data, '--model', 'mf', '--epochs', '1', '--min_epochs', '0'])}/model"
     procs = [_step(env, "steps.evaluate", "--model-uri", model, "--k", "5") for _ in range(8)]
     for p in procs:
         out, err = p.communicate(timeout=300)
