@@ -1,7 +1,5 @@
 import hashlib
-import io
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +10,7 @@ from recsys.data import prepare as prep
 from recsys.data.negatives import sample_eval_negatives, sample_train_negatives
 from recsys.errors import RecsysError
 from recsys.schema import ITEM, RATING, TIMESTAMP, USER
+from support import zip_folder
 
 
 # --- parsers: every format gives the same normalised tables -------------------------------------------
@@ -107,16 +106,8 @@ def test_archive_with_path_traversal_is_refused_and_leaves_nothing(tmp_path):
     assert not (tmp_path.parent / "escape.txt").exists()
 
 
-def _zip_bytes(folder: Path) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for f in folder.iterdir():
-            zf.write(f, f"ml-100k/{f.name}")
-    return buf.getvalue()
-
-
 def test_corrupt_cached_archive_is_discarded_and_fetched_again(tmp_path, monkeypatch, ml100k_dir):
-    good = _zip_bytes(ml100k_dir)
+    good = zip_folder(ml100k_dir)
     served = tmp_path / "served.zip"
     served.write_bytes(good)
     monkeypatch.setitem(sources.DATASETS, "ml-100k",
@@ -132,7 +123,7 @@ def test_corrupt_cached_archive_is_discarded_and_fetched_again(tmp_path, monkeyp
 
 def test_download_with_wrong_checksum_leaves_no_cache_entry(tmp_path, ml100k_dir):
     served = tmp_path / "served.zip"
-    served.write_bytes(_zip_bytes(ml100k_dir))
+    served.write_bytes(zip_folder(ml100k_dir))
     dest = tmp_path / "cache" / "x.zip"
     with pytest.raises(RecsysError, match="corrupt"):
         sources.download(served.as_uri(), dest, expected_sha256="0" * 64)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from support import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -99,8 +100,6 @@ def test_git_url_at_a_pinned_commit_reproduces_a_run(clean_clone, ml100k_dir, en
 
 def test_the_logged_model_serves_top_k_over_http(ml100k_dir, env, tmp_path):
     import json
-    import socket
-    import time
     import urllib.request
 
     from steps import prepare as prepare_step
@@ -112,19 +111,12 @@ def test_the_logged_model_serves_top_k_over_http(ml100k_dir, env, tmp_path):
     data = _runs_any(env)[-1].info.run_id
     train_step.main(["--data", f"runs:/{data}/data", "--model", "mf", "--epochs", "1", "--min_epochs", "0"])
     train = _runs_any(env)[-1].info.run_id
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{train}/model",
                                "-h", "127.0.0.1", "-p", str(port), "--env-manager", "local"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(90):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                time.sleep(1)
+        wait_for(f"http://127.0.0.1:{port}/ping")
         body = json.dumps({"dataframe_split": {"columns": ["user"], "data": [["1"], ["2"]]}, "params": {"k": 3}})
         req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body.encode(),
                                      {"Content-Type": "application/json"})

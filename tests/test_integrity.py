@@ -1,7 +1,6 @@
 """Runs that never lie: bad files, tampered artifacts, untrusted checkpoints, caches and archives."""
 
 import hashlib
-import io
 import zipfile
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from recsys import config, tracking, training
 from recsys.data import parsers, sources
 from recsys.data import prepare as prep
 from recsys.errors import RecsysError
+from support import zip_folder
 
 
 # --- parsers: encodings and absurd lines -----------------------------------------------------------
@@ -81,16 +81,8 @@ def test_a_pickle_payload_in_a_checkpoint_is_refused_and_never_runs(tmp_path, im
 
 
 # --- cache, archives ---------------------------------------------------------------------------------
-def _zip(folder: Path) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for f in folder.iterdir():
-            zf.write(f, f"ml-100k/{f.name}")
-    return buf.getvalue()
-
-
 def test_a_changed_extracted_cache_is_extracted_again(tmp_path, monkeypatch, ml100k_dir):
-    good = _zip(ml100k_dir)
+    good = zip_folder(ml100k_dir)
     served = tmp_path / "served.zip"
     served.write_bytes(good)
     monkeypatch.setitem(sources.DATASETS, "ml-100k", sources.Source(served.as_uri(), hashlib.sha256(good).hexdigest()))
@@ -104,7 +96,7 @@ def test_an_archive_placed_by_hand_is_used_and_its_hash_recorded(tmp_path, monke
     monkeypatch.setitem(sources.DATASETS, "ml-1m", sources.Source("file:///nonexistent/ml-1m.zip"))
     cache = sources.cache_dir()
     cache.mkdir(parents=True)
-    (cache / "ml-1m.zip").write_bytes(_zip(ml100k_dir))
+    (cache / "ml-1m.zip").write_bytes(zip_folder(ml100k_dir))
     raw = prep.load_raw("ml-1m")
     assert len(raw.interactions) == 2400 and (cache / "ml-1m.zip").exists()
     assert (cache / "ml-1m.zip.sha256").read_text() == sources.sha256_file(cache / "ml-1m.zip")

@@ -16,6 +16,7 @@ from steps import evaluate as evaluate_step
 from steps import prepare as prepare_step
 from steps import report as report_step
 from steps import train as train_step
+from support import module_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,20 +91,16 @@ def test_report_on_an_unknown_or_empty_experiment_is_one_line(capsys):
 @pytest.fixture(scope="module")
 def small_experiment(tmp_path_factory, ml100k_dir, empty_store):
     """popularity and mf (1 epoch) on tiny implicit data, evaluated, in experiment `small`."""
-    mp = pytest.MonkeyPatch()
-    db = tmp_path_factory.mktemp("rep") / "mlflow.db"
-    shutil.copyfile(empty_store, db)
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
-    mlflow.set_tracking_uri(f"sqlite:///{db}")
-    mlflow.set_experiment("small")
-    data = prepare_step.main(["--dataset", str(ml100k_dir), "--task", "implicit", "--split", "leave_last_out",
-                              "--positive-threshold", "1", "--eval-negatives", "20"])
-    for model in ("popularity", "mf"):
-        train = train_step.main(["--data", f"runs:/{data}/data", "--model", model, "--epochs", "2", "--min_epochs", "0"])
-        evaluate_step.main(["--model-uri", f"runs:/{train}/model", "--k", "10"])
-    yield {"db": db, "data": data}
-    mlflow.set_experiment("Default")
-    mp.undo()
+    with module_store(tmp_path_factory, empty_store, "rep") as db:
+        mlflow.set_experiment("small")
+        data = prepare_step.main(["--dataset", str(ml100k_dir), "--task", "implicit", "--split", "leave_last_out",
+                                  "--positive-threshold", "1", "--eval-negatives", "20"])
+        for model in ("popularity", "mf"):
+            train = train_step.main(["--data", f"runs:/{data}/data", "--model", model, "--epochs", "2",
+                                     "--min_epochs", "0"])
+            evaluate_step.main(["--model-uri", f"runs:/{train}/model", "--k", "10"])
+        yield {"db": db, "data": data}
+        mlflow.set_experiment("Default")
 
 
 @pytest.mark.slow

@@ -2,10 +2,8 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,24 +14,18 @@ import pandas as pd
 import pytest
 
 from steps import prepare as prepare_step
+from support import free_port, module_store, wait_for
 from steps import train as train_step
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, ml100k_dir, empty_store):
     """mf trained for 1 epoch on tiny rating data; its pyfunc loaded in-process."""
-    import shutil
-
-    mp = pytest.MonkeyPatch()
-    db = tmp_path_factory.mktemp("srv") / "mlflow.db"
-    shutil.copyfile(empty_store, db)
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
-    mlflow.set_tracking_uri(f"sqlite:///{db}")
-    data = prepare_step.main(["--dataset", str(ml100k_dir)])
-    train = train_step.main(["--data", f"runs:/{data}/data", "--epochs", "1", "--min_epochs", "0"])
-    model = mlflow.pyfunc.load_model(f"runs:/{train}/model")
-    yield {"db": db, "train": train, "model": model, "uri": f"runs:/{train}/model"}
-    mp.undo()
+    with module_store(tmp_path_factory, empty_store, "srv") as db:
+        data = prepare_step.main(["--dataset", str(ml100k_dir)])
+        train = train_step.main(["--data", f"runs:/{data}/data", "--epochs", "1", "--min_epochs", "0"])
+        model = mlflow.pyfunc.load_model(f"runs:/{train}/model")
+        yield {"db": db, "train": train, "model": model, "uri": f"runs:/{train}/model"}
 
 
 def _seen(model, user):
@@ -102,12 +94,6 @@ def test_the_model_holds_only_what_serving_needs(served, tmp_path):
     assert info.saved_input_example_info is not None
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(port, body, raw=False):
     data = body if raw else json.dumps(body).encode()
     req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data, {"Content-Type": "application/json"})
@@ -121,18 +107,13 @@ def _post(port, body, raw=False):
 @pytest.mark.slow
 def test_real_http_answers_every_request_and_keeps_answering(served, tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{served['db']}"}
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", served["uri"], "-h",
                                "127.0.0.1", "-p", str(port), "--env-manager", "local"], env=env, cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     m = served["model"]
     try:
-        for _ in range(180):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_for(f"http://127.0.0.1:{port}/ping", 180)
 
         def split(frame, **params):
             return {"dataframe_split": {"columns": list(frame), "data": [list(r) for r in zip(*frame.values())]},

@@ -1,7 +1,6 @@
 """The steps end to end in-process on tiny data, against a real (sqlite) tracking store."""
 
 import json
-import shutil
 
 import mlflow
 import pandas as pd
@@ -10,6 +9,7 @@ import pytest
 from steps import evaluate as evaluate_step
 from steps import prepare as prepare_step
 from steps import train as train_step
+from support import module_store
 
 
 def _last_run():
@@ -42,15 +42,10 @@ def _fails(fn, argv, capsys, match):
 
 @pytest.fixture(scope="module")
 def rating_chain(tmp_path_factory, ml100k_dir, empty_store):
-    mp = pytest.MonkeyPatch()
-    db = tmp_path_factory.mktemp("chain") / "mlflow.db"
-    shutil.copyfile(empty_store, db)
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
-    mlflow.set_tracking_uri(f"sqlite:///{db}")
-    data = _prepare(ml100k_dir)
-    train = _train(data, "--model", "mf", "--epochs", "2", "--min_epochs", "0")
-    yield {"db": db, "data": data, "train": train}
-    mp.undo()
+    with module_store(tmp_path_factory, empty_store, "chain") as db:
+        data = _prepare(ml100k_dir)
+        train = _train(data, "--model", "mf", "--epochs", "2", "--min_epochs", "0")
+        yield {"db": db, "data": data, "train": train}
 
 
 @pytest.fixture
