@@ -115,8 +115,8 @@ def load(name: str, path: str | Path | None = None, overrides: dict | None = Non
     except yaml.YAMLError as e:
         raise RecsysError(f"{path.name} is not valid YAML ({str(e).splitlines()[0]})") from None
     where = path.name
-    if not isinstance(doc, dict) or not {"model", "training"} <= set(doc) <= {"model", "training", "implicit"}:
-        raise RecsysError(f"{where} must have the sections model: and training: (and optionally implicit:), "
+    if not isinstance(doc, dict) or not {"model", "training"} <= set(doc) <= {"model", "training", "implicit", "search"}:
+        raise RecsysError(f"{where} must have the sections model: and training: (and optionally implicit:, search:), "
                           f"has {sorted(doc) if isinstance(doc, dict) else doc!r}")
     model_doc, train_doc = dict(doc["model"] or {}), dict(doc["training"] or {})
     task_doc = dict(doc.get("implicit") or {})
@@ -146,6 +146,38 @@ def load(name: str, path: str | Path | None = None, overrides: dict | None = Non
             given[key] = _check_type(key, given[key], defaults[key], where)
             _check_range(key, given[key], where)
     return model_doc, TrainConfig(**train_doc)
+
+
+SEARCH_TYPES = {"float", "int", "categorical"}
+
+
+def search_space(name: str, path: str | Path | None = None) -> dict[str, dict]:
+    """The `search:` section of a model's config, validated: key -> {type: float|int, low, high, log}
+    or {type: categorical, choices: [...]}; every key a field of the model or of training."""
+    path = Path(path) if path else CONFIG_DIR / f"{name}.yaml"
+    load(name, path)  # the file itself is valid
+    doc = yaml.safe_load(path.read_text()) or {}
+    space = doc.get("search")
+    if not space:
+        raise RecsysError(f"{path.name} has no search: section; model {name} has no search space to tune "
+                          "(add one, e.g. lr: {{type: float, low: 0.0001, high: 0.1, log: true}})")
+    valid = {**{k: v for k, v in model_fields(name).items() if k not in FEATURE_KWARGS}, **asdict(TrainConfig())}
+    for key, spec in space.items():
+        where = f"{path.name}: search.{key}"
+        if key not in valid:
+            raise RecsysError(f"{where} is not a field of model {name} or of training")
+        if not isinstance(spec, dict) or spec.get("type") not in SEARCH_TYPES:
+            raise RecsysError(f"{where} needs type: float, int or categorical")
+        if spec["type"] == "categorical":
+            if not isinstance(spec.get("choices"), list) or not spec["choices"]:
+                raise RecsysError(f"{where} needs a non-empty choices: list")
+        else:
+            lo, hi = spec.get("low"), spec.get("high")
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi)) or not lo < hi:
+                raise RecsysError(f"{where} needs numbers low < high (YAML reads 1e-3 as a string: write 0.001)")
+            if spec.get("log") and lo <= 0:
+                raise RecsysError(f"{where} is log-uniform and needs low > 0")
+    return space
 
 
 def flat(model_hp: dict, train: TrainConfig) -> dict:

@@ -559,3 +559,25 @@ def tag_version(name: str, version: str, tags: dict) -> None:
     client = mlflow.MlflowClient()
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, str(v))
+
+
+@contextlib.contextmanager
+def child_run(name: str, pruned_exc: type[BaseException] | None = None):
+    """A nested run under the active one (a tune trial): FINISHED on success, KILLED when pruned (tag
+    `optuna.state`), FAILED otherwise."""
+    run = mlflow.start_run(run_name=name, nested=True)
+    try:
+        yield run
+    except BaseException as e:
+        pruned = pruned_exc is not None and isinstance(e, pruned_exc)
+        mlflow.set_tags({"optuna.state": "PRUNED" if pruned else "FAILED",
+                         "mlflow.runName": f"{name} (pruned)" if pruned else name,
+                         **({} if pruned else {"error": f"{type(e).__name__}: {str(e)[:300]}"})})
+        mlflow.end_run("KILLED" if pruned else "FAILED")
+        raise
+    mlflow.set_tag("optuna.state", "COMPLETE")
+    mlflow.end_run()
+
+
+def tracking_uri() -> str:
+    return mlflow.get_tracking_uri()

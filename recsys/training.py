@@ -271,7 +271,7 @@ class EpochLines(pl.Callback):
 
 def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logger=None,
         checkpoint_dir: Path | None = None, progress: bool = False, resume_from: Path | None = None,
-        epoch_lines: bool = False) -> FitResult:
+        epoch_lines: bool = False, callbacks: tuple = ()) -> FitResult:
     """Train `model_name` on `data` and restore the best checkpoint (by the validation metric).
 
     `checkpoint_dir` receives best.ckpt and last.ckpt (every epoch: what an interrupted run leaves);
@@ -326,7 +326,7 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     trainer = pl.Trainer(
         max_epochs=cfg.epochs if trainable else 1, accelerator=cfg.accelerator, devices=_devices(cfg.devices),
         strategy=cfg.strategy, logger=logger if logger is not None else False,
-        callbacks=[ckpt, stop] + ([EpochLines()] if epoch_lines else []),
+        callbacks=[ckpt, stop, *callbacks] + ([EpochLines()] if epoch_lines else []),
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         deterministic=True, log_every_n_steps=max(1, len(train_batches)),
     )

@@ -1,0 +1,133 @@
+"""Hyper-parameter search with Optuna: a seeded TPE sampler, a median pruner on the per-epoch
+validation metric, and studies in an RDB storage that several processes (or machines) share.
+
+Nothing here talks to MLflow; `steps/tune.py` logs each trial as a nested run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytorch_lightning as pl
+import yaml
+
+from recsys.errors import RecsysError
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg://", "mysql://", "mysql+pymysql://")
+
+
+def storage_url(given: str, tracking_uri: str) -> str:
+    """`given`, checked; by default a SQLite file beside an SQLite tracking store (its own database:
+    Optuna and MLflow both keep an `alembic_version` table)."""
+    if given:
+        if not given.startswith(STORAGE_SCHEMES):
+            raise RecsysError(f"storage={given!r} is not a database URL Optuna can share; use one of "
+                              f"{', '.join(s + '...' for s in STORAGE_SCHEMES)}")
+        return given
+    if tracking_uri.startswith("sqlite:///"):
+        return f"sqlite:///{Path(tracking_uri.removeprefix('sqlite:///')).with_name('optuna.db')}"
+    return "sqlite:///optuna.db"
+
+
+def open_study(storage: str, name: str, model: str, task: str, data_hash: str, seed: int, direction: str):
+    """Create the study or join it (resume, or another worker); refuse one made for something else."""
+    import time
+
+    for attempt in range(6):  # workers starting at once race to create a fresh storage's tables: retry
+        try:
+            study = optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True,
+                                        sampler=optuna.samplers.TPESampler(seed=seed),
+                                        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
+            break
+        except Exception as e:
+            if attempt == 5:
+                raise RecsysError(f"storage {storage!r} could not be opened ({str(e).splitlines()[0][:200]})") from None
+            time.sleep(0.5 * (attempt + 1))
+    want = {"model": model, "task": task, "data": data_hash}
+    have = study.user_attrs
+    if have and {k: have.get(k) for k in want} != want:
+        raise RecsysError(f"study {name!r} in {storage} was created for {have}, not {want}; pick another study "
+                          "name or the same model, task and data")
+    for k, v in want.items():
+        study.set_user_attr(k, v)
+    return study
+
+
+def suggest(trial: optuna.Trial, space: dict[str, dict]) -> dict:
+    out = {}
+    for key, spec in space.items():
+        if spec["type"] == "categorical":
+            out[key] = trial.suggest_categorical(key, spec["choices"])
+        elif spec["type"] == "int":
+            out[key] = trial.suggest_int(key, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log")))
+        else:
+            out[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
+    return out
+
+
+class Pruning(pl.Callback):
+    """Reports the validation metric each epoch; stops a trial the median pruner gives up on."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str):
+        self.trial, self.monitor = trial, monitor
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None or trainer.sanity_checking:
+            return
+        self.trial.report(float(value), trainer.current_epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"epoch {trainer.current_epoch + 1}: {self.monitor}={float(value):.4f}")
+
+
+def finished(study) -> list:
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return study.get_trials(deepcopy=False, states=states)
+
+
+def stop_at(n: int):
+    """Stop every worker of a study once `n` trials are complete or pruned, whoever ran them."""
+    return optuna.study.MaxTrialsCallback(n, states=(optuna.trial.TrialState.COMPLETE,
+                                                     optuna.trial.TrialState.PRUNED))
+
+
+def best_config(name: str, path: Path, params: dict) -> str:
+    """The model's config with the best values in place: a file `train -P config=` accepts."""
+    doc = yaml.safe_load(Path(path).read_text())
+    for key, value in params.items():
+        section = "model" if key in doc["model"] else "training"
+        doc[section][key] = value
+        if key in (doc.get("implicit") or {}):
+            doc["implicit"][key] = value
+    header = f"# {name}: best trial of a tune sweep (values replace the defaults; search: kept for the next sweep)\n"
+    return header + yaml.safe_dump(doc, sort_keys=False)
+
+
+def plots(study, folder: Path) -> list[Path]:
+    """Optimisation history and parameter importances (when there are enough finished trials)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    import warnings
+
+    out = []
+    for name, fn in (("optimization_history.png", ovm.plot_optimization_history),
+                     ("param_importances.png", ovm.plot_param_importances)):
+        try:
+            with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental
+                warnings.simplefilter("ignore")
+                ax = fn(study)
+        except (ValueError, RuntimeError, ZeroDivisionError):
+            continue  # too few complete trials for importances
+        fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
+        fig.set_size_inches(8, 4.5)
+        fig.tight_layout()
+        fig.savefig(folder / name, dpi=90)
+        plt.close(fig)
+        out.append(folder / name)
+    return out

@@ -1,0 +1,109 @@
+"""tune: an Optuna sweep over a model's `search:` space, each trial a nested run, trained in-process.
+
+Parameters: model (default mf), trials (trials in all, across every worker of the study), data
+(default auto, as train), task (auto: rating), config (default configs/<model>.yaml), timeout (seconds
+for this worker, 0 = none), storage (an SQLAlchemy URL; default a SQLite `optuna.db` beside an SQLite
+tracking store), study (default <model>-<task>-<data hash>), seed (the sampler's, 42).
+The objective is the task's validation metric (val/rmse minimised, val/ndcg_at_10 maximised); test is
+looked at once, by the best configuration retrained at the end. Several `tune` processes on one storage
+and study share its trials (how a sweep goes past one machine); the same command resumes a sweep.
+Logs: one nested run per trial (params, per-epoch curve; pruned trials KILLED, tag optuna.state),
+best_config.yaml (accepted by `train -P config=`), the best configuration's test metrics (best/test/...),
+plots/optimization_history.png and plots/param_importances.png; prints a one-line summary.
+"""
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+from recsys import config, evaluation, tracking, training, tuning
+from recsys.data import prepare as prep
+from recsys.errors import RecsysError
+from steps import ArgParser
+
+p = ArgParser(prog="tune", description=__doc__.splitlines()[0])
+for name, default in (("model", "mf"), ("trials", "20"), ("data", "auto"), ("task", "auto"), ("config", "default"),
+                      ("timeout", "0"), ("storage", "default"), ("study", "auto"), ("seed", "42"), ("threads", "1")):
+    p.add_argument(f"--{name}", default=default)
+
+
+def _int(name, text, minimum):
+    try:
+        value = int(float(text))
+    except ValueError:
+        value = None
+    if value is None or value < minimum or float(text) != value:
+        raise RecsysError(f"{name}={text!r} must be an integer >= {minimum}")
+    return value
+
+
+def main(argv=None):
+    with tracking.step_run("tune") as run, tempfile.TemporaryDirectory(prefix="recsys-tune-") as tmp:
+        tmp = Path(tmp)
+        a = p.parse_args(argv)
+        a.data, a.task, a.config, a.storage, a.study = (
+            "" if v in ("auto", "default") else v for v in (a.data, a.task, a.config, a.storage, a.study))
+        trials, timeout, seed = _int("trials", a.trials, 1), _int("timeout", a.timeout, 0), _int("seed", a.seed, 0)
+        space = config.search_space(a.model, a.config or None)
+        cfg_path = Path(a.config) if a.config else config.CONFIG_DIR / f"{a.model}.yaml"
+        storage = tuning.storage_url(a.storage, tracking.tracking_uri())
+        tracking.name_run(f"tune {a.model}")
+        data_uri = a.data or tracking.default_data(a.task or "rating")
+        data = prep.load(tracking.download(data_uri, "data", tmp / "data"))
+        task = data.meta["task"]
+        monitor, mode = training.monitor_for(task)
+        study_name = a.study or f"{a.model}-{task}-{data.meta['content_hash'][:8]}"
+        study = tuning.open_study(storage, study_name, a.model, task, data.meta["content_hash"], seed,
+                                  "minimize" if mode == "min" else "maximize")
+        tracking.log_params({"model": a.model, "trials": trials, "data_uri": data_uri, "storage": storage,
+                             "study": study_name, "seed": seed, "timeout": timeout, "task": task})
+        tracking.log_context({"step": "tune", "model": a.model, "task": task, "dataset": data.meta.get("name"),
+                              "data_uri": data_uri, "study": study_name})
+        base = {"threads": a.threads}
+
+        def objective(trial):
+            overrides = {**base, **tuning.suggest(trial, space)}
+            hp, cfg = config.load(a.model, cfg_path, overrides, task=task)
+            with tracking.child_run(f"trial {trial.number}", optuna.TrialPruned) as child:
+                tracking.log_params({**config.flat(hp, cfg), "trial": trial.number, "study": study_name})
+                tracking.set_tags({"step": "tune-trial", "model": a.model, "trial": trial.number})
+                result = training.fit(data, a.model, hp, cfg, tracking.lightning_logger(child.info.run_id),
+                                      tmp / f"trial{trial.number}", callbacks=(tuning.Pruning(trial, monitor),))
+                tracking.log_metrics({f"best_{monitor.replace('/', '_')}": result.best_score,
+                                      "train_seconds": result.seconds})
+            print(f"trial {trial.number}: {monitor}={result.best_score:.4f} {trial.params}", flush=True)
+            return result.best_score
+
+        t0 = time.perf_counter()
+        study.optimize(objective, n_trials=trials, timeout=timeout or None, callbacks=[tuning.stop_at(trials)],
+                       catch=())
+        seconds = time.perf_counter() - t0
+        done = tuning.finished(study)
+        complete = [t for t in done if t.state == optuna.trial.TrialState.COMPLETE]
+        if not complete:
+            raise RecsysError(f"study {study_name!r} has no complete trial yet; run more trials")
+        best = study.best_trial
+        (tmp / "best_config.yaml").write_text(tuning.best_config(a.model, cfg_path, best.params))
+        tracking.log_artifact(tmp / "best_config.yaml")
+        hp, cfg = config.load(a.model, tmp / "best_config.yaml", base, task=task)  # the best, once, on test
+        result = training.fit(data, a.model, hp, cfg, None, tmp / "best")
+        ev = evaluation.evaluate(result.module, data, "test", [10], "both")
+        key = "test/rmse" if task == "rating" else "test/ndcg_at_10"
+        tracking.log_metrics({**{f"best/{k}": v for k, v in ev.metrics.items()}, f"best/{monitor}": best.value,
+                              "trials_finished": len(done), "trials_pruned": len(done) - len(complete),
+                              "sweep_seconds": seconds})
+        for png in tuning.plots(study, tmp):
+            tracking.log_artifact(png, "plots")
+        line = (f"tune {a.model} ({task}): {len(done)} trials in the study ({len(done) - len(complete)} pruned), "
+                f"this worker {seconds:.0f}s; best trial {best.number} {monitor}={best.value:.4f} -> {key}="
+                f"{ev.metrics[key]:.4f}; config: runs:/{run.info.run_id}/best_config.yaml")
+        tracking.describe(line)
+        print(line, file=sys.stdout)
+    return run.info.run_id
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""tune: Optuna sweeps as nested runs, shared storage, one-line errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import yaml
+
+from recsys import config
+from steps import prepare as prepare_step
+from steps import tune as tune_step
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fails(argv, capsys, match):
+    with pytest.raises(SystemExit) as e:
+        tune_step.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and match in lines[0] and "Traceback" not in err, err
+
+
+def test_bad_sweeps_are_one_line_errors(ml100k_dir, tmp_path, capsys):
+    _fails(["--model", "popularity", "--trials", "2"], capsys, "has no search: section")
+    _fails(["--model", "mf", "--trials", "0"], capsys, "trials='0' must be an integer >= 1")
+    _fails(["--model", "mf", "--storage", "redis://localhost/0"], capsys, "is not a database URL")
+    data = prepare_step.main(["--dataset", str(ml100k_dir)])
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(storage=storage, study_name="shared").set_user_attr("model", "ncf")
+    _fails(["--model", "mf", "--data", f"runs:/{data}/data", "--storage", storage, "--study", "shared"], capsys,
+           "was created for")
+
+
+def test_search_space_keys_must_name_fields(tmp_path):
+    bad = tmp_path / "mf.yaml"
+    bad.write_text((ROOT / "configs" / "mf.yaml").read_text() + "  lrr: {type: float, low: 0.1, high: 1}\n")
+    with pytest.raises(Exception, match="search.lrr is not a field"):
+        config.search_space("mf", bad)
+
+
+@pytest.mark.slow
+def test_a_two_trial_sweep_logs_nested_trials_the_best_config_and_plots(ml100k_dir, tmp_path):
+    data = prepare_step.main(["--dataset", str(ml100k_dir)])
+    run = tune_step.main(["--model", "mf", "--trials", "2", "--data", f"runs:/{data}/data"])
+    parent = mlflow.get_run(run)
+    trials = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                filter_string=f"tags.mlflow.parentRunId = '{run}'")
+    assert len(trials) == 2 and all(t.data.tags["optuna.state"] in ("COMPLETE", "PRUNED") for t in trials)
+    assert all(mlflow.MlflowClient().get_metric_history(t.info.run_id, "val/rmse") for t in trials)
+    assert "best/test/rmse" in parent.data.metrics and parent.data.metrics["trials_finished"] == 2
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run)} | \
+        {a.path for a in mlflow.MlflowClient().list_artifacts(run, "plots")}
+    assert {"best_config.yaml", "plots/optimization_history.png"} <= arts
+    best = Path(mlflow.artifacts.download_artifacts(run_id=run, artifact_path="best_config.yaml", dst_path=str(tmp_path)))
+    hp, cfg = config.load("mf", best)  # train -P config= accepts it
+    study_best = yaml.safe_load(best.read_text())
+    assert hp["embedding_dim"] == study_best["model"]["embedding_dim"] and cfg.lr == study_best["training"]["lr"]
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_and_no_trial_is_lost_or_duplicated(ml100k_dir, tmp_path):
+    import os
+
+    data = prepare_step.main(["--dataset", str(ml100k_dir)])
+    storage = f"sqlite:///{tmp_path / 'shared-optuna.db'}"
+    cmd = [sys.executable, "-m", "steps.tune", "--model", "mf", "--trials", "6", "--data", f"runs:/{data}/data",
+           "--storage", storage, "--study", "shared"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_RUN")}
+    workers = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    outs = [w.communicate(timeout=600) for w in workers]
+    assert all(w.returncode == 0 for w in workers), [o[1][-2000:] for o in outs]
+    study = optuna.load_study(study_name="shared", storage=storage)
+    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert 6 <= len(done) <= 7  # each worker stops once 6 are done; both may be finishing one at that moment
+    assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))  # none lost, none twice
+    parents = [r.info.run_id for r in mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                                         filter_string="tags.step = 'tune'")]
+    assert len(parents) == 2
+    children = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                  filter_string="tags.step = 'tune-trial'")
+    assert sorted(int(c.data.tags["trial"]) for c in children) == sorted(t.number for t in study.trials)
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == set(parents)  # both did share the work
