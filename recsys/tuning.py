@@ -39,7 +39,7 @@ def open_study(storage: str, name: str, model: str, task: str, data_hash: str, s
         try:
             study = optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True,
                                         sampler=optuna.samplers.TPESampler(seed=seed),
-                                        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
+                                        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2))
             break
         except Exception as e:
             if attempt == 5:
