@@ -31,7 +31,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     optimizer: str = "adamw"  # adam (L2 in the gradient) | adamw (decoupled)
     scheduler: str = "none"  # none | onecycle
-    loss: str = "auto"  # auto (mse for rating, bce for implicit) | mse | bce | bpr
+    loss: str = "auto"  # auto (mse for rating, bce for implicit) | mse | bce | bpr | softmax (implicit, mf)
     num_negatives: int = 4
     seed: int = 42
     threads: int = 1  # torch intra-op threads; 0 = torch's default (see README: 2 threads can thrash)
@@ -40,7 +40,7 @@ class TrainConfig:
     strategy: str = "auto"
 
 
-CHOICES = {"optimizer": ("adam", "adamw"), "scheduler": ("none", "onecycle"), "loss": ("auto", "mse", "bce", "bpr")}
+CHOICES = {"optimizer": ("adam", "adamw"), "scheduler": ("none", "onecycle"), "loss": ("auto", "mse", "bce", "bpr", "softmax")}
 POSITIVE = {"lr", "epochs", "batch_size", "num_negatives", "embedding_dim", "mf_dim", "mlp_dim", "num_heads",
             "num_layers", "cross_layers"}
 NON_NEGATIVE = {"weight_decay", "min_epochs", "patience", "threads", "damping", "init_std"}

@@ -33,7 +33,7 @@ from recsys.data import features as feats
 from recsys.data.negatives import sample_train_negatives, sorted_keys
 from recsys.data.prepare import Prepared
 from recsys.errors import RecsysError
-from recsys.models import build_model
+from recsys.models import MODELS, build_model
 from recsys.schema import ITEM, RATING, USER
 
 # Lightning sets its loggers to INFO when imported (device lines, a cloud-logging tip): keep warnings only
@@ -139,6 +139,9 @@ class Recommender(pl.LightningModule):
 
     def _loss(self, batch) -> torch.Tensor:
         raw = self.model(batch["user_id"], batch["item_id"])
+        if self.loss_name == "softmax":  # sampled-free: each positive against the whole catalogue
+            logits = self.model.score_matrix(batch["user_id"])  # [B, n_items]
+            return F.cross_entropy(logits, batch["item_id"])
         if self.loss_name == "bpr":
             neg = self.model(batch["user_id"], batch["neg_item_id"])
             return -F.logsigmoid(raw - neg).mean()
@@ -285,11 +288,15 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     u, i = tr[USER].to_numpy(np.int64), tr[ITEM].to_numpy(np.int64)
     implicit = task == "implicit"
     loss = cfg.loss
-    if loss == "bpr" and not implicit:
-        raise RecsysError("loss=bpr needs task=implicit data; use loss=auto (mse) for ratings")
+    if loss in ("bpr", "softmax") and not implicit:
+        raise RecsysError(f"loss={loss} needs task=implicit data; use loss=auto (mse) for ratings")
+    if loss == "softmax" and not hasattr(MODELS[model_name], "score_matrix"):
+        raise RecsysError(f"loss=softmax scores the whole catalogue and needs a dot-product model (mf); "
+                          f"{model_name} has no score_matrix: use bce or bpr")
     seen = sorted_keys(u, i, data.n_items) if implicit else None
     train_batches = TensorBatches(u, i, tr[RATING].to_numpy(np.float32), cfg.batch_size, True, cfg.seed,
-                                  data.n_items, cfg.num_negatives if implicit else 0, seen, loss == "bpr",
+                                  data.n_items, cfg.num_negatives if implicit and loss != "softmax" else 0, seen,
+                                  loss == "bpr",
                                   chunk=chunk_size(cfg.batch_size))
     va = data.val
     if implicit:  # val/loss on val positives + their stored negatives (fixed, so comparable across epochs)

@@ -148,3 +148,23 @@ def test_the_torch_free_model_names_match_the_registry():
     from recsys.schema import MODEL_NAMES
 
     assert tuple(MODELS) == MODEL_NAMES
+
+
+def test_softmax_loss_ranks_against_the_whole_catalogue_for_dot_product_models_only(implicit_data, rating_data):
+    from recsys import evaluation
+
+    hp, cfg = config.load("mf", overrides={**FAST, "loss": "softmax", "epochs": 3, "lr": 0.01}, task="implicit")
+    r = training.fit(implicit_data, "mf", hp, cfg)
+    tr = implicit_data.train
+    with torch.no_grad():  # cross-entropy of each training positive against every item
+        logits = r.module.model.score_matrix(torch.as_tensor(tr["user"].to_numpy(np.int64)))
+        ce = torch.nn.functional.cross_entropy(logits, torch.as_tensor(tr["item"].to_numpy(np.int64))).item()
+    assert ce < np.log(implicit_data.n_items) - 0.1  # below the uniform model's log(n_items): it learned
+    ev = evaluation.evaluate(r.module, implicit_data, "test", [10], "full")
+    assert ev.metrics["test/ndcg_at_10"] > 0
+    hp, cfg = config.load("ncf", overrides={**FAST, "loss": "softmax"}, task="implicit")
+    with pytest.raises(RecsysError, match="needs a dot-product model"):
+        training.fit(implicit_data, "ncf", hp, cfg)
+    hp, cfg = config.load("mf", overrides={**FAST, "loss": "softmax"})
+    with pytest.raises(RecsysError, match="loss=softmax needs task=implicit"):
+        training.fit(rating_data, "mf", hp, cfg)
