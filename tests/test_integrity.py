@@ -35,9 +35,9 @@ def test_a_line_longer_than_the_limit_is_refused_without_reading_it(tmp_path, mo
 
 def test_line_check_handles_lines_spanning_blocks(tmp_path):
     (tmp_path / "ok.csv").write_bytes(b"a,b\n" + b"x" * 100 + b"\n" + b"y" * 50)
-    parsers.check_lines(tmp_path / "ok.csv", limit=100)
+    parsers.inspect_text(tmp_path / "ok.csv", limit=100)
     with pytest.raises(RecsysError):
-        parsers.check_lines(tmp_path / "ok.csv", limit=99)
+        parsers.inspect_text(tmp_path / "ok.csv", limit=99)
 
 
 # --- the data artifact is verified ---------------------------------------------------------------

@@ -66,13 +66,16 @@ def _check_interactions(df: pd.DataFrame, source: str) -> pd.DataFrame:
 MAX_LINE_BYTES = 1 << 20  # no MovieLens line comes near this; a longer "field" is a broken or hostile file
 
 
-def check_lines(path: Path, limit: int | None = None) -> None:
-    """Refuse a file holding a line longer than `limit` bytes, scanning it in blocks (the parsers would
-    otherwise try to allocate the whole field, many times over)."""
+def inspect_text(path: Path, preferred: str = "utf-8", limit: int | None = None) -> str:
+    """One pass over a file before any parser sees it: refuse a line longer than `limit` bytes (a parser
+    would try to allocate the whole field, many times over), and return `preferred` when the file
+    decodes with it, else latin-1 (which decodes any byte; MovieLens' own older files are latin-1)."""
+    import codecs
+
     limit = MAX_LINE_BYTES if limit is None else limit
-    carry = 0  # bytes since the last newline, across blocks
+    dec = None if preferred == "latin-1" else codecs.getincrementaldecoder(preferred)()
+    carry, offset = 0, 0  # bytes since the last newline, across blocks
     with open(path, "rb") as f:
-        offset = 0
         while block := f.read(1 << 24):
             nl = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
             if len(nl):
@@ -85,31 +88,24 @@ def check_lines(path: Path, limit: int | None = None) -> None:
                 raise RecsysError(f"{path.name} has a line longer than {limit:,} bytes near byte {offset:,}; "
                                   "it is not a ratings file (or is corrupt)")
             offset += len(block)
-
-
-def text_encoding(path: Path, preferred: str = "utf-8") -> str:
-    """`preferred` when the file decodes with it, else latin-1 (which decodes any byte; MovieLens' own
-    older files are latin-1)."""
-    if preferred == "latin-1":
-        return preferred
-    import codecs
-
-    dec = codecs.getincrementaldecoder(preferred)()
-    try:
-        with open(path, "rb") as f:
-            while block := f.read(1 << 24):
-                dec.decode(block)
+            if dec is not None:
+                try:
+                    dec.decode(block)
+                except UnicodeDecodeError:
+                    dec = None  # not `preferred`: keep checking lines only
+                    preferred = "latin-1"
+    if dec is not None:
+        try:
             dec.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return "latin-1"
+        except UnicodeDecodeError:
+            preferred = "latin-1"
     return preferred
 
 
 def _read(path: Path, sep: str, names: list[str], encoding: str = "utf-8", header=None, **kw) -> pd.DataFrame:
     if not path.is_file():
         raise RecsysError(f"{path.name} is missing or not a file; supply the dataset's complete files")
-    check_lines(path)
-    encoding = text_encoding(path, encoding)
+    encoding = inspect_text(path, encoding)
     try:
         if len(sep) > 1:  # '::' needs the python engine; turn it into one char first for speed
             text = path.read_text(encoding=encoding).replace("::", "\t")
@@ -170,8 +166,7 @@ def _movies_table(movies: pd.DataFrame) -> pd.DataFrame:
 def parse_movielens_csv(folder: Path) -> Raw:
     """ml-latest-small, 20m, 25m, 32m: ratings.csv (userId,movieId,rating,timestamp) + movies.csv."""
     path = folder / "ratings.csv"
-    check_lines(path)
-    encoding = text_encoding(path)
+    encoding = inspect_text(path)
     try:
         # fast path: the pyarrow engine with numeric ratings reads 25M rows in seconds
         inter = pd.read_csv(path, engine="pyarrow", dtype={"userId": str, "movieId": str, "rating": "float32"},
