@@ -264,9 +264,11 @@ def _is_count(key: str) -> bool:
     return key.rsplit("/", 1)[-1].startswith("n_")
 
 
-def log_metrics(values: dict) -> None:
-    """Scores as metrics; counts (`.../n_rows`, `.../n_users`) as `count.` tags, out of the metric charts."""
-    mlflow.log_metrics({k: float(v) for k, v in values.items() if v == v and not _is_count(k)})
+def log_metrics(values: dict, model_id: str | None = None, dataset=None) -> None:
+    """Scores as metrics (attached to a LoggedModel and a dataset when given); counts (`.../n_rows`,
+    `.../n_users`) as `count.` tags, out of the metric charts."""
+    mlflow.log_metrics({k: float(v) for k, v in values.items() if v == v and not _is_count(k)},
+                       model_id=model_id, dataset=dataset)
     counts = {f"count.{k}": str(int(v)) for k, v in values.items() if _is_count(k)}
     if counts:
         mlflow.set_tags(counts)
@@ -498,19 +500,13 @@ def log_data_input(data, data_uri: str, context: str) -> None:
 
 
 def log_model_metrics(metrics: dict, model_uri: str, dataset=None) -> None:
-    """Metrics on the run, attached to the LoggedModel and the dataset (the model's page shows them).
-
-    Counts (`.../n_rows`, `.../n_users`, ...) are tags, not metrics: they are not charted beside scores."""
-    counts = {k: v for k, v in metrics.items() if _is_count(k)}
-    values = {k: float(v) for k, v in metrics.items() if k not in counts and v == v}
-    model_id = None
+    """Metrics on the run, attached to the LoggedModel behind `model_uri` and the dataset (the model's page
+    shows them)."""
     try:
         model_id = mlflow.models.get_model_info(model_uri).model_id
     except Exception:
-        pass
-    mlflow.log_metrics(values, model_id=model_id, dataset=dataset)
-    if counts:
-        mlflow.set_tags({f"count.{k}": str(int(v)) for k, v in counts.items()})
+        model_id = None
+    log_metrics(metrics, model_id=model_id, dataset=dataset)
 
 
 def describe(text: str) -> None:
