@@ -60,7 +60,8 @@ def step_run(name: str):
         sys.exit(2)
     except Interrupted as e:
         ignore_signals()
-        msg = f"interrupted by {e}; what was logged is kept (train: resume with -P resume_from={run.info.run_id})"
+        msg = f"interrupted by {e}; what was logged is kept" + (
+            f" (continue with -P resume_from={run.info.run_id})" if name == "train" else "")
         _end(run, "KILLED", msg)
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(128 + e.signum)
@@ -560,7 +561,7 @@ def tag_version(name: str, version: str, tags: dict) -> None:
 @contextlib.contextmanager
 def child_run(name: str, pruned_exc: type[BaseException] | None = None):
     """A nested run under the active one (a tune trial): FINISHED on success, KILLED when pruned (tag
-    `optuna.state`), FAILED otherwise."""
+    `optuna.state`) or interrupted, FAILED otherwise."""
     run = mlflow.start_run(run_name=name, nested=True)
     try:
         yield run
@@ -569,7 +570,7 @@ def child_run(name: str, pruned_exc: type[BaseException] | None = None):
         mlflow.set_tags({"optuna.state": "PRUNED" if pruned else "FAILED",
                          "mlflow.runName": f"{name} (pruned)" if pruned else name,
                          **({} if pruned else {"error": f"{type(e).__name__}: {str(e)[:300]}"})})
-        mlflow.end_run("KILLED" if pruned else "FAILED")
+        mlflow.end_run("KILLED" if pruned or isinstance(e, Interrupted) else "FAILED")
         raise
     mlflow.set_tag("optuna.state", "COMPLETE")
     mlflow.end_run()

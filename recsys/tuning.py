@@ -12,7 +12,7 @@ import optuna
 import pytorch_lightning as pl
 import yaml
 
-from recsys.errors import RecsysError
+from recsys.errors import Interrupted, RecsysError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg://", "mysql://", "mysql+pymysql://")
@@ -85,6 +85,52 @@ class Pruning(pl.Callback):
 def finished(study) -> list:
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return study.get_trials(deepcopy=False, states=states)
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """An interrupt inside a trial, in the form Optuna handles (it marks the trial FAIL and re-raises);
+    the step turns it back into `Interrupted`."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class Interrupts:
+    """Signals during a sweep: inside a trial they interrupt it (the objective hands it to Optuna as
+    SweepInterrupted, which Optuna records as FAIL); during Optuna's own bookkeeping between trials they only stop the study after it, so its
+    storage is never left half-written. `signum` says which signal came, if any."""
+
+    def __init__(self, study):
+        self.study, self.in_trial, self.signum = study, False, None
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        if self.in_trial:  # Interrupted, not a KeyboardInterrupt: Lightning would turn that into sys.exit(1)
+            raise Interrupted(signum)
+        self.study.stop()
+
+    def __enter__(self):
+        import signal
+
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+        return False
+
+
+def abandon(study, trials: list) -> None:
+    """Mark trials cut short by an interrupt FAIL, so a resumed or parallel sweep does not wait on them."""
+    for t in trials:
+        try:
+            study.tell(t, state=optuna.trial.TrialState.FAIL)
+        except (ValueError, RuntimeError):
+            pass  # already finished
 
 
 def stop_at(n: int):

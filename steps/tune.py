@@ -21,7 +21,7 @@ import optuna
 
 from recsys import config, evaluation, tracking, training, tuning
 from recsys.data import prepare as prep
-from recsys.errors import RecsysError
+from recsys.errors import Interrupted, RecsysError
 from steps import ArgParser
 
 p = ArgParser(prog="tune", description=__doc__.splitlines()[0])
@@ -64,22 +64,43 @@ def main(argv=None):
                               "data_uri": data_uri, "study": study_name})
         base = {"threads": a.threads}
 
+        current = []  # the trial this worker is running: marked FAIL in the study if the sweep is interrupted
+        interrupts = tuning.Interrupts(study)
+
         def objective(trial):
+            current[:] = [trial]
+            interrupts.in_trial = True
+            try:
+                return run_trial(trial)
+            finally:
+                interrupts.in_trial = False
+
+        def run_trial(trial):
             overrides = {**base, **tuning.suggest(trial, space)}
             hp, cfg = config.load(a.model, cfg_path, overrides, task=task)
-            with tracking.child_run(f"trial {trial.number}", optuna.TrialPruned) as child:
-                tracking.log_params({**config.flat(hp, cfg), "trial": trial.number, "study": study_name})
-                tracking.set_tags({"step": "tune-trial", "model": a.model, "trial": trial.number})
-                result = training.fit(data, a.model, hp, cfg, tracking.lightning_logger(child.info.run_id),
-                                      tmp / f"trial{trial.number}", callbacks=(tuning.Pruning(trial, monitor),))
-                tracking.log_metrics({f"best_{monitor.replace('/', '_')}": result.best_score,
-                                      "train_seconds": result.seconds})
+            try:
+                with tracking.child_run(f"trial {trial.number}", optuna.TrialPruned) as child:
+                    tracking.log_params({**config.flat(hp, cfg), "trial": trial.number, "study": study_name})
+                    tracking.set_tags({"step": "tune-trial", "model": a.model, "trial": trial.number})
+                    result = training.fit(data, a.model, hp, cfg, tracking.lightning_logger(child.info.run_id),
+                                          tmp / f"trial{trial.number}", callbacks=(tuning.Pruning(trial, monitor),))
+                    tracking.log_metrics({f"best_{monitor.replace('/', '_')}": result.best_score,
+                                          "train_seconds": result.seconds})
+            except Interrupted as e:  # as a KeyboardInterrupt, which Optuna records (trial FAIL) and re-raises
+                raise tuning.SweepInterrupted(e.signum) from None
             print(f"trial {trial.number}: {monitor}={result.best_score:.4f} {trial.params}", flush=True)
             return result.best_score
 
         t0 = time.perf_counter()
-        study.optimize(objective, n_trials=trials, timeout=timeout or None, callbacks=[tuning.stop_at(trials)],
-                       catch=())
+        try:
+            with interrupts:
+                study.optimize(objective, n_trials=trials, timeout=timeout or None,
+                               callbacks=[tuning.stop_at(trials)], catch=())
+        except (Interrupted, tuning.SweepInterrupted) as e:  # finished trials stay; none is left RUNNING
+            tuning.abandon(study, current)
+            raise Interrupted(e.signum) from None
+        if interrupts.signum is not None:  # came between trials: the study stopped cleanly after it
+            raise Interrupted(interrupts.signum)
         seconds = time.perf_counter() - t0
         done = tuning.finished(study)
         complete = [t for t in done if t.state == optuna.trial.TrialState.COMPLETE]

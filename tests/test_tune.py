@@ -86,3 +86,27 @@ def test_two_workers_share_one_study_and_no_trial_is_lost_or_duplicated(ml100k_d
                                   filter_string="tags.step = 'tune-trial'")
     assert sorted(int(c.data.tags["trial"]) for c in children) == sorted(t.number for t in study.trials)
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == set(parents)  # both did share the work
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_finished_trials_and_ends_the_sweep_killed(ml100k_dir, tmp_path):
+    import os
+    import signal
+
+    data = prepare_step.main(["--dataset", str(ml100k_dir)])
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_RUN")}
+    proc = subprocess.Popen([sys.executable, "-m", "steps.tune", "--model", "mf", "--trials", "500", "--data",
+                             f"runs:/{data}/data", "--storage", storage, "--study", "s"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not proc.stdout.readline().startswith("trial 1:"):
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT and "interrupted by SIGINT" in err, err[-3000:]
+    [run] = mlflow.search_runs(search_all_experiments=True, output_format="list", filter_string="tags.step = 'tune'")
+    assert run.info.status == "KILLED"
+    study = optuna.load_study(study_name="s", storage=storage)
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) + states.count(optuna.trial.TrialState.PRUNED) >= 2
+    assert optuna.trial.TrialState.RUNNING not in states  # the trial cut short is marked, not left running
