@@ -151,19 +151,37 @@ def load(name: str, path: str | Path | None = None, overrides: dict | None = Non
 SEARCH_TYPES = {"float", "int", "categorical"}
 
 
-def search_space(name: str, path: str | Path | None = None) -> dict[str, dict]:
-    """The `search:` section of a model's config, validated: key -> {type: float|int, low, high, log}
-    or {type: categorical, choices: [...]}; every key a field of the model or of training."""
+TASKS = ("rating", "implicit")
+TASK_LOSSES = {"rating": ("auto", "mse"), "implicit": ("auto", "mse", "bce", "bpr", "softmax")}
+
+
+def search_space(name: str, path: str | Path | None = None, task: str = "rating") -> dict[str, dict]:
+    """The `search:` space of a model's config for a task, validated: key -> {type: float|int, low,
+    high, log} or {type: categorical, choices: [...]}; every key a field of the model or of training.
+
+    `search:` is either one space for both tasks, or `rating:` and/or `implicit:` sub-sections
+    (a loss is only worth searching for implicit data, where bce, bpr and softmax compete)."""
+    if task not in TASKS:
+        raise RecsysError(f"task={task!r} is not one of {', '.join(TASKS)}")
     path = Path(path) if path else CONFIG_DIR / f"{name}.yaml"
     load(name, path)  # the file itself is valid
     doc = yaml.safe_load(path.read_text()) or {}
-    space = doc.get("search")
+    space = doc.get("search") or {}
+    if isinstance(space, dict) and set(space) & set(TASKS):
+        if set(space) - set(TASKS):
+            raise RecsysError(f"{path.name}: search: has per-task sections ({', '.join(TASKS)}) mixed with keys "
+                              f"{sorted(set(space) - set(TASKS))}; put every key under a task")
+        space, where_task = space.get(task) or {}, f".{task}"
+    else:
+        where_task = ""
     if not space:
-        raise RecsysError(f"{path.name} has no search: section; model {name} has no search space to tune "
-                          "(add one, e.g. lr: {{type: float, low: 0.0001, high: 0.1, log: true}})")
+        raise RecsysError(f"{path.name} has no search{where_task or ''}: space for task={task}; model {name} has "
+                          "nothing to tune there (add one, e.g. lr: {type: float, low: 0.0001, high: 0.1, log: true})")
+    if not isinstance(space, dict):
+        raise RecsysError(f"{path.name}: search{where_task} must map keys to specs, got {space!r}")
     valid = {**{k: v for k, v in model_fields(name).items() if k not in FEATURE_KWARGS}, **asdict(TrainConfig())}
     for key, spec in space.items():
-        where = f"{path.name}: search.{key}"
+        where = f"{path.name}: search{where_task}.{key}"
         if key not in valid:
             raise RecsysError(f"{where} is not a field of model {name} or of training")
         if not isinstance(spec, dict) or spec.get("type") not in SEARCH_TYPES:
@@ -171,6 +189,16 @@ def search_space(name: str, path: str | Path | None = None) -> dict[str, dict]:
         if spec["type"] == "categorical":
             if not isinstance(spec.get("choices"), list) or not spec["choices"]:
                 raise RecsysError(f"{where} needs a non-empty choices: list")
+            for choice in spec["choices"]:  # each choice must be a value train would accept
+                _check_range(key, _check_type(key, choice, valid[key], where), where)
+            if key == "loss":
+                wrong = [c for c in spec["choices"] if c not in TASK_LOSSES[task]]
+                if wrong:
+                    raise RecsysError(f"{where}: loss {wrong} cannot train task={task} (valid: "
+                                      f"{', '.join(TASK_LOSSES[task])}); search the loss under search.implicit")
+                if "softmax" in spec["choices"] and not hasattr(MODELS[name], "score_matrix"):
+                    raise RecsysError(f"{where}: softmax scores the whole catalogue and needs a dot-product model "
+                                      f"(mf); {name} has no score_matrix")
         else:
             lo, hi = spec.get("low"), spec.get("high")
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi)) or not lo < hi:
@@ -178,6 +206,18 @@ def search_space(name: str, path: str | Path | None = None) -> dict[str, dict]:
             if spec.get("log") and lo <= 0:
                 raise RecsysError(f"{where} is log-uniform and needs low > 0")
     return space
+
+
+def check_search(name: str, path: str | Path | None, task: str = "") -> None:
+    """Fail early when no task (or not the given one) has a valid search space."""
+    errors = []
+    for t in [task] if task else TASKS:
+        try:
+            search_space(name, path, t)
+            return
+        except RecsysError as e:
+            errors.append(e)
+    raise errors[0]
 
 
 def flat(model_hp: dict, train: TrainConfig) -> dict:

@@ -139,15 +139,19 @@ def stop_at(n: int):
                                                      optuna.trial.TrialState.PRUNED))
 
 
-def best_config(name: str, path: Path, params: dict) -> str:
-    """The model's config with the best values in place: a file `train -P config=` accepts."""
+def best_config(name: str, path: Path, params: dict, task: str) -> str:
+    """The model's config with the best values in place: a file `train -P config=` accepts.
+    A rating sweep writes the base sections; an implicit sweep writes the `implicit:` overrides, so
+    one task's tuning never moves the other's defaults."""
     doc = yaml.safe_load(Path(path).read_text())
     for key, value in params.items():
-        section = "model" if key in doc["model"] else "training"
-        doc[section][key] = value
-        if key in (doc.get("implicit") or {}):
-            doc["implicit"][key] = value
-    header = f"# {name}: best trial of a tune sweep (values replace the defaults; search: kept for the next sweep)\n"
+        if task == "implicit":
+            doc["implicit"] = {**(doc.get("implicit") or {}), key: value}
+        else:
+            section = "model" if key in doc["model"] else "training"
+            doc[section][key] = value
+    header = (f"# {name}: best trial of a {task} tune sweep (values replace the defaults; search: kept for the "
+              "next sweep)\n")
     return header + yaml.safe_dump(doc, sort_keys=False)
 
 

@@ -47,13 +47,14 @@ def main(argv=None):
         a.data, a.task, a.config, a.storage, a.study = (
             "" if v in ("auto", "default") else v for v in (a.data, a.task, a.config, a.storage, a.study))
         trials, timeout, seed = _int("trials", a.trials, 1), _int("timeout", a.timeout, 0), _int("seed", a.seed, 0)
-        space = config.search_space(a.model, a.config or None)
         cfg_path = Path(a.config) if a.config else config.CONFIG_DIR / f"{a.model}.yaml"
+        config.check_search(a.model, cfg_path, a.task)  # before any data is fetched or prepared
         storage = tuning.storage_url(a.storage, tracking.tracking_uri())
         tracking.name_run(f"tune {a.model}")
         data_uri = a.data or tracking.default_data(a.task or "rating")
         data = prep.load(tracking.download(data_uri, "data", tmp / "data"))
         task = data.meta["task"]
+        space = config.search_space(a.model, cfg_path, task)
         monitor, mode = training.monitor_for(task)
         study_name = a.study or f"{a.model}-{task}-{data.meta['content_hash'][:8]}"
         study = tuning.open_study(storage, study_name, a.model, task, data.meta["content_hash"], seed,
@@ -107,7 +108,7 @@ def main(argv=None):
         if not complete:
             raise RecsysError(f"study {study_name!r} has no complete trial yet; run more trials")
         best = study.best_trial
-        (tmp / "best_config.yaml").write_text(tuning.best_config(a.model, cfg_path, best.params))
+        (tmp / "best_config.yaml").write_text(tuning.best_config(a.model, cfg_path, best.params, task))
         tracking.log_artifact(tmp / "best_config.yaml")
         hp, cfg = config.load(a.model, tmp / "best_config.yaml", base, task=task)  # the best, once, on test
         result = training.fit(data, a.model, hp, cfg, None, tmp / "best")

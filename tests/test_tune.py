@@ -26,7 +26,8 @@ def _fails(argv, capsys, match):
 
 
 def test_bad_sweeps_are_one_line_errors(ml100k_dir, tmp_path, capsys):
-    _fails(["--model", "popularity", "--trials", "2"], capsys, "has no search: section")
+    _fails(["--model", "global_mean", "--trials", "2"], capsys, "has no search: space")
+    _fails(["--model", "popularity", "--task", "implicit", "--trials", "2"], capsys, "has no search.implicit: space")
     _fails(["--model", "mf", "--trials", "0"], capsys, "trials='0' must be an integer >= 1")
     _fails(["--model", "mf", "--storage", "redis://localhost/0"], capsys, "is not a database URL")
     data = prepare_step.main(["--dataset", str(ml100k_dir)])
@@ -38,9 +39,60 @@ def test_bad_sweeps_are_one_line_errors(ml100k_dir, tmp_path, capsys):
 
 def test_search_space_keys_must_name_fields(tmp_path):
     bad = tmp_path / "mf.yaml"
-    bad.write_text((ROOT / "configs" / "mf.yaml").read_text() + "  lrr: {type: float, low: 0.1, high: 1}\n")
-    with pytest.raises(Exception, match="search.lrr is not a field"):
-        config.search_space("mf", bad)
+    bad.write_text((ROOT / "configs" / "mf.yaml").read_text() + "    lrr: {type: float, low: 0.1, high: 1}\n")
+    with pytest.raises(Exception, match="search.implicit.lrr is not a field"):
+        config.search_space("mf", bad, "implicit")
+    assert "lrr" not in config.search_space("mf", bad, "rating")  # the other task's space is its own
+
+
+def _with_search(tmp_path, model, text):
+    base = (ROOT / "configs" / f"{model}.yaml").read_text()
+    path = tmp_path / f"{model}.yaml"
+    path.write_text(base[:base.index("search:")] + text)
+    return path
+
+
+def test_search_spaces_are_per_task_and_losses_must_fit_the_task(tmp_path):
+    for model in config.MODELS:  # every shipped space is valid for the tasks it names
+        for task in config.TASKS:
+            try:
+                space = config.search_space(model, None, task)
+            except Exception as e:
+                assert model in ("global_mean", "popularity") and "has no search" in str(e), e
+                continue
+            assert ("loss" in space) == (task == "implicit"), (model, task)
+    assert config.search_space("mf", None, "implicit")["loss"]["choices"] == ["bce", "bpr", "softmax"]
+    flat = _with_search(tmp_path, "mf", "search:\n  loss: {type: categorical, choices: [bce, bpr]}\n")
+    assert list(config.search_space("mf", flat, "implicit")) == ["loss"]  # one space for both tasks
+    with pytest.raises(Exception, match=r"loss \['bce', 'bpr'\] cannot train task=rating"):
+        config.search_space("mf", flat, "rating")
+    soft = _with_search(tmp_path, "ncf", "search:\n  implicit:\n    loss: {type: categorical, choices: [softmax]}\n")
+    with pytest.raises(Exception, match="ncf has no score_matrix"):
+        config.search_space("ncf", soft, "implicit")
+    mixed = _with_search(tmp_path, "mf", "search:\n  rating: {lr: {type: float, low: 0.001, high: 0.1}}\n"
+                         "  lr: {type: float, low: 0.001, high: 0.1}\n")
+    with pytest.raises(Exception, match="mixed with keys"):
+        config.search_space("mf", mixed, "rating")
+    odd = _with_search(tmp_path, "mf", "search:\n  batch_size: {type: categorical, choices: [64, 0]}\n")
+    with pytest.raises(Exception, match="batch_size=0 must be > 0"):
+        config.search_space("mf", odd, "rating")
+
+
+def test_best_config_moves_only_the_swept_task(tmp_path):
+    from recsys import tuning
+
+    path = ROOT / "configs" / "mf.yaml"
+    implicit = tmp_path / "implicit.yaml"
+    implicit.write_text(tuning.best_config("mf", path, {"lr": 0.0042, "loss": "softmax", "embedding_dim": 77},
+                                           "implicit"))
+    assert config.load("mf", implicit, task="rating") == config.load("mf", path, task="rating")
+    hp, cfg = config.load("mf", implicit, task="implicit")
+    assert (cfg.lr, cfg.loss, hp["embedding_dim"]) == (0.0042, "softmax", 77)
+    rating = tmp_path / "rating.yaml"
+    rating.write_text(tuning.best_config("mf", path, {"lr": 0.0042, "embedding_dim": 77}, "rating"))
+    assert config.load("mf", rating, task="implicit")[1].lr == config.load("mf", path, task="implicit")[1].lr
+    hp, cfg = config.load("mf", rating, task="rating")
+    assert (cfg.lr, hp["embedding_dim"]) == (0.0042, 77)
 
 
 @pytest.mark.slow
