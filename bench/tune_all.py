@@ -1,0 +1,123 @@
+"""Tune every model for both tasks on ML-100K (validation only) and, with --apply, write the winners
+into configs/ as the new defaults.
+
+    python bench/tune_all.py [--experiment tuning] [--trials 30] [--timeout 240] [--parallel 2] [--apply]
+
+Runs `mlflow run . -e tune` for each model x task that has a search space (global_mean has none;
+popularity only rating's damping), from a clean clone of HEAD so the runs record a clean commit,
+`--parallel` sweeps at a time (each one torch thread). The implicit task is leave_last_out with every
+rating a positive and the default tie rule. Each sweep stops at `--trials` or after `--timeout`
+seconds, whichever comes first. Prints a table: trials (pruned), sweep seconds, best validation
+score and the best config's test score (looked at once, after the sweep). `--apply` merges each sweep's best
+values into configs/<model>.yaml: a rating sweep's into the model:/training: sections, an implicit
+sweep's into implicit:, comments kept.
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+p = argparse.ArgumentParser()
+p.add_argument("--experiment", default="tuning")
+p.add_argument("--models", default="mf,ncf,fm,wide_deep,dcn,dcnv2,autoint,popularity")
+p.add_argument("--tasks", default="rating,implicit")
+p.add_argument("--trials", type=int, default=30)
+p.add_argument("--timeout", type=int, default=240)
+p.add_argument("--parallel", type=int, default=2)
+p.add_argument("--apply", action="store_true")
+a = p.parse_args()
+
+from recsys import config  # noqa: E402
+
+env = {**os.environ}
+env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+
+
+def mlflow_run(clone, entry, params, log):
+    cmd = [sys.executable, "-m", "mlflow", "run", str(clone), "-e", entry, "--env-manager", "local",
+           "--experiment-name", a.experiment] + [x for kv in params for x in ("-P", kv)]
+    with open(log, "w") as f:
+        subprocess.run(cmd, env=env, check=True, cwd=clone.parent, stdout=f, stderr=subprocess.STDOUT)
+
+
+def sweep(clone, model, task, tmp):
+    import mlflow
+
+    log = tmp / f"{model}-{task}.log"
+    mlflow_run(clone, "tune", [f"model={model}", f"data=runs:/{data[task]}/data", f"trials={a.trials}",
+                               f"timeout={a.timeout}"], log)
+    run = re.findall(r"runs:/([0-9a-f]{32})/best_config.yaml", log.read_text())[-1]
+    r = mlflow.get_run(run)
+    best_yaml = Path(mlflow.artifacts.download_artifacts(run_id=run, artifact_path="best_config.yaml",
+                                                         dst_path=str(tmp / f"{model}-{task}")))
+    return r, best_yaml
+
+
+def _short(v):
+    return float(f"{v:.4g}") if isinstance(v, float) else v
+
+
+def apply(model: str, task: str, best_yaml: Path) -> dict:
+    """Merge the swept task's values into configs/<model>.yaml, keeping its comments."""
+    path = config.CONFIG_DIR / f"{model}.yaml"
+    text = path.read_text()
+    best = yaml.safe_load(best_yaml.read_text())
+    space = config.search_space(model, path, task)
+    if task == "implicit":
+        values = {k: _short(best["implicit"][k]) for k in space}
+        doc = yaml.safe_load(text)
+        merged = {**(doc.get("implicit") or {}), **values}
+        block = "implicit:             # overrides for task=implicit (tuned: bench/tune_all.py)\n" + "".join(
+            f"  {k}: {yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}\n"
+            for k, v in merged.items())
+        text = re.sub(r"^implicit:.*?(?=^search:)", "", text, flags=re.S | re.M)
+        text = text.replace("search:", block + "search:", 1)
+    else:
+        values = {k: _short((best["model"] if k in best["model"] else best["training"])[k]) for k in space}
+        head, tail = text.split("\nimplicit:", 1) if "\nimplicit:" in text else text.split("\nsearch:", 1)
+        sep = "\nimplicit:" if "\nimplicit:" in text else "\nsearch:"
+        for k, v in values.items():
+            head = re.sub(rf"^(  {k}: *)(\S+)", lambda m: m.group(1) + str(v), head, count=1, flags=re.M)
+        text = head + sep + tail
+    path.write_text(text)
+    config.load(model, path, task=task)  # still a valid config
+    return values
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    tmp = Path(tmp)
+    clone = tmp / "recsys"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    jobs = []
+    for model in a.models.split(","):
+        for task in a.tasks.split(","):
+            try:
+                config.search_space(model, None, task)
+            except Exception:
+                continue
+            jobs.append((model, task))
+    # the prepare runs first (once each), so parallel sweeps reuse them instead of racing to create them
+    data = {}
+    for task in sorted({t for _, t in jobs}):
+        log = tmp / f"prepare-{task}.log"
+        mlflow_run(clone, "prepare", [f"task={task}"] + (["positive_threshold=1"] if task == "implicit" else []), log)
+        data[task] = re.findall(r"Run \(ID '([0-9a-f]{32})'\) succeeded", log.read_text())[-1]
+    with ThreadPoolExecutor(a.parallel) as pool:
+        results = list(pool.map(lambda j: (j, sweep(clone, *j, tmp)), jobs))
+    print("| model | task | trials (pruned) | sweep s | best val | best config's test | best values |")
+    print("|---|---|---|---|---|---|---|")
+    for (model, task), (run, best_yaml) in results:
+        m = run.data.metrics
+        key = "rmse" if task == "rating" else "ndcg_at_10"
+        values = apply(model, task, best_yaml) if a.apply else {}
+        print(f"| {model} | {task} | {m['trials_finished']:.0f} ({m['trials_pruned']:.0f}) | {m['sweep_seconds']:.0f} | "
+              f"{m[f'best/val/{key}']:.4f} | {m[f'best/test/{key}']:.4f} | {values or ''} |", flush=True)
