@@ -38,10 +38,11 @@ class TrainConfig:
     accelerator: str = "auto"
     devices: str = "auto"
     strategy: str = "auto"
+    num_nodes: int = 1  # machines in a multi-node launch (see README, Scaling out)
 
 
 CHOICES = {"optimizer": ("adam", "adamw"), "scheduler": ("none", "onecycle"), "loss": ("auto", "mse", "bce", "bpr", "softmax")}
-POSITIVE = {"lr", "epochs", "batch_size", "num_negatives", "embedding_dim", "mf_dim", "mlp_dim", "num_heads",
+POSITIVE = {"num_nodes", "lr", "epochs", "batch_size", "num_negatives", "embedding_dim", "mf_dim", "mlp_dim", "num_heads",
             "num_layers", "cross_layers"}
 NON_NEGATIVE = {"weight_decay", "min_epochs", "patience", "threads", "damping", "init_std"}
 

@@ -50,6 +50,13 @@ class CSR:
         return out
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where the model's weights are (parameters first: MF has no buffers)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def score_block(model: torch.nn.Module, users: torch.Tensor, n_items: int) -> torch.Tensor:
     """[b] users -> [b, n_items] raw scores."""
@@ -77,7 +84,7 @@ def rank_targets(model: torch.nn.Module, users: np.ndarray, targets: np.ndarray,
     `fallback` ([n_items], e.g. popularity) instead of the model.
     """
     model.eval()
-    device = next(iter(model.buffers()), torch.zeros(0)).device
+    device = model_device(model)
     ranks = np.full(targets.shape, np.inf)
     tops = np.zeros((len(users), k), dtype=np.int64) if k else None
     bs = block_size(model, n_items, targets.shape[1])
@@ -85,10 +92,10 @@ def rank_targets(model: torch.nn.Module, users: np.ndarray, targets: np.ndarray,
         u = users[s:s + bs]
         scores = score_block(model, torch.as_tensor(u, device=device), n_items).float().clone()
         if cold is not None and fallback is not None and cold[s:s + bs].any():
-            scores[torch.as_tensor(cold[s:s + bs])] = fallback.to(scores.device).float()
+            scores[torch.as_tensor(cold[s:s + bs], device=device)] = fallback.to(device).float()
         rows, items = exclude.pairs(u)
-        scores[torch.as_tensor(rows), torch.as_tensor(items)] = -torch.inf
-        t = torch.as_tensor(targets[s:s + bs])
+        scores[torch.as_tensor(rows, device=device), torch.as_tensor(items, device=device)] = -torch.inf
+        t = torch.as_tensor(targets[s:s + bs], device=device)
         ts = scores.gather(1, t.clamp(min=0))  # [b, R]
         r = (scores.unsqueeze(1) >= ts.unsqueeze(-1)).sum(-1).double()  # pessimistic: ties rank ahead
         r[t < 0] = torch.inf
@@ -101,7 +108,7 @@ def rank_targets(model: torch.nn.Module, users: np.ndarray, targets: np.ndarray,
 @torch.no_grad()
 def score_pairs(model: torch.nn.Module, users: np.ndarray, items: np.ndarray, batch: int = PAIR_CHUNK) -> np.ndarray:
     model.eval()
-    device = next(iter(model.buffers()), torch.zeros(0)).device
+    device = model_device(model)
     u, i = torch.as_tensor(users, device=device), torch.as_tensor(items, device=device)
     return torch.cat([model(u[s:s + batch], i[s:s + batch]) for s in range(0, len(u), batch)]).float().cpu().numpy() \
         if len(u) else np.zeros(0, np.float32)

@@ -13,12 +13,14 @@ batch, with the per-step overhead paid once per chunk (bench/train_throughput.py
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import random
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,21 +64,39 @@ class TensorBatches:
         self.epoch = 0
         # minibatches per yielded chunk; 0 yields plain dict batches (validation)
         self.chunk = chunk
+        self.rank, self.world = 0, 1  # set by the module's setup() under a multi-process strategy
+        self.samples = 0  # examples yielded in the current epoch (this process's shard)
 
-    def _epoch_tensors(self, rng: np.random.Generator):
+    def shard(self, rank: int, world: int) -> None:
+        """Each of `world` processes takes every world-th positive of the epoch's shared permutation
+        (padded by wrapping round to a multiple of `world`, as torch's DistributedSampler does, so every
+        process runs the same number of steps); negatives are drawn per process from its own stream.
+        One optimizer step per training step: DDP reduces gradients once per forward."""
+        self.rank, self.world = rank, world
+        if world > 1:
+            self.chunk = 0
+
+    def _epoch_tensors(self, rng: np.random.Generator, idx: np.ndarray | None = None):
+        user, item, target = (self.user, self.item, self.target) if idx is None else (
+            self.user[idx], self.item[idx], self.target[idx])
         if not self.num_negatives:
-            return {"user_id": self.user, "item_id": self.item, "target": self.target}
-        users = self.user.numpy().repeat(self.num_negatives)
+            return {"user_id": user, "item_id": item, "target": target}
+        users = user.numpy().repeat(self.num_negatives)
         neg = torch.from_numpy(sample_train_negatives(users, self.n_items, self.seen_keys, rng))
         if self.pairwise:  # BPR: (user, positive, negative) triples
-            return {"user_id": torch.from_numpy(users), "item_id": self.item.repeat_interleave(self.num_negatives),
+            return {"user_id": torch.from_numpy(users), "item_id": item.repeat_interleave(self.num_negatives),
                     "neg_item_id": neg, "target": torch.ones(len(users))}
-        return {"user_id": torch.cat([self.user, torch.from_numpy(users)]), "item_id": torch.cat([self.item, neg]),
-                "target": torch.cat([torch.ones(len(self.user)), torch.zeros(len(users))])}
+        return {"user_id": torch.cat([user, torch.from_numpy(users)]), "item_id": torch.cat([item, neg]),
+                "target": torch.cat([torch.ones(len(user)), torch.zeros(len(users))])}
+
+    @property
+    def n_positives(self) -> int:
+        """Positives (or ratings) this process sees per epoch."""
+        return math.ceil(len(self.user) / self.world)
 
     @property
     def n_batches(self) -> int:
-        n = len(self.user) * (1 + self.num_negatives if not self.pairwise else max(1, self.num_negatives))
+        n = self.n_positives * (1 + self.num_negatives if not self.pairwise else max(1, self.num_negatives))
         return math.ceil(n / self.batch_size)
 
     def __len__(self) -> int:
@@ -84,9 +104,15 @@ class TensorBatches:
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
+        idx = None
+        if self.world > 1:  # the permutation is shared (same seed); the negatives' stream is per process
+            perm = np.resize(rng.permutation(len(self.user)), self.n_positives * self.world)
+            idx = torch.from_numpy(perm[self.rank::self.world])
+            rng = np.random.default_rng([self.seed, self.epoch, 1 + self.rank])
         self.epoch += 1
-        data = self._epoch_tensors(rng)
+        data = self._epoch_tensors(rng, idx)
         n = len(data["user_id"])
+        self.samples = n
         if self.shuffle:
             g = torch.Generator().manual_seed(int(rng.integers(2**62)))
             perm = torch.randperm(n, generator=g)
@@ -123,6 +149,8 @@ class Recommender(pl.LightningModule):
         self.loss_name = loss if loss != "auto" else ("mse" if task == "rating" else "bce")
         self.ranking_context = None  # set by fit() for the implicit task's validation ranking
         self.train_batches = None  # set by fit(): its epoch follows the trainer's (a resumed run goes on)
+        self.epoch_lines = False  # one printed line per epoch (set by fit)
+        self._last_val: dict[str, float] = {}
         self._sums: dict[str, list] = {}
 
     # scores -----------------------------------------------------------------------------------
@@ -177,14 +205,24 @@ class Recommender(pl.LightningModule):
                 sched.step()
             self._accumulate("train/loss", loss, len(batch["user_id"]))
 
+    def setup(self, stage: str) -> None:
+        if self.train_batches is not None and stage == "fit":
+            self.train_batches.shard(self.global_rank, self.trainer.world_size)
+
     def on_train_epoch_start(self):
         if self.train_batches is not None:
             self.train_batches.epoch = self.current_epoch
 
     def on_train_epoch_end(self):
         vals = self._flush("train/")
-        if vals:
-            self.log_dict(vals, on_epoch=True)
+        if self.train_batches is not None:
+            vals["train/samples_per_process"] = float(self.train_batches.samples)
+        if vals:  # averaged over processes (identical on one)
+            self.log_dict(vals, on_epoch=True, sync_dist=self.trainer.world_size > 1)
+        if self.epoch_lines and self.global_rank == 0:  # validation ran before this hook, in the same epoch
+            shown = {**{k: float(v) for k, v in vals.items()}, **self._last_val}
+            text = " ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items()) if "samples" not in k)
+            print(f"epoch {self.current_epoch + 1}/{self.trainer.max_epochs} {text}", flush=True)
 
     def validation_step(self, batch, batch_idx):
         n = len(batch["user_id"])
@@ -205,7 +243,9 @@ class Recommender(pl.LightningModule):
             ranks, _ = ranking.rank_targets(self.model, users, targets, exclude, self.hparams.n_items)
             vals["val/ndcg_at_10"] = metrics.ndcg(ranks, 10)
             vals["val/hr_at_10"] = metrics.hit_rate(ranks, 10)
-        self.log_dict(vals, on_epoch=True, prog_bar=True)
+        self._last_val = {k: float(v) for k, v in vals.items()}
+        # every process ranks the whole validation set with the same weights: identical values
+        self.log_dict(vals, on_epoch=True, prog_bar=True, sync_dist=self.trainer.world_size > 1)
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
@@ -216,8 +256,11 @@ class Recommender(pl.LightningModule):
             opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
         else:
             opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        total = hp.total_steps
+        if self.train_batches is not None and self.train_batches.world > 1:  # each process steps on its shard
+            total = self.trainer.max_epochs * self.train_batches.n_batches
         if hp.scheduler == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=max(hp.total_steps, 1))
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=max(total, 1))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         return opt
 
@@ -243,6 +286,7 @@ class FitResult:
     epochs: int
     best_score: float
     monitor: str
+    world_size: int = 1
 
 
 def monitor_for(task: str) -> tuple[str, str]:
@@ -253,7 +297,8 @@ def check_trainer(cfg: TrainConfig) -> None:
     """Build (and discard) a Trainer with the run's accelerator / devices / strategy, so a setting
     Lightning would reject fails as one line before anything is logged."""
     try:
-        pl.Trainer(accelerator=cfg.accelerator, devices=_devices(cfg.devices), strategy=cfg.strategy, logger=False,
+        pl.Trainer(accelerator=cfg.accelerator, devices=_devices(cfg.devices), strategy=cfg.strategy,
+                   num_nodes=cfg.num_nodes, logger=False,
                    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -261,21 +306,11 @@ def check_trainer(cfg: TrainConfig) -> None:
                           f"{msg[:300]}") from None
 
 
-class EpochLines(pl.Callback):
-    """One line per epoch (for logs and pipes, where a progress bar is noise)."""
-
-    def on_validation_epoch_end(self, trainer, pl_module):
-        if trainer.sanity_checking:
-            return
-        vals = {k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k}
-        text = " ".join(f"{k}={v:.4f}" for k, v in sorted(vals.items()))
-        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} {text}", flush=True)
-
-
 def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logger=None,
         checkpoint_dir: Path | None = None, progress: bool = False, resume_from: Path | None = None,
-        epoch_lines: bool = False, callbacks: tuple = ()) -> FitResult:
+        epoch_lines: bool = False, callbacks: tuple = ()) -> FitResult | None:
     """Train `model_name` on `data` and restore the best checkpoint (by the validation metric).
+    Under a multi-process strategy every process calls this; only global rank 0 gets a result.
 
     `checkpoint_dir` receives best.ckpt and last.ckpt (every epoch: what an interrupted run leaves);
     `resume_from` (a last.ckpt) restores weights, optimizer, scheduler, callbacks and the epoch."""
@@ -331,17 +366,21 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
                                   check_on_train_epoch_end=False)
     trainable = any(p.requires_grad for p in module.parameters())
     trainer = pl.Trainer(
-        max_epochs=cfg.epochs if trainable else 1, accelerator=cfg.accelerator, devices=_devices(cfg.devices),
-        strategy=cfg.strategy, logger=logger if logger is not None else False,
-        callbacks=[ckpt, stop, *callbacks] + ([EpochLines()] if epoch_lines else []),
+        max_epochs=cfg.epochs if trainable else 1, accelerator=cfg.accelerator,
+        # nothing to optimise (popularity): one process, whatever the strategy
+        devices=_devices(cfg.devices) if trainable else 1, strategy=cfg.strategy if trainable else "auto",
+        num_nodes=cfg.num_nodes if trainable else 1, logger=logger if logger is not None else False,
+        callbacks=[ckpt, stop, *callbacks],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         deterministic=True, log_every_n_steps=max(1, len(train_batches)),
     )
     t0 = time.perf_counter()
-    module.train_batches = train_batches
+    module.train_batches, module.epoch_lines = train_batches, epoch_lines
     trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches,
                 ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
     seconds = time.perf_counter() - t0
+    if trainer.global_rank != 0:  # a worker process: rank 0 keeps the checkpoint, logs and evaluates
+        return None
     if not ckpt.best_model_path:  # no optimizer step was taken (popularity): Lightning saved nothing
         trainer.save_checkpoint(ckpt_dir / "best.ckpt")
         ckpt.best_model_path = str(ckpt_dir / "best.ckpt")
@@ -351,7 +390,33 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     module.load_state_dict(state)
     module.to("cpu").eval()
     score = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
-    return FitResult(module, best, seconds, trainer.current_epoch, score, monitor)
+    return FitResult(module, best, seconds, trainer.current_epoch, score, monitor, trainer.world_size)
+
+
+WORKER_ENV = "RECSYS_DDP_WORKER"
+
+
+def worker_rank() -> int:
+    """Non-zero in a process a multi-process strategy started besides rank 0: Lightning re-runs the
+    step's command with LOCAL_RANK set, and a multi-node launch sets NODE_RANK on the other nodes."""
+    def env(name):
+        try:
+            return int(os.environ.get(name, "0") or 0)
+        except ValueError:
+            return 0
+    return env("LOCAL_RANK") + env("NODE_RANK")
+
+
+def hand_off(data_dir: Path, model_name: str, model_hp: dict, cfg: TrainConfig, resume_from: Path | None) -> None:
+    """What this node's worker processes train (they inherit the environment when Lightning launches
+    them): the same data folder, model and resolved config, so they never talk to MLflow."""
+    os.environ[WORKER_ENV] = json.dumps({"data_dir": str(data_dir), "model": model_name, "hp": model_hp,
+                                         "cfg": asdict(cfg), "resume_from": str(resume_from or "")})
+
+
+def handed_off() -> dict | None:
+    spec = os.environ.get(WORKER_ENV)
+    return json.loads(spec) if spec else None
 
 
 def _devices(d: str):

@@ -25,7 +25,7 @@ from recsys.errors import Interrupted, RecsysError
 from steps import ArgParser
 
 OVERRIDES = ["lr", "epochs", "batch_size", "embedding_dim", "weight_decay", "num_negatives", "min_epochs",
-             "patience", "seed", "accelerator", "devices", "strategy"]
+             "patience", "seed", "accelerator", "devices", "strategy", "num_nodes"]
 p = ArgParser(prog="train", description=__doc__.splitlines()[0])
 p.add_argument("--data", default="")
 p.add_argument("--model", default="mf")
@@ -43,7 +43,32 @@ def extra_overrides(rest: list[str]) -> dict:
     return {k[2:].replace("-", "_"): v for k, v in zip(rest[::2], rest[1::2])}
 
 
+def worker(argv=None) -> None:
+    """A process a multi-process strategy started besides rank 0: it trains its shard and nothing else.
+    On rank 0's node it takes the data folder and resolved config rank 0 handed off; on another node
+    (NODE_RANK > 0, started by the user with the same command) it reads them itself, from an explicit
+    `data` URI. No run, no params, no artifacts: MLflow hears only from rank 0."""
+    from recsys.config import TrainConfig
+
+    spec = training.handed_off()
+    with tempfile.TemporaryDirectory(prefix="recsys-worker-") as tmp:
+        if spec is None:
+            a, rest = p.parse_known_args(argv)
+            if a.data in ("", "auto"):
+                raise SystemExit("error: a node with NODE_RANK > 0 needs -P data=runs:/<prepare run>/data "
+                                 "(the same as rank 0's)")
+            overrides = {**{k: getattr(a, k) for k in OVERRIDES if getattr(a, k) != ""}, **extra_overrides(rest)}
+            data_dir = tracking.download(a.data, "data", Path(tmp) / "in")
+            task = prep.load(data_dir).meta["task"]
+            hp, cfg = config.load(a.model, None if a.config in ("", "default") else a.config, overrides, task=task)
+            spec = {"data_dir": str(data_dir), "model": a.model, "hp": hp, "cfg": vars(cfg), "resume_from": ""}
+        training.fit(prep.load(spec["data_dir"]), spec["model"], spec["hp"], TrainConfig(**spec["cfg"]), None,
+                     Path(tmp) / "checkpoints", resume_from=Path(spec["resume_from"]) if spec["resume_from"] else None)
+
+
 def main(argv=None):
+    if training.worker_rank():
+        return worker(argv)
     with tracking.step_run("train") as run, tempfile.TemporaryDirectory(prefix="recsys-train-") as tmp:
         tmp = Path(tmp)
         a, rest = p.parse_known_args(argv)
@@ -79,6 +104,7 @@ def main(argv=None):
                               "step": "train", "seed": cfg.seed, "overrides": str(overrides)})
         tracking.log_data_input(data, data_uri, "training")
         ckpts = tmp / "checkpoints"
+        training.hand_off(data_dir, a.model, hp, cfg, resume)  # for worker processes, if the strategy starts any
         try:
             result = training.fit(data, a.model, hp, cfg, tracking.lightning_logger(run.info.run_id), ckpts,
                                   progress=sys.stderr.isatty(), resume_from=resume, epoch_lines=not sys.stderr.isatty())
@@ -88,6 +114,7 @@ def main(argv=None):
                 tracking.log_artifact(ckpts / "last.ckpt", "checkpoint")
             raise
         ev = evaluation.evaluate(result.module, data, "test", [10], "both")  # test once, at the end
+        tracking.set_tags({"world_size": result.world_size})
         tracking.log_metrics({**ev.metrics, "train_seconds": result.seconds, "epochs_run": result.epochs,
                               f"best_{result.monitor.replace('/', '_')}": result.best_score})
         tracking.log_artifact(result.checkpoint, "checkpoint")
