@@ -43,10 +43,13 @@ def parse_ks(text) -> list[int]:
     return sorted(set(ks))
 
 
-def setup_tags(meta: dict, split: str, protocol: str) -> dict:
+def setup_tags(meta: dict, split: str, protocol: str, eval_users: int = 0) -> dict:
     """What makes two evaluations comparable: same data (dataset, task, split, tie rule, threshold) and
-    the same protocol. The report groups runs by these tags and never ranks across groups."""
+    the same protocol (a sample of `eval_users` users is a protocol of its own). The report groups runs
+    by these tags and never ranks across groups."""
     task = meta["task"]
+    if eval_users and task == "implicit":
+        protocol = f"{protocol}@{eval_users}users"
     return {"dataset": meta.get("name", ""), "task": task, "data_split": meta["split"],
             "tie_break": meta.get("tie_break", "text") if meta["split"] == "leave_last_out" else "-",
             "positive_threshold": f"{meta['positive_threshold']:g}" if task == "implicit" else "-",
@@ -61,12 +64,28 @@ def bucket(counts: np.ndarray) -> np.ndarray:
     return out
 
 
-def evaluate(module, data: Prepared, split: str = "test", ks=(5, 10, 20), protocol: str = "both") -> Evaluation:
+def evaluate(module, data: Prepared, split: str = "test", ks=(5, 10, 20), protocol: str = "both",
+             eval_users: int = 0) -> Evaluation:
+    """`eval_users` > 0 (implicit): rank for a seeded sample of that many of the split's users (the
+    data's seed picks them, so every model evaluated on the same data gets the same users), for
+    catalogues where full ranking for everyone would take hours; 0 = every user."""
     if split not in ("val", "test"):
         raise RecsysError(f"split={split!r} must be test or val")
+    if eval_users < 0:
+        raise RecsysError(f"eval_users={eval_users} must be >= 0 (0 = every user)")
     if data.meta["task"] == "rating":
+        if eval_users:
+            raise RecsysError("eval_users samples users to rank and applies to the implicit task; ratings are "
+                              "scored for every test row (leave it at 0)")
         return _rating(module, data, split)
-    return _implicit(module, data, split, list(ks), protocol)
+    return _implicit(module, data, split, list(ks), protocol, eval_users)
+
+
+def sample_users(users: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """A seeded sample of `n` users (all of them when n is 0 or not smaller), sorted."""
+    if not n or n >= len(users):
+        return users
+    return np.sort(np.random.default_rng([int(seed), 7919]).choice(users, n, replace=False))
 
 
 def _train_stats(data: Prepared):
@@ -108,13 +127,15 @@ def _rating(module, data: Prepared, split: str) -> Evaluation:
     return Evaluation(m, per_user, predictions=preds)
 
 
-def _implicit(module, data: Prepared, split: str, ks: list[int], protocol: str) -> Evaluation:
+def _implicit(module, data: Prepared, split: str, ks: list[int], protocol: str, eval_users: int = 0) -> Evaluation:
     if protocol not in ("full", "sampled", "both"):
         raise RecsysError(f"protocol={protocol!r} must be full, sampled or both")
     tr, user_counts, item_counts = _train_stats(data)
     rows = data.split(split)
     model = module.model
-    users = np.unique(rows[USER].to_numpy(np.int64))
+    users = sample_users(np.unique(rows[USER].to_numpy(np.int64)), eval_users, data.meta.get("seed", 0) or 0)
+    if len(users) < rows[USER].nunique():
+        rows = rows[rows[USER].isin(users)]
     targets = ranking.CSR.build(rows[USER].to_numpy(np.int64), rows[ITEM].to_numpy(np.int64), data.n_users).padded(users)
     exclude = _known(data, split)
     cold_users = user_counts[users] == 0

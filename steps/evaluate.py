@@ -2,7 +2,9 @@
 
 Parameters: model_uri (runs:/<train_run>/model, models:/<id>, models:/<name>@<alias>), data (default:
 the data URI the training run recorded), split (test | val), k (e.g. 5,10,20), protocol (full |
-sampled | both; implicit only), batch_size (pairs per forward when scoring).
+sampled | both; implicit only), batch_size (pairs per forward when scoring), eval_users (implicit: rank
+for a seeded sample of this many users, the same sample for every model on the same data; 0 = all;
+recorded in the protocol tag, so the report never mixes it with full evaluations).
 Logs: metrics `<split>/...` (rmse, mae, r2, baseline_rmse, rmse_improvement; or hr/precision/recall/
 ndcg/mrr/map_at_K, sampled_hr_at_10, auc, log_loss, coverage, novelty, popularity percentile, and
 the popularity baseline's), segment metrics, metrics.json, per_user.parquet, plots/*.png,
@@ -31,6 +33,7 @@ p.add_argument("--split", default="test")
 p.add_argument("--k", default="5,10,20")
 p.add_argument("--protocol", default="both")
 p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=ranking.PAIR_CHUNK)
+p.add_argument("--eval-users", "--eval_users", dest="eval_users", type=int, default=0)
 
 
 def main(argv=None):
@@ -61,10 +64,10 @@ def main(argv=None):
         tracking.log_context({"train_run_id": train_run, "model_uri": a.model_uri, "data_uri": data_uri,
                               "model": ttags.get("model", ""), "step": "evaluate",
                               "seed": ttags.get("seed", data.meta.get("seed", "")),
-                              **evaluation.setup_tags(data.meta, a.split, a.protocol)})
+                              **evaluation.setup_tags(data.meta, a.split, a.protocol, a.eval_users)})
         ds = tracking.log_data_input(data, data_uri, "evaluation")
         t0 = time.perf_counter()
-        ev = evaluation.evaluate(module, data, a.split, ks, a.protocol)
+        ev = evaluation.evaluate(module, data, a.split, ks, a.protocol, a.eval_users)
         tracking.log_model_metrics({**ev.metrics, "evaluate_seconds": time.perf_counter() - t0}, a.model_uri, ds)
         out = tmp / "out"
         out.mkdir()
@@ -106,7 +109,7 @@ def _promote(name, version, key, value, data, a, ks, tmp) -> str:
             decision, champ_value = f"kept: the champion (version {champ_v}) is for another setup {other}", float("nan")
         else:  # score the champion here, on exactly these rows
             champ_module = tracking.load_model(f"models:/{name}/{champ_v}", tmp / "champion").unwrap_python_model().bundle.module
-            champ_value = evaluation.evaluate(champ_module, data, a.split, ks, a.protocol).metrics[key]
+            champ_value = evaluation.evaluate(champ_module, data, a.split, ks, a.protocol, a.eval_users).metrics[key]
             better = value < champ_value if lower_is_better else value > champ_value
             decision = f"promoted over version {champ_v}" if better else f"kept version {champ_v}"
     if decision.startswith("promoted"):

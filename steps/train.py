@@ -7,7 +7,7 @@ check), resume_from (a train run id: continue its interrupted training from its 
 its data, model and config), overrides lr, epochs, batch_size, embedding_dim, weight_decay,
 num_negatives, min_epochs, patience, seed, accelerator, devices, strategy; any other --key value
 must name a field of the model's config; register_as (a registered model name: the model becomes a new
-version of it).
+version of it); eval_users (implicit: the final test ranking for a seeded sample of this many users).
 Logs: params (flattened config), config.yaml, per-epoch train/loss, val/loss, val/rmse or
 val/ndcg_at_10, test metrics once at the end (test/...), checkpoint/best.ckpt and last.ckpt,
 plots/*.png, the `model` (pyfunc; its URI is printed and tagged model_uri), the data as an input,
@@ -33,6 +33,7 @@ p.add_argument("--config", default="")
 p.add_argument("--task", default="")
 p.add_argument("--resume_from", default="")
 p.add_argument("--register_as", default="")
+p.add_argument("--eval_users", default="0")
 for name in OVERRIDES:
     p.add_argument(f"--{name}", default="")
 
@@ -77,6 +78,12 @@ def main(argv=None):
             "" if v in ("auto", "default", "none") else v
             for v in (a.data, a.config, a.task, a.resume_from, a.register_as))
         overrides = {**{k: getattr(a, k) for k in OVERRIDES if getattr(a, k) != ""}, **extra_overrides(rest)}
+        try:
+            eval_users = int(a.eval_users)
+        except ValueError:
+            eval_users = -1
+        if eval_users < 0:
+            raise RecsysError(f"eval_users={a.eval_users!r} must be an integer >= 0 (0 = rank for every test user)")
         resume = None
         if a.resume_from:
             old = tracking.resumable(a.resume_from)
@@ -88,6 +95,8 @@ def main(argv=None):
         data_dir = tracking.download(data_uri, "data", tmp / "in")
         data = prep.load(data_dir)
         task = data.meta["task"]
+        if eval_users and task != "implicit":
+            raise RecsysError("eval_users samples the users to rank and applies to the implicit task; leave it at 0")
         if a.task and a.task != task:
             raise RecsysError(f"data {data_uri} holds the {task} task, not {a.task}; prepare it with task={a.task}")
         hp, cfg = config.load(a.model, a.config or None, overrides, task=task)
@@ -97,7 +106,8 @@ def main(argv=None):
             torch.set_num_threads(cfg.threads)
         training.check_trainer(cfg)  # every setting validated before the first param is logged
         tracking.log_params({**config.flat(hp, cfg), "model": a.model, "data": data_uri, "data_uri": data_uri, "task": task,
-                             **({"resume_from": a.resume_from} if a.resume_from else {})})
+                             **({"resume_from": a.resume_from} if a.resume_from else {}),
+                             **({"eval_users": eval_users} if eval_users else {})})
         tracking.log_json({"model": hp, "training": vars(cfg)}, "config.yaml")
         tracking.log_context({"dataset": data.meta.get("name"), "data_uri": data_uri, "task": task, "model": a.model,
                               "content_hash": data.meta["content_hash"], "ids_hash": data.meta["ids_hash"],
@@ -113,7 +123,8 @@ def main(argv=None):
             if (ckpts / "last.ckpt").exists():  # what `resume_from` continues from
                 tracking.log_artifact(ckpts / "last.ckpt", "checkpoint")
             raise
-        ev = evaluation.evaluate(result.module, data, "test", [10], "both")  # test once, at the end
+        # test once, at the end (eval_users: a seeded sample of users where full ranking would take hours)
+        ev = evaluation.evaluate(result.module, data, "test", [10], "both", eval_users)
         tracking.set_tags({"world_size": result.world_size})
         tracking.log_metrics({**ev.metrics, "train_seconds": result.seconds, "epochs_run": result.epochs,
                               f"best_{result.monitor.replace('/', '_')}": result.best_score})

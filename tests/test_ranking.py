@@ -106,3 +106,30 @@ def test_test_ranking_excludes_val_items_and_val_ranking_excludes_only_train(imp
     users_with_both = set(d.val[USER]) & set(d.test[USER])
     ev = evaluation.evaluate(SimpleNamespace(model=_Table(table2)), d, "val", [1], "full")
     assert ev.metrics["val/hr_at_1"] <= 1 - len(users_with_both) / ev.metrics["val/n_users"] + 1e-9
+
+
+def test_eval_users_ranks_a_seeded_sample_with_the_same_per_user_values(implicit_data, rating_data):
+    import pytest
+
+    from recsys import evaluation
+    from recsys.errors import RecsysError
+    from recsys.schema import USER
+
+    d = implicit_data
+    table = torch.rand(d.n_users, d.n_items, generator=torch.Generator().manual_seed(3))
+    module = SimpleNamespace(model=_Table(table))
+    full = evaluation.evaluate(module, d, "test", [10], "full")
+    part = evaluation.evaluate(module, d, "test", [10], "full", eval_users=30)
+    again = evaluation.evaluate(module, d, "test", [10], "full", eval_users=30)
+    assert part.metrics["test/n_users"] == 30 < full.metrics["test/n_users"]
+    assert part.per_user[USER].tolist() == again.per_user[USER].tolist()  # seeded: the same users every time
+    merged = part.per_user.merge(full.per_user, on=USER, suffixes=("", "_full"))
+    assert len(merged) == 30 and np.allclose(merged["ndcg_at_10"], merged["ndcg_at_10_full"])
+    assert part.metrics["test/ndcg_at_10"] == pytest.approx(merged["ndcg_at_10"].mean())
+    everyone = evaluation.evaluate(module, d, "test", [10], "full", eval_users=10_000)
+    assert everyone.metrics["test/ndcg_at_10"] == full.metrics["test/ndcg_at_10"]
+    assert evaluation.setup_tags(d.meta, "test", "full", 30)["protocol"] == "leave_last_out/full@30users"
+    with pytest.raises(RecsysError, match="applies to the implicit task"):
+        evaluation.evaluate(module, rating_data, "test", [10], "full", eval_users=30)
+    with pytest.raises(RecsysError, match="must be >= 0"):
+        evaluation.evaluate(module, d, "test", [10], "full", eval_users=-1)
