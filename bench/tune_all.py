@@ -7,7 +7,7 @@ Runs `mlflow run . -e tune` for each model x task that has a search space (globa
 popularity only rating's damping), from a clean clone of HEAD so the runs record a clean commit,
 `--parallel` sweeps at a time (each one torch thread). The implicit task is leave_last_out with every
 rating a positive and the default tie rule. Each sweep stops at `--trials` or after `--timeout`
-seconds, whichever comes first. Prints a table: trials (pruned), sweep seconds, best validation
+(`--implicit-timeout`) seconds, whichever comes first. Prints a table: trials (pruned), sweep seconds, best validation
 score and the best config's test score (looked at once, after the sweep). `--apply` merges each sweep's best
 values into configs/<model>.yaml: a rating sweep's into the model:/training: sections, an implicit
 sweep's into implicit:, comments kept.
@@ -31,9 +31,13 @@ p.add_argument("--experiment", default="tuning")
 p.add_argument("--models", default="mf,ncf,fm,wide_deep,dcn,dcnv2,autoint,popularity")
 p.add_argument("--tasks", default="rating,implicit")
 p.add_argument("--trials", type=int, default=30)
-p.add_argument("--timeout", type=int, default=240)
+p.add_argument("--timeout", type=int, default=240, help="seconds per rating sweep")
+p.add_argument("--implicit-timeout", type=int, default=360, help="seconds per implicit sweep (slower trials)")
+p.add_argument("--jobs", default="", help="model:task,... instead of every model x task")
 p.add_argument("--parallel", type=int, default=2)
 p.add_argument("--apply", action="store_true")
+p.add_argument("--apply-only", action="store_true", help="no sweeps: apply the latest finished sweep of each "
+               "model x task in the experiment")
 a = p.parse_args()
 
 from recsys import config  # noqa: E402
@@ -49,12 +53,13 @@ def mlflow_run(clone, entry, params, log):
         subprocess.run(cmd, env=env, check=True, cwd=clone.parent, stdout=f, stderr=subprocess.STDOUT)
 
 
-def sweep(clone, model, task, tmp):
+def sweep(clone, model, task, data, tmp):
     import mlflow
 
     log = tmp / f"{model}-{task}.log"
+    timeout = a.implicit_timeout if task == "implicit" else a.timeout
     mlflow_run(clone, "tune", [f"model={model}", f"data=runs:/{data[task]}/data", f"trials={a.trials}",
-                               f"timeout={a.timeout}"], log)
+                               f"timeout={timeout}"], log)
     run = re.findall(r"runs:/([0-9a-f]{32})/best_config.yaml", log.read_text())[-1]
     r = mlflow.get_run(run)
     best_yaml = Path(mlflow.artifacts.download_artifacts(run_id=run, artifact_path="best_config.yaml",
@@ -93,10 +98,25 @@ def apply(model: str, task: str, best_yaml: Path) -> dict:
     return values
 
 
+def latest_sweeps(jobs, tmp):
+    """The newest finished tune run of each model x task in the experiment, with its best_config.yaml."""
+    import mlflow
+
+    out = []
+    for model, task in jobs:
+        runs = mlflow.search_runs(experiment_names=[a.experiment], output_format="list", max_results=1,
+                                  filter_string=f"tags.step = 'tune' and params.model = '{model}' and "
+                                                f"params.task = '{task}' and attributes.status = 'FINISHED'",
+                                  order_by=["attributes.start_time DESC"])
+        if runs:
+            best = mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id, artifact_path="best_config.yaml",
+                                                       dst_path=str(tmp / f"{model}-{task}"))
+            out.append(((model, task), (runs[0], Path(best))))
+    return out
+
+
 with tempfile.TemporaryDirectory() as tmp:
     tmp = Path(tmp)
-    clone = tmp / "recsys"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     jobs = []
     for model in a.models.split(","):
         for task in a.tasks.split(","):
@@ -105,19 +125,27 @@ with tempfile.TemporaryDirectory() as tmp:
             except Exception:
                 continue
             jobs.append((model, task))
-    # the prepare runs first (once each), so parallel sweeps reuse them instead of racing to create them
-    data = {}
-    for task in sorted({t for _, t in jobs}):
-        log = tmp / f"prepare-{task}.log"
-        mlflow_run(clone, "prepare", [f"task={task}"] + (["positive_threshold=1"] if task == "implicit" else []), log)
-        data[task] = re.findall(r"Run \(ID '([0-9a-f]{32})'\) succeeded", log.read_text())[-1]
-    with ThreadPoolExecutor(a.parallel) as pool:
-        results = list(pool.map(lambda j: (j, sweep(clone, *j, tmp)), jobs))
+    if a.jobs:
+        jobs = [tuple(j.split(":")) for j in a.jobs.split(",")]
+    if a.apply_only:
+        results = latest_sweeps(jobs, tmp)
+    else:
+        clone = tmp / "recsys"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        # the prepare runs first (once each), so parallel sweeps reuse them instead of racing to create them
+        data = {}
+        for task in sorted({t for _, t in jobs}):
+            log = tmp / f"prepare-{task}.log"
+            extra = ["split=leave_last_out", "positive_threshold=1"] if task == "implicit" else []
+            mlflow_run(clone, "prepare", [f"task={task}"] + extra, log)
+            data[task] = re.findall(r"Run \(ID '([0-9a-f]{32})'\) succeeded", log.read_text())[-1]
+        with ThreadPoolExecutor(a.parallel) as pool:
+            results = list(pool.map(lambda j: (j, sweep(clone, *j, data, tmp)), jobs))
     print("| model | task | trials (pruned) | sweep s | best val | best config's test | best values |")
     print("|---|---|---|---|---|---|---|")
     for (model, task), (run, best_yaml) in results:
         m = run.data.metrics
         key = "rmse" if task == "rating" else "ndcg_at_10"
-        values = apply(model, task, best_yaml) if a.apply else {}
+        values = apply(model, task, best_yaml) if a.apply or a.apply_only else {}
         print(f"| {model} | {task} | {m['trials_finished']:.0f} ({m['trials_pruned']:.0f}) | {m['sweep_seconds']:.0f} | "
               f"{m[f'best/val/{key}']:.4f} | {m[f'best/test/{key}']:.4f} | {values or ''} |", flush=True)
