@@ -1,7 +1,9 @@
 """Score users x items in blocks, mask seen items, rank targets and take top-K.
 
 Never a Python loop over users: each block of users is one matrix product (models with
-`score_matrix`) or one batched forward over the block's user x item pairs.
+`score_matrix`), the model's own `score_block` (the feature models and NCF: whatever depends on one
+side only is computed once per user and once per item, the rest per pair), or one batched forward
+over the block's user x item pairs.
 
 Ties are broken pessimistically: a target's rank counts every other candidate scoring >= it, so a
 constant scorer ranks every target last and earns 0, not a lucky hit.
@@ -62,6 +64,14 @@ def score_block(model: torch.nn.Module, users: torch.Tensor, n_items: int) -> to
     """[b] users -> [b, n_items] raw scores."""
     if hasattr(model, "score_matrix"):
         return model.score_matrix(users).expand(len(users), n_items)
+    if hasattr(model, "score_block"):  # feature models: each side's fields once, not once per pair
+        return model.score_block(users, n_items)
+    return score_block_pairs(model, users, n_items)
+
+
+@torch.no_grad()
+def score_block_pairs(model: torch.nn.Module, users: torch.Tensor, n_items: int) -> torch.Tensor:
+    """The reference path: one forward per user x item pair (what `score_block` methods must equal)."""
     items = torch.arange(n_items, device=users.device)
     u = users.repeat_interleave(n_items)
     i = items.repeat(len(users))

@@ -168,3 +168,38 @@ def test_softmax_loss_ranks_against_the_whole_catalogue_for_dot_product_models_o
     hp, cfg = config.load("mf", overrides={**FAST, "loss": "softmax"})
     with pytest.raises(RecsysError, match="loss=softmax needs task=implicit"):
         training.fit(rating_data, "mf", hp, cfg)
+
+
+class _PerPair(torch.nn.Module):
+    """The model seen through forward() alone: ranking falls back to one forward per pair."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = model
+
+    def forward(self, user, item):
+        return self.inner(user, item)
+
+
+@pytest.mark.parametrize("name", ["ncf", "fm", "wide_deep", "dcnv2", "autoint"])
+def test_side_factorised_scoring_gives_the_per_pair_scores_and_identical_ranks(name, implicit_data):
+    from recsys import ranking
+
+    torch.manual_seed(5)
+    model = _model(name, implicit_data).eval()
+    for p in model.parameters():  # away from the tiny initialisation, so scores spread and ties are real ties
+        p.data.normal_(0, 0.3)
+    assert hasattr(model, "score_block")
+    n_users, n_items = implicit_data.n_users, implicit_data.n_items
+    users = torch.arange(n_users)
+    fast = ranking.score_block(model, users, n_items)
+    slow = ranking.score_block_pairs(model, users, n_items)
+    assert fast.shape == slow.shape == (n_users, n_items)
+    assert torch.allclose(fast, slow, rtol=1e-4, atol=1e-5), (fast - slow).abs().max()
+    rng = np.random.default_rng(0)
+    tu, ti = rng.integers(0, n_users, 1000), rng.integers(0, n_items, 1000)
+    exclude = ranking.CSR.build(tu, ti, n_users)
+    targets = rng.integers(0, n_items, (n_users, 2))
+    r1, t1 = ranking.rank_targets(model, np.arange(n_users), targets, exclude, n_items, k=10)
+    r2, t2 = ranking.rank_targets(_PerPair(model), np.arange(n_users), targets, exclude, n_items, k=10)
+    assert np.array_equal(r1, r2) and np.array_equal(t1, t2)

@@ -26,6 +26,10 @@ class FieldEmbedding(nn.Module):
         self.register_buffer("item_cont", torch.zeros(n_items, item_cont_dim))
         self.register_buffer("item_cat", torch.zeros(n_items, len(item_cards), dtype=torch.long))
         self.num_fields = 2 + len(user_cards) + len(item_cards) + bool(user_cont_dim) + bool(item_cont_dim)
+        ku, ki = len(user_cards), len(item_cards)
+        # where each side's fields sit in forward()'s order: ids, user cats, item cats, user dense, item dense
+        self.user_pos = [0, *range(2, 2 + ku)] + ([2 + ku + ki] if user_cont_dim else [])
+        self.item_pos = [1, *range(2 + ku, 2 + ku + ki)] + ([2 + ku + ki + bool(user_cont_dim)] if item_cont_dim else [])
         for e in self.modules():
             if isinstance(e, nn.Embedding):
                 nn.init.normal_(e.weight, std=0.01)
@@ -47,6 +51,52 @@ class FieldEmbedding(nn.Module):
             g = self.item_cont[item]
             fields.append(self.item_dense(g) / g.sum(1, keepdim=True).clamp(min=1))
         return torch.stack(fields, 1)
+
+    # scoring a block of users against the whole catalogue: each side's fields computed once ----------
+    def user_side(self, user: torch.Tensor) -> torch.Tensor:
+        """[b] users -> [b, Fu, dim]: the user's fields, once per user rather than once per pair."""
+        fields = [self.ids[0](user)] + [emb(self.user_cat[user][:, j]) for j, emb in enumerate(self.user_cats)]
+        if self.user_dense is not None:
+            fields.append(self.user_dense(self.user_cont[user]))
+        return torch.stack(fields, 1)
+
+    def item_side(self, item: torch.Tensor) -> torch.Tensor:
+        fields = [self.ids[1](item)] + [emb(self.item_cat[item][:, j]) for j, emb in enumerate(self.item_cats)]
+        if self.item_dense is not None:
+            g = self.item_cont[item]
+            fields.append(self.item_dense(g) / g.sum(1, keepdim=True).clamp(min=1))
+        return torch.stack(fields, 1)
+
+    def pairs(self, u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        """Per-side tensors [r, Fu, k] and [n, Fi, k] -> [r * n, F, k] in forward()'s field order
+        (user-major: row a * n + b is user a with item b)."""
+        r, n = len(u), len(i)
+        out = u.new_empty(r, n, self.num_fields, u.shape[-1])
+        out[:, :, self.user_pos] = u[:, None]
+        out[:, :, self.item_pos] = i[None]
+        return out.view(r * n, self.num_fields, u.shape[-1])
+
+    def split_linear(self, linear: nn.Linear, u: torch.Tensor, i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A linear layer over the flattened fields, as a user part [r, H] and an item part [n, H]
+        (bias included) whose sum over a pair is the layer's output for it: per side, not per pair."""
+        w = linear.weight.view(linear.out_features, self.num_fields, -1)
+        hu = u.flatten(1) @ w[:, self.user_pos].flatten(1).T
+        hi = i.flatten(1) @ w[:, self.item_pos].flatten(1).T
+        return hu, hi + linear.bias if linear.bias is not None else hi
+
+
+PAIRS_PER_CHUNK = 4096  # pairs per step of a block's scoring (cache-sized; see recsys/ranking.py)
+
+
+def by_user_chunks(n_users: int, n_items: int, fn) -> torch.Tensor:
+    """[n_users, n_items] scores from fn(slice) -> [rows * n_items], a few users at a time."""
+    rows = max(1, PAIRS_PER_CHUNK // max(n_items, 1))
+    return torch.cat([fn(slice(s, s + rows)).view(-1, n_items) for s in range(0, n_users, rows)])
+
+
+def pair_sum(hu: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """[r, H] + [n, H] -> [r * n, H], user-major."""
+    return (hu[:, None] + hi[None]).reshape(-1, hu.shape[-1])
 
 
 def mlp(sizes: list[int], dropout: float) -> nn.Sequential:

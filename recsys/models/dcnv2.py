@@ -6,7 +6,7 @@ Wang et al., "DCN V2: Improved Deep & Cross Network", WWW 2021.
 import torch
 from torch import nn
 
-from recsys.models._fields import FieldEmbedding, mlp
+from recsys.models._fields import FieldEmbedding, by_user_chunks, mlp, pair_sum
 
 
 class DCNv2(nn.Module):
@@ -31,3 +31,19 @@ class DCNv2(nn.Module):
         for layer in self.cross:
             x = x0 * layer(x) + x
         return self.out(torch.cat([x, self.deep(x0)], -1)).squeeze(-1)
+
+    @torch.no_grad()
+    def score_block(self, users: torch.Tensor, n_items: int) -> torch.Tensor:
+        """[b] users x every item: fields, the first cross and the deep tower's first layer per side."""
+        items = torch.arange(n_items, device=users.device)
+        u, i = self.fields.user_side(users), self.fields.item_side(items)
+        hu, hi = self.fields.split_linear(self.deep[0], u, i)
+        cu, ci = self.fields.split_linear(self.cross[0], u, i) if len(self.cross) else (None, None)
+
+        def chunk(sl):
+            x0 = self.fields.pairs(u[sl], i).flatten(1)
+            x = x0
+            for j, layer in enumerate(self.cross):
+                x = x0 * (pair_sum(cu[sl], ci) if j == 0 else layer(x)) + x
+            return self.out(torch.cat([x, self.deep[1:](pair_sum(hu[sl], hi))], -1)).squeeze(-1)
+        return by_user_chunks(len(users), n_items, chunk)

@@ -6,7 +6,7 @@ He et al., "Neural Collaborative Filtering", WWW 2017.
 import torch
 from torch import nn
 
-from recsys.models._fields import mlp
+from recsys.models._fields import by_user_chunks, mlp, pair_sum
 
 
 class NCF(nn.Module):
@@ -33,3 +33,23 @@ class NCF(nn.Module):
         if self.user_bias is not None:
             out = out + self.user_bias(user).squeeze(-1) + self.item_bias(item).squeeze(-1)
         return out
+
+    @torch.no_grad()
+    def score_block(self, users: torch.Tensor, n_items: int) -> torch.Tensor:
+        """[b] users x every item: the MLP's first layer split into a user part and an item part (its
+        input is the two embeddings side by side), computed per side; the rest per pair."""
+        items = torch.arange(n_items, device=users.device)
+        first, d = self.mlp[0], self.mlp_user.embedding_dim
+        hu = self.mlp_user(users) @ first.weight[:, :d].T
+        hi = self.mlp_item(items) @ first.weight[:, d:].T + first.bias
+        gu, gi = self.gmf_user(users), self.gmf_item(items)
+        bu = self.user_bias(users).squeeze(-1) if self.user_bias is not None else torch.zeros(len(users))
+        bi = self.item_bias(items).squeeze(-1) if self.item_bias is not None else torch.zeros(n_items)
+
+        def chunk(sl):
+            r = len(gu[sl])
+            gmf = (gu[sl, None] * gi[None]).reshape(r * n_items, -1)
+            deep = self.mlp[1:](pair_sum(hu[sl], hi))
+            out = self.out(torch.cat([gmf, deep], -1)).view(r, n_items)
+            return (out + bu[sl, None].to(out) + bi[None].to(out)).view(-1)
+        return by_user_chunks(len(users), n_items, chunk)

@@ -6,7 +6,7 @@ Cheng et al., "Wide & Deep Learning for Recommender Systems", DLRS 2016.
 import torch
 from torch import nn
 
-from recsys.models._fields import FieldEmbedding, mlp
+from recsys.models._fields import FieldEmbedding, by_user_chunks, mlp, pair_sum
 
 
 class WideDeep(nn.Module):
@@ -25,3 +25,15 @@ class WideDeep(nn.Module):
     def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
         v = self.fields(user, item).flatten(1)  # [B, F*d]
         return self.out(self.deep(v)).squeeze(-1) + self.wide(user, item).sum((1, 2))
+
+    @torch.no_grad()
+    def score_block(self, users: torch.Tensor, n_items: int) -> torch.Tensor:
+        """[b] users x every item: fields and the deep tower's first layer per side, the rest per pair."""
+        items = torch.arange(n_items, device=users.device)
+        hu, hi = self.fields.split_linear(self.deep[0], self.fields.user_side(users), self.fields.item_side(items))
+        wu, wi = self.wide.user_side(users).sum((1, 2)), self.wide.item_side(items).sum((1, 2))
+
+        def chunk(sl):
+            h = self.deep[1:](pair_sum(hu[sl], hi))
+            return (self.out(h).view(-1, n_items) + wu[sl, None] + wi[None]).view(-1)
+        return by_user_chunks(len(users), n_items, chunk)
