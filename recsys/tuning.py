@@ -55,6 +55,37 @@ def open_study(storage: str, name: str, model: str, task: str, data_hash: str, s
     return study
 
 
+def defaults_in_space(space: dict[str, dict], hp: dict, cfg, task: str) -> dict | None:
+    """The shipped config's values for the searched keys, clipped into the space (a weight decay of 0
+    becomes the log range's low end; loss auto is bce for implicit data), or None when a categorical
+    default is not among the choices."""
+    out = {}
+    for key, spec in space.items():
+        value = hp[key] if key in hp else getattr(cfg, key)
+        if key == "loss" and value == "auto":
+            value = "mse" if task == "rating" else "bce"
+        if spec["type"] == "categorical":
+            if value not in spec["choices"]:
+                return None
+        else:
+            value = min(max(value, spec["low"]), spec["high"])
+            value = int(round(value)) if spec["type"] == "int" else float(value)
+        out[key] = value
+    return out
+
+
+def enqueue_defaults(study, params: dict | None) -> bool:
+    """Make the shipped defaults a trial of the study (once): the sweep's best is then never worse on
+    validation than what it would replace."""
+    if params is None:
+        return False
+    for t in study.get_trials(deepcopy=False):
+        if t.params == params or t.system_attrs.get("fixed_params") == params:
+            return False
+    study.enqueue_trial(params, user_attrs={"defaults": True})
+    return True
+
+
 def suggest(trial: optuna.Trial, space: dict[str, dict]) -> dict:
     out = {}
     for key, spec in space.items():

@@ -59,6 +59,8 @@ def main(argv=None):
         study_name = a.study or f"{a.model}-{task}-{data.meta['content_hash'][:8]}"
         study = tuning.open_study(storage, study_name, a.model, task, data.meta["content_hash"], seed,
                                   "minimize" if mode == "min" else "maximize")
+        # the shipped defaults are one of the trials (the first, in a new study)
+        tuning.enqueue_defaults(study, tuning.defaults_in_space(space, *config.load(a.model, cfg_path, task=task), task))
         tracking.log_params({"model": a.model, "trials": trials, "data_uri": data_uri, "storage": storage,
                              "study": study_name, "seed": seed, "timeout": timeout, "task": task})
         tracking.log_context({"step": "tune", "model": a.model, "task": task, "dataset": data.meta.get("name"),
@@ -82,14 +84,16 @@ def main(argv=None):
             try:
                 with tracking.child_run(f"trial {trial.number}", optuna.TrialPruned) as child:
                     tracking.log_params({**config.flat(hp, cfg), "trial": trial.number, "study": study_name})
-                    tracking.set_tags({"step": "tune-trial", "model": a.model, "trial": trial.number})
+                    tracking.set_tags({"step": "tune-trial", "model": a.model, "trial": trial.number,
+                                       **({"defaults": "true"} if trial.user_attrs.get("defaults") else {})})
                     result = training.fit(data, a.model, hp, cfg, tracking.lightning_logger(child.info.run_id),
                                           tmp / f"trial{trial.number}", callbacks=(tuning.Pruning(trial, monitor),))
                     tracking.log_metrics({f"best_{monitor.replace('/', '_')}": result.best_score,
                                           "train_seconds": result.seconds})
             except Interrupted as e:  # as a KeyboardInterrupt, which Optuna records (trial FAIL) and re-raises
                 raise tuning.SweepInterrupted(e.signum) from None
-            print(f"trial {trial.number}: {monitor}={result.best_score:.4f} {trial.params}", flush=True)
+            label = " (the shipped defaults)" if trial.user_attrs.get("defaults") else ""
+            print(f"trial {trial.number}{label}: {monitor}={result.best_score:.4f} {trial.params}", flush=True)
             return result.best_score
 
         t0 = time.perf_counter()

@@ -78,6 +78,21 @@ def test_search_spaces_are_per_task_and_losses_must_fit_the_task(tmp_path):
         config.search_space("mf", odd, "rating")
 
 
+def test_the_shipped_defaults_are_enqueued_once_clipped_into_the_space(tmp_path):
+    from recsys import tuning
+
+    space = config.search_space("mf", None, "implicit")
+    hp, cfg = config.load("mf", task="implicit")
+    params = tuning.defaults_in_space(space, hp, cfg, "implicit")
+    assert params["loss"] == "bce" and params["weight_decay"] == space["weight_decay"]["low"]  # auto; 0 clipped
+    assert params["lr"] == cfg.lr and params["embedding_dim"] == hp["embedding_dim"]
+    odd = {"batch_size": {"type": "categorical", "choices": [7, 9]}}
+    assert tuning.defaults_in_space(odd, hp, cfg, "implicit") is None  # not a choice: nothing to enqueue
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="s")
+    assert tuning.enqueue_defaults(study, params) and not tuning.enqueue_defaults(study, params)
+    assert len(study.trials) == 1 and study.trials[0].user_attrs["defaults"]
+
+
 def test_best_config_moves_only_the_swept_task(tmp_path):
     from recsys import tuning
 
@@ -103,6 +118,12 @@ def test_a_two_trial_sweep_logs_nested_trials_the_best_config_and_plots(ml100k_d
     trials = mlflow.search_runs(search_all_experiments=True, output_format="list",
                                 filter_string=f"tags.mlflow.parentRunId = '{run}'")
     assert len(trials) == 2 and all(t.data.tags["optuna.state"] in ("COMPLETE", "PRUNED") for t in trials)
+    [shipped] = [t for t in trials if t.data.tags.get("defaults") == "true"]  # the defaults are a trial
+    hp0, cfg0 = config.load("mf")
+    assert shipped.data.params["training.lr"] == str(cfg0.lr) and shipped.data.params["model.embedding_dim"] == str(
+        hp0["embedding_dim"]) and shipped.data.tags["trial"] == "0"
+    if shipped.data.tags["optuna.state"] == "COMPLETE":  # so the best is never worse than what it replaces
+        assert parent.data.metrics["best/val/rmse"] <= shipped.data.metrics["best_val_rmse"]
     assert all(mlflow.MlflowClient().get_metric_history(t.info.run_id, "val/rmse") for t in trials)
     assert "best/test/rmse" in parent.data.metrics and parent.data.metrics["trials_finished"] == 2
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run)} | \
