@@ -81,13 +81,6 @@ def evaluate(module, data: Prepared, split: str = "test", ks=(5, 10, 20), protoc
     return _implicit(module, data, split, list(ks), protocol, eval_users)
 
 
-def sample_users(users: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """A seeded sample of `n` users (all of them when n is 0 or not smaller), sorted."""
-    if not n or n >= len(users):
-        return users
-    return np.sort(np.random.default_rng([int(seed), 7919]).choice(users, n, replace=False))
-
-
 def _train_stats(data: Prepared):
     tr = data.train
     user_counts = np.bincount(tr[USER], minlength=data.n_users)
@@ -133,7 +126,7 @@ def _implicit(module, data: Prepared, split: str, ks: list[int], protocol: str, 
     tr, user_counts, item_counts = _train_stats(data)
     rows = data.split(split)
     model = module.model
-    users = sample_users(np.unique(rows[USER].to_numpy(np.int64)), eval_users, data.meta.get("seed", 0) or 0)
+    users = ranking.sample_users(np.unique(rows[USER].to_numpy(np.int64)), eval_users, data.meta.get("seed", 0) or 0)
     if len(users) < rows[USER].nunique():
         rows = rows[rows[USER].isin(users)]
     targets = ranking.CSR.build(rows[USER].to_numpy(np.int64), rows[ITEM].to_numpy(np.int64), data.n_users).padded(users)

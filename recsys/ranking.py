@@ -52,6 +52,14 @@ class CSR:
         return out
 
 
+def sample_users(users: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """A seeded sample of `n` users (all of them when n is 0 or not smaller), sorted."""
+    if not n or n >= len(users):
+        return users
+    return np.sort(np.random.default_rng([int(seed), 7919]).choice(users, n, replace=False))
+
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     """Where the model's weights are (parameters first: MF has no buffers)."""
     for t in (*model.parameters(), *model.buffers()):

@@ -308,9 +308,10 @@ def check_trainer(cfg: TrainConfig) -> None:
 
 def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logger=None,
         checkpoint_dir: Path | None = None, progress: bool = False, resume_from: Path | None = None,
-        epoch_lines: bool = False, callbacks: tuple = ()) -> FitResult | None:
+        epoch_lines: bool = False, callbacks: tuple = (), val_users: int = 0) -> FitResult | None:
     """Train `model_name` on `data` and restore the best checkpoint (by the validation metric).
     Under a multi-process strategy every process calls this; only global rank 0 gets a result.
+    `val_users` > 0 (implicit): the per-epoch validation ranking uses a seeded sample of that many users.
 
     `checkpoint_dir` receives best.ckpt and last.ckpt (every epoch: what an interrupted run leaves);
     `resume_from` (a last.ckpt) restores weights, optimizer, scheduler, callbacks and the epoch."""
@@ -353,9 +354,9 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
                          task, module.to_logit)
     if implicit:
         exclude = ranking.CSR.build(u, i, data.n_users)
-        val_users = va[USER].to_numpy(np.int64)
-        vcsr = ranking.CSR.build(val_users, va[ITEM].to_numpy(np.int64), data.n_users)
-        users = np.unique(val_users)
+        val_user_ids = va[USER].to_numpy(np.int64)
+        vcsr = ranking.CSR.build(val_user_ids, va[ITEM].to_numpy(np.int64), data.n_users)
+        users = ranking.sample_users(np.unique(val_user_ids), val_users, data.meta.get("seed", 0) or 0)
         module.ranking_context = (users, vcsr.padded(users), exclude)
 
     monitor, mode = monitor_for(task)
@@ -407,11 +408,13 @@ def worker_rank() -> int:
     return env("LOCAL_RANK") + env("NODE_RANK")
 
 
-def hand_off(data_dir: Path, model_name: str, model_hp: dict, cfg: TrainConfig, resume_from: Path | None) -> None:
+def hand_off(data_dir: Path, model_name: str, model_hp: dict, cfg: TrainConfig, resume_from: Path | None,
+             val_users: int = 0) -> None:
     """What this node's worker processes train (they inherit the environment when Lightning launches
     them): the same data folder, model and resolved config, so they never talk to MLflow."""
     os.environ[WORKER_ENV] = json.dumps({"data_dir": str(data_dir), "model": model_name, "hp": model_hp,
-                                         "cfg": asdict(cfg), "resume_from": str(resume_from or "")})
+                                         "cfg": asdict(cfg), "resume_from": str(resume_from or ""),
+                                         "val_users": val_users})
 
 
 def handed_off() -> dict | None:

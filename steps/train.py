@@ -7,7 +7,8 @@ check), resume_from (a train run id: continue its interrupted training from its 
 its data, model and config), overrides lr, epochs, batch_size, embedding_dim, weight_decay,
 num_negatives, min_epochs, patience, seed, accelerator, devices, strategy; any other --key value
 must name a field of the model's config; register_as (a registered model name: the model becomes a new
-version of it); eval_users (implicit: the final test ranking for a seeded sample of this many users).
+version of it); eval_users (implicit: the per-epoch validation ranking and the final test ranking for a
+seeded sample of this many users, where ranking everyone would take hours).
 Logs: params (flattened config), config.yaml, per-epoch train/loss, val/loss, val/rmse or
 val/ndcg_at_10, test metrics once at the end (test/...), checkpoint/best.ckpt and last.ckpt,
 plots/*.png, the `model` (pyfunc; its URI is printed and tagged model_uri), the data as an input,
@@ -62,9 +63,11 @@ def worker(argv=None) -> None:
             data_dir = tracking.download(a.data, "data", Path(tmp) / "in")
             task = prep.load(data_dir).meta["task"]
             hp, cfg = config.load(a.model, None if a.config in ("", "default") else a.config, overrides, task=task)
-            spec = {"data_dir": str(data_dir), "model": a.model, "hp": hp, "cfg": vars(cfg), "resume_from": ""}
+            spec = {"data_dir": str(data_dir), "model": a.model, "hp": hp, "cfg": vars(cfg), "resume_from": "",
+                    "val_users": int(a.eval_users or 0)}
         training.fit(prep.load(spec["data_dir"]), spec["model"], spec["hp"], TrainConfig(**spec["cfg"]), None,
-                     Path(tmp) / "checkpoints", resume_from=Path(spec["resume_from"]) if spec["resume_from"] else None)
+                     Path(tmp) / "checkpoints", resume_from=Path(spec["resume_from"]) if spec["resume_from"] else None,
+                     val_users=spec.get("val_users", 0))
 
 
 def main(argv=None):
@@ -114,10 +117,11 @@ def main(argv=None):
                               "step": "train", "seed": cfg.seed, "overrides": str(overrides)})
         tracking.log_data_input(data, data_uri, "training")
         ckpts = tmp / "checkpoints"
-        training.hand_off(data_dir, a.model, hp, cfg, resume)  # for worker processes, if the strategy starts any
+        training.hand_off(data_dir, a.model, hp, cfg, resume, eval_users)  # for worker processes, if the strategy starts any
         try:
             result = training.fit(data, a.model, hp, cfg, tracking.lightning_logger(run.info.run_id), ckpts,
-                                  progress=sys.stderr.isatty(), resume_from=resume, epoch_lines=not sys.stderr.isatty())
+                                  progress=sys.stderr.isatty(), resume_from=resume, epoch_lines=not sys.stderr.isatty(),
+                                  val_users=eval_users)
         except Interrupted:
             tracking.ignore_signals()
             if (ckpts / "last.ckpt").exists():  # what `resume_from` continues from
