@@ -3,7 +3,8 @@
     python bench/leaderboard.py [--experiment results] [--seeds 42,43,44]
 
 Into one experiment: `mlflow run . -P task=rating` with all nine models, and `-P task=implicit
--P positive_threshold=1` with popularity, mf and ncf under both tie rules, once per seed; then
+-P positive_threshold=1` with the eight models that rank under both tie rules, once per seed (the
+three streams, `--parallel` at a time); then
 `bench/peers.py --all` (the libraries on each of those very splits); then `mlflow run . -e report`,
 whose markdown is printed and is what the README shows. Runs against $MLFLOW_TRACKING_URI (default
 ./mlflow.db) from a clean clone of HEAD, so the runs record a clean commit.
@@ -21,7 +22,8 @@ p = argparse.ArgumentParser()
 p.add_argument("--experiment", default="results")
 p.add_argument("--seeds", default="42,43,44")
 p.add_argument("--rating-models", default="global_mean,popularity,mf,ncf,fm,wide_deep,dcn,dcnv2,autoint")
-p.add_argument("--implicit-models", default="popularity,mf,ncf")
+p.add_argument("--implicit-models", default="popularity,mf,ncf,fm,wide_deep,dcn,dcnv2,autoint")
+p.add_argument("--parallel", type=int, default=2, help="streams (rating; implicit per tie rule) run at once")
 a = p.parse_args()
 
 env = {**os.environ}
@@ -38,11 +40,15 @@ with tempfile.TemporaryDirectory() as tmp:
         print("$", " ".join(cmd[2:]), flush=True)
         subprocess.run(cmd, env=env, check=True, cwd=tmp)
 
-    for seed in a.seeds.split(","):
-        mlflow_run("task=rating", f"models={a.rating_models}", f"seed={seed}")
-        for tie in ("item_id", "random"):
-            mlflow_run("task=implicit", "positive_threshold=1", f"tie_break={tie}", f"models={a.implicit_models}",
-                       f"seed={seed}")
+    seeds = a.seeds.split(",")
+    streams = [[("task=rating", f"models={a.rating_models}", f"seed={s}") for s in seeds]] + [
+        [("task=implicit", "positive_threshold=1", f"tie_break={tie}", f"models={a.implicit_models}", f"seed={s}")
+         for s in seeds] for tie in ("item_id", "random")]
+    # streams never share a prepare run (task or tie rule differ), so they can run side by side
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(a.parallel) as pool:
+        list(pool.map(lambda stream: [mlflow_run(*params) for params in stream], streams))
     subprocess.run([sys.executable, str(ROOT / "bench" / "peers.py"), "--experiment", a.experiment, "--all"],
                    env=env, check=True)
     mlflow_run(f"experiment={a.experiment}", entry="report")
