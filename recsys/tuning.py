@@ -75,11 +75,13 @@ def defaults_in_space(space: dict[str, dict], hp: dict, cfg, task: str) -> dict 
 
 
 def enqueue_defaults(study, params: dict | None) -> bool:
-    """Make the shipped defaults a trial of the study (once): the sweep's best is then never worse on
-    validation than what it would replace."""
+    """Make the shipped defaults a trial of the study (once; again only if an earlier one was pruned or
+    cut short): the sweep's best is then never worse on validation than what it would replace. The
+    defaults trial is never pruned (`Pruning`), so a slow starter is judged on its finished curve."""
     if params is None:
         return False
-    for t in study.get_trials(deepcopy=False):
+    live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    for t in study.get_trials(deepcopy=False, states=live):
         if t.params == params or t.system_attrs.get("fixed_params") == params:
             return False
     study.enqueue_trial(params, user_attrs={"defaults": True})
@@ -109,7 +111,7 @@ class Pruning(pl.Callback):
         if value is None or trainer.sanity_checking:
             return
         self.trial.report(float(value), trainer.current_epoch)
-        if self.trial.should_prune():
+        if self.trial.should_prune() and not self.trial.user_attrs.get("defaults"):
             raise optuna.TrialPruned(f"epoch {trainer.current_epoch + 1}: {self.monitor}={float(value):.4f}")
 
 

@@ -91,6 +91,30 @@ def test_the_shipped_defaults_are_enqueued_once_clipped_into_the_space(tmp_path)
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="s")
     assert tuning.enqueue_defaults(study, params) and not tuning.enqueue_defaults(study, params)
     assert len(study.trials) == 1 and study.trials[0].user_attrs["defaults"]
+    trial = study.ask()  # the enqueued defaults
+    pruning = tuning.Pruning(trial, "val/rmse")
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert tuning.enqueue_defaults(study, params)  # a pruned defaults trial does not count: enqueued again
+    assert pruning.trial.user_attrs["defaults"]
+
+
+def test_the_defaults_trial_is_never_pruned(tmp_path):
+    from types import SimpleNamespace
+
+    from recsys import tuning
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="s",
+                                pruner=optuna.pruners.ThresholdPruner(upper=1.0))
+    tuning.enqueue_defaults(study, {"lr": 0.01})
+    defaults, other = study.ask(), study.ask()
+    for trial in (defaults, other):
+        trainer = SimpleNamespace(callback_metrics={"val/rmse": 5.0}, sanity_checking=False, current_epoch=0)
+        pruning = tuning.Pruning(trial, "val/rmse")
+        if trial is defaults:
+            pruning.on_validation_epoch_end(trainer, None)  # above the threshold, but the defaults run on
+        else:
+            with pytest.raises(optuna.TrialPruned):
+                pruning.on_validation_epoch_end(trainer, None)
 
 
 def test_best_config_moves_only_the_swept_task(tmp_path):
