@@ -71,30 +71,45 @@ def _short(v):
     return float(f"{v:.4g}") if isinstance(v, float) else v
 
 
+def _implicit_block(text: str, values: dict) -> str:
+    """`text` with its implicit: section replaced by `values` (placed before search:)."""
+    block = "implicit:             # overrides for task=implicit (tuned: bench/tune_all.py)\n" + "".join(
+        f"  {k}: {yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}\n"
+        for k, v in values.items())
+    text = re.sub(r"^implicit:.*?(?=^search:)", "", text, flags=re.S | re.M)
+    return text.replace("search:", block + "search:", 1)
+
+
 def apply(model: str, task: str, best_yaml: Path) -> dict:
-    """Merge the swept task's values into configs/<model>.yaml, keeping its comments."""
+    """Merge the swept task's values into configs/<model>.yaml, keeping its comments and the other
+    task's effective values (a rating sweep that moves a base value the implicit task inherits pins
+    the old value in implicit:)."""
     path = config.CONFIG_DIR / f"{model}.yaml"
     text = path.read_text()
+    doc = yaml.safe_load(text)
+    implicit = dict(doc.get("implicit") or {})
     best = yaml.safe_load(best_yaml.read_text())
     space = config.search_space(model, path, task)
+    before = config.load(model, path, task="implicit")
     if task == "implicit":
         values = {k: _short(best["implicit"][k]) for k in space}
-        doc = yaml.safe_load(text)
-        merged = {**(doc.get("implicit") or {}), **values}
-        block = "implicit:             # overrides for task=implicit (tuned: bench/tune_all.py)\n" + "".join(
-            f"  {k}: {yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}\n"
-            for k, v in merged.items())
-        text = re.sub(r"^implicit:.*?(?=^search:)", "", text, flags=re.S | re.M)
-        text = text.replace("search:", block + "search:", 1)
+        text = _implicit_block(text, {**implicit, **values})
     else:
         values = {k: _short((best["model"] if k in best["model"] else best["training"])[k]) for k in space}
-        head, tail = text.split("\nimplicit:", 1) if "\nimplicit:" in text else text.split("\nsearch:", 1)
-        sep = "\nimplicit:" if "\nimplicit:" in text else "\nsearch:"
+        for k, v in values.items():
+            old = doc["model"][k] if k in doc["model"] else doc["training"][k]
+            if k not in implicit and old != v:
+                implicit[k] = old
+        head, sep, tail = text.partition("\nimplicit:") if "\nimplicit:" in text else text.partition("\nsearch:")
         for k, v in values.items():
             head = re.sub(rf"^(  {k}: *)(\S+)", lambda m: m.group(1) + str(v), head, count=1, flags=re.M)
         text = head + sep + tail
+        if implicit:
+            text = _implicit_block(text, implicit)
     path.write_text(text)
     config.load(model, path, task=task)  # still a valid config
+    if task == "rating":
+        assert config.load(model, path, task="implicit") == before, "the implicit task's values moved"
     return values
 
 
@@ -106,7 +121,7 @@ def latest_sweeps(jobs, tmp):
     for model, task in jobs:
         runs = mlflow.search_runs(experiment_names=[a.experiment], output_format="list", max_results=1,
                                   filter_string=f"tags.step = 'tune' and params.model = '{model}' and "
-                                                f"params.task = '{task}' and attributes.status = 'FINISHED'",
+                                                f"tags.task = '{task}' and attributes.status = 'FINISHED'",
                                   order_by=["attributes.start_time DESC"])
         if runs:
             best = mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id, artifact_path="best_config.yaml",
