@@ -82,7 +82,7 @@ def test_the_shipped_defaults_are_enqueued_once_clipped_into_the_space(tmp_path)
     from recsys import tuning
 
     space = config.search_space("mf", None, "implicit")
-    hp, cfg = config.load("mf", task="implicit")
+    hp, cfg = config.load("mf", task="implicit", overrides={"loss": "auto", "weight_decay": 0.0})
     params = tuning.defaults_in_space(space, hp, cfg, "implicit")
     assert params["loss"] == "bce" and params["weight_decay"] == space["weight_decay"]["low"]  # auto; 0 clipped
     assert params["lr"] == cfg.lr and params["embedding_dim"] == hp["embedding_dim"]
