@@ -44,7 +44,9 @@ with tempfile.TemporaryDirectory() as tmp:
     streams = [[("task=rating", f"models={a.rating_models}", f"seed={s}") for s in seeds]] + [
         [("task=implicit", "positive_threshold=1", f"tie_break={tie}", f"models={a.implicit_models}", f"seed={s}")
          for s in seeds] for tie in ("item_id", "random")]
-    # streams never share a prepare run (task or tie rule differ), so they can run side by side
+    # streams never share a prepare run (task or tie rule differ), so they can run side by side; the
+    # store's tables are created first (two processes creating a fresh SQLite store race in MLflow)
+    subprocess.run([sys.executable, "-c", "import mlflow; mlflow.search_experiments()"], env=env, check=True)
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(a.parallel) as pool:
