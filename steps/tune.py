@@ -4,8 +4,10 @@ Parameters: model (default mf), trials (trials in all, across every worker of th
 (default auto, as train), task (auto: rating), config (default configs/<model>.yaml), timeout (seconds
 for this worker, 0 = none), storage (an SQLAlchemy URL; default a SQLite `optuna.db` beside an SQLite
 tracking store), study (default <model>-<task>-<data hash>), seed (the sampler's, 42).
-The objective is the task's validation metric (val/rmse minimised, val/ndcg_at_10 maximised); test is
-looked at once, by the best configuration retrained at the end. Several `tune` processes on one storage
+The objective is the task's validation metric (val/rmse minimised, val/ndcg_at_10 maximised) over the
+config's search space for the task; the shipped defaults are enqueued as a trial (never pruned), so
+the best is never worse on validation than they are. Test is looked at once, by the best configuration
+retrained at the end. Several `tune` processes on one storage
 and study share its trials (how a sweep goes past one machine); the same command resumes a sweep.
 Logs: one nested run per trial (params, per-epoch curve; pruned trials KILLED, tag optuna.state),
 best_config.yaml (accepted by `train -P config=`), the best configuration's test metrics (best/test/...),
