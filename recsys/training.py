@@ -151,6 +151,7 @@ class Recommender(pl.LightningModule):
         self.train_batches = None  # set by fit(): its epoch follows the trainer's (a resumed run goes on)
         self.epoch_lines = False  # one printed line per epoch (set by fit)
         self._last_val: dict[str, float] = {}
+        self._val_epoch = -1
         self._sums: dict[str, list] = {}
 
     # scores -----------------------------------------------------------------------------------
@@ -219,7 +220,9 @@ class Recommender(pl.LightningModule):
             vals["train/samples_per_process"] = float(self.train_batches.samples)
         if vals:  # averaged over processes (identical on one)
             self.log_dict(vals, on_epoch=True, sync_dist=self.trainer.world_size > 1)
-        if self.epoch_lines and self.global_rank == 0:  # validation ran before this hook, in the same epoch
+        # one line per validated epoch (validation ran before this hook; a run resumed from a checkpoint
+        # taken at the end of an epoch's validation finishes that epoch without validating it again)
+        if self.epoch_lines and self.global_rank == 0 and self._val_epoch == self.current_epoch:
             shown = {**{k: float(v) for k, v in vals.items()}, **self._last_val}
             text = " ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items()) if "samples" not in k)
             print(f"epoch {self.current_epoch + 1}/{self.trainer.max_epochs} {text}", flush=True)
@@ -243,7 +246,7 @@ class Recommender(pl.LightningModule):
             ranks, _ = ranking.rank_targets(self.model, users, targets, exclude, self.hparams.n_items)
             vals["val/ndcg_at_10"] = metrics.ndcg(ranks, 10)
             vals["val/hr_at_10"] = metrics.hit_rate(ranks, 10)
-        self._last_val = {k: float(v) for k, v in vals.items()}
+        self._last_val, self._val_epoch = {k: float(v) for k, v in vals.items()}, self.current_epoch
         # every process ranks the whole validation set with the same weights: identical values
         self.log_dict(vals, on_epoch=True, prog_bar=True, sync_dist=self.trainer.world_size > 1)
 
