@@ -126,8 +126,9 @@ def _implicit(module, data: Prepared, split: str, ks: list[int], protocol: str, 
     tr, user_counts, item_counts = _train_stats(data)
     rows = data.split(split)
     model = module.model
-    users = ranking.sample_users(np.unique(rows[USER].to_numpy(np.int64)), eval_users, data.meta.get("seed", 0) or 0)
-    if len(users) < rows[USER].nunique():
+    every = np.unique(rows[USER].to_numpy(np.int64))
+    users = ranking.sample_users(every, eval_users, data.meta.get("seed", 0) or 0)
+    if len(users) < len(every):
         rows = rows[rows[USER].isin(users)]
     targets = ranking.CSR.build(rows[USER].to_numpy(np.int64), rows[ITEM].to_numpy(np.int64), data.n_users).padded(users)
     exclude = _known(data, split)

@@ -59,7 +59,6 @@ def sample_users(users: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng([int(seed), 7919]).choice(users, n, replace=False))
 
 
-
 def model_device(model: torch.nn.Module) -> torch.device:
     """Where the model's weights are (parameters first: MF has no buffers)."""
     for t in (*model.parameters(), *model.buffers()):

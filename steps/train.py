@@ -45,6 +45,11 @@ def extra_overrides(rest: list[str]) -> dict:
     return {k[2:].replace("-", "_"): v for k, v in zip(rest[::2], rest[1::2])}
 
 
+def given_overrides(a, rest: list[str]) -> dict:
+    """The config overrides given on the command line: named ones and any other --key value."""
+    return {**{k: getattr(a, k) for k in OVERRIDES if getattr(a, k) != ""}, **extra_overrides(rest)}
+
+
 def worker(argv=None) -> None:
     """A process a multi-process strategy started besides rank 0: it trains its shard and nothing else.
     On rank 0's node it takes the data folder and resolved config rank 0 handed off; on another node
@@ -59,7 +64,7 @@ def worker(argv=None) -> None:
             if a.data in ("", "auto"):
                 raise SystemExit("error: a node with NODE_RANK > 0 needs -P data=runs:/<prepare run>/data "
                                  "(the same as rank 0's)")
-            overrides = {**{k: getattr(a, k) for k in OVERRIDES if getattr(a, k) != ""}, **extra_overrides(rest)}
+            overrides = given_overrides(a, rest)
             data_dir = tracking.download(a.data, "data", Path(tmp) / "in")
             task = prep.load(data_dir).meta["task"]
             hp, cfg = config.load(a.model, None if a.config in ("", "default") else a.config, overrides, task=task)
@@ -80,7 +85,7 @@ def main(argv=None):
         a.data, a.config, a.task, a.resume_from, a.register_as = (
             "" if v in ("auto", "default", "none") else v
             for v in (a.data, a.config, a.task, a.resume_from, a.register_as))
-        overrides = {**{k: getattr(a, k) for k in OVERRIDES if getattr(a, k) != ""}, **extra_overrides(rest)}
+        overrides = given_overrides(a, rest)
         try:
             eval_users = int(a.eval_users)
         except ValueError:
