@@ -27,6 +27,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch import nn
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 from recsys import metrics, ranking, scoring
@@ -36,6 +37,7 @@ from recsys.data.negatives import sample_train_negatives, sorted_keys
 from recsys.data.prepare import Prepared
 from recsys.errors import RecsysError
 from recsys.models import MODELS, build_model
+from recsys.models._fields import FieldEmbedding
 from recsys.schema import ITEM, RATING, USER
 
 # Lightning sets its loggers to INFO when imported (device lines, a cloud-logging tip): keep warnings only
@@ -135,12 +137,26 @@ def chunk_size(batch_size: int, samples: int = 8192) -> int:
     return max(1, samples // batch_size)
 
 
+def decay_groups(model: nn.Module, weight_decay: float, net_weight_decay: float) -> list[dict]:
+    """Optimizer parameter groups: the embedding tables (every `nn.Embedding` and the feature
+    projections of a `FieldEmbedding`) decay by `weight_decay`, every other trainable weight by
+    `net_weight_decay` (as recommender libraries separate embedding and network regularisers)."""
+    table = set()
+    for m in model.modules():
+        if isinstance(m, (nn.Embedding, FieldEmbedding)):
+            table |= {id(p) for p in m.parameters()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) in table], "weight_decay": weight_decay},
+              {"params": [p for p in params if id(p) not in table], "weight_decay": net_weight_decay}]
+    return [g for g in groups if g["params"]]
+
+
 class Recommender(pl.LightningModule):
     """Wraps any registered model for either task; built from plain values only."""
 
     def __init__(self, model_name: str, n_users: int, n_items: int, features: dict, model_hparams: dict,
                  task: str, rating_min: float, rating_max: float, lr: float, weight_decay: float,
-                 optimizer: str, scheduler: str, loss: str, total_steps: int):
+                 optimizer: str, scheduler: str, loss: str, total_steps: int, net_weight_decay: float | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False  # one optimizer step per minibatch of a chunk
@@ -251,14 +267,12 @@ class Recommender(pl.LightningModule):
         self.log_dict(vals, on_epoch=True, prog_bar=True, sync_dist=self.trainer.world_size > 1)
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        if not params:
-            return None
         hp = self.hparams
-        if hp.optimizer == "adamw":
-            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        else:
-            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        net_wd = hp.weight_decay if hp.get("net_weight_decay") is None else hp.net_weight_decay
+        groups = decay_groups(self.model, hp.weight_decay, net_wd)
+        if not groups:
+            return None
+        opt = (torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam)(groups, lr=hp.lr)
         total = hp.total_steps
         if self.train_batches is not None and self.train_batches.world > 1:  # each process steps on its shard
             total = self.trainer.max_epochs * self.train_batches.n_batches
@@ -349,7 +363,8 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
 
     module = Recommender(model_name, data.n_users, data.n_items, tables.spec(), model_hp, task,
                          data.meta["rating_min"], data.meta["rating_max"], cfg.lr, cfg.weight_decay,
-                         cfg.optimizer, cfg.scheduler, loss, cfg.epochs * train_batches.n_batches)
+                         cfg.optimizer, cfg.scheduler, loss, cfg.epochs * train_batches.n_batches,
+                         cfg.net_weight_decay)
     if hasattr(module.model, "set_tables"):
         module.model.set_tables(tables.user_cont, tables.user_cat, tables.item_cont, tables.item_cat)
     if hasattr(module.model, "fit"):

@@ -203,3 +203,25 @@ def test_side_factorised_scoring_gives_the_per_pair_scores_and_identical_ranks(n
     r1, t1 = ranking.rank_targets(model, np.arange(n_users), targets, exclude, n_items, k=10)
     r2, t2 = ranking.rank_targets(_PerPair(model), np.arange(n_users), targets, exclude, n_items, k=10)
     assert np.array_equal(r1, r2) and np.array_equal(t1, t2)
+
+
+@pytest.mark.parametrize("name", ["mf", "wide_deep", "autoint"])
+def test_weight_decay_hits_the_embedding_tables_and_net_weight_decay_the_rest(name, rating_data):
+    spec = features.build(rating_data.users, rating_data.items).spec()
+    module = training.Recommender(name, rating_data.n_users, rating_data.n_items, spec, config.load(name)[0],
+                                  "rating", 1.0, 5.0, 0.1, 0.5, "adamw", "none", "auto", 10, net_weight_decay=0.0)
+    opt = module.configure_optimizers()
+    tables = {id(p) for m in module.model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    by_group = {g["weight_decay"]: {id(p) for p in g["params"]} for g in opt.param_groups}
+    every = {id(p) for p in module.parameters() if p.requires_grad}
+    assert tables <= by_group[0.5] and set().union(*by_group.values()) == every
+    assert by_group.get(0.0, set()).isdisjoint(tables)
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    for p in module.parameters():  # no gradient: an AdamW step is the decay alone
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for n, p in module.named_parameters():
+        if before[n].any():  # a zero-initialised bias stays zero under any decay
+            assert (not torch.equal(p.detach(), before[n])) == (id(p) in by_group[0.5]), n
+    if name != "mf":  # the network's own weights exist and were left alone at net_weight_decay=0
+        assert any(before[n].any() for n, p in module.named_parameters() if id(p) in by_group[0.0])
