@@ -31,8 +31,18 @@ def storage_url(given: str, tracking_uri: str) -> str:
     return "sqlite:///optuna.db"
 
 
-def open_study(storage: str, name: str, model: str, task: str, data_hash: str, seed: int, direction: str):
-    """Create the study or join it (resume, or another worker); refuse one made for something else."""
+def space_hash(space: dict) -> str:
+    """A short fingerprint of a search space (part of the default study name, and recorded on the study)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(space, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def open_study(storage: str, name: str, model: str, task: str, data_hash: str, seed: int, direction: str,
+               space: dict | None = None):
+    """Create the study or join it (resume, or another worker); refuse one made for something else
+    (another model, task, data or search space: Optuna cannot mix trials drawn from different spaces)."""
     import time
 
     for attempt in range(6):  # workers starting at once race to create a fresh storage's tables: retry
@@ -46,10 +56,14 @@ def open_study(storage: str, name: str, model: str, task: str, data_hash: str, s
                 raise RecsysError(f"storage {storage!r} could not be opened ({str(e).splitlines()[0][:200]})") from None
             time.sleep(0.5 * (attempt + 1))
     want = {"model": model, "task": task, "data": data_hash}
+    if space is not None:
+        want["space"] = space_hash(space)
     have = study.user_attrs
-    if have and {k: have.get(k) for k in want} != want:
+    shared = [k for k in want if k in have]  # a study from before spaces were recorded lacks "space"
+    if have and {k: have[k] for k in shared} != {k: want[k] for k in shared}:
+        what = "search space" if [k for k in shared if have[k] != want[k]] == ["space"] else "model, task and data"
         raise RecsysError(f"study {name!r} in {storage} was created for {have}, not {want}; pick another study "
-                          "name or the same model, task and data")
+                          f"name (or leave study=auto) or the same {what}")
     for k, v in want.items():
         study.set_user_attr(k, v)
     return study

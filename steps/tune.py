@@ -3,7 +3,7 @@
 Parameters: model (default mf), trials (trials in all, across every worker of the study), data
 (default auto, as train), task (auto: rating), config (default configs/<model>.yaml), timeout (seconds
 for this worker, 0 = none), storage (an SQLAlchemy URL; default a SQLite `optuna.db` beside an SQLite
-tracking store), study (default <model>-<task>-<data hash>), seed (the sampler's, 42).
+tracking store), study (default <model>-<task>-<data hash>-<search space hash>), seed (the sampler's, 42).
 The objective is the task's validation metric (val/rmse minimised, val/ndcg_at_10 maximised) over the
 config's search space for the task; the shipped defaults are enqueued as a trial (never pruned), so
 the best is never worse on validation than they are. Test is looked at once, by the best configuration
@@ -58,9 +58,9 @@ def main(argv=None):
         task = data.meta["task"]
         space = config.search_space(a.model, cfg_path, task)
         monitor, mode = training.monitor_for(task)
-        study_name = a.study or f"{a.model}-{task}-{data.meta['content_hash'][:8]}"
+        study_name = a.study or f"{a.model}-{task}-{data.meta['content_hash'][:8]}-{tuning.space_hash(space)}"
         study = tuning.open_study(storage, study_name, a.model, task, data.meta["content_hash"], seed,
-                                  "minimize" if mode == "min" else "maximize")
+                                  "minimize" if mode == "min" else "maximize", space)
         # the shipped defaults are one of the trials (the first, in a new study)
         tuning.enqueue_defaults(study, tuning.defaults_in_space(space, *config.load(a.model, cfg_path, task=task), task))
         tracking.log_params({"model": a.model, "trials": trials, "data_uri": data_uri, "storage": storage,

@@ -9,7 +9,8 @@ import optuna
 import pytest
 import yaml
 
-from recsys import config
+from recsys import config, tuning
+from recsys.data import prepare as prep
 from steps import prepare as prepare_step
 from steps import tune as tune_step
 
@@ -35,6 +36,15 @@ def test_bad_sweeps_are_one_line_errors(ml100k_dir, tmp_path, capsys):
     optuna.create_study(storage=storage, study_name="shared").set_user_attr("model", "ncf")
     _fails(["--model", "mf", "--data", f"runs:/{data}/data", "--storage", storage, "--study", "shared"], capsys,
            "was created for")
+    # the same model, task and data with another search space (Optuna cannot mix them): one line, and the
+    # default study name carries the space's fingerprint, so an edited space starts its own study
+    space = config.search_space("mf", None, "rating")
+    content = prep.load(Path(mlflow.artifacts.download_artifacts(f"runs:/{data}/data", dst_path=str(tmp_path)))).meta["content_hash"]
+    tuning.open_study(storage, "edited", "mf", "rating", content, 42, "minimize",
+                      {**space, "batch_size": {"type": "categorical", "choices": [32]}})
+    _fails(["--model", "mf", "--data", f"runs:/{data}/data", "--storage", storage, "--study", "edited"], capsys,
+           "or the same search space")
+    assert tuning.space_hash(space) != tuning.space_hash({**space, "batch_size": {"type": "categorical", "choices": [32]}})
 
 
 def test_search_space_keys_must_name_fields(tmp_path):
