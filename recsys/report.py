@@ -4,7 +4,8 @@ A group is one dataset x task x data split x tie rule x positive threshold x pro
 share all of them were scored on the same split by the same evaluator, and nothing is ranked across
 groups. Within a group, per model:
 - each metric as mean ± sd over seeds (ddof=1) with n; for a single run, a 95% interval over users;
-- the paired difference to the group's leader on the headline metric, per user (users matched on the
+- the paired difference to the group's leader, and to its strongest baseline (popularity or the global
+  mean: the bar every model must clear), on the headline metric, per user (users matched on the
   same split, averaged over the seeds both have), with its standard error (ddof=1); a difference whose
   95% interval holds 0 is marked not significant, and so is one whose paired seed-level t-test is not
   significant where two or more seeds are shared.
@@ -44,6 +45,7 @@ class Row:
     interval: tuple | None = None  # single run: 95% over users on the headline metric
     diff: tuple | None = None  # (mean paired per-user difference to the leader, its se, n users, significant)
     seed_diff: tuple | None = None  # (mean over shared seeds, se, n seeds)
+    vs_baseline: tuple | None = None  # as diff, against the group's strongest baseline
     train_seconds: float = float("nan")
 
 
@@ -128,27 +130,41 @@ def build(records: list[dict], per_user: dict[str, pd.DataFrame]) -> list[Group]
     return out
 
 
+def _paired_vs(row: Row, ref: Row, per_user: dict[str, pd.DataFrame], task: str, metric: str) -> tuple:
+    """(per-user paired difference row - ref: mean, se, n users, significant) or None, and
+    (the difference over shared seeds: mean, se, n seeds) or None. Significant needs the per-user 95%
+    interval to exclude 0 and, with two or more shared seeds, the paired seed-level t-test too."""
+    lead = {r["tags"].get("seed", ""): r for r in ref.runs}
+    shared = [(r, lead[r["tags"].get("seed", "")]) for r in row.runs if r["tags"].get("seed", "") in lead]
+    both = [(x, y) for x, y in shared if x["run_id"] in per_user and y["run_id"] in per_user]
+    diff = seed_diff = None
+    if both:
+        mean, se, n = _paired([_per_user_unit(per_user[x["run_id"]], task) for x, _ in both],
+                              [_per_user_unit(per_user[y["run_id"]], task) for _, y in both], task)
+        if task == "rating":  # squared-error sums per user -> MSE units
+            rows_per_user = np.mean([per_user[x["run_id"]]["n"].mean() for x, _ in both])
+            mean, se = mean / rows_per_user, se / rows_per_user
+        diff = (mean, se, n, bool(se == se and abs(mean) > 1.96 * se))
+    if len(shared) >= 2:
+        d = np.array([x["metrics"][metric] - y["metrics"][metric] for x, y in shared])
+        se = d.std(ddof=1) / math.sqrt(len(d))
+        seed_diff = (float(d.mean()), float(se), len(d))
+        seed_sig = (se == 0 and d.mean() != 0) or (se > 0 and abs(d.mean()) > T95.get(len(d) - 1, 1.96) * se)
+        if diff is not None:
+            diff = (*diff[:3], diff[3] and bool(seed_sig))
+    return diff, seed_diff
+
+
 def _compare(rows: list[Row], per_user: dict[str, pd.DataFrame], task: str, metric: str) -> None:
-    leader = rows[0]
-    lead = {r["tags"].get("seed", ""): r for r in leader.runs}
+    """Each row against the leader, and each non-baseline row against the strongest baseline (the
+    bar every model must clear)."""
     for row in rows[1:]:
-        shared = [(r, lead[r["tags"].get("seed", "")]) for r in row.runs if r["tags"].get("seed", "") in lead]
-        a = [_per_user_unit(per_user[x["run_id"]], task) for x, y in shared if x["run_id"] in per_user and y["run_id"] in per_user]
-        b = [_per_user_unit(per_user[y["run_id"]], task) for x, y in shared if x["run_id"] in per_user and y["run_id"] in per_user]
-        if a:
-            mean, se, n = _paired(a, b, task)
-            if task == "rating":  # squared-error sums per user -> MSE units
-                rows_per_user = np.mean([per_user[x["run_id"]]["n"].mean() for x, _ in shared])
-                mean, se = mean / rows_per_user, se / rows_per_user
-            significant = bool(se == se and abs(mean) > 1.96 * se)
-            row.diff = (mean, se, n, significant)
-        if len(shared) >= 2:
-            d = np.array([x["metrics"][metric] - y["metrics"][metric] for x, y in shared])
-            se = d.std(ddof=1) / math.sqrt(len(d))
-            row.seed_diff = (float(d.mean()), float(se), len(d))
-            seed_sig = (se == 0 and d.mean() != 0) or (se > 0 and abs(d.mean()) > T95.get(len(d) - 1, 1.96) * se)
-            if row.diff is not None:
-                row.diff = (*row.diff[:3], row.diff[3] and bool(seed_sig))
+        row.diff, row.seed_diff = _paired_vs(row, rows[0], per_user, task, metric)
+    base = next((r for r in rows if r.model in BASELINES), None)
+    if base is not None:
+        for row in rows:
+            if row.model not in BASELINES:
+                row.vs_baseline, _ = _paired_vs(row, base, per_user, task, metric)
 
 
 def _fmt_stat(s: tuple | None) -> str:
@@ -164,7 +180,7 @@ def table(g: Group) -> tuple[list[str], list[list[str]]]:
     cols = COLUMNS[task]
     unit = "MSE" if task == "rating" else short
     header = ["model", *[c.removeprefix("test/") for c in cols], "95% over users (1 run)",
-              f"paired Δ{unit} vs best ± se", "significant", "train s", "runs"]
+              f"paired Δ{unit} vs best ± se", "significant", f"paired Δ{unit} vs baseline ± se", "train s", "runs"]
     body = []
     for i, r in enumerate(g.rows):
         name = f"{r.model} (peer)" if r.peer else r.model
@@ -178,7 +194,9 @@ def table(g: Group) -> tuple[list[str], list[list[str]]]:
         sig = "" if i == 0 or r.diff is None else ("yes" if r.diff[3] else "no (within noise)")
         ci = f"[{r.interval[0]:.4f}, {r.interval[1]:.4f}]" if r.interval else ""
         runs = " ".join(x["run_id"][:8] for x in r.runs)
-        body.append([name, *[_fmt_stat(r.stats.get(c)) for c in cols], ci, diff, sig,
+        vb = r.vs_baseline
+        vs_base = "" if vb is None else f"{vb[0]:+.4f} ± {vb[1]:.4f} ({'yes' if vb[3] else 'no (within noise)'})"
+        body.append([name, *[_fmt_stat(r.stats.get(c)) for c in cols], ci, diff, sig, vs_base,
                      "" if r.train_seconds != r.train_seconds else f"{r.train_seconds:.1f}", runs])
     return header, body
 
@@ -188,7 +206,9 @@ def markdown(groups: list[Group], experiment: str) -> str:
              "Mean ± sd over seeds (ddof=1, n runs); for single runs a 95% interval over users. Paired Δ: the "
              "per-user difference to the best model of the table on the same split (averaged over shared seeds), "
              "± its standard error; 'no (within noise)' when its 95% interval holds 0 or the paired test over "
-             "seeds is not significant. Tables are never compared with each other: each is one split and protocol.",
+             "seeds is not significant. Δ vs baseline: the same against the strongest baseline of the table (popularity "
+             "or the global mean), the bar every model must clear. Tables are never compared with each other: each is "
+             "one split and protocol.",
              ""]
     for g in groups:
         header, body = table(g)
@@ -252,7 +272,7 @@ def html_page(groups: list[Group], experiment: str) -> str:
              "tr.lead td{font-weight:bold}figure{display:inline-block;margin:8px}img{border:1px solid #ddd}"
              "figcaption{font-size:12px;color:#444}</style></head><body>",
              f"<h1>Leaderboard: experiment {esc(experiment)}</h1>",
-             "<p>Mean ± sd over seeds (ddof=1); paired Δ to the best model of each table, per user, ± standard "
+             "<p>Mean ± sd over seeds (ddof=1); paired Δ to the best model of each table and to its strongest baseline, per user, ± standard "
              "error. Each table is one split and protocol; tables are not compared with each other.</p>"]
     for g in groups:
         header, body = table(g)

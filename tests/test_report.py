@@ -55,6 +55,28 @@ def test_leaderboard_states_sd_with_ddof_1_and_marks_noise():
     assert "no (within noise)" in md and "(n=3)" in md
 
 
+def test_every_model_is_paired_against_the_strongest_baseline():
+    rng = np.random.default_rng(1)
+    base = rng.random(500) * 0.2
+    records, per_user = [], {}
+    for seed in (1, 2, 3):
+        for model, lift in (("popularity", 0.0), ("global_mean", -0.05), ("clear", 0.05), ("level", 0.0)):
+            rid = f"{model}{seed}"
+            values = np.clip(base + 0.1 + lift + rng.normal(0, 0.02, 500), 0, 1)
+            per_user[rid] = _per_user(values)
+            records.append(_record(rid, model, seed, float(values.mean())))
+    [g] = report.build(records, per_user)
+    rows = {r.model: r for r in g.rows}
+    pop = {r["tags"]["seed"]: per_user[r["run_id"]]["ndcg_at_10"] for r in rows["popularity"].runs}
+    by_hand = np.mean([per_user[r["run_id"]]["ndcg_at_10"] - pop[r["tags"]["seed"]] for r in rows["clear"].runs], axis=0)
+    mean, se, n, significant = rows["clear"].vs_baseline
+    assert mean == pytest.approx(by_hand.mean()) and se == pytest.approx(by_hand.std(ddof=1) / np.sqrt(500))
+    assert n == 500 and significant  # the stronger of the two baselines is the reference, and is cleared
+    assert rows["level"].vs_baseline[3] is False  # level with popularity: not a clear win
+    assert rows["popularity"].vs_baseline is None and rows["global_mean"].vs_baseline is None
+    assert "vs baseline" in report.markdown([g], "exp")
+
+
 def test_a_single_run_gets_a_95_percent_interval_over_users():
     values = np.linspace(0, 1, 101)
     [g] = report.build([_record("a", "m", 1, float(values.mean()))], {"a": _per_user(values)})
