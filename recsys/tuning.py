@@ -115,14 +115,18 @@ def suggest(trial: optuna.Trial, space: dict[str, dict]) -> dict:
 
 
 class Pruning(pl.Callback):
-    """Reports the validation metric each epoch; stops a trial the median pruner gives up on."""
+    """Reports the validation metric each epoch; stops a trial the median pruner gives up on.
 
-    def __init__(self, trial: optuna.Trial, monitor: str):
-        self.trial, self.monitor = trial, monitor
+    A one-cycle trial (`prunable=False`) is judged on its finished curve only and reports nothing per
+    epoch: its learning rate peaks mid-run, so its middle epochs look worse than a constant-rate trial's
+    at the same epoch and a median rule would cut exactly the runs that end best."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str, prunable: bool = True):
+        self.trial, self.monitor, self.prunable = trial, monitor, prunable
 
     def on_validation_epoch_end(self, trainer, pl_module):
         value = trainer.callback_metrics.get(self.monitor)
-        if value is None or trainer.sanity_checking:
+        if value is None or trainer.sanity_checking or not self.prunable:
             return
         self.trial.report(float(value), trainer.current_epoch)
         if self.trial.should_prune() and not self.trial.user_attrs.get("defaults"):

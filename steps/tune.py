@@ -89,7 +89,7 @@ def main(argv=None):
                     tracking.set_tags({"step": "tune-trial", "model": a.model, "trial": trial.number,
                                        **({"defaults": "true"} if trial.user_attrs.get("defaults") else {})})
                     result = training.fit(data, a.model, hp, cfg, tracking.lightning_logger(child.info.run_id),
-                                          tmp / f"trial{trial.number}", callbacks=(tuning.Pruning(trial, monitor),))
+                                          tmp / f"trial{trial.number}", callbacks=(tuning.Pruning(trial, monitor, cfg.scheduler != "onecycle"),))
                     tracking.log_metrics({f"best_{monitor.replace('/', '_')}": result.best_score,
                                           "train_seconds": result.seconds})
             except Interrupted as e:  # as a KeyboardInterrupt, which Optuna records (trial FAIL) and re-raises

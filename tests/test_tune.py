@@ -127,6 +127,23 @@ def test_the_defaults_trial_is_never_pruned(tmp_path):
                 pruning.on_validation_epoch_end(trainer, None)
 
 
+def test_one_cycle_trials_are_judged_on_their_finished_curve(tmp_path):
+    from types import SimpleNamespace
+
+    from recsys import tuning
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="s",
+                                pruner=optuna.pruners.ThresholdPruner(upper=1.0))
+    constant, one_cycle = study.ask(), study.ask()
+    trainer = SimpleNamespace(callback_metrics={"val/rmse": 5.0}, sanity_checking=False, current_epoch=0)
+    with pytest.raises(optuna.TrialPruned):
+        tuning.Pruning(constant, "val/rmse").on_validation_epoch_end(trainer, None)
+    tuning.Pruning(one_cycle, "val/rmse", prunable=False).on_validation_epoch_end(trainer, None)  # runs on
+    study.tell(one_cycle, 0.9)
+    kept = study.trials[one_cycle.number]
+    assert kept.intermediate_values == {} and kept.state == optuna.trial.TrialState.COMPLETE  # no mid-cycle values
+
+
 def test_best_config_moves_only_the_swept_task(tmp_path):
     from recsys import tuning
 
