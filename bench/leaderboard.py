@@ -46,6 +46,10 @@ with tempfile.TemporaryDirectory() as tmp:
     streams = [[("task=rating", f"models={a.rating_models}", f"seed={s}") for s in seeds]] + [
         [("task=implicit", "positive_threshold=1", f"tie_break={tie}", f"models={models}", f"seed={s}")
          for s in seeds] for tie, models in (("item_id", a.implicit_models), ("random", a.random_tie_models))]
+    # an empty model list drops its stream: e.g. `--implicit-models "" --random-tie-models ""` re-runs
+    # the rating table only, into an experiment whose other tables stay as they are (the report takes
+    # the newest run of each model and seed)
+    streams = [st for st, models in zip(streams, (a.rating_models, a.implicit_models, a.random_tie_models)) if models]
     # streams never share a prepare run (task or tie rule differ), so they can run side by side; the
     # store's tables are created first (two processes creating a fresh SQLite store race in MLflow)
     subprocess.run([sys.executable, "-c", "import mlflow; mlflow.search_experiments()"], env=env, check=True)
