@@ -10,9 +10,9 @@ from recsys.models import MODELS, build_model
 FAST = {"epochs": 2, "min_epochs": 0, "patience": 5, "batch_size": 256, "threads": 1}
 
 
-def _model(name, data):
+def _model(name, data, **overrides):
     tables = features.build(data.users, data.items)
-    hp, _ = config.load(name)
+    hp, _ = config.load(name, overrides=overrides)
     model = build_model(name, data.n_users, data.n_items, tables.spec(), **hp)
     if hasattr(model, "set_tables"):
         model.set_tables(tables.user_cont, tables.user_cat, tables.item_cont, tables.item_cat)
@@ -181,12 +181,13 @@ class _PerPair(torch.nn.Module):
         return self.inner(user, item)
 
 
-@pytest.mark.parametrize("name", ["ncf", "fm", "wide_deep", "dcnv2", "autoint"])
+@pytest.mark.parametrize("name", ["ncf", "fm", "wide_deep", "dcnv2", "autoint", "autoint+bias"])
 def test_side_factorised_scoring_gives_the_per_pair_scores_and_identical_ranks(name, implicit_data):
     from recsys import ranking
 
     torch.manual_seed(5)
-    model = _model(name, implicit_data).eval()
+    model = (_model("autoint", implicit_data, include_bias=True) if name == "autoint+bias"
+             else _model(name, implicit_data)).eval()
     for p in model.parameters():  # away from the tiny initialisation, so scores spread and ties are real ties
         p.data.normal_(0, 0.3)
     assert hasattr(model, "score_block")

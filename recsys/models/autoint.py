@@ -13,7 +13,7 @@ from recsys.models._fields import FieldEmbedding, by_user_chunks
 
 class AutoInt(nn.Module):
     def __init__(self, n_users: int, n_items: int, embedding_dim: int = 32, num_heads: int = 4, num_layers: int = 2,
-                 dropout: float = 0.1, **features):
+                 dropout: float = 0.1, include_bias: bool = False, **features):
         super().__init__()
         self.fields = FieldEmbedding(n_users, n_items, embedding_dim, **features)
         if embedding_dim % num_heads:
@@ -25,12 +25,18 @@ class AutoInt(nn.Module):
         # more than the maths (fused + scaled_dot_product_attention measured ~15% faster)
         self.qkv = nn.ModuleList([nn.Linear(embedding_dim, 3 * embedding_dim) for _ in range(num_layers)])
         self.out = nn.Linear(self.fields.num_fields * embedding_dim, 1)
+        # first-order terms (a bias per user, item and feature value), as DeepCTR's AutoInt adds a linear
+        # logit; off by default, which is the paper's model (and what older checkpoints hold)
+        self.linear = FieldEmbedding(n_users, n_items, 1, **features) if include_bias else None
 
     def set_tables(self, *tables):
-        self.fields.set_tables(*tables)
+        for f in (self.fields, self.linear):
+            if f is not None:
+                f.set_tables(*tables)
 
     def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
-        return self._layers(self.fields(user, item))
+        out = self._layers(self.fields(user, item))
+        return out if self.linear is None else out + self.linear(user, item).sum((1, 2))
 
     def _layers(self, x: torch.Tensor, first_qkv: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, F, d] field embeddings -> [B] scores; `first_qkv` is layer 1's projection when known."""
@@ -51,7 +57,11 @@ class AutoInt(nn.Module):
         items = torch.arange(n_items, device=users.device)
         u, i = self.fields.user_side(users), self.fields.item_side(items)
         pu, pi = self.qkv[0](u), self.qkv[0](i)
-        return by_user_chunks(len(users), n_items, lambda sl: self._pairs_last(u[sl], i, pu[sl], pi))
+        if self.linear is None:
+            return by_user_chunks(len(users), n_items, lambda sl: self._pairs_last(u[sl], i, pu[sl], pi))
+        lu, li = self.linear.user_side(users).sum((1, 2)), self.linear.item_side(items).sum((1, 2))
+        return by_user_chunks(len(users), n_items, lambda sl: (
+            self._pairs_last(u[sl], i, pu[sl], pi).view(-1, n_items) + lu[sl, None] + li[None]).view(-1))
 
     def _pairs_last(self, u, i, pu, pi) -> torch.Tensor:
         fields = self.fields
