@@ -3,8 +3,8 @@
     python bench/leaderboard.py [--experiment results] [--seeds 42,43,44]
 
 Into one experiment: `mlflow run . -P task=rating` with all nine models, and `-P task=implicit
--P positive_threshold=1` with the eight models that rank under `tie_break=item_id` and popularity,
-mf and ncf under `tie_break=random`, once per seed (the three streams, `--parallel` at a time); then
+-P positive_threshold=1` with the eight models that rank under `tie_break=item_id` and under
+`tie_break=random`, once per seed (the three streams, `--parallel` at a time); then
 `bench/peers.py --all` (the libraries on each of those very splits); then `mlflow run . -e report`,
 whose markdown is printed and is what the README shows. Runs against $MLFLOW_TRACKING_URI (default
 ./mlflow.db) from a clean clone of HEAD, so the runs record a clean commit.
@@ -23,8 +23,8 @@ p.add_argument("--experiment", default="results")
 p.add_argument("--seeds", default="42,43,44")
 p.add_argument("--rating-models", default="global_mean,popularity,mf,ncf,fm,wide_deep,dcn,dcnv2,autoint")
 p.add_argument("--implicit-models", default="popularity,mf,ncf,fm,wide_deep,dcn,dcnv2,autoint")
-p.add_argument("--random-tie-models", default="popularity,mf,ncf",
-               help="implicit models for the random tie rule (the feature models' full ranking is slow)")
+p.add_argument("--random-tie-models", default="popularity,mf,ncf,fm,wide_deep,dcn,dcnv2,autoint",
+               help="implicit models for the random tie rule ('' drops the stream)")
 p.add_argument("--parallel", type=int, default=2, help="streams (rating; implicit per tie rule) run at once")
 a = p.parse_args()
 
