@@ -29,6 +29,7 @@ p.add_argument("--model", required=True)
 p.add_argument("--task", default="rating", choices=["rating", "implicit"])
 p.add_argument("--seeds", default="42,43,44")
 p.add_argument("--threads", type=int, default=1)
+p.add_argument("--tie-break", default="random", help="implicit: leave_last_out's tie rule (every rating a positive)")
 p.add_argument("--candidate", action="append", default=[], help='overrides, e.g. "lr=0.001 epochs=9"')
 a = p.parse_args()
 candidates = [[], *[c.split() for c in a.candidate]]
@@ -36,7 +37,7 @@ candidates = [[], *[c.split() for c in a.candidate]]
 raw = prep.load_raw("ml-100k")
 seeds = [int(s) for s in a.seeds.split(",")]
 splits = {s: prep.prepare(raw, task="rating", split="random", seed=s) if a.task == "rating" else
-          prep.prepare(raw, task="implicit", split="leave_last_out", positive_threshold=1, tie_break="item_id", seed=s)
+          prep.prepare(raw, task="implicit", split="leave_last_out", positive_threshold=1, tie_break=a.tie_break, seed=s)
           for s in seeds}
 print(f"{a.model} {a.task}: validation {training.monitor_for(a.task)[0]} over seeds {a.seeds}")
 for cand in candidates:
