@@ -14,7 +14,8 @@ import yaml
 
 from recsys.errors import Interrupted, RecsysError
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+# ERROR: a trial that fails logs a WARNING with its traceback; the step reports the error as one line
+optuna.logging.set_verbosity(optuna.logging.ERROR)
 STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg://", "mysql://", "mysql+pymysql://")
 
 
@@ -105,12 +106,16 @@ def enqueue_defaults(study, params: dict | None) -> bool:
 def suggest(trial: optuna.Trial, space: dict[str, dict]) -> dict:
     out = {}
     for key, spec in space.items():
-        if spec["type"] == "categorical":
-            out[key] = trial.suggest_categorical(key, spec["choices"])
-        elif spec["type"] == "int":
-            out[key] = trial.suggest_int(key, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log")))
-        else:
-            out[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
+        try:
+            if spec["type"] == "categorical":
+                out[key] = trial.suggest_categorical(key, spec["choices"])
+            elif spec["type"] == "int":
+                out[key] = trial.suggest_int(key, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log")))
+            else:
+                out[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
+        except ValueError as e:  # a study from before spaces were recorded, whose trials drew `key` otherwise
+            raise RecsysError(f"study {trial.study.study_name!r} drew {key} from another search space "
+                              f"({str(e).splitlines()[0][:120]}); pick another study name or leave study=auto") from None
     return out
 
 

@@ -45,6 +45,19 @@ def test_bad_sweeps_are_one_line_errors(ml100k_dir, tmp_path, capsys):
     _fails(["--model", "mf", "--data", f"runs:/{data}/data", "--storage", storage, "--study", "edited"], capsys,
            "or the same search space")
     assert tuning.space_hash(space) != tuning.space_hash({**space, "batch_size": {"type": "categorical", "choices": [32]}})
+    old = optuna.create_study(storage=storage, study_name="old")  # made before spaces were recorded
+    trial = old.ask()
+    trial.suggest_categorical("batch_size", [32])
+    old.tell(trial, 0.9)
+    # in a real process: a trial that fails makes Optuna log its traceback on stderr unless silenced
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_RUN")}
+    done = subprocess.run([sys.executable, "-m", "steps.tune", "--model", "mf", "--data", f"runs:/{data}/data",
+                           "--storage", storage, "--study", "old"], cwd=ROOT, env=env, capture_output=True, text=True)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert len(errors) == 1 and "drew batch_size from another search space" in errors[0]
 
 
 def test_search_space_keys_must_name_fields(tmp_path):
@@ -125,6 +138,18 @@ def test_the_defaults_trial_is_never_pruned(tmp_path):
         else:
             with pytest.raises(optuna.TrialPruned):
                 pruning.on_validation_epoch_end(trainer, None)
+
+
+def test_a_study_without_a_recorded_space_is_still_refused_in_one_line(tmp_path):
+    from recsys import tuning
+    from recsys.errors import RecsysError
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="old")
+    first = study.ask()
+    first.suggest_categorical("batch_size", [256, 1024])  # an older space, no fingerprint on the study
+    study.tell(first, 0.9)
+    with pytest.raises(RecsysError, match="drew batch_size from another search space"):
+        tuning.suggest(study.ask(), {"batch_size": {"type": "categorical", "choices": [64, 256]}})
 
 
 def test_one_cycle_trials_are_judged_on_their_finished_curve(tmp_path):
