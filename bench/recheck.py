@@ -21,8 +21,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore")
 
+from _common import ml100k  # noqa: E402
+
 from recsys import config, training  # noqa: E402
 from recsys.data import prepare as prep  # noqa: E402
+from recsys.errors import RecsysError  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--model", required=True)
@@ -33,8 +36,15 @@ p.add_argument("--tie-break", default="random", help="implicit: leave_last_out's
 p.add_argument("--candidate", action="append", default=[], help='overrides, e.g. "lr=0.001 epochs=9"')
 a = p.parse_args()
 candidates = [[], *[c.split() for c in a.candidate]]
+for cand in candidates:  # every candidate checked before anything trains
+    if any("=" not in kv for kv in cand):
+        p.error(f"--candidate {' '.join(cand)!r}: write overrides as key=value, e.g. \"lr=0.001 epochs=9\"")
+    try:
+        config.load(a.model, None, dict(kv.split("=", 1) for kv in cand), task=a.task)
+    except RecsysError as e:
+        p.error(str(e))
 
-raw = prep.load_raw("ml-100k")
+raw = ml100k()
 seeds = [int(s) for s in a.seeds.split(",")]
 splits = {s: prep.prepare(raw, task="rating", split="random", seed=s) if a.task == "rating" else
           prep.prepare(raw, task="implicit", split="leave_last_out", positive_threshold=1, tie_break=a.tie_break, seed=s)
