@@ -40,7 +40,9 @@ with tempfile.TemporaryDirectory() as tmp:
         for kv in params:
             cmd += ["-P", kv]
         print("$", " ".join(cmd[2:]), flush=True)
-        subprocess.run(cmd, env=env, check=True, cwd=tmp)
+        # from the working directory, so a new experiment's artifacts land in ./mlruns beside ./mlflow.db
+        # (from the temporary clone's folder they would be deleted with it)
+        subprocess.run(cmd, env=env, check=True)
 
     seeds = a.seeds.split(",")
     streams = [[("task=rating", f"models={a.rating_models}", f"seed={s}") for s in seeds]] + [

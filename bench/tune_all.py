@@ -50,7 +50,9 @@ def mlflow_run(clone, entry, params, log):
     cmd = [sys.executable, "-m", "mlflow", "run", str(clone), "-e", entry, "--env-manager", "local",
            "--experiment-name", a.experiment] + [x for kv in params for x in ("-P", kv)]
     with open(log, "w") as f:
-        subprocess.run(cmd, env=env, check=True, cwd=clone.parent, stdout=f, stderr=subprocess.STDOUT)
+        # from the working directory: a new experiment's artifacts (best_config.yaml, plots) land in
+        # ./mlruns beside ./mlflow.db, not in the temporary clone's folder that is deleted at the end
+        subprocess.run(cmd, env=env, check=True, stdout=f, stderr=subprocess.STDOUT)
 
 
 def sweep(clone, model, task, data, tmp):
