@@ -183,10 +183,10 @@ class Recommender(pl.LightningModule):
         return torch.log(p / (1 - p))
 
     def _loss(self, batch) -> torch.Tensor:
-        raw = self.model(batch["user_id"], batch["item_id"])
         if self.loss_name == "softmax":  # sampled-free: each positive against the whole catalogue
             logits = self.model.score_matrix(batch["user_id"])  # [B, n_items]
             return F.cross_entropy(logits, batch["item_id"])
+        raw = self.model(batch["user_id"], batch["item_id"])
         if self.loss_name == "bpr":
             neg = self.model(batch["user_id"], batch["neg_item_id"])
             return -F.logsigmoid(raw - neg).mean()
