@@ -35,14 +35,16 @@ p.add_argument("--threads", type=int, default=1)
 p.add_argument("--tie-break", default="random", help="implicit: leave_last_out's tie rule (every rating a positive)")
 p.add_argument("--candidate", action="append", default=[], help='overrides, e.g. "lr=0.001 epochs=9"')
 a = p.parse_args()
-candidates = [[], *[c.split() for c in a.candidate]]
-for cand in candidates:  # every candidate checked before anything trains
-    if any("=" not in kv for kv in cand):
-        p.error(f"--candidate {' '.join(cand)!r}: write overrides as key=value, e.g. \"lr=0.001 epochs=9\"")
+candidates = {}  # label -> overrides, every one checked before anything trains
+for text in ["", *a.candidate]:
+    if any("=" not in kv for kv in text.split()):
+        p.error(f"--candidate {text!r}: write overrides as key=value, e.g. \"lr=0.001 epochs=9\"")
+    overrides = dict(kv.split("=", 1) for kv in text.split())
     try:
-        config.load(a.model, None, dict(kv.split("=", 1) for kv in cand), task=a.task)
+        config.load(a.model, None, overrides, task=a.task)
     except RecsysError as e:
         p.error(str(e))
+    candidates[" ".join(text.split()) or "(shipped config)"] = overrides
 
 raw = ml100k()
 seeds = [int(s) for s in a.seeds.split(",")]
@@ -50,13 +52,11 @@ splits = {s: prep.prepare(raw, task="rating", split="random", seed=s) if a.task 
           prep.prepare(raw, task="implicit", split="leave_last_out", positive_threshold=1, tie_break=a.tie_break, seed=s)
           for s in seeds}
 print(f"{a.model} {a.task}: validation {training.monitor_for(a.task)[0]} over seeds {a.seeds}")
-for cand in candidates:
-    overrides = {"threads": a.threads, **dict(kv.split("=", 1) for kv in cand)}
-    hp, cfg = config.load(a.model, None, overrides, task=a.task)
+for label, overrides in candidates.items():
+    hp, cfg = config.load(a.model, None, {"threads": a.threads, **overrides}, task=a.task)
     scores, t0 = [], time.perf_counter()
     for s in seeds:
         scores.append(training.fit(splits[s], a.model, hp, cfg).best_score)
     v = np.array(scores)
-    label = " ".join(cand) or "(shipped config)"
     print(f"  {label}: {' '.join(f'{x:.4f}' for x in v)} -> mean {v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0:.4f}"
           f" ({time.perf_counter() - t0:.0f} s)", flush=True)

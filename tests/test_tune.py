@@ -1,5 +1,6 @@
 """tune: Optuna sweeps as nested runs, shared storage, one-line errors."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,8 +51,6 @@ def test_bad_sweeps_are_one_line_errors(ml100k_dir, tmp_path, capsys):
     trial.suggest_categorical("batch_size", [32])
     old.tell(trial, 0.9)
     # in a real process: a trial that fails makes Optuna log its traceback on stderr unless silenced
-    import os
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_RUN")}
     done = subprocess.run([sys.executable, "-m", "steps.tune", "--model", "mf", "--data", f"runs:/{data}/data",
                            "--storage", storage, "--study", "old"], cwd=ROOT, env=env, capture_output=True, text=True)
@@ -141,7 +140,6 @@ def test_the_defaults_trial_is_never_pruned(tmp_path):
 
 
 def test_a_study_without_a_recorded_space_is_still_refused_in_one_line(tmp_path):
-    from recsys import tuning
     from recsys.errors import RecsysError
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="old")
