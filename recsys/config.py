@@ -78,9 +78,11 @@ def _check_type(key: str, value, default, where: str):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecsysError(f"{where}: {key}={value!r} must be a number")
         value = float(value)
-    elif isinstance(default, (list, tuple)):
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value) or not value:
-            raise RecsysError(f"{where}: {key}={value!r} must be a non-empty list of positive integers, e.g. [64, 32]")
+    elif isinstance(default, (list, tuple)):  # layer widths; empty only where the default is (an optional tower)
+        if (not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                           for v in value) or (not value and default)):
+            what = "a list" if not default else "a non-empty list"
+            raise RecsysError(f"{where}: {key}={value!r} must be {what} of positive integers, e.g. [64, 32]")
         value = list(value)
     return value
 
@@ -92,8 +94,8 @@ def _check_range(key: str, value, where: str):
         raise RecsysError(f"{where}: {key}={value} must be > 0")
     if key in NON_NEGATIVE and value < 0:
         raise RecsysError(f"{where}: {key}={value} must be >= 0")
-    if key == "dropout" and not 0 <= value < 1:
-        raise RecsysError(f"{where}: dropout={value} must be in [0, 1)")
+    if key in ("dropout", "deep_dropout") and not 0 <= value < 1:
+        raise RecsysError(f"{where}: {key}={value} must be in [0, 1)")
 
 
 def parse_override(text: str):

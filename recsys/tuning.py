@@ -41,9 +41,10 @@ def space_hash(space: dict) -> str:
 
 
 def open_study(storage: str, name: str, model: str, task: str, data_hash: str, seed: int, direction: str,
-               space: dict | None = None):
+               space: dict | None = None, repeats: int = 1):
     """Create the study or join it (resume, or another worker); refuse one made for something else
-    (another model, task, data or search space: Optuna cannot mix trials drawn from different spaces)."""
+    (another model, task, data or search space: Optuna cannot mix trials drawn from different spaces;
+    or another number of training seeds per trial: their values are not comparable)."""
     import time
 
     for attempt in range(6):  # workers starting at once race to create a fresh storage's tables: retry
@@ -56,13 +57,15 @@ def open_study(storage: str, name: str, model: str, task: str, data_hash: str, s
             if attempt == 5:
                 raise RecsysError(f"storage {storage!r} could not be opened ({str(e).splitlines()[0][:200]})") from None
             time.sleep(0.5 * (attempt + 1))
-    want = {"model": model, "task": task, "data": data_hash}
+    want = {"model": model, "task": task, "data": data_hash, "repeats": repeats}
     if space is not None:
         want["space"] = space_hash(space)
     have = study.user_attrs
     shared = [k for k in want if k in have]  # a study from before spaces were recorded lacks "space"
     if have and {k: have[k] for k in shared} != {k: want[k] for k in shared}:
-        what = "search space" if [k for k in shared if have[k] != want[k]] == ["space"] else "model, task and data"
+        differ = [k for k in shared if have[k] != want[k]]
+        what = ("search space" if differ == ["space"] else "repeats" if differ == ["repeats"]
+                else "model, task and data")
         raise RecsysError(f"study {name!r} in {storage} was created for {have}, not {want}; pick another study "
                           f"name (or leave study=auto) or the same {what}")
     for k, v in want.items():
@@ -87,6 +90,13 @@ def defaults_in_space(space: dict[str, dict], hp: dict, cfg, task: str) -> dict 
             value = int(round(value)) if spec["type"] == "int" else float(value)
         out[key] = value
     return out
+
+
+def mean_and_sd(scores: list[float]) -> tuple[float, float]:
+    """A trial's objective over its training seeds: the mean, and the sd (ddof=1; 0 for one seed)."""
+    n = len(scores)
+    mean = sum(scores) / n
+    return mean, (sum((x - mean) ** 2 for x in scores) / (n - 1)) ** 0.5 if n > 1 else 0.0
 
 
 def enqueue_defaults(study, params: dict | None) -> bool:

@@ -181,12 +181,13 @@ class _PerPair(torch.nn.Module):
         return self.inner(user, item)
 
 
-@pytest.mark.parametrize("name", ["ncf", "fm", "wide_deep", "dcnv2", "autoint", "autoint+bias"])
+@pytest.mark.parametrize("name", ["ncf", "fm", "wide_deep", "dcnv2", "autoint", "autoint+bias", "autoint+deep"])
 def test_side_factorised_scoring_gives_the_per_pair_scores_and_identical_ranks(name, implicit_data):
     from recsys import ranking
 
     torch.manual_seed(5)
     model = (_model("autoint", implicit_data, include_bias=True) if name == "autoint+bias"
+             else _model("autoint", implicit_data, include_bias=True, deep_layers=[16, 8]) if name == "autoint+deep"
              else _model(name, implicit_data)).eval()
     for p in model.parameters():  # away from the tiny initialisation, so scores spread and ties are real ties
         p.data.normal_(0, 0.3)

@@ -257,3 +257,31 @@ def test_ctrl_c_keeps_finished_trials_and_ends_the_sweep_killed(ml100k_dir, tmp_
     states = [t.state for t in study.trials]
     assert states.count(optuna.trial.TrialState.COMPLETE) + states.count(optuna.trial.TrialState.PRUNED) >= 2
     assert optuna.trial.TrialState.RUNNING not in states  # the trial cut short is marked, not left running
+
+
+def test_mean_and_sd_over_training_seeds():
+    assert tuning.mean_and_sd([0.9]) == (0.9, 0.0)
+    mean, sd = tuning.mean_and_sd([0.90, 0.92, 0.94])
+    assert mean == pytest.approx(0.92) and sd == pytest.approx(0.02)  # ddof=1
+
+
+@pytest.mark.slow
+def test_repeats_average_each_trial_over_training_seeds_and_keep_their_own_study(ml100k_dir, tmp_path, capsys):
+    data = prepare_step.main(["--dataset", str(ml100k_dir)])
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    run = tune_step.main(["--model", "mf", "--trials", "1", "--repeats", "2", "--data", f"runs:/{data}/data",
+                          "--storage", storage])
+    [trial] = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                 filter_string=f"tags.mlflow.parentRunId = '{run}'")
+    m = trial.data.metrics
+    seed = config.load("mf")[1].seed
+    per_seed = [m[f"best_val_rmse_seed_{s}"] for s in (seed, seed + 1)]
+    assert per_seed[0] != per_seed[1]  # two trainings, not one counted twice
+    assert m["best_val_rmse"] == pytest.approx(sum(per_seed) / 2) and m["best_val_rmse_sd"] > 0
+    assert trial.data.params["repeats"] == "2"
+    [study] = optuna.get_all_study_summaries(storage)
+    assert study.study_name.endswith("-r2") and study.best_trial.value == pytest.approx(m["best_val_rmse"])
+    # one seed's values cannot join a study of two-seed means
+    _fails(["--model", "mf", "--data", f"runs:/{data}/data", "--storage", storage, "--study", study.study_name],
+           capsys, "or the same repeats")
+    _fails(["--model", "mf", "--repeats", "0"], capsys, "repeats='0' must be an integer >= 1")

@@ -1,19 +1,21 @@
 """AutoInt: multi-head self-attention over field embeddings, with residual connections.
 
 Song et al., "AutoInt: Automatic Feature Interaction Learning via Self-Attentive Neural Networks",
-CIKM 2019.
+CIKM 2019. With `deep_layers` it is the paper's AutoInt+: an MLP over the same field embeddings in
+parallel, its output added to the attention's logit (as DeepCTR's AutoInt does by default).
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys.models._fields import FieldEmbedding, by_user_chunks
+from recsys.models._fields import FieldEmbedding, by_user_chunks, mlp, pair_sum
 
 
 class AutoInt(nn.Module):
     def __init__(self, n_users: int, n_items: int, embedding_dim: int = 32, num_heads: int = 4, num_layers: int = 2,
-                 dropout: float = 0.1, include_bias: bool = False, **features):
+                 dropout: float = 0.1, include_bias: bool = False, deep_layers: list[int] = (),
+                 deep_dropout: float = 0.0, **features):
         super().__init__()
         self.fields = FieldEmbedding(n_users, n_items, embedding_dim, **features)
         if embedding_dim % num_heads:
@@ -28,6 +30,10 @@ class AutoInt(nn.Module):
         # first-order terms (a bias per user, item and feature value), as DeepCTR's AutoInt adds a linear
         # logit; off by default, which is the paper's model (and what older checkpoints hold)
         self.linear = FieldEmbedding(n_users, n_items, 1, **features) if include_bias else None
+        # AutoInt+ (off by default: the paper's AutoInt): an MLP over the flattened fields beside attention
+        width = self.fields.num_fields * embedding_dim
+        self.deep = mlp([width, *deep_layers], deep_dropout) if deep_layers else None
+        self.deep_out = nn.Linear(deep_layers[-1], 1) if deep_layers else None
 
     def set_tables(self, *tables):
         for f in (self.fields, self.linear):
@@ -35,7 +41,10 @@ class AutoInt(nn.Module):
                 f.set_tables(*tables)
 
     def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
-        out = self._layers(self.fields(user, item))
+        x = self.fields(user, item)
+        out = self._layers(x)
+        if self.deep is not None:
+            out = out + self.deep_out(self.deep(x.flatten(1))).squeeze(-1)
         return out if self.linear is None else out + self.linear(user, item).sum((1, 2))
 
     def _layers(self, x: torch.Tensor, first_qkv: torch.Tensor | None = None) -> torch.Tensor:
@@ -57,11 +66,19 @@ class AutoInt(nn.Module):
         items = torch.arange(n_items, device=users.device)
         u, i = self.fields.user_side(users), self.fields.item_side(items)
         pu, pi = self.qkv[0](u), self.qkv[0](i)
-        if self.linear is None:
-            return by_user_chunks(len(users), n_items, lambda sl: self._pairs_last(u[sl], i, pu[sl], pi))
-        lu, li = self.linear.user_side(users).sum((1, 2)), self.linear.item_side(items).sum((1, 2))
-        return by_user_chunks(len(users), n_items, lambda sl: (
-            self._pairs_last(u[sl], i, pu[sl], pi).view(-1, n_items) + lu[sl, None] + li[None]).view(-1))
+        # the MLP's first layer (AutoInt+) and the first-order terms are sums of a user and an item part
+        hu, hi = self.fields.split_linear(self.deep[0], u, i) if self.deep is not None else (None, None)
+        lu, li = ((self.linear.user_side(users).sum((1, 2)), self.linear.item_side(items).sum((1, 2)))
+                  if self.linear is not None else (None, None))
+
+        def chunk(sl):
+            out = self._pairs_last(u[sl], i, pu[sl], pi)  # [rows * n_items], user-major
+            if hu is not None:
+                out = out + self.deep_out(self.deep[1:](pair_sum(hu[sl], hi))).squeeze(-1)
+            if lu is not None:
+                out = (out.view(-1, n_items) + lu[sl, None] + li[None]).view(-1)
+            return out
+        return by_user_chunks(len(users), n_items, chunk)
 
     def _pairs_last(self, u, i, pu, pi) -> torch.Tensor:
         fields = self.fields
