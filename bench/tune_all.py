@@ -1,7 +1,7 @@
 """Tune every model for both tasks on ML-100K (validation only) and, with --apply, write the winners
 into configs/ as the new defaults.
 
-    python bench/tune_all.py [--experiment tuning] [--trials 30] [--timeout 240] [--parallel 2] [--apply]
+    python bench/tune_all.py [--experiment tuning] [--trials 30] [--timeout 240] [--parallel 2] [--repeats 1] [--apply]
 
 Runs `mlflow run . -e tune` for each model x task that has a search space (global_mean has none;
 popularity only rating's damping), from a clean clone of HEAD so the runs record a clean commit,
@@ -35,6 +35,7 @@ p.add_argument("--timeout", type=int, default=240, help="seconds per rating swee
 p.add_argument("--implicit-timeout", type=int, default=360, help="seconds per implicit sweep (slower trials)")
 p.add_argument("--jobs", default="", help="model:task,... instead of every model x task")
 p.add_argument("--parallel", type=int, default=2)
+p.add_argument("--repeats", type=int, default=1, help="training seeds per trial (tune's repeats)")
 p.add_argument("--apply", action="store_true")
 p.add_argument("--apply-only", action="store_true", help="no sweeps: apply the latest finished sweep of each "
                "model x task in the experiment")
@@ -61,7 +62,7 @@ def sweep(clone, model, task, data, tmp):
     log = tmp / f"{model}-{task}.log"
     timeout = a.implicit_timeout if task == "implicit" else a.timeout
     mlflow_run(clone, "tune", [f"model={model}", f"data=runs:/{data[task]}/data", f"trials={a.trials}",
-                               f"timeout={timeout}"], log)
+                               f"timeout={timeout}", f"repeats={a.repeats}"], log)
     run = re.findall(r"runs:/([0-9a-f]{32})/best_config.yaml", log.read_text())[-1]
     r = mlflow.get_run(run)
     best_yaml = Path(mlflow.artifacts.download_artifacts(run_id=run, artifact_path="best_config.yaml",
