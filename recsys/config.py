@@ -30,6 +30,7 @@ class TrainConfig:
     batch_size: int = 1024
     weight_decay: float = 0.0  # embedding tables (ids, categorical and dense feature projections)
     net_weight_decay: float = 0.0  # every other weight: MLP, cross, attention layers, the global offset
+    bias_weight_decay: float = 0.0  # first-order terms: per-user, per-item, per-feature-value biases (width-1 tables)
     optimizer: str = "adamw"  # adam (L2 in the gradient) | adamw (decoupled)
     scheduler: str = "none"  # none | onecycle
     loss: str = "auto"  # auto (mse for rating, bce for implicit) | mse | bce | bpr | softmax (implicit, mf)
@@ -45,7 +46,7 @@ class TrainConfig:
 CHOICES = {"optimizer": ("adam", "adamw"), "scheduler": ("none", "onecycle"), "loss": ("auto", "mse", "bce", "bpr", "softmax")}
 POSITIVE = {"num_nodes", "lr", "epochs", "batch_size", "num_negatives", "embedding_dim", "mf_dim", "mlp_dim", "num_heads",
             "num_layers", "cross_layers"}
-NON_NEGATIVE = {"weight_decay", "net_weight_decay", "min_epochs", "patience", "threads", "damping", "init_std"}
+NON_NEGATIVE = {"weight_decay", "net_weight_decay", "bias_weight_decay", "min_epochs", "patience", "threads", "damping", "init_std"}
 
 
 def model_fields(name: str) -> dict[str, object]:

@@ -137,17 +137,26 @@ def chunk_size(batch_size: int, samples: int = 8192) -> int:
     return max(1, samples // batch_size)
 
 
-def decay_groups(model: nn.Module, weight_decay: float, net_weight_decay: float) -> list[dict]:
-    """Optimizer parameter groups: the embedding tables (every `nn.Embedding` and the feature
-    projections of a `FieldEmbedding`) decay by `weight_decay`, every other trainable weight by
-    `net_weight_decay` (as recommender libraries separate embedding and network regularisers)."""
-    table = set()
+def decay_groups(model: nn.Module, weight_decay: float, net_weight_decay: float,
+                 bias_weight_decay: float | None = None) -> list[dict]:
+    """Optimizer parameter groups, as recommender libraries separate their regularisers (Surprise's
+    reg_bu/reg_bi against reg_pu/reg_qi, libFM's bias, linear and pairwise terms): the first-order
+    terms (tables of width 1: mf's and ncf's user and item biases, fm's linear part, wide_deep's wide
+    part, autoint's `include_bias`) decay by `bias_weight_decay` (None: as the tables), the other
+    embedding tables (every `nn.Embedding` and the feature projections of a `FieldEmbedding`) by
+    `weight_decay`, every other trainable weight by `net_weight_decay`."""
+    table, bias = set(), set()
     for m in model.modules():
-        if isinstance(m, (nn.Embedding, FieldEmbedding)):
+        if isinstance(m, nn.Embedding) and m.embedding_dim == 1 or isinstance(m, FieldEmbedding) and m.dim == 1:
+            bias |= {id(p) for p in m.parameters()}
+        elif isinstance(m, (nn.Embedding, FieldEmbedding)):
             table |= {id(p) for p in m.parameters()}
+    table -= bias
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if id(p) in table], "weight_decay": weight_decay},
-              {"params": [p for p in params if id(p) not in table], "weight_decay": net_weight_decay}]
+              {"params": [p for p in params if id(p) in bias],
+               "weight_decay": weight_decay if bias_weight_decay is None else bias_weight_decay},
+              {"params": [p for p in params if id(p) not in table | bias], "weight_decay": net_weight_decay}]
     return [g for g in groups if g["params"]]
 
 
@@ -156,7 +165,8 @@ class Recommender(pl.LightningModule):
 
     def __init__(self, model_name: str, n_users: int, n_items: int, features: dict, model_hparams: dict,
                  task: str, rating_min: float, rating_max: float, lr: float, weight_decay: float,
-                 optimizer: str, scheduler: str, loss: str, total_steps: int, net_weight_decay: float | None = None):
+                 optimizer: str, scheduler: str, loss: str, total_steps: int, net_weight_decay: float | None = None,
+                 bias_weight_decay: float | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False  # one optimizer step per minibatch of a chunk
@@ -269,7 +279,7 @@ class Recommender(pl.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         net_wd = hp.weight_decay if hp.get("net_weight_decay") is None else hp.net_weight_decay
-        groups = decay_groups(self.model, hp.weight_decay, net_wd)
+        groups = decay_groups(self.model, hp.weight_decay, net_wd, hp.get("bias_weight_decay"))
         if not groups:
             return None
         opt = (torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam)(groups, lr=hp.lr)
@@ -364,7 +374,7 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     module = Recommender(model_name, data.n_users, data.n_items, tables.spec(), model_hp, task,
                          data.meta["rating_min"], data.meta["rating_max"], cfg.lr, cfg.weight_decay,
                          cfg.optimizer, cfg.scheduler, loss, cfg.epochs * train_batches.n_batches,
-                         cfg.net_weight_decay)
+                         cfg.net_weight_decay, cfg.bias_weight_decay)
     if hasattr(module.model, "set_tables"):
         module.model.set_tables(tables.user_cont, tables.user_cat, tables.item_cont, tables.item_cat)
     if hasattr(module.model, "fit"):

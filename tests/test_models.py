@@ -207,23 +207,37 @@ def test_side_factorised_scoring_gives_the_per_pair_scores_and_identical_ranks(n
     assert np.array_equal(r1, r2) and np.array_equal(t1, t2)
 
 
-@pytest.mark.parametrize("name", ["mf", "wide_deep", "autoint"])
-def test_weight_decay_hits_the_embedding_tables_and_net_weight_decay_the_rest(name, rating_data):
+@pytest.mark.parametrize("name", ["mf", "ncf", "fm", "wide_deep", "autoint"])
+def test_weight_decay_hits_the_tables_bias_weight_decay_the_biases_and_net_weight_decay_the_rest(name, rating_data):
     spec = features.build(rating_data.users, rating_data.items).spec()
-    module = training.Recommender(name, rating_data.n_users, rating_data.n_items, spec, config.load(name)[0],
-                                  "rating", 1.0, 5.0, 0.1, 0.5, "adamw", "none", "auto", 10, net_weight_decay=0.0)
+    hp = {**config.load(name)[0], **({"include_bias": True} if name == "autoint" else {})}
+    module = training.Recommender(name, rating_data.n_users, rating_data.n_items, spec, hp, "rating", 1.0, 5.0, 0.1,
+                                  0.5, "adamw", "none", "auto", 10, net_weight_decay=0.0, bias_weight_decay=0.25)
     opt = module.configure_optimizers()
-    tables = {id(p) for m in module.model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    from recsys.models._fields import FieldEmbedding
+
+    # tables: id and category embeddings and the fields' feature projections; biases: all of it at width 1
+    width = {id(p): m.embedding_dim if isinstance(m, torch.nn.Embedding) else m.dim
+             for m in module.model.modules() if isinstance(m, (torch.nn.Embedding, FieldEmbedding))
+             for p in m.parameters()}
+    tables = {i for i, w in width.items() if w > 1}
+    biases = {i for i, w in width.items() if w == 1}
     by_group = {g["weight_decay"]: {id(p) for p in g["params"]} for g in opt.param_groups}
     every = {id(p) for p in module.parameters() if p.requires_grad}
-    assert tables <= by_group[0.5] and set().union(*by_group.values()) == every
-    assert by_group.get(0.0, set()).isdisjoint(tables)
+    assert tables and biases  # every one of these models has both
+    assert tables <= by_group[0.5] and biases <= by_group[0.25] and set().union(*by_group.values()) == every
+    assert sum(len(g) for g in by_group.values()) == len(every)  # no parameter in two groups
+    assert by_group.get(0.0, set()).isdisjoint(tables | biases)
+    # None (a checkpoint from before the bias group): the biases decay as the tables
+    legacy = training.decay_groups(module.model, 0.5, 0.0, None)
+    assert biases <= {id(p) for g in legacy if g["weight_decay"] == 0.5 for p in g["params"]}
+    for p in module.parameters():
+        p.data.add_(0.01)  # biases start at zero, which no decay moves
     before = {n: p.detach().clone() for n, p in module.named_parameters()}
     for p in module.parameters():  # no gradient: an AdamW step is the decay alone
         p.grad = torch.zeros_like(p)
     opt.step()
     for n, p in module.named_parameters():
-        if before[n].any():  # a zero-initialised bias stays zero under any decay
-            assert (not torch.equal(p.detach(), before[n])) == (id(p) in by_group[0.5]), n
-    if name != "mf":  # the network's own weights exist and were left alone at net_weight_decay=0
-        assert any(before[n].any() for n, p in module.named_parameters() if id(p) in by_group[0.0])
+        shrink = 1 - p.detach().abs().sum() / before[n].abs().sum()  # AdamW: w -= lr * wd * w
+        expected = 0.1 * (0.5 if id(p) in tables else 0.25 if id(p) in biases else 0.0)
+        assert float(shrink) == pytest.approx(expected, abs=1e-6), n

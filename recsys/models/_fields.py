@@ -16,6 +16,7 @@ class FieldEmbedding(nn.Module):
     def __init__(self, n_users: int, n_items: int, dim: int, user_cont_dim: int = 0, user_cards=(),
                  item_cont_dim: int = 0, item_cards=()):
         super().__init__()
+        self.dim = dim  # 1: a first-order (bias) part, decayed by bias_weight_decay
         self.ids = nn.ModuleList([nn.Embedding(n_users, dim), nn.Embedding(n_items, dim)])
         self.user_cats = nn.ModuleList([nn.Embedding(c, dim) for c in user_cards])
         self.item_cats = nn.ModuleList([nn.Embedding(c, dim) for c in item_cards])
