@@ -1,11 +1,14 @@
 """Re-check candidate configurations on validation over several data seeds, before one is applied.
 
-    python bench/recheck.py --model fm [--task rating] [--seeds 42,43,44] [--candidate "lr=0.001 epochs=9" ...]
+    python bench/recheck.py --model fm [--task rating] [--seeds 42,43,44] [--training-seed config|data]
+                            [--candidate "lr=0.001 epochs=9" ...]
 
 A sweep ranks trials on one seed's validation split, and on ML-100K that score moves by up to 0.005
 RMSE between neighbouring configurations, so the sweep's best is partly luck. This trains the model's
 shipped config (the first candidate) and each `--candidate` (overrides of it, space-separated
-key=value) on the ML-100K splits of every seed (training seed fixed at the config's),
+key=value) on the ML-100K splits of every seed (training seed fixed at the config's, or with
+`--training-seed data` each split's own seed, as the pipeline trains; `tie_break=item_id` makes the
+same split on every seed, so there only the training seed can vary and `data` is required),
 and prints each one's validation metric per seed and its mean ± sd (ddof=1). Test is never looked at.
 In-process, no MLflow runs; `--threads` torch threads.
 """
@@ -14,6 +17,7 @@ import argparse
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +38,11 @@ p.add_argument("--seeds", default="42,43,44")
 p.add_argument("--threads", type=int, default=1)
 p.add_argument("--tie-break", default="random", help="implicit: leave_last_out's tie rule (every rating a positive)")
 p.add_argument("--candidate", action="append", default=[], help='overrides, e.g. "lr=0.001 epochs=9"')
+p.add_argument("--training-seed", default="config", choices=["config", "data"],
+               help="config: the config's seed on every split; data: each split's seed (as the pipeline)")
 a = p.parse_args()
+if a.task == "implicit" and a.tie_break == "item_id" and a.training_seed == "config":
+    p.error("with --tie-break item_id every seed makes the same split; pass --training-seed data so the runs differ")
 candidates = {}  # label -> overrides, every one checked before anything trains
 for text in ["", *a.candidate]:
     if any("=" not in kv for kv in text.split()):
@@ -56,7 +64,8 @@ for label, overrides in candidates.items():
     hp, cfg = config.load(a.model, None, {"threads": a.threads, **overrides}, task=a.task)
     scores, t0 = [], time.perf_counter()
     for s in seeds:
-        scores.append(training.fit(splits[s], a.model, hp, cfg).best_score)
+        seeded = cfg if a.training_seed == "config" else replace(cfg, seed=s)
+        scores.append(training.fit(splits[s], a.model, hp, seeded).best_score)
     v = np.array(scores)
     print(f"  {label}: {' '.join(f'{x:.4f}' for x in v)} -> mean {v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0:.4f}"
           f" ({time.perf_counter() - t0:.0f} s)", flush=True)
