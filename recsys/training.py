@@ -141,13 +141,14 @@ def decay_groups(model: nn.Module, weight_decay: float, net_weight_decay: float,
                  bias_weight_decay: float | None = None) -> list[dict]:
     """Optimizer parameter groups, as recommender libraries separate their regularisers (Surprise's
     reg_bu/reg_bi against reg_pu/reg_qi, libFM's bias, linear and pairwise terms): the first-order
-    terms (tables of width 1: mf's and ncf's user and item biases, fm's linear part, wide_deep's wide
-    part, autoint's `include_bias`) decay by `bias_weight_decay` (None: as the tables), the other
+    terms (the modules a model marks `first_order`: mf's and ncf's user and item biases, fm's linear
+    part, wide_deep's wide part, autoint's `include_bias`) decay by `bias_weight_decay` (None: as the
+    tables, which is how checkpoints from before this group trained), the other
     embedding tables (every `nn.Embedding` and the feature projections of a `FieldEmbedding`) by
     `weight_decay`, every other trainable weight by `net_weight_decay`."""
     table, bias = set(), set()
     for m in model.modules():
-        if isinstance(m, nn.Embedding) and m.embedding_dim == 1 or isinstance(m, FieldEmbedding) and m.dim == 1:
+        if getattr(m, "first_order", False):  # marked by the model (recsys.models._fields.first_order)
             bias |= {id(p) for p in m.parameters()}
         elif isinstance(m, (nn.Embedding, FieldEmbedding)):
             table |= {id(p) for p in m.parameters()}

@@ -216,8 +216,8 @@ def test_weight_decay_hits_the_tables_bias_weight_decay_the_biases_and_net_weigh
     opt = module.configure_optimizers()
     from recsys.models._fields import FieldEmbedding
 
-    # tables: id and category embeddings and the fields' feature projections; biases: all of it at width 1
-    width = {id(p): m.embedding_dim if isinstance(m, torch.nn.Embedding) else m.dim
+    # tables: id and category embeddings and the fields' feature projections; biases: the same, at width 1
+    width = {id(p): p.shape[-1] if isinstance(m, torch.nn.Embedding) else m.ids[0].embedding_dim
              for m in module.model.modules() if isinstance(m, (torch.nn.Embedding, FieldEmbedding))
              for p in m.parameters()}
     tables = {i for i, w in width.items() if w > 1}
@@ -241,3 +241,11 @@ def test_weight_decay_hits_the_tables_bias_weight_decay_the_biases_and_net_weigh
         shrink = 1 - p.detach().abs().sum() / before[n].abs().sum()  # AdamW: w -= lr * wd * w
         expected = 0.1 * (0.5 if id(p) in tables else 0.25 if id(p) in biases else 0.0)
         assert float(shrink) == pytest.approx(expected, abs=1e-6), n
+
+
+def test_a_one_factor_mf_decays_its_factors_as_tables_not_as_biases(rating_data):
+    """The bias group is what a model marks first-order, not whatever is one wide."""
+    model = training.build_model("mf", rating_data.n_users, rating_data.n_items, None, embedding_dim=1)
+    groups = {g["weight_decay"]: {id(p) for p in g["params"]} for g in training.decay_groups(model, 0.5, 0.0, 0.25)}
+    assert {id(model.user.weight), id(model.item.weight)} <= groups[0.5]
+    assert groups[0.25] == {id(model.user_bias.weight), id(model.item_bias.weight)}

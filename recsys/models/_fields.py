@@ -16,7 +16,6 @@ class FieldEmbedding(nn.Module):
     def __init__(self, n_users: int, n_items: int, dim: int, user_cont_dim: int = 0, user_cards=(),
                  item_cont_dim: int = 0, item_cards=()):
         super().__init__()
-        self.dim = dim  # 1: a first-order (bias) part, decayed by bias_weight_decay
         self.ids = nn.ModuleList([nn.Embedding(n_users, dim), nn.Embedding(n_items, dim)])
         self.user_cats = nn.ModuleList([nn.Embedding(c, dim) for c in user_cards])
         self.item_cats = nn.ModuleList([nn.Embedding(c, dim) for c in item_cards])
@@ -84,6 +83,13 @@ class FieldEmbedding(nn.Module):
         hu = u.flatten(1) @ w[:, self.user_pos].flatten(1).T
         hi = i.flatten(1) @ w[:, self.item_pos].flatten(1).T
         return hu, hi + linear.bias if linear.bias is not None else hi
+
+
+def first_order(module: nn.Module) -> nn.Module:
+    """Mark a module as a model's first-order terms (per-user, per-item, per-feature-value biases): its
+    weights decay by `bias_weight_decay` (recsys.training.decay_groups), not by the tables' decay."""
+    module.first_order = True
+    return module
 
 
 PAIRS_PER_CHUNK = 4096  # pairs per step of a block's scoring (cache-sized; see recsys/ranking.py)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys.models._fields import FieldEmbedding, by_user_chunks, mlp, pair_sum
+from recsys.models._fields import FieldEmbedding, by_user_chunks, first_order, mlp, pair_sum
 
 
 class AutoInt(nn.Module):
@@ -29,7 +29,7 @@ class AutoInt(nn.Module):
         self.out = nn.Linear(self.fields.num_fields * embedding_dim, 1)
         # first-order terms (a bias per user, item and feature value), as DeepCTR's AutoInt adds a linear
         # logit; off by default, which is the paper's model (and what older checkpoints hold)
-        self.linear = FieldEmbedding(n_users, n_items, 1, **features) if include_bias else None
+        self.linear = first_order(FieldEmbedding(n_users, n_items, 1, **features)) if include_bias else None
         # AutoInt+ (off by default: the paper's AutoInt): an MLP over the flattened fields beside attention
         width = self.fields.num_fields * embedding_dim
         self.deep = mlp([width, *deep_layers], deep_dropout) if deep_layers else None

@@ -7,14 +7,14 @@ Rendle, "Factorization Machines", ICDM 2010. Second-order term via the O(F*d) id
 import torch
 from torch import nn
 
-from recsys.models._fields import FieldEmbedding
+from recsys.models._fields import FieldEmbedding, first_order
 
 
 class FM(nn.Module):
     def __init__(self, n_users: int, n_items: int, embedding_dim: int = 16, include_bias: bool = True, **features):
         super().__init__()
         self.fields = FieldEmbedding(n_users, n_items, embedding_dim, **features)
-        self.linear = FieldEmbedding(n_users, n_items, 1, **features) if include_bias else None
+        self.linear = first_order(FieldEmbedding(n_users, n_items, 1, **features)) if include_bias else None
         self.offset = nn.Parameter(torch.zeros(1))
 
     def set_tables(self, *tables):

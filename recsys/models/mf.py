@@ -6,14 +6,16 @@ Koren, Bell & Volinsky, "Matrix Factorization Techniques for Recommender Systems
 import torch
 from torch import nn
 
+from recsys.models._fields import first_order
+
 
 class MF(nn.Module):
     def __init__(self, n_users: int, n_items: int, embedding_dim: int = 64, init_std: float = 0.01):
         super().__init__()
         self.user = nn.Embedding(n_users, embedding_dim)
         self.item = nn.Embedding(n_items, embedding_dim)
-        self.user_bias = nn.Embedding(n_users, 1)
-        self.item_bias = nn.Embedding(n_items, 1)
+        self.user_bias = first_order(nn.Embedding(n_users, 1))
+        self.item_bias = first_order(nn.Embedding(n_items, 1))
         self.offset = nn.Parameter(torch.zeros(1))
         for e in (self.user, self.item):
             nn.init.normal_(e.weight, std=init_std)

@@ -6,7 +6,7 @@ He et al., "Neural Collaborative Filtering", WWW 2017.
 import torch
 from torch import nn
 
-from recsys.models._fields import by_user_chunks, mlp, pair_sum
+from recsys.models._fields import by_user_chunks, first_order, mlp, pair_sum
 
 
 class NCF(nn.Module):
@@ -17,8 +17,8 @@ class NCF(nn.Module):
         self.mlp_user, self.mlp_item = nn.Embedding(n_users, mlp_dim), nn.Embedding(n_items, mlp_dim)
         self.mlp = mlp([2 * mlp_dim, *layers], dropout)
         self.out = nn.Linear(mf_dim + layers[-1], 1, bias=include_bias)
-        self.user_bias = nn.Embedding(n_users, 1) if include_bias else None
-        self.item_bias = nn.Embedding(n_items, 1) if include_bias else None
+        self.user_bias = first_order(nn.Embedding(n_users, 1)) if include_bias else None
+        self.item_bias = first_order(nn.Embedding(n_items, 1)) if include_bias else None
         for m in self.modules():
             if isinstance(m, nn.Embedding):
                 nn.init.normal_(m.weight, std=0.01)

@@ -6,7 +6,7 @@ Cheng et al., "Wide & Deep Learning for Recommender Systems", DLRS 2016.
 import torch
 from torch import nn
 
-from recsys.models._fields import FieldEmbedding, by_user_chunks, mlp, pair_sum
+from recsys.models._fields import FieldEmbedding, by_user_chunks, first_order, mlp, pair_sum
 
 
 class WideDeep(nn.Module):
@@ -14,7 +14,7 @@ class WideDeep(nn.Module):
                  dropout: float = 0.2, **features):
         super().__init__()
         self.fields = FieldEmbedding(n_users, n_items, embedding_dim, **features)
-        self.wide = FieldEmbedding(n_users, n_items, 1, **features)
+        self.wide = first_order(FieldEmbedding(n_users, n_items, 1, **features))
         self.deep = mlp([self.fields.num_fields * embedding_dim, *deep_layers], dropout)
         self.out = nn.Linear(deep_layers[-1], 1)
 
