@@ -30,7 +30,7 @@ class TrainConfig:
     batch_size: int = 1024
     weight_decay: float = 0.0  # embedding tables (ids, categorical and dense feature projections)
     net_weight_decay: float = 0.0  # every other weight: MLP, cross, attention layers, the global offset
-    bias_weight_decay: float = 0.0  # first-order terms: per-user, per-item, per-feature-value biases (width-1 tables)
+    bias_weight_decay: float = 0.0  # first-order terms (per-user, item, feature-value biases) a model marks first_order
     optimizer: str = "adamw"  # adam (L2 in the gradient) | adamw (decoupled)
     scheduler: str = "none"  # none | onecycle
     loss: str = "auto"  # auto (mse for rating, bce for implicit) | mse | bce | bpr | softmax (implicit, mf)

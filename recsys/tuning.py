@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytorch_lightning as pl
 import yaml
@@ -94,9 +95,7 @@ def defaults_in_space(space: dict[str, dict], hp: dict, cfg, task: str) -> dict 
 
 def mean_and_sd(scores: list[float]) -> tuple[float, float]:
     """A trial's objective over its training seeds: the mean, and the sd (ddof=1; 0 for one seed)."""
-    n = len(scores)
-    mean = sum(scores) / n
-    return mean, (sum((x - mean) ** 2 for x in scores) / (n - 1)) ** 0.5 if n > 1 else 0.0
+    return float(np.mean(scores)), float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
 
 
 def enqueue_defaults(study, params: dict | None) -> bool:
