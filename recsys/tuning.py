@@ -1,4 +1,4 @@
-"""Hyper-parameter search with Optuna: a seeded TPE sampler, a median pruner on the per-epoch
+"""Hyper-parameter search with Optuna: a TPE sampler seeded per trial, a median pruner on the per-epoch
 validation metric, and studies in an RDB storage that several processes (or machines) share.
 
 Nothing here talks to MLflow; `steps/tune.py` logs each trial as a nested run.
@@ -41,6 +41,45 @@ def space_hash(space: dict) -> str:
     return hashlib.sha256(json.dumps(space, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
+class TrialSeededTPE(optuna.samplers.BaseSampler):
+    """TPE whose random draws for trial n are seeded by (seed, n), not by one stream per process.
+
+    A `TPESampler(seed=...)` per process makes every worker of a shared study draw the same startup
+    points (two processes, one seed: trials 1 and 2 identical). Optuna numbers trials in the storage, so
+    (seed, number) is distinct across simultaneous workers and still reproducible for a lone one; a
+    resumed sweep draws what an uninterrupted one would have. `constant_liar` makes TPE treat trials
+    still running elsewhere as bad, so workers also spread out after the startup trials."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self._per_trial: dict[int, optuna.samplers.TPESampler] = {}
+
+    def _for(self, trial) -> optuna.samplers.TPESampler:
+        if trial.number not in self._per_trial:
+            seed = int(np.random.SeedSequence([self.seed, trial.number]).generate_state(1)[0])
+            self._per_trial[trial.number] = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+        return self._per_trial[trial.number]
+
+    def infer_relative_search_space(self, study, trial):
+        return self._for(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._for(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial) -> None:
+        self._for(trial).before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._for(trial).after_trial(study, trial, state, values)
+        self._per_trial.pop(trial.number, None)
+
+    def reseed_rng(self) -> None:  # Optuna calls this for n_jobs > 1; the seeds are per trial already
+        pass
+
+
 def open_study(storage: str, name: str, model: str, task: str, data_hash: str, seed: int, direction: str,
                space: dict | None = None, repeats: int = 1):
     """Create the study or join it (resume, or another worker); refuse one made for something else
@@ -51,7 +90,7 @@ def open_study(storage: str, name: str, model: str, task: str, data_hash: str, s
     for attempt in range(6):  # workers starting at once race to create a fresh storage's tables: retry
         try:
             study = optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True,
-                                        sampler=optuna.samplers.TPESampler(seed=seed),
+                                        sampler=TrialSeededTPE(seed),
                                         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2))
             break
         except Exception as e:

@@ -226,6 +226,8 @@ def test_two_workers_share_one_study_and_no_trial_is_lost_or_duplicated(ml100k_d
     done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     assert 6 <= len(done) <= 7  # each worker stops once 6 are done; both may be finishing one at that moment
     assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))  # none lost, none twice
+    # both workers seed their sampler with 42, yet draw different points (seeded per trial number)
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(study.trials)
     parents = [r.info.run_id for r in mlflow.search_runs(search_all_experiments=True, output_format="list",
                                                          filter_string="tags.step = 'tune'")]
     assert len(parents) == 2
@@ -285,3 +287,33 @@ def test_repeats_average_each_trial_over_training_seeds_and_keep_their_own_study
     _fails(["--model", "mf", "--data", f"runs:/{data}/data", "--storage", storage, "--study", study.study_name],
            capsys, "or the same repeats")
     _fails(["--model", "mf", "--repeats", "0"], capsys, "repeats='0' must be an integer >= 1")
+
+
+def _asked(studies, n):
+    """Trials asked round-robin from `studies` (workers on one storage), each told before the next round."""
+    params = []
+    for _ in range(n):
+        trials = [s.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
+                         "dim": optuna.distributions.IntDistribution(8, 128)}) for s in studies]
+        for s, t in zip(studies, trials):
+            s.tell(t, (t.params["lr"] - 0.01) ** 2 + t.params["dim"] / 1e4)
+            params.append((t.number, t.params["lr"], t.params["dim"]))
+    return params
+
+
+def test_workers_of_one_study_draw_different_points_and_a_lone_worker_is_reproducible():
+    def study(storage, seed=42):
+        return optuna.create_study(storage=storage, study_name="s", load_if_exists=True,
+                                   sampler=tuning.TrialSeededTPE(seed))
+
+    # a lone worker: the same seed draws the same trials, past TPE's 10 random startup trials
+    runs = [_asked([study(optuna.storages.InMemoryStorage())], 14) for _ in range(2)]
+    assert runs[0] == runs[1]
+    assert _asked([study(optuna.storages.InMemoryStorage(), seed=43)], 14) != runs[0]
+    # two workers (each its own sampler, as two processes) with the same seed on one storage: no repeats
+    shared = optuna.storages.InMemoryStorage()
+    both = _asked([study(shared), study(shared)], 7)
+    assert sorted(n for n, _, _ in both) == list(range(14))
+    assert len({lr for _, lr, _ in both}) == 14, both
+    # a random startup draw depends on the trial's number, not on which process drew it
+    assert sorted(both)[:10] == runs[0][:10]
