@@ -33,7 +33,7 @@ class TrainConfig:
     bias_weight_decay: float = 0.0  # first-order terms (per-user, item, feature-value biases) a model marks first_order
     optimizer: str = "adamw"  # adam (L2 in the gradient) | adamw (decoupled)
     scheduler: str = "none"  # none | onecycle
-    loss: str = "auto"  # auto (mse for rating, bce for implicit) | mse | bce | bpr | softmax (implicit, mf)
+    loss: str = "auto"  # auto (mse for rating, bce for implicit) | mse | bce | bpr | sampled_softmax | softmax (implicit, mf)
     num_negatives: int = 4
     seed: int = 42
     threads: int = 1  # torch intra-op threads; 0 = torch's default (see README: 2 threads can thrash)
@@ -43,7 +43,7 @@ class TrainConfig:
     num_nodes: int = 1  # machines in a multi-node launch (see README, Scaling out)
 
 
-CHOICES = {"optimizer": ("adam", "adamw"), "scheduler": ("none", "onecycle"), "loss": ("auto", "mse", "bce", "bpr", "softmax")}
+CHOICES = {"optimizer": ("adam", "adamw"), "scheduler": ("none", "onecycle"), "loss": ("auto", "mse", "bce", "bpr", "sampled_softmax", "softmax")}
 POSITIVE = {"num_nodes", "lr", "epochs", "batch_size", "num_negatives", "embedding_dim", "mf_dim", "mlp_dim", "num_heads",
             "num_layers", "cross_layers"}
 NON_NEGATIVE = {"weight_decay", "net_weight_decay", "bias_weight_decay", "min_epochs", "patience", "threads", "damping", "init_std"}
@@ -157,7 +157,7 @@ SEARCH_TYPES = {"float", "int", "categorical"}
 
 
 TASKS = ("rating", "implicit")
-TASK_LOSSES = {"rating": ("auto", "mse"), "implicit": ("auto", "mse", "bce", "bpr", "softmax")}
+TASK_LOSSES = {"rating": ("auto", "mse"), "implicit": ("auto", "mse", "bce", "bpr", "sampled_softmax", "softmax")}
 
 
 def search_space(name: str, path: str | Path | None = None, task: str = "rating") -> dict[str, dict]:

@@ -57,12 +57,13 @@ class TensorBatches:
 
     def __init__(self, user, item, target, batch_size: int, shuffle: bool = True, seed: int = 0,
                  n_items: int = 0, num_negatives: int = 0, seen_keys: np.ndarray | None = None, pairwise: bool = False,
-                 chunk: int = 0):
+                 chunk: int = 0, listwise: bool = False):
         self.user = torch.tensor(np.asarray(user), dtype=torch.long)
         self.item = torch.tensor(np.asarray(item), dtype=torch.long)
         self.target = torch.tensor(np.asarray(target), dtype=torch.float32)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.n_items, self.num_negatives, self.seen_keys, self.pairwise = n_items, num_negatives, seen_keys, pairwise
+        self.listwise = listwise  # sampled softmax: one row per positive, with its negatives [P, num_negatives]
         self.epoch = 0
         # minibatches per yielded chunk; 0 yields plain dict batches (validation)
         self.chunk = chunk
@@ -85,6 +86,9 @@ class TensorBatches:
             return {"user_id": user, "item_id": item, "target": target}
         users = user.numpy().repeat(self.num_negatives)
         neg = torch.from_numpy(sample_train_negatives(users, self.n_items, self.seen_keys, rng))
+        if self.listwise:  # sampled softmax: each positive with its own num_negatives negatives
+            return {"user_id": user, "item_id": item, "neg_item_id": neg.view(len(user), self.num_negatives),
+                    "target": torch.ones(len(user))}
         if self.pairwise:  # BPR: (user, positive, negative) triples
             return {"user_id": torch.from_numpy(users), "item_id": item.repeat_interleave(self.num_negatives),
                     "neg_item_id": neg, "target": torch.ones(len(users))}
@@ -98,6 +102,8 @@ class TensorBatches:
 
     @property
     def n_batches(self) -> int:
+        if self.listwise:
+            return math.ceil(self.n_positives / self.batch_size)
         n = self.n_positives * (1 + self.num_negatives if not self.pairwise else max(1, self.num_negatives))
         return math.ceil(n / self.batch_size)
 
@@ -197,6 +203,12 @@ class Recommender(pl.LightningModule):
         if self.loss_name == "softmax":  # sampled-free: each positive against the whole catalogue
             logits = self.model.score_matrix(batch["user_id"])  # [B, n_items]
             return F.cross_entropy(logits, batch["item_id"])
+        if self.loss_name == "sampled_softmax":  # each positive against its sampled negatives, one forward
+            user, neg = batch["user_id"], batch["neg_item_id"]  # [B], [B, K]
+            b, k = neg.shape
+            raw = self.model(torch.cat([user, user.repeat_interleave(k)]), torch.cat([batch["item_id"], neg.flatten()]))
+            logits = torch.cat([raw[:b, None], raw[b:].view(b, k)], 1)  # the positive in column 0
+            return F.cross_entropy(logits, torch.zeros(b, dtype=torch.long, device=logits.device))
         raw = self.model(batch["user_id"], batch["item_id"])
         if self.loss_name == "bpr":
             neg = self.model(batch["user_id"], batch["neg_item_id"])
@@ -352,16 +364,18 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     u, i = tr[USER].to_numpy(np.int64), tr[ITEM].to_numpy(np.int64)
     implicit = task == "implicit"
     loss = cfg.loss
-    if loss in ("bpr", "softmax") and not implicit:
+    if loss in ("bpr", "softmax", "sampled_softmax") and not implicit:
         raise RecsysError(f"loss={loss} needs task=implicit data; use loss=auto (mse) for ratings")
     if loss == "softmax" and not hasattr(MODELS[model_name], "score_matrix"):
         raise RecsysError(f"loss=softmax scores the whole catalogue and needs a dot-product model (mf); "
-                          f"{model_name} has no score_matrix: use bce or bpr")
+                          f"{model_name} has no score_matrix: use sampled_softmax (against num_negatives sampled items), bce or bpr")
     seen = sorted_keys(u, i, data.n_items) if implicit else None
     train_batches = TensorBatches(u, i, tr[RATING].to_numpy(np.float32), cfg.batch_size, True, cfg.seed,
                                   data.n_items, cfg.num_negatives if implicit and loss != "softmax" else 0, seen,
                                   loss == "bpr",
-                                  chunk=chunk_size(cfg.batch_size))
+                                  chunk=chunk_size(cfg.batch_size * (1 + cfg.num_negatives) if loss == "sampled_softmax"
+                                                   else cfg.batch_size),
+                                  listwise=loss == "sampled_softmax")
     va = data.val
     if implicit:  # val/loss on val positives + their stored negatives (fixed, so comparable across epochs)
         negs = data.negatives[data.negatives[USER].isin(va[USER])]

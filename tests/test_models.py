@@ -170,6 +170,43 @@ def test_softmax_loss_ranks_against_the_whole_catalogue_for_dot_product_models_o
         training.fit(rating_data, "mf", hp, cfg)
 
 
+def test_sampled_softmax_ranks_each_positive_against_its_own_negatives_for_any_model(implicit_data, rating_data):
+    from recsys.data.negatives import sorted_keys
+
+    tr = implicit_data.train
+    u, i = tr["user"].to_numpy(np.int64), tr["item"].to_numpy(np.int64)
+    seen = sorted_keys(u, i, implicit_data.n_items)
+    batches = training.TensorBatches(u, i, np.ones(len(u)), 64, True, 0, implicit_data.n_items, 5, seen,
+                                     listwise=True)
+    rows = list(batches)
+    assert len(rows) == batches.n_batches == -(-len(u) // 64)  # batch_size counts positives here
+    assert sum(len(b["user_id"]) for b in rows) == len(u)
+    b = rows[0]
+    assert b["neg_item_id"].shape == (len(b["user_id"]), 5)
+    pairs = set(zip(u.tolist(), i.tolist()))
+    assert (b["user_id"][0].item(), b["item_id"][0].item()) in pairs  # column 0 is a training positive
+    assert not any((uu, nn) in pairs for uu, row in zip(b["user_id"].tolist(), b["neg_item_id"].tolist())
+                   for nn in row)  # negatives are items the user has not rated
+
+    hp, cfg = config.load("fm", overrides={**FAST, "loss": "sampled_softmax", "num_negatives": 5, "epochs": 4,
+                                           "lr": 0.01}, task="implicit")
+    r = training.fit(implicit_data, "fm", hp, cfg)
+    module = r.module
+    with torch.no_grad():  # the loss is each positive's cross-entropy against its row, scored pair by pair
+        m = module.model
+        logits = torch.stack([m(b["user_id"], b["item_id"])] +
+                             [m(b["user_id"], b["neg_item_id"][:, j]) for j in range(5)], 1)
+        manual = (torch.logsumexp(logits, 1) - logits[:, 0]).mean()
+        assert module._loss(b).item() == pytest.approx(manual.item(), rel=1e-5)
+        # it learned: on freshly drawn negatives the mean loss is below log(1 + 5), a uniform scorer's
+        fresh = training.TensorBatches(u, i, np.ones(len(u)), 10**6, True, 7, implicit_data.n_items, 5, seen,
+                                       listwise=True)
+        assert module._loss(next(iter(fresh))).item() < np.log(6) - 0.1
+    hp, cfg = config.load("fm", overrides={**FAST, "loss": "sampled_softmax"})
+    with pytest.raises(RecsysError, match="loss=sampled_softmax needs task=implicit"):
+        training.fit(rating_data, "fm", hp, cfg)
+
+
 class _PerPair(torch.nn.Module):
     """The model seen through forward() alone: ranking falls back to one forward per pair."""
 
