@@ -9,8 +9,8 @@ The objective is the task's validation metric (val/rmse minimised, val/ndcg_at_1
 config's search space for the task, with repeats > 1 its mean over training seeds seed, seed + 1, ...
 of the config (one run's implicit NDCG@10 moves ~0.004 with the seed: the best of one-seed trials is
 partly the luckiest; the first seed's curve is the one pruned and logged); the shipped defaults are
-enqueued as a trial (never pruned), so the best is never worse on validation than they are. Test is looked at once, by the best configuration
-retrained at the end. Several `tune` processes on one storage
+enqueued as a trial (never pruned), so the best is never worse on validation than they are. Test is
+looked at once, by the best configuration retrained at the end. Several `tune` processes on one storage
 and study share its trials (how a sweep goes past one machine); the same command resumes a sweep.
 Logs: one nested run per trial (params, per-epoch curve; pruned trials KILLED, tag optuna.state),
 best_config.yaml (accepted by `train -P config=`), the best configuration's test metrics (best/test/...),
