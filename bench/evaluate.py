@@ -66,9 +66,11 @@ print("| model | full ranking s | users/s | naive loop users/s | vs naive | own 
 print("|---|---|---|---|---|---|---|---|")
 for name in a.models.split(","):
     hp, cfg = config.load(name, task="implicit")
-    module = training.Recommender(name, data.n_users, data.n_items, tables.spec(), hp, "implicit", 1.0, 5.0,
-                                  cfg.lr, 0.0, "adam", "none", "auto", 1).eval()
-    if hasattr(module.model, "set_tables"):
+    module = training.Recommender(model_name=name, n_users=data.n_users, n_items=data.n_items,
+                                  features=tables.spec(), model_hparams=hp, task="implicit", rating_min=1.0,
+                                  rating_max=5.0, lr=cfg.lr, weight_decay=0.0, optimizer="adam", scheduler="none",
+                                  loss="bce", total_steps=1).eval()
+    if module.model.uses_features:
         module.model.set_tables(tables.user_cont, tables.user_cat, tables.item_cont, tables.item_cat)
     t = time.perf_counter()
     ev = evaluation.evaluate(module, data, "test", [10], "full")
@@ -77,7 +79,7 @@ for name in a.models.split(","):
     users = data.test[USER].to_numpy()[:a.naive_users]
     nv = naive(module.model, users)
     row = f"| {name} | {secs:.2f} | {n / secs:,.0f} | {nv:,.0f} | {n / secs / nv:.1f}x |"
-    if hasattr(module.model, "score_block"):  # the two scoring paths back to back on the same users
+    if module.model.scores_blocks:  # the two scoring paths back to back on the same users
         fast = scoring_rate(ranking.score_block, module.model, users)
         slow = scoring_rate(ranking.score_block_pairs, module.model, users)
         row += f" {fast:,.0f} | {slow:,.0f} | {fast / slow:.2f}x |"

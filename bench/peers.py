@@ -30,14 +30,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+import mlflow
+
 from recsys import evaluation, tracking  # noqa: E402
 from recsys.data import prepare as prep  # noqa: E402
+from recsys.models.base import Model  # noqa: E402
 from recsys.schema import ITEM, RATING, USER  # noqa: E402
 
 
-class TableModel(torch.nn.Module):
+class TableModel(Model):
     """A peer's scores as a dense [n_users, n_items] table: `forward` for pairs, `score_matrix` for
     blocks of users; the same interface the evaluator uses for the project's models."""
+
+    scores_catalogue = True
 
     def __init__(self, table: np.ndarray):
         super().__init__()
@@ -131,8 +136,8 @@ def run_peers(data_uri: str, threads: int, only: set[str] | None = None) -> list
             with tempfile.TemporaryDirectory() as out:
                 (Path(out) / "metrics.json").write_text(json.dumps(ev.metrics, indent=2))
                 ev.per_user.to_parquet(Path(out) / "per_user.parquet", index=False)
-                tracking.log_artifact(Path(out) / "metrics.json")
-                tracking.log_artifact(Path(out) / "per_user.parquet")
+                mlflow.log_artifact(Path(out) / "metrics.json")
+                mlflow.log_artifact(Path(out) / "per_user.parquet")
         key = "test/rmse" if meta["task"] == "rating" else "test/ndcg_at_10"
         lines.append(f"{name} on {data_uri} (seed {seed}): {key}={ev.metrics[key]:.4f}, fit {seconds:.1f}s")
         print(lines[-1], flush=True)
@@ -153,7 +158,7 @@ def main():
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
     torch.set_num_threads(max(1, a.threads))
     if a.experiment:
-        tracking.use_experiment(a.experiment)
+        mlflow.set_experiment(a.experiment).experiment_id
     only = {s for s in a.only.split(",") if s} or None
     if a.all:
         uris = tracking.prepare_runs_without_peers(a.experiment)

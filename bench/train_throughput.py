@@ -19,6 +19,7 @@ from _common import ml100k, prep
 from recsys import config, training
 from recsys.data import features
 from recsys.schema import ITEM, RATING, USER
+from recsys.training.batches import TensorBatches, chunk_size
 
 p = argparse.ArgumentParser()
 p.add_argument("--models", default="mf,autoint")
@@ -38,9 +39,11 @@ n = len(u)
 
 
 def module_for(name, hp, cfg, steps):
-    m = training.Recommender(name, data.n_users, data.n_items, tables.spec(), hp, "rating", 1.0, 5.0, cfg.lr,
-                             cfg.weight_decay, cfg.optimizer, "none", "auto", steps)
-    if hasattr(m.model, "set_tables"):
+    m = training.Recommender(model_name=name, n_users=data.n_users, n_items=data.n_items, features=tables.spec(),
+                             model_hparams=hp, task="rating", rating_min=1.0, rating_max=5.0, lr=cfg.lr,
+                             weight_decay=cfg.weight_decay, optimizer=cfg.optimizer, scheduler="none", loss="mse",
+                             total_steps=steps)
+    if m.model.uses_features:
         m.model.set_tables(tables.user_cont, tables.user_cat, tables.item_cont, tables.item_cat)
     return m
 
@@ -65,7 +68,7 @@ def bare(name, hp, cfg):
 
 def pipeline(name, hp, cfg):
     torch.manual_seed(0)
-    batches = training.TensorBatches(u, i, y, cfg.batch_size, True, 0, chunk=training.chunk_size(cfg.batch_size))
+    batches = TensorBatches(u, i, y, batch_size=cfg.batch_size, chunk=chunk_size(cfg.batch_size))
     m = module_for(name, hp, cfg, a.epochs * batches.n_batches)
     trainer = pl.Trainer(max_epochs=a.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu")

@@ -1,102 +1,112 @@
-"""Strict model configs: `configs/<model>.yaml` = a `model:` section (constructor keywords), a
-`training:` section (the fields of `TrainConfig`), and optionally `implicit:`, keys of either section
-whose tuned value differs for the implicit task.
+"""Strict configs, composed in layers (RecBole's overall < model < command line; lightning-hydra-template's
+`defaults` where a variant file holds only what differs):
 
-Unknown keys, missing keys, wrong types and out-of-range values are errors raised before any work
-starts; overrides (`-P key=value`) must name a field of either section.
+    configs/defaults.yaml   training: and runtime: for every model, each key commented once
+    configs/<model>.yaml    model: (its constructor's keywords), what its training: changes, and
+                            optionally implicit: (keys of any section for task=implicit) and search:
+    -P key=value            overrides, named by field
+
+Validation is pydantic's (`extra="forbid"`, no infinities or NaN), reported as one line with the fix:
+an unknown key names the closest valid one. Runtime settings (threads, devices, strategy...) are not
+hyper-parameters: they have their own section and their own `runtime.*` params.
 """
 
 from __future__ import annotations
 
+import difflib
 import inspect
-from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from recsys.errors import RecsysError
-from recsys.models import MODELS, check_name
+from recsys.models import MODEL_NAMES, check_model_name, model_class
+from recsys.schema import TASKS
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-FEATURE_KWARGS = {"user_cont_dim", "user_cards", "item_cont_dim", "item_cards"}
+DEFAULTS = CONFIG_DIR / "defaults.yaml"
+SECTIONS = ("model", "training", "runtime")
+LOSSES = ("auto", "mse", "bce", "bpr", "sampled_softmax", "softmax")
+TASK_LOSSES = {"rating": ("auto", "mse"), "implicit": LOSSES}
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 
-@dataclass
-class TrainConfig:
-    lr: float = 0.001
-    epochs: int = 20
-    min_epochs: int = 1  # patience only starts counting after this many epochs
-    patience: int = 3
-    batch_size: int = 1024
-    weight_decay: float = 0.0  # embedding tables (ids, categorical and dense feature projections)
-    net_weight_decay: float = 0.0  # every other weight: MLP, cross, attention layers, the global offset
-    bias_weight_decay: float = 0.0  # first-order terms (per-user, item, feature-value biases) a model marks first_order
-    optimizer: str = "adamw"  # adam (L2 in the gradient) | adamw (decoupled)
-    scheduler: str = "none"  # none | onecycle
-    loss: str = "auto"  # auto (mse for rating, bce for implicit) | mse | bce | bpr | sampled_softmax | softmax (implicit, mf)
-    num_negatives: int = 4
-    seed: int = 42
-    threads: int = 1  # torch intra-op threads; 0 = torch's default (see README: 2 threads can thrash)
-    accelerator: str = "auto"
-    devices: str = "auto"
-    strategy: str = "auto"
-    num_nodes: int = 1  # machines in a multi-node launch (see README, Scaling out)
+class Training(BaseModel):
+    """The optimisation; defaults in configs/defaults.yaml (where each key is explained)."""
+    model_config = STRICT
+    lr: Positive
+    epochs: PositiveInt
+    min_epochs: NonNegativeInt
+    patience: NonNegativeInt
+    batch_size: PositiveInt
+    weight_decay: NonNegative
+    net_weight_decay: NonNegative
+    bias_weight_decay: NonNegative
+    optimizer: Literal["adam", "adamw"]
+    scheduler: Literal["none", "onecycle"]
+    loss: Literal[LOSSES]
+    num_negatives: PositiveInt
+    seed: NonNegativeInt
 
 
-CHOICES = {"optimizer": ("adam", "adamw"), "scheduler": ("none", "onecycle"), "loss": ("auto", "mse", "bce", "bpr", "sampled_softmax", "softmax")}
-POSITIVE = {"num_nodes", "lr", "epochs", "batch_size", "num_negatives", "embedding_dim", "mf_dim", "mlp_dim", "num_heads",
-            "num_layers", "cross_layers"}
-NON_NEGATIVE = {"weight_decay", "net_weight_decay", "bias_weight_decay", "min_epochs", "patience", "threads", "damping", "init_std"}
+class Runtime(BaseModel):
+    """Where and how the training runs: never changes what a model is."""
+    model_config = STRICT
+    threads: NonNegativeInt
+    accelerator: str
+    devices: str
+    strategy: str
+    num_nodes: PositiveInt
 
 
-def model_fields(name: str) -> dict[str, object]:
-    """Constructor keywords of a model (after n_users, n_items) with their defaults."""
-    sig = inspect.signature(MODELS[name].__init__)
-    return {k: p.default for k, p in sig.parameters.items()
-            if k not in ("self", "n_users", "n_items") and p.kind is p.POSITIONAL_OR_KEYWORD}
+class TrainConfig(Training):
+    """A run's resolved training settings; `runtime` is kept apart from the hyper-parameters."""
+    runtime: Runtime
 
 
-def _check_type(key: str, value, default, where: str):
-    if isinstance(default, str):
-        return str(value).lower() if isinstance(value, bool) else str(value)
-    if isinstance(value, str) and not isinstance(default, str):
-        try:
-            float(value)
-            hint = f"; YAML reads {value!r} as a string, write it as a plain decimal (e.g. 0.001)"
-        except ValueError:
-            hint = ""
-        kind = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(type(default).__name__,
-                                                                                    f"a {type(default).__name__}")
-        raise RecsysError(f"{where}: {key}={value!r} must be {kind}{hint}")
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise RecsysError(f"{where}: {key}={value!r} must be true or false")
-    elif isinstance(default, int):
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-            raise RecsysError(f"{where}: {key}={value!r} must be an integer")
-        value = int(value)
-    elif isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RecsysError(f"{where}: {key}={value!r} must be a number")
-        value = float(value)
-    elif isinstance(default, (list, tuple)):  # layer widths; empty only where the default is (an optional tower)
-        if (not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                                                           for v in value) or (not value and default)):
-            what = "a list" if not default else "a non-empty list"
-            raise RecsysError(f"{where}: {key}={value!r} must be {what} of positive integers, e.g. [64, 32]")
-        value = list(value)
-    return value
+# constraints of model keywords by name (a model constructor states its types, not its ranges)
+MODEL_RANGES = {"embedding_dim": PositiveInt, "mf_dim": PositiveInt, "mlp_dim": PositiveInt, "num_heads": PositiveInt,
+                "num_layers": PositiveInt, "cross_layers": PositiveInt, "damping": NonNegative, "init_std": NonNegative,
+                "dropout": Fraction, "deep_dropout": Fraction}
 
 
-def _check_range(key: str, value, where: str):
-    if key in CHOICES and value not in CHOICES[key]:
-        raise RecsysError(f"{where}: {key}={value!r} is not one of {', '.join(CHOICES[key])}")
-    if key in POSITIVE and value <= 0:
-        raise RecsysError(f"{where}: {key}={value} must be > 0")
-    if key in NON_NEGATIVE and value < 0:
-        raise RecsysError(f"{where}: {key}={value} must be >= 0")
-    if key in ("dropout", "deep_dropout") and not 0 <= value < 1:
-        raise RecsysError(f"{where}: {key}={value} must be in [0, 1)")
+@lru_cache(maxsize=None)
+def model_schema(name: str) -> type[BaseModel]:
+    """A pydantic model of `name`'s constructor keywords (after n_users, n_items; not the feature
+    widths the data supplies), their defaults the constructor's."""
+    fields = {}
+    for key, p in inspect.signature(model_class(name).__init__).parameters.items():
+        if key in ("self", "n_users", "n_items") or p.kind is not p.POSITIONAL_OR_KEYWORD:
+            continue
+        kind = MODEL_RANGES.get(key, p.annotation)
+        if isinstance(p.default, (list, tuple)):  # layer widths; empty only where the default is (optional tower)
+            kind = list[PositiveInt] if not p.default else Annotated[list[PositiveInt], Field(min_length=1)]
+        fields[key] = (kind, list(p.default) if isinstance(p.default, tuple) else p.default)
+    return create_model(f"{name}_model", __config__=STRICT, **fields)
+
+
+def _one_line(e: ValidationError, where: str, valid: list[str]) -> RecsysError:
+    err = e.errors()[0]
+    key = ".".join(str(x) for x in err["loc"])
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(err["loc"][-1]), valid, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(valid)}"
+        return RecsysError(f"{where}: unknown key {key!r}{hint}")
+    if err["type"] == "missing":
+        return RecsysError(f"{where}: {key} is missing")
+    msg = err["msg"][0].lower() + err["msg"][1:]
+    if err["type"] == "literal_error":
+        msg = "is not one of " + err["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
+    return RecsysError(f"{where}: {key}={err['input']!r}: {msg}")
 
 
 def parse_override(text: str):
@@ -107,57 +117,81 @@ def parse_override(text: str):
         return text
 
 
-def load(name: str, path: str | Path | None = None, overrides: dict | None = None,
-         task: str = "rating") -> tuple[dict, TrainConfig]:
-    """-> (model hyper-parameters, TrainConfig), validated; overrides win over the task section,
-    which wins over the file's base sections."""
-    check_name(name)
-    path = Path(path) if path else CONFIG_DIR / f"{name}.yaml"
-    if not path.exists():
-        raise RecsysError(f"config {path.name} does not exist; pass config=<path to a YAML like configs/{name}.yaml>")
+def _read(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise RecsysError(f"config {path} does not exist or is not a file; pass config=<a YAML like {what}>")
     try:
         doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise RecsysError(f"{path.name} is not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, dict):
+        raise RecsysError(f"{path.name} must be a mapping of sections, got {type(doc).__name__}")
+    return doc
+
+
+def config_path(name: str, path: str | Path | None = None) -> Path:
+    check_model_name(name)
+    return Path(path) if path else CONFIG_DIR / f"{name}.yaml"
+
+
+def _layers(name: str, path: str | Path | None) -> tuple[dict, dict, Path]:
+    """(the composed sections, the model file's implicit: overlay, the model file's path)"""
+    path = config_path(name, path)
+    doc = _read(path, f"configs/{name}.yaml")
+    allowed = {*SECTIONS, "implicit", "search"}
+    if set(doc) - allowed:
+        bad = sorted(set(doc) - allowed)[0]
+        close = difflib.get_close_matches(str(bad), sorted(allowed), n=1)
+        raise RecsysError(f"{path.name}: unknown section {bad!r}" + (f"; did you mean {close[0]!r}?" if close else
+                                                                   f"; sections: {', '.join(sorted(allowed))}"))
+    base = _read(DEFAULTS, "configs/defaults.yaml")
+    out = {s: {**(base.get(s) or {}), **(doc.get(s) or {})} for s in SECTIONS}
+    for s in SECTIONS:
+        if not isinstance(doc.get(s) or {}, dict):
+            raise RecsysError(f"{path.name}: {s}: must map keys to values")
+    return out, dict(doc.get("implicit") or {}), path
+
+
+def _owner(key: str, name: str) -> str | None:
+    for section, schema in (("model", model_schema(name)), ("training", Training), ("runtime", Runtime)):
+        if key in schema.model_fields:
+            return section
+    return None
+
+
+def valid_keys(name: str) -> list[str]:
+    return [*model_schema(name).model_fields, *Training.model_fields, *Runtime.model_fields]
+
+
+def load(name: str, path: str | Path | None = None, overrides: dict | None = None,
+         task: str = "rating") -> tuple[dict, TrainConfig]:
+    """-> (model hyper-parameters, TrainConfig), validated; overrides win over the task overlay, which
+    wins over the model's file, which wins over configs/defaults.yaml."""
+    sections, overlay, path = _layers(name, path)
     where = path.name
-    if not isinstance(doc, dict) or not {"model", "training"} <= set(doc) <= {"model", "training", "implicit", "search"}:
-        raise RecsysError(f"{where} must have the sections model: and training: (and optionally implicit:, search:), "
-                          f"has {sorted(doc) if isinstance(doc, dict) else doc!r}")
-    model_doc, train_doc = dict(doc["model"] or {}), dict(doc["training"] or {})
-    task_doc = dict(doc.get("implicit") or {})
-    mdefaults = {k: v for k, v in model_fields(name).items() if k not in FEATURE_KWARGS}
-    tdefaults = asdict(TrainConfig())
-    for section, given, defaults in (("model", model_doc, mdefaults), ("training", train_doc, tdefaults)):
-        unknown = set(given) - set(defaults)
-        if unknown:
-            raise RecsysError(f"{where}: unknown {section} key(s) {sorted(unknown)}; valid: {', '.join(defaults)}")
-        missing = set(defaults) - set(given)
-        if missing:
-            raise RecsysError(f"{where}: missing {section} key(s) {sorted(missing)}; every key must be set")
-    bad = set(task_doc) - set(mdefaults) - set(tdefaults)
-    if bad:
-        raise RecsysError(f"{where}: unknown implicit key(s) {sorted(bad)}; valid: {', '.join([*mdefaults, *tdefaults])}")
-    layered = {**(task_doc if task == "implicit" else {}), **(overrides or {})}
-    for key, raw in layered.items():
-        value = parse_override(raw) if isinstance(raw, str) else raw
-        if key in mdefaults:
-            model_doc[key] = value
-        elif key in tdefaults:
-            train_doc[key] = value
-        else:
-            raise RecsysError(f"unknown parameter {key!r} for model {name}; valid: {', '.join([*mdefaults, *tdefaults])}")
-    for given, defaults in ((model_doc, mdefaults), (train_doc, tdefaults)):
-        for key in given:
-            given[key] = _check_type(key, given[key], defaults[key], where)
-            _check_range(key, given[key], where)
-    return model_doc, TrainConfig(**train_doc)
-
-
-SEARCH_TYPES = {"float", "int", "categorical"}
-
-
-TASKS = ("rating", "implicit")
-TASK_LOSSES = {"rating": ("auto", "mse"), "implicit": ("auto", "mse", "bce", "bpr", "sampled_softmax", "softmax")}
+    keys = valid_keys(name)
+    for layer, values in (("implicit", overlay if task == "implicit" else {}), ("override", overrides or {})):
+        for key, raw in values.items():
+            section = _owner(key, name)
+            if section is None:
+                close = difflib.get_close_matches(key, keys, n=1)
+                what = f"unknown parameter {key!r} for model {name}" if layer == "override" else \
+                    f"{where}: unknown implicit key {key!r}"
+                raise RecsysError(what + (f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(keys)}"))
+            sections[section][key] = parse_override(raw) if isinstance(raw, str) and layer == "override" else raw
+    for key in overlay if task != "implicit" else ():  # the overlay is checked whichever task loads it
+        if _owner(key, name) is None:
+            close = difflib.get_close_matches(key, keys, n=1)
+            raise RecsysError(f"{where}: unknown implicit key {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+    try:
+        hp = model_schema(name).model_validate(sections["model"]).model_dump()
+    except ValidationError as e:
+        raise _one_line(e, where, list(model_schema(name).model_fields)) from None
+    try:
+        cfg = TrainConfig.model_validate({**sections["training"], "runtime": sections["runtime"]})
+    except ValidationError as e:
+        raise _one_line(e, where, [*Training.model_fields, *Runtime.model_fields]) from None
+    return hp, cfg
 
 
 def search_space(name: str, path: str | Path | None = None, task: str = "rating") -> dict[str, dict]:
@@ -168,10 +202,9 @@ def search_space(name: str, path: str | Path | None = None, task: str = "rating"
     (a loss is only worth searching for implicit data, where bce, bpr and softmax compete)."""
     if task not in TASKS:
         raise RecsysError(f"task={task!r} is not one of {', '.join(TASKS)}")
-    path = Path(path) if path else CONFIG_DIR / f"{name}.yaml"
+    path = config_path(name, path)
     load(name, path)  # the file itself is valid
-    doc = yaml.safe_load(path.read_text()) or {}
-    space = doc.get("search") or {}
+    space = _read(path, f"configs/{name}.yaml").get("search") or {}
     if isinstance(space, dict) and set(space) & set(TASKS):
         if set(space) - set(TASKS):
             raise RecsysError(f"{path.name}: search: has per-task sections ({', '.join(TASKS)}) mixed with keys "
@@ -180,36 +213,41 @@ def search_space(name: str, path: str | Path | None = None, task: str = "rating"
     else:
         where_task = ""
     if not space:
-        raise RecsysError(f"{path.name} has no search{where_task or ''}: space for task={task}; model {name} has "
+        raise RecsysError(f"{path.name} has no search{where_task}: space for task={task}; model {name} has "
                           "nothing to tune there (add one, e.g. lr: {type: float, low: 0.0001, high: 0.1, log: true})")
     if not isinstance(space, dict):
         raise RecsysError(f"{path.name}: search{where_task} must map keys to specs, got {space!r}")
-    valid = {**{k: v for k, v in model_fields(name).items() if k not in FEATURE_KWARGS}, **asdict(TrainConfig())}
+    tunable = [*model_schema(name).model_fields, *Training.model_fields]
     for key, spec in space.items():
         where = f"{path.name}: search{where_task}.{key}"
-        if key not in valid:
+        if key not in tunable:
             raise RecsysError(f"{where} is not a field of model {name} or of training")
-        if not isinstance(spec, dict) or spec.get("type") not in SEARCH_TYPES:
+        if not isinstance(spec, dict) or spec.get("type") not in ("float", "int", "categorical"):
             raise RecsysError(f"{where} needs type: float, int or categorical")
         if spec["type"] == "categorical":
             if not isinstance(spec.get("choices"), list) or not spec["choices"]:
                 raise RecsysError(f"{where} needs a non-empty choices: list")
             for choice in spec["choices"]:  # each choice must be a value train would accept
-                _check_range(key, _check_type(key, choice, valid[key], where), where)
+                load(name, path, {key: choice}, task)
             if key == "loss":
                 wrong = [c for c in spec["choices"] if c not in TASK_LOSSES[task]]
                 if wrong:
                     raise RecsysError(f"{where}: loss {wrong} cannot train task={task} (valid: "
                                       f"{', '.join(TASK_LOSSES[task])}); search the loss under search.implicit")
-                if "softmax" in spec["choices"] and not hasattr(MODELS[name], "score_matrix"):
+                if "softmax" in spec["choices"] and not model_class(name).scores_catalogue:
                     raise RecsysError(f"{where}: softmax scores the whole catalogue and needs a dot-product model "
-                                      f"(mf); {name} has no score_matrix")
+                                      f"(mf); {name} does not score the catalogue")
         else:
             lo, hi = spec.get("low"), spec.get("high")
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi)) or not lo < hi:
-                raise RecsysError(f"{where} needs numbers low < high (YAML reads 1e-3 as a string: write 0.001)")
+            try:
+                lo, hi = float(lo), float(hi)
+            except (TypeError, ValueError):
+                raise RecsysError(f"{where} needs numbers low < high") from None
+            if not lo < hi:
+                raise RecsysError(f"{where} needs numbers low < high")
             if spec.get("log") and lo <= 0:
                 raise RecsysError(f"{where} is log-uniform and needs low > 0")
+            spec["low"], spec["high"] = (lo, hi) if spec["type"] == "float" else (int(lo), int(hi))
     return space
 
 
@@ -226,4 +264,17 @@ def check_search(name: str, path: str | Path | None, task: str = "") -> None:
 
 
 def flat(model_hp: dict, train: TrainConfig) -> dict:
-    return {**{f"model.{k}": v for k, v in model_hp.items()}, **{f"training.{f.name}": getattr(train, f.name) for f in fields(train)}}
+    """The resolved config as params: model.*, training.*, runtime.*."""
+    d = train.model_dump()
+    runtime = d.pop("runtime")
+    return {**{f"model.{k}": v for k, v in model_hp.items()}, **{f"training.{k}": v for k, v in d.items()},
+            **{f"runtime.{k}": v for k, v in runtime.items()}}
+
+
+def as_document(model_hp: dict, train: TrainConfig) -> dict:
+    """The resolved config in the file format (logged as config.yaml; `train -P config=` reads it)."""
+    d = train.model_dump()
+    return {"model": model_hp, "runtime": d.pop("runtime"), "training": d}
+
+
+__all__ = ["MODEL_NAMES", "TASKS", "TrainConfig", "load", "search_space", "check_search", "flat", "as_document"]

@@ -69,9 +69,9 @@ def model_device(model: torch.nn.Module) -> torch.device:
 @torch.no_grad()
 def score_block(model: torch.nn.Module, users: torch.Tensor, n_items: int) -> torch.Tensor:
     """[b] users -> [b, n_items] raw scores."""
-    if hasattr(model, "score_matrix"):
+    if model.scores_catalogue:
         return model.score_matrix(users).expand(len(users), n_items)
-    if hasattr(model, "score_block"):  # feature models: each side's fields once, not once per pair
+    if model.scores_blocks:  # feature models: each side's fields once, not once per pair
         return model.score_block(users, n_items)
     return score_block_pairs(model, users, n_items)
 
@@ -87,7 +87,7 @@ def score_block_pairs(model: torch.nn.Module, users: torch.Tensor, n_items: int)
 
 
 def block_size(model: torch.nn.Module, n_items: int, width: int = 1) -> int:
-    budget = (1 << 23 if hasattr(model, "score_matrix") else 1 << 20) // max(1, width)
+    budget = (1 << 23 if model.scores_catalogue else 1 << 20) // max(1, width)
     return max(1, budget // n_items)
 
 

@@ -20,13 +20,3 @@ RAW_ID = "raw_id"  # the dataset's own id, kept beside the contiguous index
 TASKS = ("rating", "implicit")
 SPLITS = ("random", "temporal", "leave_last_out")
 TIE_BREAKS = ("random", "item_id")  # leave_last_out: order among interactions sharing a timestamp
-# model names, for the steps that check them without importing torch (main); recsys.models.MODELS maps
-# the same names to their classes (a test keeps the two equal)
-MODEL_NAMES = ("global_mean", "popularity", "mf", "ncf", "fm", "wide_deep", "dcn", "dcnv2", "autoint")
-
-
-def check_model_name(name: str) -> None:
-    from recsys.errors import RecsysError
-
-    if name not in MODEL_NAMES:
-        raise RecsysError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")

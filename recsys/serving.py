@@ -20,13 +20,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recsys import ranking
+from recsys import baselines, ranking
 from recsys.errors import RecsysError
 from recsys.schema import GENRES, ITEM, RATING, RAW_ID, TITLE, USER, YEAR
 from recsys.scoring import load_scorer
 
 BLOCK_USERS = 4096  # users ranked per block in batch recommendation
-DAMPING = 5.0  # pseudo-ratings shrinking an item's mean towards the global mean (as the popularity model)
 
 
 def export(data, folder: Path) -> Path:
@@ -44,11 +43,11 @@ def export(data, folder: Path) -> Path:
     i = np.concatenate([t[ITEM].to_numpy(np.int64) for t in parts])
     seen = ranking.CSR.build(u, i, data.n_users)
     tr = data.train
-    counts = np.bincount(tr[ITEM], minlength=data.n_items).astype(np.float64)
-    total = np.bincount(tr[ITEM], weights=tr[RATING].to_numpy(np.float64), minlength=data.n_items)
-    mean = float(tr[RATING].mean())
+    item, rating = tr[ITEM].to_numpy(np.int64), tr[RATING].to_numpy(np.float64)
+    mean = float(rating.mean())
     np.savez_compressed(folder / "tables.npz", seen_indptr=seen.indptr, seen_indices=seen.indices,
-                        popularity=counts, item_mean=(total + DAMPING * mean) / (counts + DAMPING))
+                        popularity=baselines.item_counts(item, data.n_items),
+                        item_mean=baselines.damped_item_means(item, rating, data.n_items))
     (folder / "serving.json").write_text(json.dumps({"task": data.meta["task"], "global_mean": mean,
                                                      "dataset": data.meta.get("name", ""),
                                                      "content_hash": data.meta["content_hash"]}))

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+import mlflow
+
 from recsys import evaluation, plots, ranking, tracking
 from recsys.data import prepare as prep
 from recsys.errors import RecsysError
@@ -48,7 +50,7 @@ def main(argv=None):
         ranking.PAIR_CHUNK = max(1, a.batch_size)
         train_run = tracking.run_id_of_model(a.model_uri)
         ttags = tracking.run_tags(train_run)
-        tracking.name_run(f"evaluate {ttags.get('model', 'model')} {a.split}")
+        mlflow.set_tag("mlflow.runName", f"evaluate {ttags.get('model', 'model')} {a.split}")
         data_uri = a.data if a.data not in ("", "auto") else ttags.get("data_uri")
         if not data_uri:
             raise RecsysError(f"training run {train_run} recorded no data URI; pass data=runs:/<prepare_run>/data")
@@ -75,15 +77,15 @@ def main(argv=None):
         ev.per_user.to_parquet(out / "per_user.parquet", index=False)
         (out / "examples.md").write_text(evaluation.examples_markdown(module, data))
         for f in ("metrics.json", "per_user.parquet", "examples.md"):
-            tracking.log_artifact(out / f)
+            mlflow.log_artifact(out / f)
         for png in _plots(ev, data, a.split, out):
-            tracking.log_artifact(png, "plots")
+            mlflow.log_artifact(png, "plots")
         key = f"{a.split}/rmse" if data.meta["task"] == "rating" else f"{a.split}/ndcg_at_10"
         value = ev.metrics.get(key, float("nan"))
         registered = tracking.registered_version(a.model_uri, train_run)
         if registered and a.split == "test":
             print(_promote(*registered, key, value, data, a, ks, tmp))
-        tracking.describe(f"{ttags.get('model', 'model')} on {data.meta.get('name')} {a.split} "
+        mlflow.set_tag("mlflow.note.content", f"{ttags.get('model', 'model')} on {data.meta.get('name')} {a.split} "
                           f"({data.meta['task']}, {data.meta['split']}): {key} = {value:.4f}; trained in run {train_run}")
         print(f"evaluated {a.model_uri} on {data.meta.get('name')} {a.split}: {key}={value:.4f} (run {run.info.run_id})")
     return run.info.run_id
@@ -114,7 +116,7 @@ def _promote(name, version, key, value, data, a, ks, tmp) -> str:
             decision = f"promoted over version {champ_v}" if better else f"kept version {champ_v}"
     if decision.startswith("promoted"):
         tracking.set_champion(name, version)
-    tracking.set_tags({"registry.model": name, "registry.version": version, "registry.champion_before": champ_v,
+    mlflow.set_tags({"registry.model": name, "registry.version": version, "registry.champion_before": champ_v,
                        "registry.champion_metric": f"{champ_value:.6f}", "registry.candidate_metric": f"{value:.6f}",
                        "registry.decision": decision})
     return f"{name} version {version} ({key}={value:.4f}): {decision}"

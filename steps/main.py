@@ -10,8 +10,10 @@ params, commit and diff hash is reused (tags reused.<step>). Logs leaderboard.md
 
 import time
 
+import mlflow
+
 from recsys import tracking
-from recsys.schema import check_model_name
+from recsys.models import check_model_name
 from steps import ArgParser
 
 p = ArgParser(prog="main", description=__doc__.splitlines()[0])
@@ -29,7 +31,7 @@ KEYS = {"rating": ["test/rmse", "test/mae", "test/rmse_improvement"],
 def main(argv=None):
     with tracking.step_run("main") as run:
         a = p.parse_args(argv)
-        tracking.name_run(f"main {a.dataset} {a.task}")
+        mlflow.set_tag("mlflow.runName", f"main {a.dataset} {a.task}")
         models = [m.strip() for m in (a.model or a.models).split(",") if m.strip()]
         for m in models:
             check_model_name(m)
@@ -46,7 +48,7 @@ def main(argv=None):
             timings[label] = time.perf_counter() - t0
             log.append(f"{label}: {'reused' if reused else 'ran'} run {rid}")
             print(log[-1], flush=True)
-            tracking.set_tags({f"{'reused' if reused else 'ran'}.{label}": rid})
+            mlflow.set_tags({f"{'reused' if reused else 'ran'}.{label}": rid})
             return rid
 
         prep = step("prepare", {"dataset": a.dataset, "task": a.task, "split": split,
@@ -58,13 +60,13 @@ def main(argv=None):
                   **{k: getattr(a, k) for k in ("config", "lr", "epochs", "embedding_dim", "register_as") if getattr(a, k)}}
             tr = step("train", tp, f"train.{m}")
             ev = step("evaluate", {"model_uri": f"runs:/{tr}/model", "k": a.k}, f"evaluate.{m}")
-            mt, me = tracking.run_metrics(tr), tracking.run_metrics(ev)
+            mt, me = mlflow.get_run(tr).data.metrics, mlflow.get_run(ev).data.metrics
             rows.append([m, *[f"{me.get(k, float('nan')):.4f}" for k in KEYS[a.task]],
                          f"{mt.get('train_seconds', float('nan')):.1f}", tr, ev])
         header = ["model", *KEYS[a.task], "train s", "train run", "eval run"]
         table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                           + ["| " + " | ".join(r) + " |" for r in rows])
-        tracking.log_text(f"# Leaderboard: {a.dataset} {a.task} ({split})\n\n{table}\n\n" + "\n".join(log) + "\n",
+        mlflow.log_text(f"# Leaderboard: {a.dataset} {a.task} ({split})\n\n{table}\n\n" + "\n".join(log) + "\n",
                           "leaderboard.md")
         tracking.log_metrics({f"seconds.{k}": v for k, v in timings.items()})
         tracking.log_context({"dataset": a.dataset, "task": a.task, "step": "main", "models": ",".join(models)})

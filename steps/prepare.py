@@ -45,12 +45,12 @@ def main(argv=None):
                             min_item_ratings=a.min_item_ratings, eval_negatives=a.eval_negatives, seed=a.seed,
                             tie_break=a.tie_break)
         name = Path(a.dataset).name if a.dataset not in prep.sources.DATASETS else a.dataset
-        tracking.name_run(f"prepare {name} {a.task}")
+        mlflow.set_tag("mlflow.runName", f"prepare {name} {a.task}")
         data.meta.update(name=name, version=f"{name}@{data.meta['content_hash'][:12]}")
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "data"
             prep.save(data, out)
-            tracking.log_dir(out, "data")
+            mlflow.log_artifacts(out, "data")
         seconds = time.perf_counter() - t0
         tracking.log_params(vars(a))
         tracking.log_context({"dataset": name, "task": a.task, "split": a.split,
@@ -61,7 +61,7 @@ def main(argv=None):
                             "sparsity": m["sparsity"], "prepare_seconds": seconds})
         ds = mlflow.data.from_pandas(data.train, name=name, digest=m["content_hash"][:16], targets="rating")
         mlflow.log_input(ds, context="training")
-        tracking.describe(prep.summary(data, name))
+        mlflow.set_tag("mlflow.note.content", prep.summary(data, name))
         print(prep.summary(data, name))
         print(f"data URI: runs:/{run.info.run_id}/data")
     return run.info.run_id

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+import mlflow
+
 from recsys import tracking
 from recsys.errors import RecsysError
 from steps import ArgParser
@@ -51,7 +53,7 @@ def main(argv=None):
         users = read_users(a.users)
         bundle = tracking.load_model(a.model_uri, tmp / "model").unwrap_python_model().bundle
         k = bundle.parse_k(a.k)
-        tracking.name_run(f"recommend top-{k}")
+        mlflow.set_tag("mlflow.runName", f"recommend top-{k}")
         users = users if users is not None else list(bundle.user_index)
         tracking.log_params({"model_uri": a.model_uri, "k": k, "users": a.users})
         tracking.log_context({"model_uri": a.model_uri, "step": "recommend", "dataset": bundle.meta.get("dataset", "")})
@@ -62,10 +64,10 @@ def main(argv=None):
         out.mkdir()
         recs.to_parquet(out / "recommendations.parquet", index=False)
         recs.to_csv(out / "recommendations.csv", index=False)
-        tracking.log_artifact(out / "recommendations.parquet")
-        tracking.log_artifact(out / "recommendations.csv")
+        mlflow.log_artifact(out / "recommendations.parquet")
+        mlflow.log_artifact(out / "recommendations.csv")
         tracking.log_metrics({"users": len(users), "rows": len(recs), "recommend_seconds": seconds})
-        tracking.describe(f"top-{k} for {len(users):,} users of {a.model_uri} in {seconds:.2f}s")
+        mlflow.set_tag("mlflow.note.content", f"top-{k} for {len(users):,} users of {a.model_uri} in {seconds:.2f}s")
         print(f"top-{k} for {len(users):,} users in {seconds:.2f}s: runs:/{run.info.run_id}/recommendations.parquet")
     return run.info.run_id
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+import mlflow
+
 from recsys import report, tracking
 from recsys.errors import RecsysError
 
@@ -44,8 +46,8 @@ def main(argv=None):
             tracking.log_context({"step": "report", "experiment": a.experiment})
             tracking.log_params({"experiment": a.experiment, "output": a.output})
             tracking.log_metrics({"groups": len(groups), "runs": sum(len(r.runs) for g in groups for r in g.rows)})
-            tracking.log_artifact(out / f"{a.output}.md")
-            tracking.log_artifact(out / f"{a.output}.html")
+            mlflow.log_artifact(out / f"{a.output}.md")
+            mlflow.log_artifact(out / f"{a.output}.html")
         print(md)
         print(f"report: runs:/{run.info.run_id}/{a.output}.html")
     return run.info.run_id

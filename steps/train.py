@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import mlflow
+
 from recsys import config, evaluation, plots, scoring, serving, tracking, training
 from recsys.data import prepare as prep
 from recsys.errors import Interrupted, RecsysError
@@ -68,9 +70,9 @@ def worker(argv=None) -> None:
             data_dir = tracking.download(a.data, "data", Path(tmp) / "in")
             task = prep.load(data_dir).meta["task"]
             hp, cfg = config.load(a.model, None if a.config in ("", "default") else a.config, overrides, task=task)
-            spec = {"data_dir": str(data_dir), "model": a.model, "hp": hp, "cfg": vars(cfg), "resume_from": "",
+            spec = {"data_dir": str(data_dir), "model": a.model, "hp": hp, "cfg": cfg.model_dump(), "resume_from": "",
                     "val_users": int(a.eval_users or 0)}
-        training.fit(prep.load(spec["data_dir"]), spec["model"], spec["hp"], TrainConfig(**spec["cfg"]), None,
+        training.fit(prep.load(spec["data_dir"]), spec["model"], spec["hp"], TrainConfig.model_validate(spec["cfg"]), None,
                      Path(tmp) / "checkpoints", resume_from=Path(spec["resume_from"]) if spec["resume_from"] else None,
                      val_users=spec.get("val_users", 0))
 
@@ -97,7 +99,7 @@ def main(argv=None):
             old = tracking.resumable(a.resume_from)
             a.data, a.model, overrides = old["data"], old["model"], {**old["overrides"], **overrides}
             resume = tracking.download(f"runs:/{a.resume_from}/checkpoint/last.ckpt", "checkpoint", tmp / "resume")
-        tracking.name_run(f"train {a.model}")
+        mlflow.set_tag("mlflow.runName", f"train {a.model}")
         config.load(a.model, a.config or None, overrides)  # fail on a bad config before fetching data
         data_uri = a.data or tracking.default_data(a.task or "rating")
         data_dir = tracking.download(data_uri, "data", tmp / "in")
@@ -108,15 +110,15 @@ def main(argv=None):
         if a.task and a.task != task:
             raise RecsysError(f"data {data_uri} holds the {task} task, not {a.task}; prepare it with task={a.task}")
         hp, cfg = config.load(a.model, a.config or None, overrides, task=task)
-        if cfg.threads:  # before anything reads torch's thread count (the torch_threads tag)
+        if cfg.runtime.threads:  # before anything reads torch's thread count (the torch_threads tag)
             import torch
 
-            torch.set_num_threads(cfg.threads)
+            torch.set_num_threads(cfg.runtime.threads)
         training.check_trainer(cfg)  # every setting validated before the first param is logged
         tracking.log_params({**config.flat(hp, cfg), "model": a.model, "data": data_uri, "data_uri": data_uri, "task": task,
                              **({"resume_from": a.resume_from} if a.resume_from else {}),
                              **({"eval_users": eval_users} if eval_users else {})})
-        tracking.log_json({"model": hp, "training": vars(cfg)}, "config.yaml")
+        mlflow.log_dict(config.as_document(hp, cfg), "config.yaml")
         tracking.log_context({"dataset": data.meta.get("name"), "data_uri": data_uri, "task": task, "model": a.model,
                               "content_hash": data.meta["content_hash"], "ids_hash": data.meta["ids_hash"],
                               "step": "train", "seed": cfg.seed, "overrides": str(overrides)})
@@ -130,28 +132,28 @@ def main(argv=None):
         except Interrupted:
             tracking.ignore_signals()
             if (ckpts / "last.ckpt").exists():  # what `resume_from` continues from
-                tracking.log_artifact(ckpts / "last.ckpt", "checkpoint")
+                mlflow.log_artifact(ckpts / "last.ckpt", "checkpoint")
             raise
         # test once, at the end (eval_users: a seeded sample of users where full ranking would take hours)
         ev = evaluation.evaluate(result.module, data, "test", [10], "both", eval_users)
-        tracking.set_tags({"world_size": result.world_size})
+        mlflow.set_tags({"world_size": result.world_size})
         tracking.log_metrics({**ev.metrics, "train_seconds": result.seconds, "epochs_run": result.epochs,
                               f"best_{result.monitor.replace('/', '_')}": result.best_score})
-        tracking.log_artifact(result.checkpoint, "checkpoint")
+        mlflow.log_artifact(result.checkpoint, "checkpoint")
         if (ckpts / "last.ckpt").exists():
-            tracking.log_artifact(ckpts / "last.ckpt", "checkpoint")
+            mlflow.log_artifact(ckpts / "last.ckpt", "checkpoint")
         monitor = training.monitor_for(task)[0]
         history = tracking.epoch_history(run.info.run_id, ["train/loss", "val/loss", monitor])
-        tracking.log_artifact(plots.learning_curve(history, tmp / "learning_curve.png", a.model), "plots")
+        mlflow.log_artifact(plots.learning_curve(history, tmp / "learning_curve.png", a.model), "plots")
         if ev.predictions is not None:
             pr = ev.predictions
-            tracking.log_artifact(plots.rating_histogram(pr["actual"].to_numpy(), pr["predicted"].to_numpy(),
+            mlflow.log_artifact(plots.rating_histogram(pr["actual"].to_numpy(), pr["predicted"].to_numpy(),
                                                          tmp / "predictions_histogram.png", a.model), "plots")
         weights = scoring.export_weights(result.checkpoint, tmp / "model.ckpt")
         model_uri = tracking.log_model(weights, serving.export(data, tmp / "serving"), a.register_as)
-        tracking.set_tags({"model_uri": model_uri})
+        mlflow.set_tags({"model_uri": model_uri})
         key = "test/rmse" if task == "rating" else "test/ndcg_at_10"
-        tracking.describe(f"{a.model} on {data.meta.get('name')} ({task}, {data.meta['split']}): {result.epochs} "
+        mlflow.set_tag("mlflow.note.content", f"{a.model} on {data.meta.get('name')} ({task}, {data.meta['split']}): {result.epochs} "
                           f"epochs, {monitor} = {result.best_score:.4f}, {key} = {ev.metrics[key]:.4f}")
         print(f"{a.model} ({task}): {result.epochs} epochs in {result.seconds:.1f}s, "
               f"{monitor}={result.best_score:.4f}, {key}={ev.metrics[key]:.4f}")

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import optuna
 
+import mlflow
+
 from recsys import config, evaluation, tracking, training, tuning
 from recsys.data import prepare as prep
 from recsys.errors import Interrupted, RecsysError
@@ -57,8 +59,8 @@ def main(argv=None):
         repeats = _int("repeats", a.repeats, 1)
         cfg_path = Path(a.config) if a.config else config.CONFIG_DIR / f"{a.model}.yaml"
         config.check_search(a.model, cfg_path, a.task)  # before any data is fetched or prepared
-        storage = tuning.storage_url(a.storage, tracking.tracking_uri())
-        tracking.name_run(f"tune {a.model}")
+        storage = tuning.storage_url(a.storage, mlflow.get_tracking_uri())
+        mlflow.set_tag("mlflow.runName", f"tune {a.model}")
         data_uri = a.data or tracking.default_data(a.task or "rating")
         data = prep.load(tracking.download(data_uri, "data", tmp / "data"))
         task = data.meta["task"]
@@ -95,7 +97,7 @@ def main(argv=None):
                 with tracking.child_run(f"trial {trial.number}", optuna.TrialPruned) as child:
                     tracking.log_params({**config.flat(hp, cfg), "trial": trial.number, "study": study_name,
                                          "repeats": repeats})
-                    tracking.set_tags({"step": "tune-trial", "model": a.model, "trial": trial.number,
+                    mlflow.set_tags({"step": "tune-trial", "model": a.model, "trial": trial.number,
                                        **({"defaults": "true"} if trial.user_attrs.get("defaults") else {})})
                     scores, seconds = [], 0.0
                     for r in range(repeats):  # the first seed's curve is logged and pruned; the others only score
@@ -135,7 +137,7 @@ def main(argv=None):
             raise RecsysError(f"study {study_name!r} has no complete trial yet; run more trials")
         best = study.best_trial
         (tmp / "best_config.yaml").write_text(tuning.best_config(a.model, cfg_path, best.params, task))
-        tracking.log_artifact(tmp / "best_config.yaml")
+        mlflow.log_artifact(tmp / "best_config.yaml")
         hp, cfg = config.load(a.model, tmp / "best_config.yaml", base, task=task)  # the best, once, on test
         result = training.fit(data, a.model, hp, cfg, None, tmp / "best")
         ev = evaluation.evaluate(result.module, data, "test", [10], "both")
@@ -144,11 +146,11 @@ def main(argv=None):
                               "trials_finished": len(done), "trials_pruned": len(done) - len(complete),
                               "sweep_seconds": seconds})
         for png in tuning.plots(study, tmp):
-            tracking.log_artifact(png, "plots")
+            mlflow.log_artifact(png, "plots")
         line = (f"tune {a.model} ({task}): {len(done)} trials in the study ({len(done) - len(complete)} pruned), "
                 f"this worker {seconds:.0f}s; best trial {best.number} {monitor}={best.value:.4f} -> {key}="
                 f"{ev.metrics[key]:.4f}; config: runs:/{run.info.run_id}/best_config.yaml")
-        tracking.describe(line)
+        mlflow.set_tag("mlflow.note.content", line)
         print(line, file=sys.stdout)
     return run.info.run_id
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from recsys.data.negatives import sorted_keys
-from recsys.training import TensorBatches
+from recsys.training.batches import PAIRS, POINTWISE, TensorBatches
 from steps import prepare as prepare_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _batches(rng_seed=3, n=1003, n_items=40, negatives=2, pairwise=False):
     rng = np.random.default_rng(rng_seed)
     u, i = rng.integers(0, 50, n), rng.integers(0, n_items, n)
-    return TensorBatches(u, i, np.ones(n), 64, True, 9, n_items, negatives, sorted_keys(u, i, n_items), pairwise,
-                         chunk=4)
+    return TensorBatches(u, i, np.ones(n), batch_size=64, seed=9, n_items=n_items, num_negatives=negatives,
+                         seen_keys=sorted_keys(u, i, n_items), kind=PAIRS if pairwise else POINTWISE, chunk=4)
 
 
 def _epoch(tb):
@@ -86,7 +86,7 @@ def test_two_processes_train_one_run_with_half_the_samples_each(ml100k_dir, tmp_
     assert len(every) == 3  # prepare + the two trains
     single, ddp = runs
     assert ddp.data.tags["world_size"] == "2" and single.data.tags["world_size"] == "1"
-    assert ddp.data.params["training.devices"] == "2" and ddp.data.params["training.strategy"] == "ddp"
+    assert ddp.data.params["runtime.devices"] == "2" and ddp.data.params["runtime.strategy"] == "ddp"
     client = mlflow.MlflowClient()
     n_train = 2400 * 8 // 10
     s1 = client.get_metric_history(single.info.run_id, "train/samples_per_process")

@@ -1,11 +1,14 @@
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from recsys import config, training
 from recsys.data import features
 from recsys.errors import RecsysError
 from recsys.models import MODELS, build_model
+from recsys.models.base import Model
+from recsys.training.batches import LISTS, TensorBatches
 
 FAST = {"epochs": 2, "min_epochs": 0, "patience": 5, "batch_size": 256, "threads": 1}
 
@@ -14,9 +17,15 @@ def _model(name, data, **overrides):
     tables = features.build(data.users, data.items)
     hp, _ = config.load(name, overrides=overrides)
     model = build_model(name, data.n_users, data.n_items, tables.spec(), **hp)
-    if hasattr(model, "set_tables"):
+    if model.uses_features:
         model.set_tables(tables.user_cont, tables.user_cat, tables.item_cont, tables.item_cat)
     return model
+
+
+def _module(name, data, hp, **kw):
+    return training.Recommender(model_name=name, n_users=data.n_users, n_items=data.n_items,
+                                features=features.build(data.users, data.items).spec(), model_hparams=hp, task="rating",
+                                rating_min=1.0, rating_max=5.0, scheduler="none", loss="mse", total_steps=10, **kw)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -26,23 +35,21 @@ def test_model_outputs_one_score_per_pair(name, rating_data):
     assert out.shape == (3,) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", [m for m in MODELS if m != "popularity"])
+@pytest.mark.parametrize("name", [m for m in MODELS if not MODELS[m].closed_form])
 def test_loss_falls_over_a_few_steps(name, rating_data):
     torch.manual_seed(0)
-    module = training.Recommender(name, rating_data.n_users, rating_data.n_items,
-                                  features.build(rating_data.users, rating_data.items).spec(), config.load(name)[0],
-                                  "rating", 1.0, 5.0, 0.01, 0.0, "adam", "none", "auto", 10)
+    module = _module(name, rating_data, config.load(name)[0], lr=0.01, weight_decay=0.0, optimizer="adam")
     tr = rating_data.train
     batch = {"user_id": torch.tensor(tr["user"].to_numpy()[:512], dtype=torch.long),
              "item_id": torch.tensor(tr["item"].to_numpy()[:512], dtype=torch.long),
              "target": torch.tensor(tr["rating"].to_numpy()[:512])}
     opt = module.configure_optimizers()
-    first = module._loss(batch).item()
+    first = module.training_loss(batch).item()
     for _ in range(30):
         opt.zero_grad()
-        module._loss(batch).backward()
+        module.training_loss(batch).backward()
         opt.step()
-    assert module._loss(batch).item() < first
+    assert module.training_loss(batch).item() < first
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -74,7 +81,7 @@ def test_same_seed_gives_the_same_metrics(implicit_data):
 
 
 def test_training_negatives_are_redrawn_every_epoch():
-    tb = training.TensorBatches(np.array([0, 1]), np.array([0, 1]), np.ones(2), 100, True, 0, n_items=50,
+    tb = TensorBatches(np.array([0, 1]), np.array([0, 1]), np.ones(2), batch_size=100, n_items=50,
                                 num_negatives=20, seen_keys=np.array([0, 51]))
     e1, e2 = next(iter(tb)), next(iter(tb))
     assert not torch.equal(e1["item_id"].sort().values, e2["item_id"].sort().values)
@@ -87,25 +94,29 @@ def test_unknown_model_lists_the_valid_ones():
         config.load("svd")
 
 
-def test_misspelt_override_is_an_error():
-    with pytest.raises(RecsysError, match="unknown parameter 'embeding_dim'"):
+def test_misspelt_override_is_an_error_that_names_the_closest_key():
+    with pytest.raises(RecsysError, match="unknown parameter 'embeding_dim' for model mf; did you mean 'embedding_dim'"):
         config.load("mf", overrides={"embeding_dim": "8"})
 
 
 @pytest.mark.parametrize("override, message", [
-    ({"lr": "0"}, "lr=0.0 must be > 0"),
-    ({"embedding_dim": "0"}, "embedding_dim=0 must be > 0"),
-    ({"lr": "fast"}, "must be a number"),
-    ({"batch_size": "1.5"}, "must be an integer"),
-    ({"optimizer": "sgd"}, "not one of adam, adamw"),
+    ({"lr": "0"}, "lr=0: input should be greater than 0"),
+    ({"embedding_dim": "0"}, "embedding_dim=0: input should be greater than 0"),
+    ({"lr": "fast"}, "lr='fast': input should be a valid number"),
+    ({"lr": ".inf"}, "lr=inf: input should be a finite number"),
+    ({"batch_size": "1.5"}, "batch_size=1.5: input should be a valid integer"),
+    ({"optimizer": "sgd"}, "optimizer='sgd': is not one of adam, adamw"),
+    ({"seed": "-1"}, "seed=-1: input should be greater than or equal to 0"),
+    ({"threads": "-1"}, "runtime.threads=-1: input should be greater than or equal to 0"),
 ])
-def test_wrong_types_and_ranges_are_errors(override, message):
-    with pytest.raises(RecsysError, match=message):
+def test_wrong_types_and_ranges_are_one_line_errors(override, message):
+    with pytest.raises(RecsysError, match=message.replace("(", r"\(").replace(".", r"\.")) as e:
         config.load("mf", overrides=override)
+    assert "\n" not in str(e.value)
 
 
 def test_dropout_outside_unit_interval_is_an_error():
-    with pytest.raises(RecsysError, match=r"dropout=1.0 must be in \[0, 1\)"):
+    with pytest.raises(RecsysError, match=r"dropout=1.0: input should be less than 1"):
         config.load("autoint", overrides={"dropout": "1.0"})
 
 
@@ -115,18 +126,36 @@ def _write(tmp_path, text):
     return f
 
 
-def test_scientific_notation_in_yaml_is_caught_with_a_hint(tmp_path):
+def test_scientific_notation_in_yaml_reads_as_the_number_it_is(tmp_path):
     text = (config.CONFIG_DIR / "mf.yaml").read_text().replace("lr: 0.003", "lr: 1e-3")
-    with pytest.raises(RecsysError, match="write it as a plain decimal"):
-        config.load("mf", _write(tmp_path, text))
+    assert config.load("mf", _write(tmp_path, text))[1].lr == 0.001
 
 
-def test_unknown_and_missing_config_keys_are_errors(tmp_path):
+def test_unknown_keys_are_errors_and_missing_ones_come_from_the_defaults(tmp_path):
     base = (config.CONFIG_DIR / "mf.yaml").read_text()
-    with pytest.raises(RecsysError, match=r"unknown model key\(s\) \['embedding_size'\]"):
-        config.load("mf", _write(tmp_path, base.replace("embedding_dim:", "embedding_size:")))
-    with pytest.raises(RecsysError, match=r"missing training key\(s\) \['patience'\]"):
-        config.load("mf", _write(tmp_path, "\n".join(l for l in base.splitlines() if not l.startswith("  patience"))))
+    with pytest.raises(RecsysError, match=r"unknown key 'embedding_size'; did you mean 'embedding_dim'"):
+        config.load("mf", _write(tmp_path, base.replace("embedding_dim:", "embedding_size:", 1)))
+    with pytest.raises(RecsysError, match=r"unknown section 'trainig'; did you mean 'training'"):
+        config.load("mf", _write(tmp_path, base.replace("training:", "trainig:")))
+    hp, cfg = config.load("mf", _write(tmp_path, "model: {embedding_dim: 8}\n"))
+    defaults = yaml.safe_load((config.CONFIG_DIR / "defaults.yaml").read_text())
+    assert hp == {"embedding_dim": 8, "init_std": 0.01}  # the constructor's defaults for what the file omits
+    assert cfg.model_dump(exclude={"runtime"}) == defaults["training"]
+    assert cfg.runtime.model_dump() == defaults["runtime"]
+
+
+def test_model_files_hold_only_what_differs_from_the_defaults():
+    defaults = yaml.safe_load((config.CONFIG_DIR / "defaults.yaml").read_text())
+    for name in MODELS:
+        doc = yaml.safe_load((config.CONFIG_DIR / f"{name}.yaml").read_text())
+        assert "runtime" not in doc, name  # runtime settings are not a model's
+        same = {k for k, v in (doc.get("training") or {}).items() if defaults["training"][k] == v}
+        assert not same, f"{name}.yaml repeats the defaults {sorted(same)}"
+        hp, cfg = config.load(name, task="implicit")
+        base_hp, base_cfg = config.load(name, task="rating")
+        moot = {k for k, v in (doc.get("implicit") or {}).items()
+                if (base_hp.get(k) if k in base_hp else getattr(base_cfg, k)) == v}
+        assert not moot, f"{name}.yaml's implicit: repeats {sorted(moot)}"
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -143,11 +172,31 @@ def test_bpr_loss_trains_mf_on_implicit_data_and_is_refused_for_ratings(implicit
         training.fit(rating_data, "mf", hp, cfg)
 
 
-def test_the_torch_free_model_names_match_the_registry():
-    from recsys.models import MODELS
-    from recsys.schema import MODEL_NAMES
+def test_model_capabilities_are_declared_and_match_the_methods_they_promise():
+    for name, cls in MODELS.items():
+        assert cls.scores_catalogue == ("score_matrix" in vars(cls)), name
+        assert cls.scores_blocks == ("score_block" in vars(cls)), name
+        assert cls.closed_form == ("fit" in vars(cls)), name
+        assert cls.uses_features == ("set_tables" in vars(cls)), name
 
-    assert tuple(MODELS) == MODEL_NAMES
+
+def test_closed_form_baselines_equal_the_training_means(rating_data):
+    from recsys import baselines
+
+    hp, cfg = config.load("global_mean", overrides=FAST)
+    module = training.fit(rating_data, "global_mean", hp, cfg).module
+    mean = rating_data.train["rating"].mean()
+    assert module(torch.tensor([0]), torch.tensor([0])).item() == pytest.approx(mean, abs=1e-4)
+    hp, cfg = config.load("popularity", overrides=FAST)
+    module = training.fit(rating_data, "popularity", hp, cfg).module
+    tr = rating_data.train
+    means = baselines.damped_item_means(tr["item"].to_numpy(), tr["rating"].to_numpy(), rating_data.n_items,
+                                        hp["damping"])
+    items = torch.arange(rating_data.n_items)
+    with torch.no_grad():
+        got = module(torch.zeros_like(items), items).numpy()
+    assert np.allclose(got, means, atol=1e-3)
+    assert hp["damping"] == baselines.DAMPING  # one damping for the model and the served fallback
 
 
 def test_softmax_loss_ranks_against_the_whole_catalogue_for_dot_product_models_only(implicit_data, rating_data):
@@ -163,7 +212,7 @@ def test_softmax_loss_ranks_against_the_whole_catalogue_for_dot_product_models_o
     ev = evaluation.evaluate(r.module, implicit_data, "test", [10], "full")
     assert ev.metrics["test/ndcg_at_10"] > 0
     hp, cfg = config.load("ncf", overrides={**FAST, "loss": "softmax"}, task="implicit")
-    with pytest.raises(RecsysError, match="needs a dot-product model"):
+    with pytest.raises(RecsysError, match="needs a model that scores it in one product"):
         training.fit(implicit_data, "ncf", hp, cfg)
     hp, cfg = config.load("mf", overrides={**FAST, "loss": "softmax"})
     with pytest.raises(RecsysError, match="loss=softmax needs task=implicit"):
@@ -176,8 +225,8 @@ def test_sampled_softmax_ranks_each_positive_against_its_own_negatives_for_any_m
     tr = implicit_data.train
     u, i = tr["user"].to_numpy(np.int64), tr["item"].to_numpy(np.int64)
     seen = sorted_keys(u, i, implicit_data.n_items)
-    batches = training.TensorBatches(u, i, np.ones(len(u)), 64, True, 0, implicit_data.n_items, 5, seen,
-                                     listwise=True)
+    batches = TensorBatches(u, i, np.ones(len(u)), batch_size=64, n_items=implicit_data.n_items, num_negatives=5,
+                            seen_keys=seen, kind=LISTS)
     rows = list(batches)
     assert len(rows) == batches.n_batches == -(-len(u) // 64)  # batch_size counts positives here
     assert sum(len(b["user_id"]) for b in rows) == len(u)
@@ -197,17 +246,17 @@ def test_sampled_softmax_ranks_each_positive_against_its_own_negatives_for_any_m
         logits = torch.stack([m(b["user_id"], b["item_id"])] +
                              [m(b["user_id"], b["neg_item_id"][:, j]) for j in range(5)], 1)
         manual = (torch.logsumexp(logits, 1) - logits[:, 0]).mean()
-        assert module._loss(b).item() == pytest.approx(manual.item(), rel=1e-5)
+        assert module.training_loss(b).item() == pytest.approx(manual.item(), rel=1e-5)
         # it learned: on freshly drawn negatives the mean loss is below log(1 + 5), a uniform scorer's
-        fresh = training.TensorBatches(u, i, np.ones(len(u)), 10**6, True, 7, implicit_data.n_items, 5, seen,
-                                       listwise=True)
-        assert module._loss(next(iter(fresh))).item() < np.log(6) - 0.1
+        fresh = TensorBatches(u, i, np.ones(len(u)), batch_size=10**6, seed=7, n_items=implicit_data.n_items,
+                              num_negatives=5, seen_keys=seen, kind=LISTS)
+        assert module.training_loss(next(iter(fresh))).item() < np.log(6) - 0.1
     hp, cfg = config.load("fm", overrides={**FAST, "loss": "sampled_softmax"})
     with pytest.raises(RecsysError, match="loss=sampled_softmax needs task=implicit"):
         training.fit(rating_data, "fm", hp, cfg)
 
 
-class _PerPair(torch.nn.Module):
+class _PerPair(Model):
     """The model seen through forward() alone: ranking falls back to one forward per pair."""
 
     def __init__(self, model):
@@ -228,7 +277,7 @@ def test_side_factorised_scoring_gives_the_per_pair_scores_and_identical_ranks(n
              else _model(name, implicit_data)).eval()
     for p in model.parameters():  # away from the tiny initialisation, so scores spread and ties are real ties
         p.data.normal_(0, 0.3)
-    assert hasattr(model, "score_block")
+    assert model.scores_blocks
     n_users, n_items = implicit_data.n_users, implicit_data.n_items
     users = torch.arange(n_users)
     fast = ranking.score_block(model, users, n_items)
@@ -246,10 +295,9 @@ def test_side_factorised_scoring_gives_the_per_pair_scores_and_identical_ranks(n
 
 @pytest.mark.parametrize("name", ["mf", "ncf", "fm", "wide_deep", "autoint"])
 def test_weight_decay_hits_the_tables_bias_weight_decay_the_biases_and_net_weight_decay_the_rest(name, rating_data):
-    spec = features.build(rating_data.users, rating_data.items).spec()
     hp = {**config.load(name)[0], **({"include_bias": True} if name == "autoint" else {})}
-    module = training.Recommender(name, rating_data.n_users, rating_data.n_items, spec, hp, "rating", 1.0, 5.0, 0.1,
-                                  0.5, "adamw", "none", "auto", 10, net_weight_decay=0.0, bias_weight_decay=0.25)
+    module = _module(name, rating_data, hp, lr=0.1, weight_decay=0.5, optimizer="adamw", net_weight_decay=0.0,
+                     bias_weight_decay=0.25)
     opt = module.configure_optimizers()
     from recsys.models._fields import FieldEmbedding
 
@@ -282,7 +330,7 @@ def test_weight_decay_hits_the_tables_bias_weight_decay_the_biases_and_net_weigh
 
 def test_a_one_factor_mf_decays_its_factors_as_tables_not_as_biases(rating_data):
     """The bias group is what a model marks first-order, not whatever is one wide."""
-    model = training.build_model("mf", rating_data.n_users, rating_data.n_items, None, embedding_dim=1)
+    model = build_model("mf", rating_data.n_users, rating_data.n_items, None, embedding_dim=1)
     groups = {g["weight_decay"]: {id(p) for p in g["params"]} for g in training.decay_groups(model, 0.5, 0.0, 0.25)}
     assert {id(model.user.weight), id(model.item.weight)} <= groups[0.5]
     assert groups[0.25] == {id(model.user_bias.weight), id(model.item_bias.weight)}

@@ -4,15 +4,16 @@ import numpy as np
 import torch
 
 from recsys import metrics, ranking
+from recsys.models.base import Model
 from recsys.models.mf import MF
 
 
-class Constant(torch.nn.Module):
+class Constant(Model):
     def forward(self, user, item):
         return torch.zeros(len(user))
 
 
-class Random(torch.nn.Module):
+class Random(Model):
     def __init__(self, n_users=200):
         super().__init__()
         self.register_buffer("table", torch.rand(n_users, 300, generator=torch.Generator().manual_seed(0)))
@@ -76,7 +77,7 @@ def test_random_scorer_sampled_hr_at_10_is_about_a_tenth():
     assert metrics.ndcg(r, 10) <= metrics.hit_rate(r, 10)
 
 
-class _Table(torch.nn.Module):
+class _Table(Model):
     """A model whose scores are a fixed [n_users, n_items] table."""
 
     def __init__(self, table):

@@ -157,7 +157,7 @@ def test_implicit_chain_reports_ranking_metrics(ml100k_dir):
     (["--accelerator", "gpu"], "accelerator='gpu'"),
     (["--strategy", "nonsense"], "strategy='nonsense'"),
     (["--devices", "abc"], "devices='abc'"),
-    (["--seed", "abc"], "seed='abc' must be an integer"),
+    (["--seed", "abc"], "seed='abc': input should be a valid integer"),
 ])
 def test_bad_lightning_settings_fail_before_anything_is_logged(chain, capsys, setting, match):
     run = _fails(train_step.main, ["--data", f"runs:/{chain['data']}/data", *setting], capsys, match)

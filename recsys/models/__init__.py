@@ -1,40 +1,47 @@
-"""Model registry: a literal name -> class dict and `build_model`."""
+"""Model registry: a literal name -> class table, `model_class` and `build_model`.
+
+Each model lives in `recsys/models/<name>.py`; the table names its class there, so the names can be
+checked (by `main`, which never trains) without importing torch. Capabilities are declared on the
+classes (recsys.models.base.Model), never probed.
+"""
 
 from __future__ import annotations
 
-from torch import nn
+import importlib
 
-from recsys.schema import check_model_name
-from recsys.models.autoint import AutoInt
-from recsys.models.dcn import DCN
-from recsys.models.dcnv2 import DCNv2
-from recsys.models.fm import FM
-from recsys.models.global_mean import GlobalMean
-from recsys.models.mf import MF
-from recsys.models.ncf import NCF
-from recsys.models.popularity import Popularity
-from recsys.models.wide_deep import WideDeep
+from recsys.errors import RecsysError
 
-MODELS: dict[str, type[nn.Module]] = {
-    "global_mean": GlobalMean,
-    "popularity": Popularity,
-    "mf": MF,
-    "ncf": NCF,
-    "fm": FM,
-    "wide_deep": WideDeep,
-    "dcn": DCN,
-    "dcnv2": DCNv2,
-    "autoint": AutoInt,
+MODEL_CLASSES = {  # name -> class in recsys/models/<name>.py
+    "global_mean": "GlobalMean",
+    "popularity": "Popularity",
+    "mf": "MF",
+    "ncf": "NCF",
+    "fm": "FM",
+    "wide_deep": "WideDeep",
+    "dcn": "DCN",
+    "dcnv2": "DCNv2",
+    "autoint": "AutoInt",
 }
-FEATURE_AWARE = {"fm", "wide_deep", "dcn", "dcnv2", "autoint"}
+MODEL_NAMES = tuple(MODEL_CLASSES)
 
 
-def check_name(name: str) -> None:
+def check_model_name(name: str) -> None:
+    if name not in MODEL_CLASSES:
+        raise RecsysError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
+
+
+def model_class(name: str):
     check_model_name(name)
+    return getattr(importlib.import_module(f"recsys.models.{name}"), MODEL_CLASSES[name])
 
 
-def build_model(name: str, n_users: int, n_items: int, features: dict | None = None, **hparams) -> nn.Module:
+def build_model(name: str, n_users: int, n_items: int, features: dict | None = None, **hparams):
     """`features` is FeatureTables.spec() (cardinalities and widths), used by the feature-aware models."""
-    check_name(name)
-    extra = dict(features or {}) if name in FEATURE_AWARE else {}
-    return MODELS[name](n_users, n_items, **hparams, **extra)
+    cls = model_class(name)
+    return cls(n_users, n_items, **hparams, **(dict(features or {}) if cls.uses_features else {}))
+
+
+def __getattr__(attr: str):
+    if attr == "MODELS":  # name -> class, every model imported
+        return {name: model_class(name) for name in MODEL_NAMES}
+    raise AttributeError(attr)

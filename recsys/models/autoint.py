@@ -10,9 +10,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys.models._fields import FieldEmbedding, by_user_chunks, first_order, mlp, pair_sum
+from recsys.models.base import Model
 
 
-class AutoInt(nn.Module):
+class AutoInt(Model):
+    scores_blocks = True
+    uses_features = True
+
     def __init__(self, n_users: int, n_items: int, embedding_dim: int = 32, num_heads: int = 4, num_layers: int = 2,
                  dropout: float = 0.1, include_bias: bool = False, deep_layers: list[int] = (),
                  deep_dropout: float = 0.0, **features):

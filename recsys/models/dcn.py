@@ -7,9 +7,12 @@ import torch
 from torch import nn
 
 from recsys.models._fields import FieldEmbedding, mlp
+from recsys.models.base import Model
 
 
-class DCN(nn.Module):
+class DCN(Model):
+    uses_features = True
+
     def __init__(self, n_users: int, n_items: int, embedding_dim: int = 16, cross_layers: int = 3,
                  deep_layers: list[int] = (256, 128), dropout: float = 0.2, **features):
         super().__init__()

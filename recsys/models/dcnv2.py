@@ -7,9 +7,13 @@ import torch
 from torch import nn
 
 from recsys.models._fields import FieldEmbedding, by_user_chunks, mlp, pair_sum
+from recsys.models.base import Model
 
 
-class DCNv2(nn.Module):
+class DCNv2(Model):
+    scores_blocks = True
+    uses_features = True
+
     def __init__(self, n_users: int, n_items: int, embedding_dim: int = 16, cross_layers: int = 3,
                  deep_layers: list[int] = (256, 128), dropout: float = 0.2, **features):
         super().__init__()

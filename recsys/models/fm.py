@@ -8,9 +8,13 @@ import torch
 from torch import nn
 
 from recsys.models._fields import FieldEmbedding, first_order
+from recsys.models.base import Model
 
 
-class FM(nn.Module):
+class FM(Model):
+    scores_blocks = True
+    uses_features = True
+
     def __init__(self, n_users: int, n_items: int, embedding_dim: int = 16, include_bias: bool = True, **features):
         super().__init__()
         self.fields = FieldEmbedding(n_users, n_items, embedding_dim, **features)

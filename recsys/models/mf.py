@@ -7,9 +7,12 @@ import torch
 from torch import nn
 
 from recsys.models._fields import first_order
+from recsys.models.base import Model
 
 
-class MF(nn.Module):
+class MF(Model):
+    scores_catalogue = True
+
     def __init__(self, n_users: int, n_items: int, embedding_dim: int = 64, init_std: float = 0.01):
         super().__init__()
         self.user = nn.Embedding(n_users, embedding_dim)

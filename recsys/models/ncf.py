@@ -7,9 +7,12 @@ import torch
 from torch import nn
 
 from recsys.models._fields import by_user_chunks, first_order, mlp, pair_sum
+from recsys.models.base import Model
 
 
-class NCF(nn.Module):
+class NCF(Model):
+    scores_blocks = True
+
     def __init__(self, n_users: int, n_items: int, mf_dim: int = 8, mlp_dim: int = 32,
                  layers: list[int] = (64, 32, 16), dropout: float = 0.0, include_bias: bool = True):
         super().__init__()

@@ -7,9 +7,13 @@ import torch
 from torch import nn
 
 from recsys.models._fields import FieldEmbedding, by_user_chunks, first_order, mlp, pair_sum
+from recsys.models.base import Model
 
 
-class WideDeep(nn.Module):
+class WideDeep(Model):
+    scores_blocks = True
+    uses_features = True
+
     def __init__(self, n_users: int, n_items: int, embedding_dim: int = 32, deep_layers: list[int] = (256, 128),
                  dropout: float = 0.2, **features):
         super().__init__()

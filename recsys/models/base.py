@@ -1,0 +1,21 @@
+"""What a model declares about itself; training and ranking read these flags instead of probing."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Model(nn.Module):
+    """A scorer of (user, item) id pairs: forward(user [B], item [B]) -> raw scores [B]."""
+
+    scores_catalogue = False  # score_matrix(user [b]) -> [b, n_items] (or [b, 1], broadcast): one matmul
+    scores_blocks = False  # score_block(users [b], n_items) -> [b, n_items]: each side's fields once
+    uses_features = False  # takes the feature widths, and set_tables() hands it the side-feature tables
+    closed_form = False  # fit() sets its state from the training data; nothing to optimise
+
+    def set_tables(self, user_cont, user_cat, item_cont, item_cat) -> None:
+        """The side-feature tables (feature-aware models keep them as buffers)."""
+
+    def fit(self, user: torch.Tensor, item: torch.Tensor, rating: torch.Tensor, task: str, to_logit) -> None:
+        """Closed-form models: their state from the training interactions."""

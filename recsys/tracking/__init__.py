@@ -1,0 +1,23 @@
+"""The only package of the library that talks to MLflow, one concern a module:
+
+- runs:          a step's run and its lifecycle (signals, KILLED / FAILED / FINISHED), trial runs, logging
+- lineage:       git commit and diff, library versions and device, the data as an input, model -> run
+- pyfunc:        the served model, logged and loaded
+- registry:      registered versions and the `champion` alias
+- orchestration: reuse of complete runs and launching child runs (main, and train's default data)
+- queries:       reading an experiment back (the report, the peers bench)
+"""
+
+from recsys.tracking.lineage import git_info, log_context, log_data_input, run_id_of_model, run_tags
+from recsys.tracking.orchestration import canonical, default_data, find_reusable_run, launch
+from recsys.tracking.pyfunc import load_model, log_model
+from recsys.tracking.queries import download_file, experiment_id, finished_evaluations, prepare_runs_without_peers
+from recsys.tracking.registry import champion_version, registered_version, set_champion, tag_version
+from recsys.tracking.runs import (COMPLETE_TAG, child_run, download, epoch_history, ignore_signals, lightning_logger,
+                                  log_metrics, log_model_metrics, log_params, resumable, step_run)
+
+__all__ = ["COMPLETE_TAG", "canonical", "champion_version", "child_run", "default_data", "download", "download_file",
+           "epoch_history", "experiment_id", "find_reusable_run", "finished_evaluations", "git_info", "ignore_signals",
+           "launch", "lightning_logger", "load_model", "log_model", "log_context", "log_data_input", "log_metrics",
+           "log_model_metrics", "log_params", "prepare_runs_without_peers", "registered_version", "resumable",
+           "run_id_of_model", "run_tags", "set_champion", "step_run", "tag_version"]

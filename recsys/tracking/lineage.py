@@ -1,0 +1,92 @@
+"""What a run records so that it can be traced and reproduced: the git commit, dirty flag and diff hash,
+library versions and device, the data as a run input, and the run behind a model URI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+
+from recsys.errors import RecsysError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+def git_info(root: Path = PROJECT_ROOT) -> dict:
+    """Commit, dirty flag and a hash of the uncommitted diff (MLflow records only HEAD)."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout
+
+    commit = git("rev-parse", "HEAD").strip()
+    if not commit:
+        return {"git_commit": "none", "git_dirty": "unknown", "git_diff_hash": ""}
+    status = git("status", "--porcelain")
+    diff = git("diff", "HEAD") + status
+    return {"git_commit": commit, "git_dirty": str(bool(status.strip())).lower(),
+            "git_diff_hash": hashlib.sha256(diff.encode()).hexdigest()[:16] if status.strip() else ""}
+
+
+def environment_info() -> dict:
+    """Versions from package metadata (importing Lightning just to read its version costs seconds). The
+    device and thread count only where torch is in use: prepare never imports it."""
+    from importlib.metadata import version
+
+    info = {"python_version": platform.python_version(), "torch_version": version("torch"),
+            "lightning_version": version("pytorch-lightning"), "mlflow_version": version("mlflow"),
+            "numpy_version": version("numpy"), "pandas_version": version("pandas")}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info.update(cuda_version=str(torch.version.cuda), torch_threads=str(torch.get_num_threads()),
+                    device="cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                    else f"cpu:{platform.processor() or platform.machine()}")
+    else:
+        info["device"] = f"cpu:{platform.processor() or platform.machine()}"
+    return info
+
+
+def log_context(extra_tags: dict | None = None) -> None:
+    """Tags every run carries: git commit + dirty flag + diff hash, library versions, device."""
+    tags = {**git_info(), **environment_info(), **(extra_tags or {})}
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def log_data_input(data, data_uri: str, context: str) -> None:
+    """The data as a run input (Datasets in the UI): the model's page then links to what it was fitted
+    or scored on. Schema and digest only; the rows stay in the prepare run's artifact."""
+    m = data.meta
+    kw = {"name": m.get("name", "data"), "digest": m["content_hash"][:16]}
+    try:  # the artifact's own location where MLflow can resolve it (file://, s3://, ...)
+        from mlflow.tracking.artifact_utils import get_artifact_uri
+
+        run_id, path = data_uri.removeprefix("runs:/").split("/", 1)
+        ds = mlflow.data.from_pandas(data.train.head(0), source=get_artifact_uri(run_id, path), **kw)
+    except Exception:
+        ds = mlflow.data.from_pandas(data.train.head(0), **kw)
+    mlflow.log_input(ds, context=context)
+    return ds
+
+
+def run_tags(run_id: str) -> dict:
+    try:
+        return mlflow.get_run(run_id).data.tags
+    except Exception:
+        raise RecsysError(f"run {run_id!r} does not exist in {mlflow.get_tracking_uri()}; pass the URI a train "
+                          "run printed (runs:/<train_run_id>/model)") from None
+
+
+def run_id_of_model(model_uri: str) -> str:
+    """The training run behind a runs:/ or models:/ URI."""
+    if model_uri.startswith("runs:/"):
+        parts = model_uri.split("/")
+        if len(parts) < 3 or not parts[1]:
+            raise RecsysError(f"model URI {model_uri!r} is malformed; use runs:/<train_run_id>/model")
+        return parts[1]
+    try:
+        info = mlflow.models.get_model_info(model_uri)
+        return info.run_id
+    except Exception as e:
+        raise RecsysError(f"model URI {model_uri!r} could not be resolved ({str(e).splitlines()[0][:200]})") from None

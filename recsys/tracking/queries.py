@@ -1,0 +1,58 @@
+"""Reading an experiment back: its finished evaluations (the report), the prepare runs peers still need.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+
+from recsys.errors import RecsysError
+from recsys.tracking.runs import epoch_history
+
+def experiment_id(name: str) -> str:
+    """The id of an existing experiment, or a one-line error listing the ones there are."""
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
+        names = [e.name for e in mlflow.search_experiments()][:10]
+        raise RecsysError(f"experiment {name!r} does not exist; existing: {', '.join(names) or 'none'}")
+    return exp.experiment_id
+
+
+def prepare_runs_without_peers(experiment: str) -> list[str]:
+    """Data URIs of the experiment's finished prepare runs that no peer run has used yet."""
+    exp = experiment_id(experiment)
+    done = {r.data.tags.get("data_uri") for r in mlflow.search_runs([exp], "tags.peer != ''", output_format="list")}
+    preps = mlflow.search_runs([exp], "tags.step = 'prepare' and attributes.status = 'FINISHED'", output_format="list")
+    return [u for u in (f"runs:/{r.info.run_id}/data" for r in preps) if u not in done]
+
+
+def finished_evaluations(experiment: str) -> list[dict]:
+    """Every finished evaluate run (the project's and peers') of an experiment, as plain dicts with
+    its tags, metrics, the training run's time and learning curve, newest first."""
+    exp = experiment_id(experiment)
+    runs = mlflow.search_runs([exp], "tags.step = 'evaluate' and attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], output_format="list")
+    out = []
+    for r in runs:
+        tags, metrics = r.data.tags, dict(r.data.metrics)
+        rec = {"run_id": r.info.run_id, "tags": tags, "metrics": metrics, "train_run": tags.get("train_run_id", ""),
+               "train_seconds": metrics.get("train_seconds", float("nan")), "history": {}}
+        if rec["train_run"]:
+            try:
+                train = mlflow.get_run(rec["train_run"])
+            except Exception:
+                train = None
+            if train is not None:
+                rec["train_seconds"] = train.data.metrics.get("train_seconds", float("nan"))
+                monitor = "val/rmse" if tags.get("task") == "rating" else "val/ndcg_at_10"
+                rec["history"] = epoch_history(rec["train_run"], ["train/loss", "val/loss", monitor])
+        out.append(rec)
+    return out
+
+
+def download_file(run_id: str, path: str, dst: Path) -> Path | None:
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst)))
+    except Exception:
+        return None

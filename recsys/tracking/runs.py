@@ -1,0 +1,180 @@
+"""A step's run and its lifecycle: start or resume it, end it truthfully (FINISHED with the completion
+tag written last, FAILED with an `error` tag, KILLED on a signal), nested trial runs, and what a run
+logs beyond MLflow's own calls (params not yet on the run, counts as tags, the Lightning logger).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+
+import mlflow
+
+from recsys.errors import Interrupted, RecsysError
+
+COMPLETE_TAG = "recsys.complete"  # written last: a run without it never counts as done, whatever its status
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+def ignore_signals() -> None:
+    """While a step winds down after an interrupt, a second Ctrl-C must not cut its bookkeeping short."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def step_run(name: str):
+    """Resume the run `mlflow run` started (MLFLOW_RUN_ID), or start one, and end it truthfully.
+
+    - success: the `recsys.complete` tag is written last, then the run ends FINISHED;
+    - a RecsysError: one line on stderr, exit 2, run FAILED with the message as the `error` tag;
+    - SIGINT / SIGTERM (Lightning would turn SIGTERM into a clean exit): run KILLED with an `error`
+      tag, one line, exit 128 + signal;
+    - anything else is a bug: run FAILED with the exception's first line as `error`, traceback kept.
+    """
+    try:
+        run = mlflow.start_run(run_name=None if os.environ.get("MLFLOW_RUN_ID") else name)
+        mlflow.set_tag("mlflow.runName", name)  # `mlflow run` names runs at random
+    except Exception as e:
+        print(f"error: could not start an MLflow run ({str(e).splitlines()[0]})", file=sys.stderr)
+        sys.exit(2)
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield run
+        mlflow.set_tag(COMPLETE_TAG, "true")
+    except RecsysError as e:
+        ignore_signals()
+        _end(run, "FAILED", str(e))
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except Interrupted as e:
+        ignore_signals()
+        msg = f"interrupted by {e}; what was logged is kept" + (
+            f" (continue with -P resume_from={run.info.run_id})" if name == "train" else "")
+        _end(run, "KILLED", msg)
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(128 + e.signum)
+    except BaseException as e:
+        ignore_signals()
+        _end(run, "FAILED", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        raise
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+    mlflow.end_run()
+
+
+def _end(run, status: str, error: str) -> None:
+    try:
+        mlflow.set_tag("error", error[:5000])
+    except Exception:
+        pass
+    mlflow.end_run(status)
+
+
+@contextlib.contextmanager
+def child_run(name: str, pruned_exc: type[BaseException] | None = None):
+    """A nested run under the active one (a tune trial): FINISHED on success, KILLED when pruned (tag
+    `optuna.state`) or interrupted, FAILED otherwise."""
+    run = mlflow.start_run(run_name=name, nested=True)
+    try:
+        yield run
+    except BaseException as e:
+        pruned = pruned_exc is not None and isinstance(e, pruned_exc)
+        mlflow.set_tags({"optuna.state": "PRUNED" if pruned else "FAILED",
+                         "mlflow.runName": f"{name} (pruned)" if pruned else name,
+                         **({} if pruned else {"error": f"{type(e).__name__}: {str(e)[:300]}"})})
+        mlflow.end_run("KILLED" if pruned or isinstance(e, Interrupted) else "FAILED")
+        raise
+    mlflow.set_tag("optuna.state", "COMPLETE")
+    mlflow.end_run()
+
+
+def log_params(params: dict) -> None:
+    """Log params not already on the run (`mlflow run` logs the entry point's own; re-logging a key
+    with a differently spelt value, e.g. '.1' vs '0.1', would be an error)."""
+    have = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    new = {k: str(v) for k, v in params.items() if k not in have}
+    if new:
+        mlflow.log_params(new)
+
+
+def _is_count(key: str) -> bool:
+    return key.rsplit("/", 1)[-1].startswith("n_")
+
+
+def log_metrics(values: dict, model_id: str | None = None, dataset=None) -> None:
+    """Scores as metrics (attached to a LoggedModel and a dataset when given); counts (`.../n_rows`,
+    `.../n_users`) as `count.` tags, out of the metric charts."""
+    mlflow.log_metrics({k: float(v) for k, v in values.items() if v == v and not _is_count(k)},
+                       model_id=model_id, dataset=dataset)
+    counts = {f"count.{k}": str(int(v)) for k, v in values.items() if _is_count(k)}
+    if counts:
+        mlflow.set_tags(counts)
+
+
+def log_model_metrics(metrics: dict, model_uri: str, dataset=None) -> None:
+    """Metrics on the run, attached to the LoggedModel behind `model_uri` and the dataset (the model's page
+    shows them)."""
+    try:
+        model_id = mlflow.models.get_model_info(model_uri).model_id
+    except Exception:
+        model_id = None
+    log_metrics(metrics, model_id=model_id, dataset=dataset)
+
+
+def download(uri: str, what: str, dst: Path | None = None) -> Path:
+    """Local copy of an artifact URI (under `dst`, a folder the caller removes), or a one-line error."""
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst) if dst else None))
+    except Exception as e:
+        raise RecsysError(f"{what} URI {uri!r} could not be read ({str(e).splitlines()[0][:200]}); "
+                          "pass an existing runs:/<run_id>/<path> URI") from None
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    client = mlflow.MlflowClient()
+    return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+
+
+def epoch_history(run_id: str, keys: list[str]) -> dict[str, list[float]]:
+    return {k: [v for _, v in sorted(metric_history(run_id, k))] for k in keys}
+
+
+def lightning_logger(run_id: str):
+    """Lightning's MLFlowLogger bound to the current run and store (its defaults start a new run in ./mlruns)."""
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    class RunLogger(MLFlowLogger):
+        def log_hyperparams(self, params, *args, **kwargs):
+            """The step logs the resolved config itself; Lightning's names (lr, ...) would clash
+            with the entry point's own params."""
+
+    return RunLogger(run_id=run_id, tracking_uri=mlflow.get_tracking_uri(), log_model=False)
+
+
+def resumable(run_id: str) -> dict:
+    """data, model and overrides of a train run whose interrupted training can be continued."""
+    import ast
+
+    try:
+        run = mlflow.get_run(run_id)
+    except Exception:
+        raise RecsysError(f"resume_from={run_id!r}: no such run; pass the id of an interrupted train run") from None
+    tags, params = run.data.tags, run.data.params
+    if tags.get("step") != "train" or "data" not in params:
+        raise RecsysError(f"resume_from={run_id!r} is not a train run; pass the id of an interrupted train run")
+    if not any(a.path == "checkpoint/last.ckpt" for a in mlflow.MlflowClient().list_artifacts(run_id, "checkpoint")):
+        raise RecsysError(f"train run {run_id} logged no checkpoint/last.ckpt (it stopped before its first epoch "
+                          "ended); start the training again instead")
+    try:
+        overrides = ast.literal_eval(tags.get("overrides", "{}"))
+    except (ValueError, SyntaxError):
+        overrides = {}
+    return {"data": params["data"], "model": params.get("model", tags.get("model", "mf")), "overrides": overrides}

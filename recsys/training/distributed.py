@@ -1,0 +1,39 @@
+"""Multi-process training: what a worker process (rank > 0) needs, handed over in the environment."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+WORKER_ENV = "RECSYS_DDP_WORKER"
+
+
+def worker_rank() -> int:
+    """Non-zero in a process a multi-process strategy started besides rank 0: Lightning re-runs the
+    step's command with LOCAL_RANK set, and a multi-node launch sets NODE_RANK on the other nodes."""
+    def env(name):
+        try:
+            return int(os.environ.get(name, "0") or 0)
+        except ValueError:
+            return 0
+    return env("LOCAL_RANK") + env("NODE_RANK")
+
+
+def hand_off(data_dir: Path, model_name: str, model_hp: dict, cfg, resume_from: Path | None,
+             val_users: int = 0) -> None:
+    """What this node's worker processes train (they inherit the environment when Lightning launches
+    them): the same data folder, model and resolved config, so they never talk to MLflow."""
+    os.environ[WORKER_ENV] = json.dumps({"data_dir": str(data_dir), "model": model_name, "hp": model_hp,
+                                         "cfg": cfg.model_dump(), "resume_from": str(resume_from or ""),
+                                         "val_users": val_users})
+
+
+def handed_off() -> dict | None:
+    spec = os.environ.get(WORKER_ENV)
+    return json.loads(spec) if spec else None
+
+
+def devices(d: str):
+    """Lightning's `devices`: a count where one is given, else its own word (auto)."""
+    return int(d) if str(d).isdigit() else d

@@ -1,0 +1,168 @@
+"""`fit`: train one model on a prepared dataset with Lightning, early-stopped on validation, and
+restore the best checkpoint."""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+from recsys import ranking, scoring
+from recsys.config import TrainConfig
+from recsys.data import features as feats
+from recsys.data.negatives import sorted_keys
+from recsys.data.prepare import Prepared
+from recsys.errors import RecsysError
+from recsys.models import model_class
+from recsys.schema import ITEM, RATING, USER
+from recsys.training import losses
+from recsys.training.batches import LISTS, TensorBatches, chunk_size
+from recsys.training.distributed import devices
+from recsys.training.module import Recommender
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    pl.seed_everything(seed, workers=True, verbose=False)
+
+
+class MinEpochsEarlyStopping(EarlyStopping):
+    """Early stopping whose patience only starts counting once `min_epochs` epochs are done."""
+
+    def __init__(self, min_epochs: int, **kw):
+        super().__init__(**kw)
+        self.min_epochs = min_epochs
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.current_epoch + 1 < self.min_epochs:
+            return
+        super().on_validation_end(trainer, pl_module)
+
+
+@dataclass
+class FitResult:
+    module: Recommender
+    checkpoint: Path
+    seconds: float
+    epochs: int
+    best_score: float
+    monitor: str
+    world_size: int = 1
+
+
+def monitor_for(task: str) -> tuple[str, str]:
+    return ("val/rmse", "min") if task == "rating" else ("val/ndcg_at_10", "max")
+
+
+def check_trainer(cfg: TrainConfig) -> None:
+    """Build (and discard) a Trainer with the run's accelerator / devices / strategy, so a setting
+    Lightning would reject fails as one line before anything is logged."""
+    rt = cfg.runtime
+    try:
+        pl.Trainer(accelerator=rt.accelerator, devices=devices(rt.devices), strategy=rt.strategy,
+                   num_nodes=rt.num_nodes, logger=False,
+                   enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RecsysError(f"accelerator={rt.accelerator!r}, devices={rt.devices!r}, strategy={rt.strategy!r}: "
+                          f"{msg[:300]}") from None
+
+
+def _val_batches(data: Prepared) -> TensorBatches:
+    """Validation rows: ratings, or (implicit) val positives + their stored negatives, fixed so that
+    val/loss is comparable across epochs."""
+    va = data.val
+    if data.meta["task"] == "implicit":
+        negs = data.negatives[data.negatives[USER].isin(va[USER])]
+        vu = np.concatenate([va[USER].to_numpy(), negs[USER].to_numpy()])
+        vi = np.concatenate([va[ITEM].to_numpy(), negs[ITEM].to_numpy()])
+        vt = np.concatenate([np.ones(len(va)), np.zeros(len(negs))])
+    else:
+        vu, vi, vt = va[USER].to_numpy(), va[ITEM].to_numpy(), va[RATING].to_numpy()
+    return TensorBatches(vu, vi, vt, batch_size=1 << 14, shuffle=False)
+
+
+def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logger=None,
+        checkpoint_dir: Path | None = None, progress: bool = False, resume_from: Path | None = None,
+        epoch_lines: bool = False, callbacks: tuple = (), val_users: int = 0) -> FitResult | None:
+    """Train `model_name` on `data` and restore the best checkpoint (by the validation metric).
+    Under a multi-process strategy every process calls this; only global rank 0 gets a result.
+    `val_users` > 0 (implicit): the per-epoch validation ranking uses a seeded sample of that many users.
+
+    `checkpoint_dir` receives best.ckpt and last.ckpt (every epoch: what an interrupted run leaves);
+    `resume_from` (a last.ckpt) restores weights, optimizer, scheduler, callbacks and the epoch."""
+    seed_everything(cfg.seed)
+    rt = cfg.runtime
+    if rt.threads:
+        torch.set_num_threads(rt.threads)
+    task = data.meta["task"]
+    loss = losses.resolve(cfg.loss, task, model_class(model_name))
+    tables = feats.build(data.users, data.items)
+    tr = data.train
+    u, i = tr[USER].to_numpy(np.int64), tr[ITEM].to_numpy(np.int64)
+    implicit = task == "implicit"
+    kind = losses.BATCHES[loss]
+    train_batches = TensorBatches(
+        u, i, tr[RATING].to_numpy(np.float32), batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
+        n_items=data.n_items, num_negatives=cfg.num_negatives if implicit else 0,
+        seen_keys=sorted_keys(u, i, data.n_items) if implicit else None, kind=kind,
+        chunk=chunk_size(cfg.batch_size * (1 + cfg.num_negatives) if kind == LISTS else cfg.batch_size))
+
+    module = Recommender(model_name=model_name, n_users=data.n_users, n_items=data.n_items, features=tables.spec(),
+                         model_hparams=model_hp, task=task, rating_min=data.meta["rating_min"],
+                         rating_max=data.meta["rating_max"], lr=cfg.lr, weight_decay=cfg.weight_decay,
+                         optimizer=cfg.optimizer, scheduler=cfg.scheduler, loss=loss,
+                         total_steps=cfg.epochs * train_batches.n_batches, net_weight_decay=cfg.net_weight_decay,
+                         bias_weight_decay=cfg.bias_weight_decay)
+    model = module.model
+    if model.uses_features:
+        model.set_tables(tables.user_cont, tables.user_cat, tables.item_cont, tables.item_cat)
+    if model.closed_form:
+        model.fit(torch.as_tensor(u), torch.as_tensor(i), torch.as_tensor(tr[RATING].to_numpy()), task, module.to_logit)
+    if implicit:
+        va = data.val
+        val_user_ids = va[USER].to_numpy(np.int64)
+        vcsr = ranking.CSR.build(val_user_ids, va[ITEM].to_numpy(np.int64), data.n_users)
+        users = ranking.sample_users(np.unique(val_user_ids), val_users, data.meta.get("seed", 0) or 0)
+        module.ranking_context = (users, vcsr.padded(users), ranking.CSR.build(u, i, data.n_users))
+
+    monitor, mode = monitor_for(task)
+    ckpt_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="recsys-ckpt-"))
+    ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
+                           enable_version_counter=False, save_last=True)
+    stop = MinEpochsEarlyStopping(cfg.min_epochs, monitor=monitor, mode=mode, patience=cfg.patience,
+                                  check_on_train_epoch_end=False)
+    one = model.closed_form  # nothing to optimise: one epoch (its validation) in one process
+    trainer = pl.Trainer(
+        max_epochs=1 if one else cfg.epochs, accelerator=rt.accelerator,
+        devices=1 if one else devices(rt.devices), strategy="auto" if one else rt.strategy,
+        num_nodes=1 if one else rt.num_nodes, logger=logger if logger is not None else False,
+        callbacks=[ckpt, stop, *callbacks],
+        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+        deterministic=True, log_every_n_steps=max(1, len(train_batches)),
+    )
+    t0 = time.perf_counter()
+    module.train_batches, module.epoch_lines = train_batches, epoch_lines
+    trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=_val_batches(data),
+                ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
+    seconds = time.perf_counter() - t0
+    if trainer.global_rank != 0:  # a worker process: rank 0 keeps the checkpoint, logs and evaluates
+        return None
+    if not ckpt.best_model_path:  # no optimizer step was taken (closed form): Lightning saved nothing
+        trainer.save_checkpoint(ckpt_dir / "best.ckpt")
+        ckpt.best_model_path = str(ckpt_dir / "best.ckpt")
+        ckpt.best_model_score = trainer.callback_metrics.get(monitor)
+    best = Path(ckpt.best_model_path)
+    module.load_state_dict(scoring.safe_load(best)["state_dict"])
+    module.to("cpu").eval()
+    score = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
+    return FitResult(module, best, seconds, trainer.current_epoch, score, monitor, trainer.world_size)

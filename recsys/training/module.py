@@ -1,0 +1,170 @@
+"""The LightningModule: any registered model, either task, built from plain values only (so a
+checkpoint rebuilds its model alone), one optimizer step per minibatch of a chunk."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys import metrics, ranking, scoring
+from recsys.models import build_model
+from recsys.models._fields import FieldEmbedding
+from recsys.training.losses import LOSSES
+
+# Lightning sets its loggers to INFO when imported (device lines, a cloud-logging tip): keep warnings only
+for _name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+def decay_groups(model: nn.Module, weight_decay: float, net_weight_decay: float,
+                 bias_weight_decay: float | None = None) -> list[dict]:
+    """Optimizer parameter groups, as recommender libraries separate their regularisers (Surprise's
+    reg_bu/reg_bi against reg_pu/reg_qi, libFM's bias, linear and pairwise terms): the first-order
+    terms (the modules a model marks `first_order`) decay by `bias_weight_decay` (None: as the tables,
+    which is how checkpoints from before this group trained), the other embedding tables (every
+    `nn.Embedding` and the feature projections of a `FieldEmbedding`) by `weight_decay`, every other
+    trainable weight by `net_weight_decay`."""
+    table, bias = set(), set()
+    for m in model.modules():
+        if getattr(m, "first_order", False):  # marked by the model (recsys.models._fields.first_order)
+            bias |= {id(p) for p in m.parameters()}
+        elif isinstance(m, (nn.Embedding, FieldEmbedding)):
+            table |= {id(p) for p in m.parameters()}
+    table -= bias
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) in table], "weight_decay": weight_decay},
+              {"params": [p for p in params if id(p) in bias],
+               "weight_decay": weight_decay if bias_weight_decay is None else bias_weight_decay},
+              {"params": [p for p in params if id(p) not in table | bias], "weight_decay": net_weight_decay}]
+    return [g for g in groups if g["params"]]
+
+
+class Recommender(pl.LightningModule):
+    """Wraps any registered model for either task. `loss` is resolved (never auto) by fit."""
+
+    def __init__(self, *, model_name: str, n_users: int, n_items: int, features: dict, model_hparams: dict,
+                 task: str, rating_min: float, rating_max: float, lr: float, weight_decay: float,
+                 optimizer: str, scheduler: str, loss: str, total_steps: int, net_weight_decay: float | None = None,
+                 bias_weight_decay: float | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False  # one optimizer step per minibatch of a chunk
+        self.model = build_model(model_name, n_users, n_items, features, **model_hparams)
+        self.lo, self.hi = scoring.rating_range(rating_min, rating_max)
+        self.loss_name = loss if loss != "auto" else ("mse" if task == "rating" else "bce")  # older checkpoints
+        self.ranking_context = None  # set by fit() for the implicit task's validation ranking
+        self.train_batches = None  # set by fit(): its epoch follows the trainer's (a resumed run goes on)
+        self.epoch_lines = False  # one printed line per epoch (set by fit)
+        self._last_val: dict[str, float] = {}
+        self._val_epoch = -1
+        self._sums: dict[str, list] = {}
+
+    # scores -----------------------------------------------------------------------------------
+    def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        """Predictions: a rating in the rating range, or P(positive) for implicit."""
+        return self.squash(self.model(user, item))
+
+    def squash(self, raw: torch.Tensor) -> torch.Tensor:
+        return scoring.output(raw, self.hparams.task, self.lo, self.hi)
+
+    def to_logit(self, rating: torch.Tensor) -> torch.Tensor:
+        """The raw score a rating squashes back from (closed-form models store raw scores)."""
+        p = ((rating - self.lo) / (self.hi - self.lo)).clamp(1e-4, 1 - 1e-4)
+        return torch.log(p / (1 - p))
+
+    def training_loss(self, batch) -> torch.Tensor:
+        return LOSSES[self.loss_name](self.model, batch, self.squash)
+
+    # steps ------------------------------------------------------------------------------------
+    def _accumulate(self, key: str, value: torch.Tensor, n: int) -> None:
+        s = self._sums.setdefault(key, [0.0, 0])
+        s[0] += value.detach() * n
+        s[1] += n
+
+    def _flush(self, prefix: str) -> dict:
+        out = {}
+        for key in [k for k in self._sums if k.startswith(prefix)]:
+            total, n = self._sums.pop(key)
+            out[key] = float(total / max(n, 1))
+        return out
+
+    def training_step(self, chunk, batch_idx):
+        if self.model.closed_form:
+            return None  # fitted from counts by fit(), nothing to optimise
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        for batch in chunk if isinstance(chunk, list) else [chunk]:
+            loss = self.training_loss(batch)
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            self._accumulate("train/loss", loss, len(batch["user_id"]))
+
+    def setup(self, stage: str) -> None:
+        if self.train_batches is not None and stage == "fit":
+            self.train_batches.shard(self.global_rank, self.trainer.world_size)
+
+    def on_train_epoch_start(self):
+        if self.train_batches is not None:
+            self.train_batches.epoch = self.current_epoch
+
+    def on_train_epoch_end(self):
+        vals = self._flush("train/")
+        if self.train_batches is not None:
+            vals["train/samples_per_process"] = float(self.train_batches.samples)
+        if vals:  # averaged over processes (identical on one)
+            self.log_dict(vals, on_epoch=True, sync_dist=self.trainer.world_size > 1)
+        # one line per validated epoch (validation ran before this hook; a run resumed from a checkpoint
+        # taken at the end of an epoch's validation finishes that epoch without validating it again)
+        if self.epoch_lines and self.global_rank == 0 and self._val_epoch == self.current_epoch:
+            shown = {**{k: float(v) for k, v in vals.items()}, **self._last_val}
+            text = " ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items()) if "samples" not in k)
+            print(f"epoch {self.current_epoch + 1}/{self.trainer.max_epochs} {text}", flush=True)
+
+    def validation_step(self, batch, batch_idx):
+        raw = self.model(batch["user_id"], batch["item_id"])
+        loss = (F.mse_loss(self.squash(raw), batch["target"]) if self.hparams.task == "rating"
+                else F.binary_cross_entropy_with_logits(raw, batch["target"]))
+        self._accumulate("val/loss", loss, len(batch["user_id"]))
+
+    def on_validation_epoch_end(self):
+        vals = self._flush("val/")
+        if self.hparams.task == "rating":
+            vals["val/rmse"] = math.sqrt(vals["val/loss"])
+        elif self.ranking_context is not None:
+            users, targets, exclude = self.ranking_context
+            ranks, _ = ranking.rank_targets(self.model, users, targets, exclude, self.hparams.n_items)
+            vals["val/ndcg_at_10"] = metrics.ndcg(ranks, 10)
+            vals["val/hr_at_10"] = metrics.hit_rate(ranks, 10)
+        self._last_val, self._val_epoch = {k: float(v) for k, v in vals.items()}, self.current_epoch
+        # every process ranks the whole validation set with the same weights: identical values
+        self.log_dict(vals, on_epoch=True, prog_bar=True, sync_dist=self.trainer.world_size > 1)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        net_wd = hp.weight_decay if hp.get("net_weight_decay") is None else hp.net_weight_decay
+        groups = decay_groups(self.model, hp.weight_decay, net_wd, hp.get("bias_weight_decay"))
+        if not groups:
+            return None
+        opt = (torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam)(groups, lr=hp.lr)
+        total = hp.total_steps
+        if self.train_batches is not None and self.train_batches.world > 1:  # each process steps on its shard
+            total = self.trainer.max_epochs * self.train_batches.n_batches
+        if hp.scheduler == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=max(total, 1))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return opt
+
+
+def load_module(checkpoint) -> Recommender:
+    """A trained module from a checkpoint file (loaded weights-only: tensors and plain values)."""
+    ck = scoring.safe_load(checkpoint)
+    module = Recommender(**ck["hyper_parameters"])
+    module.load_state_dict(ck["state_dict"])
+    return module.eval()
