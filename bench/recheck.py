@@ -17,7 +17,6 @@ import argparse
 import sys
 import time
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +63,7 @@ for label, overrides in candidates.items():
     hp, cfg = config.load(a.model, None, {"threads": a.threads, **overrides}, task=a.task)
     scores, t0 = [], time.perf_counter()
     for s in seeds:
-        seeded = cfg if a.training_seed == "config" else replace(cfg, seed=s)
+        seeded = cfg if a.training_seed == "config" else cfg.model_copy(update={"seed": s})
         scores.append(training.fit(splits[s], a.model, hp, seeded).best_score)
     v = np.array(scores)
     print(f"  {label}: {' '.join(f'{x:.4f}' for x in v)} -> mean {v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0:.4f}"

@@ -32,8 +32,13 @@ COLUMNS = {"rating": ["test/rmse", "test/mae"],
            "implicit": ["test/ndcg_at_10", "test/hr_at_10", "test/sampled_ndcg_at_10", "test/sampled_hr_at_10"]}
 HEADLINE = {"rating": ("test/rmse", "rmse", "min"), "implicit": ("test/ndcg_at_10", "ndcg_at_10", "max")}
 BASELINES = {"global_mean", "popularity", "peer:popularity"}
-# two-sided 95% t quantiles by degrees of freedom (paired seed-level test)
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def t95(df: int) -> float:
+    """The two-sided 95% quantile of Student's t with `df` degrees of freedom (paired seed-level test)."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, df))
 
 
 @dataclass
@@ -149,7 +154,7 @@ def _paired_vs(row: Row, ref: Row, per_user: dict[str, pd.DataFrame], task: str,
         d = np.array([x["metrics"][metric] - y["metrics"][metric] for x, y in shared])
         se = d.std(ddof=1) / math.sqrt(len(d))
         seed_diff = (float(d.mean()), float(se), len(d))
-        seed_sig = (se == 0 and d.mean() != 0) or (se > 0 and abs(d.mean()) > T95.get(len(d) - 1, 1.96) * se)
+        seed_sig = (se == 0 and d.mean() != 0) or (se > 0 and abs(d.mean()) > t95(len(d) - 1) * se)
         if diff is not None:
             diff = (*diff[:3], diff[3] and bool(seed_sig))
     return diff, seed_diff
@@ -199,6 +204,20 @@ def table(g: Group) -> tuple[list[str], list[list[str]]]:
         body.append([name, *[_fmt_stat(r.stats.get(c)) for c in cols], ci, diff, sig, vs_base,
                      "" if r.train_seconds != r.train_seconds else f"{r.train_seconds:.1f}", runs])
     return header, body
+
+
+def headline(groups: list[Group], top: int = 3) -> str:
+    """The README's results: per table its best `top` rows and its baselines, the headline metric
+    (mean ± sd over seeds) and the paired difference to the best."""
+    lines = []
+    for g in groups:
+        header, body = table(g)
+        metric = header[1]
+        keep = [r for i, r in enumerate(body) if i < top or "[baseline]" in r[0]]
+        lines += [f"**{g.title}**", "", f"| model | {metric} | paired Δ vs best ± se | significant |", "|---|---|---|---|"]
+        lines += [f"| {r[0]} | {r[1]} | {r[-5].split(';')[0]} | {r[-4]} |" for r in keep]
+        lines.append("")
+    return "\n".join(lines)
 
 
 def markdown(groups: list[Group], experiment: str) -> str:

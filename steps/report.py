@@ -3,7 +3,7 @@
 Parameters: experiment (name, required), output (file stem, default `report`).
 Reads every FINISHED evaluate run of the experiment (steps/evaluate.py and bench/peers.py), groups them
 by dataset x task x split x tie rule x threshold x protocol, and logs `report.md` (the markdown
-leaderboard, also printed) and `report.html` (self-contained: tables and inline PNGs of metric vs
+leaderboard, also printed) and `headline.md` (the best rows and baselines of each table, for the README), `report.html` (self-contained: tables and inline PNGs of metric vs
 training time and each model's learning curve). Metrics: `groups`, `runs`.
 """
 
@@ -43,11 +43,13 @@ def main(argv=None):
             out.mkdir()
             (out / f"{a.output}.md").write_text(md)
             (out / f"{a.output}.html").write_text(page)
+            (out / "headline.md").write_text(report.headline(groups))
             tracking.log_context({"step": "report", "experiment": a.experiment})
             tracking.log_params({"experiment": a.experiment, "output": a.output})
             tracking.log_metrics({"groups": len(groups), "runs": sum(len(r.runs) for g in groups for r in g.rows)})
             mlflow.log_artifact(out / f"{a.output}.md")
             mlflow.log_artifact(out / f"{a.output}.html")
+            mlflow.log_artifact(out / "headline.md")
         print(md)
         print(f"report: runs:/{run.info.run_id}/{a.output}.html")
     return run.info.run_id

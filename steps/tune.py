@@ -20,7 +20,6 @@ plots/optimization_history.png and plots/param_importances.png; prints a one-lin
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -101,7 +100,7 @@ def main(argv=None):
                                        **({"defaults": "true"} if trial.user_attrs.get("defaults") else {})})
                     scores, seconds = [], 0.0
                     for r in range(repeats):  # the first seed's curve is logged and pruned; the others only score
-                        cfg_r = replace(cfg, seed=cfg.seed + r)
+                        cfg_r = cfg.model_copy(update={"seed": cfg.seed + r})
                         result = training.fit(
                             data, a.model, hp, cfg_r, tracking.lightning_logger(child.info.run_id) if r == 0 else None,
                             tmp / f"trial{trial.number}-{r}",

@@ -12,9 +12,15 @@ ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "kubernetes"
 
 
-def test_the_docker_env_variant_has_the_same_entry_points_and_commands():
-    main, variant = _project_spec.load_project(str(ROOT)), _project_spec.load_project(str(K8S))
-    assert variant.docker_env and variant.docker_env["image"]
+def test_the_rendered_docker_env_variant_has_the_same_entry_points_and_commands(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("render", K8S / "render.py")
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    render.render("example.org/recsys:abc", tmp_path / "MLproject")
+    main, variant = _project_spec.load_project(str(ROOT)), _project_spec.load_project(str(tmp_path))
+    assert variant.docker_env["image"] == "example.org/recsys:abc"
     assert set(variant._entry_points) == set(main._entry_points)
     for name, ep in main._entry_points.items():
         other = variant._entry_points[name]

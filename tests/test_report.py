@@ -175,3 +175,11 @@ def test_report_html_renders_in_a_browser_with_tables_and_images(small_experimen
         assert pixels.std() > 5  # not blank
     screenshot = np.asarray(Image.open(io.BytesIO(shot)).convert("L"))
     assert screenshot.shape[0] > 900 and screenshot.std() > 5
+
+
+def test_the_seed_level_t_quantiles_are_students():
+    from recsys.report import t95
+
+    # the two-sided 95% table every statistics text prints
+    for df, q in {1: 12.706, 2: 4.303, 4: 2.776, 9: 2.262, 30: 2.042}.items():
+        assert round(t95(df), 3) == q
