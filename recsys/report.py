@@ -46,6 +46,7 @@ class Row:
     model: str
     peer: str
     runs: list[dict]
+    variant: str = ""  # what this configuration changes against the model's most-run one, e.g. "lr=0.018"
     stats: dict = field(default_factory=dict)  # metric -> (mean, sd, n)
     interval: tuple | None = None  # single run: 95% over users on the headline metric
     diff: tuple | None = None  # (mean paired per-user difference to the leader, its se, n users, significant)
@@ -100,24 +101,42 @@ def _paired(a: list[pd.Series], b: list[pd.Series], task: str) -> tuple[float, f
     return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))), len(d)
 
 
+def _variants(configs: list[dict]) -> list[str]:
+    """Names for the configurations of one model: "" for the most-run one (the first of equals), the
+    keys and values another one changes for each other."""
+    if len(configs) < 2:
+        return [""] * len(configs)
+    base = configs[0]
+    names = []
+    for c in configs:
+        diff = [f"{k.split('.', 1)[-1]}={c.get(k, '-')}" for k in sorted(set(c) | set(base)) if c.get(k) != base.get(k)]
+        names.append(", ".join(diff))
+    return names
+
+
 def build(records: list[dict], per_user: dict[str, pd.DataFrame]) -> list[Group]:
-    """records: newest first (the newest run of a model and seed in a group wins)."""
-    groups: dict[tuple, dict[str, dict[str, dict]]] = {}
+    """records: newest first (the newest run of a model, configuration and seed in a group wins).
+    A record's `config` (its training run's resolved hyper-parameters but the seed) tells the
+    configurations of a model apart: each is a row of its own, named by what it changes."""
+    groups: dict[tuple, dict[tuple, dict[str, dict]]] = {}
     for r in records:
         t = r["tags"]
         if t.get("eval_split", "test") != "test" or not t.get("task"):
             continue
         key = tuple(t.get(k, "-") for k in GROUP_TAGS)
-        model = t.get("model", "?")
-        groups.setdefault(key, {}).setdefault(model, {}).setdefault(str(t.get("seed", "")), r)
+        config = tuple(sorted((r.get("config") or {}).items()))
+        groups.setdefault(key, {}).setdefault((t.get("model", "?"), config), {}).setdefault(str(t.get("seed", "")), r)
     out = []
     for key, models in sorted(groups.items()):
         task = key[1]
         metric, _, mode = HEADLINE[task]
-        rows = []
-        for model, by_seed in models.items():
+        rows, names = [], {}
+        for model in dict.fromkeys(m for m, _ in models):
+            configs = sorted((c for m, c in models if m == model), key=lambda c: -len(models[(model, c)]))
+            names.update({(model, c): v for c, v in zip(configs, _variants([dict(c) for c in configs]))})
+        for (model, config), by_seed in models.items():
             runs = [by_seed[s] for s in sorted(by_seed)]
-            row = Row(model, runs[0]["tags"].get("peer", ""), runs)
+            row = Row(model, runs[0]["tags"].get("peer", ""), runs, names[(model, config)])
             for m in COLUMNS[task]:
                 v = np.array([x["metrics"][m] for x in runs if m in x["metrics"]], float)
                 if len(v):
@@ -188,7 +207,7 @@ def table(g: Group) -> tuple[list[str], list[list[str]]]:
               f"paired Δ{unit} vs best ± se", "significant", f"paired Δ{unit} vs baseline ± se", "train s", "runs"]
     body = []
     for i, r in enumerate(g.rows):
-        name = f"{r.model} (peer)" if r.peer else r.model
+        name = f"{r.model} (peer)" if r.peer else r.model + (f" ({r.variant})" if r.variant else "")
         if r.model in BASELINES:
             name += " [baseline]"
         if i == 0:

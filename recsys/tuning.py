@@ -13,6 +13,7 @@ import optuna
 import pytorch_lightning as pl
 import yaml
 
+from recsys import config
 from recsys.errors import Interrupted, RecsysError
 
 # ERROR: a trial that fails logs a WARNING with its traceback; the step reports the error as one line
@@ -252,8 +253,8 @@ def best_config(name: str, path: Path, params: dict, task: str) -> str:
         if task == "implicit":
             doc["implicit"] = {**(doc.get("implicit") or {}), key: value}
         else:
-            section = "model" if key in doc["model"] else "training"
-            doc[section][key] = value
+            section = "model" if key in config.model_schema(name).model_fields else "training"
+            doc[section] = {**(doc.get(section) or {}), key: value}
     header = (f"# {name}: best trial of a {task} tune sweep (values replace the defaults; search: kept for the "
               "next sweep)\n")
     return header + yaml.safe_dump(doc, sort_keys=False)

@@ -17,6 +17,18 @@ for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "ligh
     logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def local_config(value: str, tmp) -> str:
+    """A config given by URI (runs:/<tune run>/best_config.yaml, models:/..., s3://...) as a local file
+    under `tmp`; a path as it is."""
+    if ":/" not in value:
+        return value
+    from pathlib import Path
+
+    from recsys import tracking
+
+    return str(tracking.download(value, "config", Path(tmp) / "config"))
+
+
 class ArgParser(argparse.ArgumentParser):
     """A bad argument is a user error: one line, run FAILED with the `error` tag (not argparse's usage + exit 2
     before any run exists)."""

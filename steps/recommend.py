@@ -46,6 +46,9 @@ def read_users(spec: str) -> list[str] | None:
     return df["user"].astype(str).tolist()
 
 
+SHOWN = 3  # users whose first items are printed
+
+
 def main(argv=None):
     with tracking.step_run("recommend") as run, tempfile.TemporaryDirectory(prefix="recsys-recommend-") as tmp:
         tmp = Path(tmp)
@@ -69,6 +72,13 @@ def main(argv=None):
         tracking.log_metrics({"users": len(users), "rows": len(recs), "recommend_seconds": seconds})
         mlflow.set_tag("mlflow.note.content", f"top-{k} for {len(users):,} users of {a.model_uri} in {seconds:.2f}s")
         print(f"top-{k} for {len(users):,} users in {seconds:.2f}s: runs:/{run.info.run_id}/recommendations.parquet")
+        for user, rows in list(recs.groupby("user", sort=False))[:SHOWN]:  # what a person checks first
+            fb = rows["fallback"].iloc[0] if "fallback" in rows else ""
+            print(f"user {user}{f' ({fb} fallback)' if fb else ''}:")
+            for r in rows.head(5).itertuples():
+                title = getattr(r, "title", None) or r.item
+                print(f"  {r.rank:>2}. {title}" + (f" ({r.year})" if getattr(r, "year", None) == getattr(r, "year", None)
+                                                    and getattr(r, "year", None) is not None else ""))
     return run.info.run_id
 
 

@@ -2,7 +2,7 @@
 
 Parameters: data (runs:/<prepare_run>/data; empty: reuse a complete prepare run of ml-100k for the
 task on this commit, or run one as a child), model (default mf), config (default
-configs/<model>.yaml), task (rating | implicit: the task to prepare when data is empty; otherwise a
+configs/<model>.yaml; a path or a URI such as runs:/<tune run>/best_config.yaml), task (rating | implicit: the task to prepare when data is empty; otherwise a
 check), resume_from (a train run id: continue its interrupted training from its last checkpoint with
 its data, model and config), overrides lr, epochs, batch_size, embedding_dim, weight_decay,
 num_negatives, min_epochs, patience, seed, accelerator, devices, strategy; any other --key value
@@ -25,7 +25,7 @@ import mlflow
 from recsys import config, evaluation, plots, scoring, serving, tracking, training
 from recsys.data import prepare as prep
 from recsys.errors import Interrupted, RecsysError
-from steps import ArgParser
+from steps import ArgParser, local_config
 
 OVERRIDES = ["lr", "epochs", "batch_size", "embedding_dim", "weight_decay", "num_negatives", "min_epochs",
              "patience", "seed", "accelerator", "devices", "strategy", "num_nodes"]
@@ -69,7 +69,8 @@ def worker(argv=None) -> None:
             overrides = given_overrides(a, rest)
             data_dir = tracking.download(a.data, "data", Path(tmp) / "in")
             task = prep.load(data_dir).meta["task"]
-            hp, cfg = config.load(a.model, None if a.config in ("", "default") else a.config, overrides, task=task)
+            cfg_file = None if a.config in ("", "default") else local_config(a.config, tmp)
+            hp, cfg = config.load(a.model, cfg_file, overrides, task=task)
             spec = {"data_dir": str(data_dir), "model": a.model, "hp": hp, "cfg": cfg.model_dump(), "resume_from": "",
                     "val_users": int(a.eval_users or 0)}
         training.fit(prep.load(spec["data_dir"]), spec["model"], spec["hp"], TrainConfig.model_validate(spec["cfg"]), None,
@@ -87,6 +88,7 @@ def main(argv=None):
         a.data, a.config, a.task, a.resume_from, a.register_as = (
             "" if v in ("auto", "default", "none") else v
             for v in (a.data, a.config, a.task, a.resume_from, a.register_as))
+        a.config = local_config(a.config, tmp) if a.config else ""
         overrides = given_overrides(a, rest)
         try:
             eval_users = int(a.eval_users)

@@ -29,7 +29,7 @@ import mlflow
 from recsys import config, evaluation, tracking, training, tuning
 from recsys.data import prepare as prep
 from recsys.errors import Interrupted, RecsysError
-from steps import ArgParser
+from steps import ArgParser, local_config
 
 p = ArgParser(prog="tune", description=__doc__.splitlines()[0])
 for name, default in (("model", "mf"), ("trials", "20"), ("data", "auto"), ("task", "auto"), ("config", "default"),
@@ -56,7 +56,7 @@ def main(argv=None):
             "" if v in ("auto", "default") else v for v in (a.data, a.task, a.config, a.storage, a.study))
         trials, timeout, seed = _int("trials", a.trials, 1), _int("timeout", a.timeout, 0), _int("seed", a.seed, 0)
         repeats = _int("repeats", a.repeats, 1)
-        cfg_path = Path(a.config) if a.config else config.CONFIG_DIR / f"{a.model}.yaml"
+        cfg_path = Path(local_config(a.config, tmp)) if a.config else config.CONFIG_DIR / f"{a.model}.yaml"
         config.check_search(a.model, cfg_path, a.task)  # before any data is fetched or prepared
         storage = tuning.storage_url(a.storage, mlflow.get_tracking_uri())
         mlflow.set_tag("mlflow.runName", f"tune {a.model}")

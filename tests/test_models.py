@@ -174,10 +174,10 @@ def test_bpr_loss_trains_mf_on_implicit_data_and_is_refused_for_ratings(implicit
 
 def test_model_capabilities_are_declared_and_match_the_methods_they_promise():
     for name, cls in MODELS.items():
-        assert cls.scores_catalogue == ("score_matrix" in vars(cls)), name
-        assert cls.scores_blocks == ("score_block" in vars(cls)), name
-        assert cls.closed_form == ("fit" in vars(cls)), name
-        assert cls.uses_features == ("set_tables" in vars(cls)), name
+        assert cls.scores_catalogue == hasattr(cls, "score_matrix"), name
+        assert cls.scores_blocks == hasattr(cls, "score_block"), name
+        assert cls.closed_form == (cls.fit is not Model.fit), name
+        assert cls.uses_features == (cls.set_tables is not Model.set_tables), name
 
 
 def test_closed_form_baselines_equal_the_training_means(rating_data):

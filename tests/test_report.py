@@ -21,12 +21,12 @@ from support import module_store
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _record(run_id, model, seed, ndcg, peer=""):
+def _record(run_id, model, seed, ndcg, peer="", config=None):
     tags = {"dataset": "d", "task": "implicit", "data_split": "leave_last_out", "tie_break": "random",
             "positive_threshold": "1", "protocol": "leave_last_out/both", "eval_split": "test", "model": model,
             "seed": str(seed), "peer": peer}
     return {"run_id": run_id, "tags": tags, "metrics": {"test/ndcg_at_10": ndcg, "test/hr_at_10": 2 * ndcg},
-            "train_seconds": 1.0, "history": {}}
+            "train_seconds": 1.0, "history": {}, "config": config or {}}
 
 
 def _per_user(values):
@@ -53,6 +53,20 @@ def test_leaderboard_states_sd_with_ddof_1_and_marks_noise():
     assert twin.diff[3] is False  # within noise
     md = report.markdown([g], "exp")
     assert "no (within noise)" in md and "(n=3)" in md
+
+
+def test_two_configurations_of_one_model_are_two_rows_named_by_what_differs():
+    base = {"training.lr": "0.0011", "training.epochs": "10", "model.mf_dim": "49"}
+    records, per_user = [], {}
+    for seed in (1, 2):  # the default ncf on two seeds, a variant on one (newest first, as the store gives them)
+        records.append(_record(f"v{seed}", "ncf", seed, 0.05, config={**base, "training.lr": "0.018"}) if seed == 1
+                       else _record("x", "popularity", seed, 0.03))
+        records.append(_record(f"d{seed}", "ncf", seed, 0.04, config=base))
+    [g] = report.build(records, {})
+    names = {report.table(g)[1][i][0].strip("*") for i in range(len(g.rows))}
+    assert {"ncf", "ncf (lr=0.018)", "popularity [baseline]"} == names
+    default = next(r for r in g.rows if r.model == "ncf" and not r.variant)
+    assert [x["run_id"] for x in default.runs] == ["d1", "d2"]
 
 
 def test_every_model_is_paired_against_the_strongest_baseline():

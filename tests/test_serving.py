@@ -176,7 +176,7 @@ def test_register_and_champion_promotion_on_the_headline_metric(ml100k_dir):
     assert mlflow.get_run(strong).info.status == "FINISHED"
 
 
-def test_recommend_writes_top_k_for_every_user_or_the_listed_ones(served, tmp_path, monkeypatch):
+def test_recommend_writes_top_k_for_every_user_or_the_listed_ones(served, tmp_path, monkeypatch, capsys):
     from steps import recommend as recommend_step
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{served['db']}")
@@ -193,3 +193,6 @@ def test_recommend_writes_top_k_for_every_user_or_the_listed_ones(served, tmp_pa
     csv = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run, artifact_path="recommendations.csv",
                                                           dst_path=str(tmp_path / "b")), dtype={"user": str})
     assert list(csv["user"].unique()) == ["1", "2", "nobody"] and (csv[csv["user"] == "nobody"]["fallback"] == "popularity").all()
+    out = capsys.readouterr().out  # the first users' items are shown with their titles, not only a URI
+    first = csv[csv["user"] == "1"].iloc[0]
+    assert "user 1:" in out and f"1. {first['title']}" in out and "user nobody (popularity fallback):" in out

@@ -13,6 +13,7 @@ import yaml
 from recsys import config, tuning
 from recsys.data import prepare as prep
 from steps import prepare as prepare_step
+from steps import train as train_step
 from steps import tune as tune_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,6 +208,10 @@ def test_a_two_trial_sweep_logs_nested_trials_the_best_config_and_plots(ml100k_d
     hp, cfg = config.load("mf", best)  # train -P config= accepts it
     study_best = yaml.safe_load(best.read_text())
     assert hp["embedding_dim"] == study_best["model"]["embedding_dim"] and cfg.lr == study_best["training"]["lr"]
+    # ... and takes it by URI, as it takes data and models
+    trained = train_step.main(["--data", f"runs:/{data}/data", "--model", "mf", "--config",
+                               f"runs:/{run}/best_config.yaml", "--epochs", "1", "--min_epochs", "0"])
+    assert mlflow.get_run(trained).data.params["training.lr"] == str(cfg.lr)
 
 
 @pytest.mark.slow

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recsys.models.base import Model
+
 
 class FieldEmbedding(nn.Module):
     def __init__(self, n_users: int, n_items: int, dim: int, user_cont_dim: int = 0, user_cards=(),
@@ -111,3 +113,33 @@ def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
     for a, b in zip(sizes[:-1], sizes[1:]):
         layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
     return nn.Sequential(*layers)
+
+
+class CrossAndDeep(Model):
+    """The shape DCN and DCN-V2 share: field embeddings x0 [B, W] -> a cross network beside an MLP, both
+    read by one linear output. A subclass defines `build_crosses(width, n)` (its layers, built before
+    the MLP, so a seed gives the same initial weights in either order of reading) and `crosses(x0)`."""
+
+    uses_features = True
+
+    def __init__(self, n_users: int, n_items: int, embedding_dim: int, cross_layers: int, deep_layers,
+                 dropout: float, **features):
+        super().__init__()
+        self.fields = FieldEmbedding(n_users, n_items, embedding_dim, **features)
+        self.width = self.fields.num_fields * embedding_dim  # W
+        self.build_crosses(self.width, cross_layers)
+        self.deep = mlp([self.width, *deep_layers], dropout)
+        self.out = nn.Linear(self.width + deep_layers[-1], 1)
+
+    def set_tables(self, *tables):
+        self.fields.set_tables(*tables)
+
+    def build_crosses(self, width: int, n: int) -> None:
+        raise NotImplementedError
+
+    def crosses(self, x0: torch.Tensor) -> torch.Tensor:  # [B, W] -> [B, W]
+        raise NotImplementedError
+
+    def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        x0 = self.fields(user, item).flatten(1)  # [B, W]
+        return self.out(torch.cat([self.crosses(x0), self.deep(x0)], -1)).squeeze(-1)

@@ -6,35 +6,27 @@ Wang et al., "DCN V2: Improved Deep & Cross Network", WWW 2021.
 import torch
 from torch import nn
 
-from recsys.models._fields import FieldEmbedding, by_user_chunks, mlp, pair_sum
-from recsys.models.base import Model
+from recsys.models._fields import CrossAndDeep, by_user_chunks, pair_sum
 
 
-class DCNv2(Model):
+class DCNv2(CrossAndDeep):
     scores_blocks = True
-    uses_features = True
 
     def __init__(self, n_users: int, n_items: int, embedding_dim: int = 16, cross_layers: int = 3,
                  deep_layers: list[int] = (256, 128), dropout: float = 0.2, **features):
-        super().__init__()
-        self.fields = FieldEmbedding(n_users, n_items, embedding_dim, **features)
-        width = self.fields.num_fields * embedding_dim
-        self.cross = nn.ModuleList([nn.Linear(width, width) for _ in range(cross_layers)])
+        super().__init__(n_users, n_items, embedding_dim, cross_layers, deep_layers, dropout, **features)
+
+    def build_crosses(self, width: int, n: int) -> None:
+        self.cross = nn.ModuleList([nn.Linear(width, width) for _ in range(n)])
         for c in self.cross:
             nn.init.zeros_(c.weight)  # start as identity-plus-zero: training grows the crosses
             nn.init.zeros_(c.bias)
-        self.deep = mlp([width, *deep_layers], dropout)
-        self.out = nn.Linear(width + deep_layers[-1], 1)
 
-    def set_tables(self, *tables):
-        self.fields.set_tables(*tables)
-
-    def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
-        x0 = self.fields(user, item).flatten(1)  # [B, W]
+    def crosses(self, x0: torch.Tensor) -> torch.Tensor:
         x = x0
         for layer in self.cross:
-            x = x0 * layer(x) + x
-        return self.out(torch.cat([x, self.deep(x0)], -1)).squeeze(-1)
+            x = x0 * layer(x) + x  # full-rank cross: [B, W]
+        return x
 
     @torch.no_grad()
     def score_block(self, users: torch.Tensor, n_items: int) -> torch.Tensor:

@@ -45,6 +45,8 @@ def finished_evaluations(experiment: str) -> list[dict]:
                 train = None
             if train is not None:
                 rec["train_seconds"] = train.data.metrics.get("train_seconds", float("nan"))
+                rec["config"] = {k: v for k, v in train.data.params.items()
+                                 if k.startswith(("model.", "training.")) and k != "training.seed"}
                 monitor = "val/rmse" if tags.get("task") == "rating" else "val/ndcg_at_10"
                 rec["history"] = epoch_history(rec["train_run"], ["train/loss", "val/loss", monitor])
         out.append(rec)
