@@ -15,7 +15,7 @@ import pandas as pd
 
 import mlflow
 
-from recsys import report, tracking
+from recsys import report, report_page, tracking
 from recsys.errors import RecsysError
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -38,7 +38,7 @@ def main(argv=None):
                     per_user[r["run_id"]] = pd.read_parquet(f)
             groups = report.build(records, per_user)
             md = report.markdown(groups, a.experiment)
-            page = report.html_page(groups, a.experiment)
+            page = report_page.html_page(groups, a.experiment)
             out = Path(tmp) / "out"
             out.mkdir()
             (out / f"{a.output}.md").write_text(md)

@@ -151,3 +151,29 @@ def test_the_train_command_works_exactly_as_written_in_a_fresh_store(clean_clone
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"reusing prepare run {prep.info.run_id}" in again.stdout
     assert len(_runs(env, "prepare")) == 1
+
+
+def test_no_entry_point_dirties_the_tree_it_runs_from(clean_clone, ml100k_dir, env, tmp_path):
+    """Run from the project folder with the default store (./mlflow.db, ./mlruns, tune's optuna.db beside
+    them): whatever the steps write is ignored by git, so the next run is not `git_dirty` and reuse works."""
+    local = {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}
+
+    def run(entry, *params):
+        r = _mlflow_run(".", clean_clone, local, *params, entry=entry)
+        assert r.returncode == 0, f"{entry}: {r.stderr[-2000:]}"
+        return r.stdout
+
+    out = run("prepare", f"dataset={ml100k_dir}")
+    data = out.split("data URI: ")[1].split()[0]
+    out = run("train", f"data={data}", "model=popularity")
+    model = out.split("model URI: ")[1].split()[0]
+    run("evaluate", f"model_uri={model}")
+    run("tune", "model=popularity", "trials=1", f"data={data}")
+    run("recommend", f"model_uri={model}", "k=3")
+    run("report", "experiment=Default")
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=clean_clone, capture_output=True, text=True).stdout
+    assert status == "", status
+    assert (clean_clone / "optuna.db").exists()  # beside the tracking store, ignored
+    mlflow.set_tracking_uri(f"sqlite:///{clean_clone / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert runs and all(r.data.tags.get("git_dirty") == "false" for r in runs if "git_dirty" in r.data.tags)

@@ -3,6 +3,9 @@
 `prepare()` is pure (DataFrames in, `Prepared` out); `save()` writes it atomically; `load()` reads
 it back. The content hash covers every array that training and evaluation read, so the same seed
 gives the same hash and evaluation can refuse data that does not match a model.
+
+It is one pipeline read top to bottom (filter, encode, split, stored negatives, hash, save, load), a
+little over 300 lines: split up, the contract between its stages would be spread over several files.
 """
 
 from __future__ import annotations
