@@ -60,7 +60,7 @@ class Training(BaseModel):
 
 class Runtime(BaseModel):
     """Where and how the training runs: never changes what a model is."""
-    model_config = STRICT
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, coerce_numbers_to_str=True)  # devices=2
     threads: NonNegativeInt
     accelerator: str
     devices: str

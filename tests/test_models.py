@@ -334,3 +334,9 @@ def test_a_one_factor_mf_decays_its_factors_as_tables_not_as_biases(rating_data)
     groups = {g["weight_decay"]: {id(p) for p in g["params"]} for g in training.decay_groups(model, 0.5, 0.0, 0.25)}
     assert {id(model.user.weight), id(model.item.weight)} <= groups[0.5]
     assert groups[0.25] == {id(model.user_bias.weight), id(model.item_bias.weight)}
+
+
+def test_runtime_settings_given_as_numbers_read_as_lightning_takes_them():
+    _, cfg = config.load("mf", overrides={"devices": "2", "strategy": "ddp", "threads": "2"})
+    assert cfg.runtime.devices == "2" and cfg.runtime.strategy == "ddp" and cfg.runtime.threads == 2
+    assert config.flat({}, cfg)["runtime.devices"] == "2"

@@ -106,8 +106,7 @@ def test_sigterm_ends_train_killed_with_last_checkpoint_and_resume_matches_the_u
 
 def test_sigterm_to_main_stops_its_child_and_nothing_stays_running(env, tmp_path, ml100k_dir):
     long = tmp_path / "long.yaml"  # a training that would run for minutes
-    long.write_text((ROOT / "configs" / "mf.yaml").read_text().replace("min_epochs: 5", "min_epochs: 500")
-                    .replace("epochs: 5 ", "epochs: 500 "))
+    long.write_text("training: {epochs: 500, min_epochs: 500}\n")  # the rest from defaults.yaml
     main = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local", "-P", f"dataset={ml100k_dir}",
          "-P", "models=mf", "-P", f"config={long}", "-P", "force=1"],
