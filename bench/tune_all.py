@@ -71,48 +71,77 @@ def sweep(clone, model, task, data, tmp):
 
 
 def _short(v):
-    return float(f"{v:.4g}") if isinstance(v, float) else v
+    """Two significant digits: what one seed's noise supports (docs/tuning.md)."""
+    return float(f"{v:.2g}") if isinstance(v, float) else v
+
+
+def _yaml(v) -> str:
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def _implicit_block(text: str, values: dict) -> str:
-    """`text` with its implicit: section replaced by `values` (placed before search:)."""
-    block = "implicit:             # overrides for task=implicit (tuned: bench/tune_all.py)\n" + "".join(
-        f"  {k}: {yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}\n"
-        for k, v in values.items())
-    text = re.sub(r"^implicit:.*?(?=^search:)", "", text, flags=re.S | re.M)
-    return text.replace("search:", block + "search:", 1)
+    """`text` with its implicit: section replaced by `values` (placed before search:; none when empty)."""
+    text = re.sub(r"^implicit:.*?(?=^search:|\Z)", "", text, flags=re.S | re.M)
+    if not values:
+        return text
+    block = "implicit:                   # task=implicit\n" + "".join(f"  {k}: {_yaml(v)}\n" for k, v in values.items())
+    return text.replace("search:", block + "search:", 1) if "\nsearch:" in text else text.rstrip("\n") + "\n" + block
+
+
+def _set(text: str, section: str, key: str, value, drop: bool = False) -> str:
+    """`text` with `key: value` in its top-level `section:` block, comments kept: replaced where the key
+    is, added at the block's end where it is not, removed when `drop` (the value is the default)."""
+    m = re.search(rf"^{section}:[^\n]*\n((?:  [^\n]*\n)*)", text, re.M)
+    if m is None:  # no such section yet: a new one before implicit: / search:
+        if drop:
+            return text
+        at = min([i for i in (text.find("\nimplicit:"), text.find("\nsearch:")) if i >= 0] or [len(text)])
+        return text[:at].rstrip("\n") + f"\n{section}:\n  {key}: {_yaml(value)}\n" + text[at:].lstrip("\n")
+    block = m.group(1)
+    line = re.search(rf"^  {key}:[^\n]*\n", block, re.M)
+    if drop:
+        block = block.replace(line.group(0), "") if line else block
+    elif line:
+        block = re.sub(rf"^(  {key}: *)([^#\n]*?)( *#.*)?$", lambda x: x.group(1) + _yaml(value) + (x.group(3) or ""),
+                       block, count=1, flags=re.M)
+    else:
+        block += f"  {key}: {_yaml(value)}\n"
+    return text[:m.start(1)] + block + text[m.end(1):]
 
 
 def apply(model: str, task: str, best_yaml: Path) -> dict:
-    """Merge the swept task's values into configs/<model>.yaml, keeping its comments and the other
-    task's effective values (a rating sweep that moves a base value the implicit task inherits pins
-    the old value in implicit:)."""
+    """Merge the swept task's values into configs/<model>.yaml (comments kept), so that the file still
+    holds only what differs: training values equal to configs/defaults.yaml are dropped, implicit:
+    keeps only what differs from the rating task, and a rating sweep that moves a value the implicit
+    task inherits pins the old value in implicit:."""
     path = config.CONFIG_DIR / f"{model}.yaml"
     text = path.read_text()
-    doc = yaml.safe_load(text)
-    implicit = dict(doc.get("implicit") or {})
+    implicit = dict(yaml.safe_load(text).get("implicit") or {})
+    defaults = yaml.safe_load(config.DEFAULTS.read_text())["training"]
     best = yaml.safe_load(best_yaml.read_text())
     space = config.search_space(model, path, task)
     before = config.load(model, path, task="implicit")
+    hp, cfg = config.load(model, path, task="rating")
+    rating = {**hp, **cfg.model_dump(exclude={"runtime"})}
+    model_keys = config.model_schema(model).model_fields
     if task == "implicit":
         values = {k: _short(best["implicit"][k]) for k in space}
-        text = _implicit_block(text, {**implicit, **values})
+        merged = {**implicit, **values}
+        text = _implicit_block(text, {k: v for k, v in merged.items() if rating.get(k) != v})
     else:
-        values = {k: _short((best["model"] if k in best["model"] else best["training"])[k]) for k in space}
+        values = {k: _short((best["model"] if k in model_keys else best["training"])[k]) for k in space}
         for k, v in values.items():
-            old = doc["model"][k] if k in doc["model"] else doc["training"][k]
-            if k not in implicit and old != v:
-                implicit[k] = old
-        head, sep, tail = text.partition("\nimplicit:") if "\nimplicit:" in text else text.partition("\nsearch:")
-        for k, v in values.items():
-            head = re.sub(rf"^(  {k}: *)(\S+)", lambda m: m.group(1) + str(v), head, count=1, flags=re.M)
-        text = head + sep + tail
-        if implicit:
-            text = _implicit_block(text, implicit)
-    path.write_text(text)
-    config.load(model, path, task=task)  # still a valid config
+            if k not in implicit and rating[k] != v:
+                implicit[k] = rating[k]  # the implicit task keeps what it had
+            section = "model" if k in model_keys else "training"
+            text = _set(text, section, k, v, drop=section == "training" and defaults.get(k) == v)
+        text = _implicit_block(text, {k: v for k, v in implicit.items() if values.get(k, rating.get(k)) != v})
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    config.load(model, tmp, task=task)  # still a valid config
     if task == "rating":
-        assert config.load(model, path, task="implicit") == before, "the implicit task's values moved"
+        assert config.load(model, tmp, task="implicit") == before, "the implicit task's values moved"
+    tmp.replace(path)
     return values
 
 
