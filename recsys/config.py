@@ -43,7 +43,7 @@ Fraction = Annotated[float, Field(ge=0, lt=1)]
 class Training(BaseModel):
     """The optimisation; defaults in configs/defaults.yaml (where each key is explained)."""
     model_config = STRICT
-    lr: Positive
+    lr: Annotated[float, Field(gt=0, le=1e6)]  # beyond, an optimizer step overflows float32
     epochs: PositiveInt
     min_epochs: NonNegativeInt
     patience: NonNegativeInt

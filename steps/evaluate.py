@@ -47,6 +47,8 @@ def main(argv=None):
             raise RecsysError(f"split={a.split!r} must be test or val")
         if a.protocol not in ("full", "sampled", "both"):
             raise RecsysError(f"protocol={a.protocol!r} must be full, sampled or both")
+        if a.eval_users < 0:
+            raise RecsysError(f"eval_users={a.eval_users} must be >= 0 (0 = rank every user)")
         ranking.PAIR_CHUNK = max(1, a.batch_size)
         train_run = tracking.run_id_of_model(a.model_uri)
         ttags = tracking.run_tags(train_run)
@@ -61,6 +63,8 @@ def main(argv=None):
         if ttags.get("ids_hash") and ttags["ids_hash"] != data.meta["ids_hash"]:
             raise RecsysError(f"{data_uri} is another dataset than the model was trained on (user/item ids differ); "
                               "pass data prepared from the same dataset and filters")
+        if max(ks) > data.n_items:
+            raise RecsysError(f"k={max(ks)} is more than the {data.n_items:,} items of {data_uri}; use k <= {data.n_items}")
         module = tracking.load_model(a.model_uri, tmp / "model").unwrap_python_model().bundle.module
         tracking.log_params({**vars(a), "data": data_uri, "data_uri": data_uri})
         tracking.log_context({"train_run_id": train_run, "model_uri": a.model_uri, "data_uri": data_uri,

@@ -13,6 +13,7 @@ import time
 import mlflow
 
 from recsys import tracking
+from recsys.errors import RecsysError
 from recsys.models import check_model_name
 from steps import ArgParser
 
@@ -33,8 +34,18 @@ def main(argv=None):
         a = p.parse_args(argv)
         mlflow.set_tag("mlflow.runName", f"main {a.dataset} {a.task}")
         models = [m.strip() for m in (a.model or a.models).split(",") if m.strip()]
+        if not models:
+            raise RecsysError("models= names no model; pass one or more, e.g. models=mf,ncf")
         for m in models:
             check_model_name(m)
+        try:
+            seed_ok = float(a.seed).is_integer() and float(a.seed) >= 0
+        except ValueError:
+            seed_ok = False
+        if not seed_ok:
+            raise RecsysError(f"seed={a.seed!r} must be an integer >= 0")
+        if a.register_as:
+            tracking.check_name(a.register_as)
         split = a.split if a.split not in ("", "auto") else ("random" if a.task == "rating" else "leave_last_out")
         force = a.force.lower() in ("1", "true", "yes")
         exp = run.info.experiment_id

@@ -16,6 +16,7 @@ import mlflow
 
 from recsys import tracking
 from recsys.data import prepare as prep
+from recsys.errors import RecsysError
 from steps import ArgParser
 
 p = ArgParser(prog="prepare", description=__doc__.splitlines()[0])
@@ -38,6 +39,8 @@ p.add_argument("--n-ratings", type=int, default=100_000)
 def main(argv=None):
     with tracking.step_run("prepare") as run:
         a = p.parse_args(argv)
+        if a.seed < 0:
+            raise RecsysError(f"seed={a.seed} must be >= 0")
         t0 = time.perf_counter()
         raw = prep.load_raw(a.dataset, a.n_users, a.n_items, a.n_ratings, a.seed)
         data = prep.prepare(raw, task=a.task, split=a.split, val_frac=a.val_frac, test_frac=a.test_frac,

@@ -26,6 +26,8 @@ p.add_argument("--output", default="report")
 def main(argv=None):
     a = p.parse_args(argv)
     with tracking.step_run(f"report {a.experiment}") as run:
+        if not a.output or Path(a.output).name != a.output or a.output in (".", ".."):
+            raise RecsysError(f"output={a.output!r} must be a file name without folders (it names report.md and .html)")
         records = tracking.finished_evaluations(a.experiment)
         if not records:
             raise RecsysError(f"experiment {a.experiment!r} has no finished evaluate runs; run main or evaluate "

@@ -25,6 +25,8 @@ import mlflow
 from recsys import config, evaluation, plots, scoring, serving, tracking, training
 from recsys.data import prepare as prep
 from recsys.errors import Interrupted, RecsysError
+from recsys.models import model_class
+from recsys.training import losses
 from steps import ArgParser, local_config
 
 OVERRIDES = ["lr", "epochs", "batch_size", "embedding_dim", "weight_decay", "num_negatives", "min_epochs",
@@ -88,6 +90,8 @@ def main(argv=None):
         a.data, a.config, a.task, a.resume_from, a.register_as = (
             "" if v in ("auto", "default", "none") else v
             for v in (a.data, a.config, a.task, a.resume_from, a.register_as))
+        if a.register_as:
+            tracking.check_name(a.register_as)
         a.config = local_config(a.config, tmp) if a.config else ""
         overrides = given_overrides(a, rest)
         try:
@@ -117,6 +121,7 @@ def main(argv=None):
 
             torch.set_num_threads(cfg.runtime.threads)
         training.check_trainer(cfg)  # every setting validated before the first param is logged
+        losses.resolve(cfg.loss, task, model_class(a.model))
         tracking.log_params({**config.flat(hp, cfg), "model": a.model, "data": data_uri, "data_uri": data_uri, "task": task,
                              **({"resume_from": a.resume_from} if a.resume_from else {}),
                              **({"eval_users": eval_users} if eval_users else {})})
@@ -136,6 +141,9 @@ def main(argv=None):
             if (ckpts / "last.ckpt").exists():  # what `resume_from` continues from
                 mlflow.log_artifact(ckpts / "last.ckpt", "checkpoint")
             raise
+        if result.best_score != result.best_score or abs(result.best_score) == float("inf"):
+            raise RecsysError(f"training diverged: the best {result.monitor} is {result.best_score} (lr={cfg.lr}); "
+                              "lower lr or raise the weight decays")
         # test once, at the end (eval_users: a seeded sample of users where full ranking would take hours)
         ev = evaluation.evaluate(result.module, data, "test", [10], "both", eval_users)
         mlflow.set_tags({"world_size": result.world_size})

@@ -104,6 +104,7 @@ def test_misspelt_override_is_an_error_that_names_the_closest_key():
     ({"embedding_dim": "0"}, "embedding_dim=0: input should be greater than 0"),
     ({"lr": "fast"}, "lr='fast': input should be a valid number"),
     ({"lr": ".inf"}, "lr=inf: input should be a finite number"),
+    ({"lr": "1e300"}, "lr='1e300': input should be less than or equal to 1000000"),
     ({"batch_size": "1.5"}, "batch_size=1.5: input should be a valid integer"),
     ({"optimizer": "sgd"}, "optimizer='sgd': is not one of adam, adamw"),
     ({"seed": "-1"}, "seed=-1: input should be greater than or equal to 0"),
@@ -142,6 +143,15 @@ def test_unknown_keys_are_errors_and_missing_ones_come_from_the_defaults(tmp_pat
     assert hp == {"embedding_dim": 8, "init_std": 0.01}  # the constructor's defaults for what the file omits
     assert cfg.model_dump(exclude={"runtime"}) == defaults["training"]
     assert cfg.runtime.model_dump() == defaults["runtime"]
+
+
+def test_a_config_that_is_a_folder_or_not_text_is_a_one_line_error(tmp_path):
+    with pytest.raises(RecsysError, match="does not exist or is not a file"):
+        config.load("mf", tmp_path)
+    binary = tmp_path / "c.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(RecsysError, match="is not valid YAML"):
+        config.load("mf", binary)
 
 
 def test_model_files_hold_only_what_differs_from_the_defaults():

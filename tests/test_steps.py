@@ -196,3 +196,33 @@ def test_train_and_evaluate_log_the_data_as_input_and_model_metrics(chain):
     logged = mlflow.get_logged_model(model_id)
     assert any(m.key == "test/rmse" and m.run_id == ev.info.run_id for m in logged.metrics)
     assert ev.data.tags["mlflow.note.content"].startswith("mf on ml-100k test")
+
+
+@pytest.mark.parametrize("step, argv, match", [
+    ("evaluate", ["--model-uri", "runs:/0123456789abcdef0123456789abcdef/model", "--eval-users", "-1"],
+     "eval_users=-1 must be >= 0"),
+    ("prepare", ["--dataset", "synthetic", "--seed", "-3"], "seed=-3 must be >= 0"),
+    ("main", ["--models", " , "], "models= names no model"),
+    ("main", ["--seed", "-1"], "seed='-1' must be an integer >= 0"),
+    ("main", ["--register-as", "bad name/with:x"], "register_as='bad name/with:x' cannot name a registered model"),
+    ("train", ["--register_as", "bad name/with:x"], "register_as='bad name/with:x' cannot name a registered model"),
+    ("report", ["--experiment", "x", "--output", "a/b"], "output='a/b' must be a file name without folders"),
+])
+def test_bad_parameters_fail_in_one_line_before_anything_is_logged(chain, capsys, step, argv, match):
+    import importlib
+
+    module = importlib.import_module(f"steps.{step}")
+    run = _fails(module.main, argv, capsys, match)
+    assert not run.data.params and not run.data.metrics
+
+
+def test_a_loss_the_task_cannot_train_fails_before_anything_is_logged(chain, capsys):
+    run = _fails(train_step.main, ["--data", f"runs:/{chain['data']}/data", "--model", "mf", "--loss", "bpr"], capsys,
+                 "loss=bpr needs task=implicit data")
+    assert not run.data.params and "content_hash" not in run.data.tags
+
+
+def test_a_diverging_training_fails_the_run_instead_of_finishing(chain, capsys):
+    run = _fails(train_step.main, ["--data", f"runs:/{chain['data']}/data", "--model", "mf", "--lr", "1e6",
+                                   "--epochs", "2", "--min_epochs", "0"], capsys, "training diverged")
+    assert not any(a.path == "model" for a in mlflow.MlflowClient().list_artifacts(run.info.run_id))
