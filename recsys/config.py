@@ -144,11 +144,11 @@ def _layers(name: str, path: str | Path | None) -> tuple[dict, dict, Path]:
         close = difflib.get_close_matches(str(bad), sorted(allowed), n=1)
         raise RecsysError(f"{path.name}: unknown section {bad!r}" + (f"; did you mean {close[0]!r}?" if close else
                                                                    f"; sections: {', '.join(sorted(allowed))}"))
+    for s in (*SECTIONS, "implicit"):
+        if not isinstance(doc.get(s) or {}, dict):
+            raise RecsysError(f"{path.name}: {s}: must map keys to values, e.g. {s}: {{lr: 0.001}}")
     base = _read(DEFAULTS, "configs/defaults.yaml")
     out = {s: {**(base.get(s) or {}), **(doc.get(s) or {})} for s in SECTIONS}
-    for s in SECTIONS:
-        if not isinstance(doc.get(s) or {}, dict):
-            raise RecsysError(f"{path.name}: {s}: must map keys to values")
     return out, dict(doc.get("implicit") or {}), path
 
 

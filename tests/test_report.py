@@ -57,7 +57,7 @@ def test_leaderboard_states_sd_with_ddof_1_and_marks_noise():
 
 def test_two_configurations_of_one_model_are_two_rows_named_by_what_differs():
     base = {"training.lr": "0.0011", "training.epochs": "10", "model.mf_dim": "49"}
-    records, per_user = [], {}
+    records = []
     for seed in (1, 2):  # the default ncf on two seeds, a variant on one (newest first, as the store gives them)
         records.append(_record(f"v{seed}", "ncf", seed, 0.05, config={**base, "training.lr": "0.018"}) if seed == 1
                        else _record("x", "popularity", seed, 0.03))
