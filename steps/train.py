@@ -2,14 +2,14 @@
 
 Parameters: data (runs:/<prepare_run>/data; empty: reuse a complete prepare run of ml-100k for the
 task on this commit, or run one as a child), model (default mf), config (default
-configs/<model>.yaml; a path or a URI such as runs:/<tune run>/best_config.yaml), task (rating | implicit: the task to prepare when data is empty; otherwise a
-check), resume_from (a train run id: continue its interrupted training from its last checkpoint with
-its data, model and config), overrides lr, epochs, batch_size, embedding_dim, weight_decay,
+configs/<model>.yaml; a path, or a URI such as runs:/<tune run>/best_config.yaml), task (rating |
+implicit: the task to prepare when data is empty; otherwise a check), resume_from (a train run id:
+continue its interrupted training from its last checkpoint with its data, model and overrides), overrides lr, epochs, batch_size, embedding_dim, weight_decay,
 num_negatives, min_epochs, patience, seed, accelerator, devices, strategy; any other --key value
 must name a field of the model's config; register_as (a registered model name: the model becomes a new
 version of it); eval_users (implicit: the per-epoch validation ranking and the final test ranking for a
 seeded sample of this many users, where ranking everyone would take hours).
-Logs: params (flattened config), config.yaml, per-epoch train/loss, val/loss, val/rmse or
+Logs: params (the resolved config as model.*, training.*, runtime.*), config.yaml, per-epoch train/loss, val/loss, val/rmse or
 val/ndcg_at_10, test metrics once at the end (test/...), checkpoint/best.ckpt and last.ckpt,
 plots/*.png, the `model` (pyfunc; its URI is printed and tagged model_uri), the data as an input,
 tags for data, git, versions and device; `recsys.complete` last. Interrupted (SIGINT/SIGTERM): the
