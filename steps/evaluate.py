@@ -65,7 +65,7 @@ def main(argv=None):
                               "pass data prepared from the same dataset and filters")
         if max(ks) > data.n_items:
             raise RecsysError(f"k={max(ks)} is more than the {data.n_items:,} items of {data_uri}; use k <= {data.n_items}")
-        module = tracking.load_model(a.model_uri, tmp / "model").unwrap_python_model().bundle.module
+        module = tracking.load_bundle(a.model_uri, tmp / "model").module
         tracking.log_params({**vars(a), "data": data_uri, "data_uri": data_uri})
         tracking.log_context({"train_run_id": train_run, "model_uri": a.model_uri, "data_uri": data_uri,
                               "model": ttags.get("model", ""), "step": "evaluate",
@@ -114,7 +114,7 @@ def _promote(name, version, key, value, data, a, ks, tmp) -> str:
         if other != setup or champ_ids != data.meta["ids_hash"]:
             decision, champ_value = f"kept: the champion (version {champ_v}) is for another setup {other}", float("nan")
         else:  # score the champion here, on exactly these rows
-            champ_module = tracking.load_model(f"models:/{name}/{champ_v}", tmp / "champion").unwrap_python_model().bundle.module
+            champ_module = tracking.load_bundle(f"models:/{name}/{champ_v}", tmp / "champion").module
             champ_value = evaluation.evaluate(champ_module, data, a.split, ks, a.protocol, a.eval_users).metrics[key]
             better = value < champ_value if lower_is_better else value > champ_value
             decision = f"promoted over version {champ_v}" if better else f"kept version {champ_v}"

@@ -54,7 +54,7 @@ def main(argv=None):
         tmp = Path(tmp)
         a = p.parse_args(argv)
         users = read_users(a.users)
-        bundle = tracking.load_model(a.model_uri, tmp / "model").unwrap_python_model().bundle
+        bundle = tracking.load_bundle(a.model_uri, tmp / "model")
         k = bundle.parse_k(a.k)
         mlflow.set_tag("mlflow.runName", f"recommend top-{k}")
         users = users if users is not None else list(bundle.user_index)

@@ -226,3 +226,19 @@ def test_a_diverging_training_fails_the_run_instead_of_finishing(chain, capsys):
     run = _fails(train_step.main, ["--data", f"runs:/{chain['data']}/data", "--model", "mf", "--lr", "1e6",
                                    "--epochs", "2", "--min_epochs", "0"], capsys, "training diverged")
     assert not any(a.path == "model" for a in mlflow.MlflowClient().list_artifacts(run.info.run_id))
+
+
+class Echo(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+def test_another_projects_pyfunc_is_refused_as_not_a_recsys_model(chain, capsys):
+    from steps import recommend as recommend_step
+
+    with mlflow.start_run() as run:
+        mlflow.pyfunc.log_model(name="model", python_model=Echo())
+    uri = f"runs:/{run.info.run_id}/model"
+    _fails(recommend_step.main, ["--model-uri", uri], capsys, "is not a recsys model (its pyfunc is Echo)")
+    _fails(evaluate_step.main, ["--model-uri", uri, "--data", f"runs:/{chain['data']}/data"], capsys,
+           "is not a recsys model (its pyfunc is Echo)")

@@ -10,7 +10,7 @@
 
 from recsys.tracking.lineage import git_info, log_context, log_data_input, run_id_of_model, run_tags
 from recsys.tracking.orchestration import canonical, default_data, find_reusable_run, launch
-from recsys.tracking.pyfunc import load_model, log_model
+from recsys.tracking.pyfunc import load_bundle, load_model, log_model
 from recsys.tracking.queries import download_file, experiment_id, finished_evaluations, prepare_runs_without_peers
 from recsys.tracking.registry import check_name, champion_version, registered_version, set_champion, tag_version
 from recsys.tracking.runs import (COMPLETE_TAG, child_run, download, epoch_history, ignore_signals, lightning_logger,
@@ -18,6 +18,6 @@ from recsys.tracking.runs import (COMPLETE_TAG, child_run, download, epoch_histo
 
 __all__ = ["COMPLETE_TAG", "canonical", "champion_version", "check_name", "child_run", "default_data", "download", "download_file",
            "epoch_history", "experiment_id", "find_reusable_run", "finished_evaluations", "git_info", "ignore_signals",
-           "launch", "lightning_logger", "load_model", "log_model", "log_context", "log_data_input", "log_metrics",
+           "launch", "lightning_logger", "load_bundle", "load_model", "log_model", "log_context", "log_data_input", "log_metrics",
            "log_model_metrics", "log_params", "prepare_runs_without_peers", "registered_version", "resumable",
            "run_id_of_model", "run_tags", "set_champion", "step_run", "tag_version"]

@@ -77,3 +77,12 @@ def load_model(model_uri: str, dst: Path | None = None):
     except Exception as e:
         raise RecsysError(f"model URI {model_uri!r} could not be loaded ({str(e).splitlines()[0][:200]}); "
                           "pass runs:/<train_run_id>/model or models:/<id>") from None
+
+
+def load_bundle(model_uri: str, dst: Path | None = None):
+    """The serving bundle (scorer and tables) of a recsys model, or a one-line error for any other pyfunc."""
+    inner = load_model(model_uri, dst).unwrap_python_model()
+    if not isinstance(inner, RecommenderModel):
+        raise RecsysError(f"model URI {model_uri!r} is not a recsys model (its pyfunc is {type(inner).__name__}); "
+                          "pass the model a train run of this project logged, runs:/<train_run_id>/model")
+    return inner.bundle
