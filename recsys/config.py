@@ -263,6 +263,16 @@ def check_search(name: str, path: str | Path | None, task: str = "") -> None:
     raise errors[0]
 
 
+def resolved_file(logged: Path, out: Path) -> Path:
+    """A run's logged config.yaml as a config file `load` takes (a run from before the runtime section
+    logged runtime keys under training:)."""
+    doc = _read(Path(logged), "a train run's config.yaml")
+    training = dict(doc.get("training") or {})
+    runtime = {**{k: training.pop(k) for k in list(training) if k in Runtime.model_fields}, **(doc.get("runtime") or {})}
+    out.write_text(yaml.safe_dump({"model": doc.get("model") or {}, "training": training, "runtime": runtime}))
+    return out
+
+
 def flat(model_hp: dict, train: TrainConfig) -> dict:
     """The resolved config as params: model.*, training.*, runtime.*."""
     d = train.model_dump()

@@ -4,7 +4,8 @@ Parameters: data (runs:/<prepare_run>/data; empty: reuse a complete prepare run 
 task on this commit, or run one as a child), model (default mf), config (default
 configs/<model>.yaml; a path, or a URI such as runs:/<tune run>/best_config.yaml), task (rating |
 implicit: the task to prepare when data is empty; otherwise a check), resume_from (a train run id:
-continue its interrupted training from its last checkpoint with its data, model and overrides), overrides lr, epochs, batch_size, embedding_dim, weight_decay,
+continue its interrupted training from its last checkpoint with its data, model and resolved config, then
+the overrides given now), overrides lr, epochs, batch_size, embedding_dim, weight_decay,
 num_negatives, min_epochs, patience, seed, accelerator, devices, strategy; any other --key value
 must name a field of the model's config; register_as (a registered model name: the model becomes a new
 version of it); eval_users (implicit: the per-epoch validation ranking and the final test ranking for a
@@ -103,7 +104,12 @@ def main(argv=None):
         resume = None
         if a.resume_from:
             old = tracking.resumable(a.resume_from)
-            a.data, a.model, overrides = old["data"], old["model"], {**old["overrides"], **overrides}
+            a.data, a.model = old["data"], old["model"]
+            if not a.config:  # the interrupted run's own resolved config, then what is given now
+                a.config = str(config.resolved_file(tracking.download(f"runs:/{a.resume_from}/config.yaml", "config",
+                                                                      tmp / "resumed"), tmp / "resumed.yaml"))
+            else:
+                overrides = {**old["overrides"], **overrides}
             resume = tracking.download(f"runs:/{a.resume_from}/checkpoint/last.ckpt", "checkpoint", tmp / "resume")
         mlflow.set_tag("mlflow.runName", f"train {a.model}")
         config.load(a.model, a.config or None, overrides)  # fail on a bad config before fetching data

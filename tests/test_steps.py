@@ -242,3 +242,13 @@ def test_another_projects_pyfunc_is_refused_as_not_a_recsys_model(chain, capsys)
     _fails(recommend_step.main, ["--model-uri", uri], capsys, "is not a recsys model (its pyfunc is Echo)")
     _fails(evaluate_step.main, ["--model-uri", uri, "--data", f"runs:/{chain['data']}/data"], capsys,
            "is not a recsys model (its pyfunc is Echo)")
+
+
+def test_resume_restores_the_runs_own_config_then_applies_what_is_given(chain, tmp_path):
+    custom = tmp_path / "small.yaml"
+    custom.write_text("model: {embedding_dim: 8}\ntraining: {batch_size: 32, epochs: 2, min_epochs: 0}\n")
+    first = _train(chain["data"], "--model", "mf", "--config", str(custom))
+    resumed = train_step.main(["--resume_from", first, "--epochs", "3"])  # one epoch more
+    params = mlflow.get_run(resumed).data.params
+    assert params["training.batch_size"] == "32" and params["model.embedding_dim"] == "8"  # not the shipped 64, 50
+    assert params["training.epochs"] == "3" and mlflow.get_run(resumed).info.status == "FINISHED"

@@ -162,7 +162,11 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
         ckpt.best_model_path = str(ckpt_dir / "best.ckpt")
         ckpt.best_model_score = trainer.callback_metrics.get(monitor)
     best = Path(ckpt.best_model_path)
+    score = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
+    if not best.exists():  # resumed, and the best epoch came before the interruption: its file stayed there,
+        # so the run's model is its last epoch's (scored as such)
+        best = ckpt_dir / "last.ckpt"
+        score = float(trainer.callback_metrics.get(monitor, float("nan")))
     module.load_state_dict(scoring.safe_load(best)["state_dict"])
     module.to("cpu").eval()
-    score = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
     return FitResult(module, best, seconds, trainer.current_epoch, score, monitor, trainer.world_size)
