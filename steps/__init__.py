@@ -3,9 +3,13 @@
 import argparse
 import logging
 import os
+import sys
 import warnings
 
-from recsys.errors import RecsysError
+from recsys.errors import RecsysError, defer_interrupts
+
+if sys.argv[:1] == ["-m"]:  # `python -m steps.<name>` (runpy sets argv[0] once the package is imported)
+    defer_interrupts()  # first, before the seconds of importing mlflow, torch and Lightning
 
 # Keep step output to what a person needs: no per-file download bars, no library tips and deprecations.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -151,3 +151,75 @@ def test_eight_evaluations_at_once_on_sqlite_all_finish(env, ml100k_dir):
     runs = _runs("evaluate")
     assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
     assert len({r.data.metrics["test/rmse"] for r in runs}) == 1
+
+
+def _mlflow_run(env, cwd, entry, *params):
+    """In its own session; its output to a file (a pipe nobody reads would fill and block the step)."""
+    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", entry, "--env-manager", "local"]
+    with open(Path(cwd) / f"{entry}.out", "w") as out:
+        return subprocess.Popen(cmd + [x for p in params for x in ("-P", p)], cwd=cwd, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _training(env, tmp_path, ml100k_dir):
+    """`mlflow run -e train` of a training that would run for minutes, once it has validated an epoch."""
+    from steps import prepare as prepare_step
+
+    data = prepare_step.main(["--dataset", str(ml100k_dir)])
+    long = tmp_path / "long.yaml"
+    long.write_text("training: {epochs: 500, min_epochs: 500}\n")
+    proc = _mlflow_run(env, tmp_path, "train", f"data=runs:/{data}/data", f"config={long}")
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        running = [r for r in _runs("train") if r.info.status == "RUNNING"]
+        if running and mlflow.MlflowClient().get_metric_history(running[0].info.run_id, "val/rmse"):
+            return proc, running[0].info.run_id
+        time.sleep(0.5)
+    proc.kill()
+    raise AssertionError((tmp_path / "train.out").read_text()[-3000:])
+
+
+def _status_becomes(run_id, status, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if mlflow.get_run(run_id).info.status == status:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_under_mlflow_run_ends_the_step_killed(env, tmp_path, ml100k_dir, sig):
+    proc, run_id = _training(env, tmp_path, ml100k_dir)
+    os.killpg(proc.pid, sig)  # as a terminal's Ctrl-C, or a supervisor stopping the command, does
+    proc.wait(timeout=120)
+    assert proc.returncode != 0
+    # `mlflow run` writes FAILED over it once its command exits; the step's status is put back
+    assert _status_becomes(run_id, "KILLED"), mlflow.get_run(run_id).info.status
+    run = mlflow.get_run(run_id)
+    assert f"interrupted by {signal.Signals(sig).name}" in run.data.tags["error"] and "recsys.complete" not in run.data.tags
+
+
+def test_sigterm_to_the_mlflow_run_process_stops_the_step_it_started(env, tmp_path, ml100k_dir):
+    proc, run_id = _training(env, tmp_path, ml100k_dir)
+    os.kill(proc.pid, signal.SIGTERM)  # the launcher alone: it exits at once and passes nothing on
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    while _survivors(env["RECSYS_TEST_MARKER"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _survivors(env["RECSYS_TEST_MARKER"])  # the training did not go on orphaned
+    assert _status_becomes(run_id, "KILLED"), mlflow.get_run(run_id).info.status
+    assert "recsys.complete" not in mlflow.get_run(run_id).data.tags
+
+
+def test_ctrl_c_while_a_step_is_still_importing_ends_its_run_killed_in_one_line(env):
+    proc = _step(env, "steps.prepare", "--dataset", "synthetic")
+    time.sleep(0.3)  # importing mlflow alone takes longer
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
+    assert "Traceback" not in err and [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: interrupted by SIGINT; what was logged is kept"], err[-2000:]
+    [run] = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.info.status == "KILLED" and run.data.tags["mlflow.runName"] == "prepare"
+    assert "interrupted by SIGINT" in run.data.tags["error"]

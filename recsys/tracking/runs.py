@@ -9,11 +9,12 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import mlflow
 
-from recsys.errors import Interrupted, RecsysError
+from recsys.errors import Interrupted, RecsysError, pending_interrupt
 
 COMPLETE_TAG = "recsys.complete"  # written last: a run without it never counts as done, whatever its status
 
@@ -38,14 +39,19 @@ def step_run(name: str):
       tag, one line, exit 128 + signal;
     - anything else is a bug: run FAILED with the exception's first line as `error`, traceback kept.
     """
+    launched = os.environ.get("MLFLOW_RUN_ID")  # by `mlflow run` (start_run takes it out of the environment)
     try:
-        run = mlflow.start_run(run_name=None if os.environ.get("MLFLOW_RUN_ID") else name)
+        run = mlflow.start_run(run_name=None if launched else name)
         mlflow.set_tag("mlflow.runName", name)  # `mlflow run` names runs at random
     except Exception as e:
         print(f"error: could not start an MLflow run ({str(e).splitlines()[0]})", file=sys.stderr)
         sys.exit(2)
     previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stop_watching = threading.Event()
+    threading.Thread(target=_watch_launcher, args=(stop_watching,), daemon=True).start()
     try:
+        if pending_interrupt() is not None:  # it came while the step was importing
+            raise Interrupted(pending_interrupt())
         yield run
         mlflow.set_tag(COMPLETE_TAG, "true")
     except RecsysError as e:
@@ -58,6 +64,8 @@ def step_run(name: str):
         msg = f"interrupted by {e}; what was logged is kept" + (
             f" (continue with -P resume_from={run.info.run_id})" if name == "train" else "")
         _end(run, "KILLED", msg)
+        if launched == run.info.run_id:
+            _keep_killed(run.info.run_id)
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(128 + e.signum)
     except BaseException as e:
@@ -65,9 +73,56 @@ def step_run(name: str):
         _end(run, "FAILED", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         raise
     finally:
+        stop_watching.set()
         for sig, h in previous.items():
             signal.signal(sig, h)
     mlflow.end_run()
+
+
+def _watch_launcher(stop: threading.Event, every_s: float = 0.5) -> None:
+    """A step never outlives the command that started it: when its parent process is gone (SIGTERM to
+    `mlflow run` ends it at once, without passing the signal on), the step stops as if interrupted."""
+    parent = os.getppid()
+    while not stop.wait(every_s):
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
+# `mlflow run` marks a run FAILED after its command exits non-zero, whatever the run recorded itself (its
+# check for an already terminated run compares the status name with numbers). A detached process waits
+# for that launcher to exit and sets the status the step recorded back. It gets only the tracking
+# settings of the environment, and gives up after ten minutes.
+_KEEP_KILLED = """
+import os, sys, time
+ppid, run_id = int(sys.argv[1]), sys.argv[2]
+deadline = time.monotonic() + 600
+while time.monotonic() < deadline:
+    try:
+        os.kill(ppid, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(0.2)
+import mlflow
+client = mlflow.MlflowClient()
+if client.get_run(run_id).info.status != "KILLED":
+    client.set_terminated(run_id, "KILLED")
+"""
+
+
+def _keep_killed(run_id: str) -> None:
+    import subprocess
+
+    keep = ("PATH", "HOME", "PYTHONPATH", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+    env = {k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "AWS_", "AZURE_", "GOOGLE_")) or k in keep}
+    env.pop("MLFLOW_RUN_ID", None)
+    env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
+    try:
+        subprocess.Popen([sys.executable, "-c", _KEEP_KILLED, str(os.getppid()), run_id], env=env,
+                         start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    except OSError:
+        pass
 
 
 def _end(run, status: str, error: str) -> None:
