@@ -60,8 +60,13 @@ def worker(argv=None) -> None:
     On rank 0's node it takes the data folder and resolved config rank 0 handed off; on another node
     (NODE_RANK > 0, started by the user with the same command) it reads them itself, from an explicit
     `data` URI. No run, no params, no artifacts: MLflow hears only from rank 0."""
+    import signal
+
     from recsys.config import TrainConfig
 
+    # no run to end KILLED here: a signal stops a worker at once, as rank 0's teardown expects
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     spec = training.handed_off()
     with tempfile.TemporaryDirectory(prefix="recsys-worker-") as tmp:
         if spec is None:
