@@ -57,6 +57,7 @@ def main(argv=None):
         if not data_uri:
             raise RecsysError(f"training run {train_run} recorded no data URI; pass data=runs:/<prepare_run>/data")
         data = prep.load(tracking.download(data_uri, "data", tmp / "data"))
+        tracking.check_data(data_uri, data.meta["content_hash"])
         if ttags.get("task") and ttags["task"] != data.meta["task"]:
             raise RecsysError(f"the model was trained for the {ttags['task']} task but {data_uri} holds "
                               f"{data.meta['task']} data; evaluate it on data prepared with task={ttags['task']}")

@@ -121,6 +121,7 @@ def main(argv=None):
         data_uri = a.data or tracking.default_data(a.task or "rating")
         data_dir = tracking.download(data_uri, "data", tmp / "in")
         data = prep.load(data_dir)
+        tracking.check_data(data_uri, data.meta["content_hash"])
         task = data.meta["task"]
         if eval_users and task != "implicit":
             raise RecsysError("eval_users samples the users to rank and applies to the implicit task; leave it at 0")

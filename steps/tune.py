@@ -62,6 +62,7 @@ def main(argv=None):
         mlflow.set_tag("mlflow.runName", f"tune {a.model}")
         data_uri = a.data or tracking.default_data(a.task or "rating")
         data = prep.load(tracking.download(data_uri, "data", tmp / "data"))
+        tracking.check_data(data_uri, data.meta["content_hash"])
         task = data.meta["task"]
         space = config.search_space(a.model, cfg_path, task)
         monitor, mode = training.monitor_for(task)

@@ -45,7 +45,25 @@ def test_a_tampered_data_artifact_is_refused(tmp_path, implicit_data):
     prep.save(implicit_data, tmp_path / "data")
     t = pd.read_parquet(tmp_path / "data" / "train.parquet")
     t.iloc[:-5].to_parquet(tmp_path / "data" / "train.parquet", index=False)  # valid parquet, fewer rows
-    with pytest.raises(RecsysError, match="does not match its content hash"):
+    with pytest.raises(RecsysError, match="data/train.parquet changed after prepare hashed it"):
+        prep.load(tmp_path / "data")
+
+
+@pytest.mark.parametrize("file, edit", [
+    ("dataset.json", lambda d: {**d, "rating_min": 3.0}),  # a rating range that would rescale every prediction
+    ("users.parquet", lambda t: t.assign(age=999)),
+    ("items.parquet", lambda t: t.assign(title="edited")),
+])
+def test_every_file_of_the_data_artifact_is_covered_by_its_hash(tmp_path, rating_data, file, edit):
+    import json
+
+    prep.save(rating_data, tmp_path / "data")
+    path = tmp_path / "data" / file
+    if file.endswith(".json"):
+        path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    else:
+        edit(pd.read_parquet(path)).to_parquet(path, index=False)
+    with pytest.raises(RecsysError, match=f"data/{file} changed after prepare hashed it"):
         prep.load(tmp_path / "data")
 
 

@@ -252,3 +252,21 @@ def test_resume_restores_the_runs_own_config_then_applies_what_is_given(chain, t
     params = mlflow.get_run(resumed).data.params
     assert params["training.batch_size"] == "32" and params["model.embedding_dim"] == "8"  # not the shipped 64, 50
     assert params["training.epochs"] == "3" and mlflow.get_run(resumed).info.status == "FINISHED"
+
+
+def test_data_rewritten_consistently_is_caught_by_the_hash_its_prepare_run_recorded(chain, tmp_path, capsys):
+    from pathlib import Path
+
+    from recsys.data import prepare as prep
+
+    folder = Path(mlflow.artifacts.download_artifacts(f"runs:/{chain['data']}/data", dst_path=str(tmp_path)))
+    data = prep.load(folder)
+    data.meta["rating_min"] = 3.0  # edited, and every hash made to agree with the edit
+    data.meta["file_hashes"] = prep.file_hashes(data)
+    data.meta["content_hash"] = prep.content_hash(data)
+    (folder / "dataset.json").write_text(json.dumps(data.meta))
+    with mlflow.start_run() as forged:
+        mlflow.log_artifacts(str(folder), "data")
+        mlflow.set_tag("content_hash", mlflow.get_run(chain["data"]).data.tags["content_hash"])  # the original's
+    _fails(train_step.main, ["--data", f"runs:/{forged.info.run_id}/data", "--epochs", "1"], capsys,
+           "but its prepare run recorded")

@@ -70,6 +70,17 @@ def log_data_input(data, data_uri: str, context: str) -> None:
     return ds
 
 
+def check_data(data_uri: str, content_hash: str) -> None:
+    """Data given as runs:/<prepare run>/... must hash to what that run recorded in the tracking store (an
+    artifact rewritten consistently, hashes and all, is caught here)."""
+    if not data_uri.startswith("runs:/"):
+        return
+    recorded = run_tags(data_uri.split("/")[1]).get("content_hash")
+    if recorded and recorded != content_hash:
+        raise RecsysError(f"{data_uri} hashes to {content_hash[:12]} but its prepare run recorded {recorded[:12]} "
+                          "(the artifact changed after it was logged); run prepare again and pass its data URI")
+
+
 def run_tags(run_id: str) -> dict:
     try:
         return mlflow.get_run(run_id).data.tags
