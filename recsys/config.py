@@ -170,19 +170,18 @@ def load(name: str, path: str | Path | None = None, overrides: dict | None = Non
     sections, overlay, path = _layers(name, path)
     where = path.name
     keys = valid_keys(name)
-    for layer, values in (("implicit", overlay if task == "implicit" else {}), ("override", overrides or {})):
-        for key, raw in values.items():
-            section = _owner(key, name)
-            if section is None:
+    # every key is checked, the overlay's whichever task loads the file; then the layers apply in order
+    for what, values in (("{where}: unknown implicit key {key!r}", overlay),
+                         ("unknown parameter {key!r} for model {name}", overrides or {})):
+        for key in values:
+            if _owner(key, name) is None:
                 close = difflib.get_close_matches(key, keys, n=1)
-                what = f"unknown parameter {key!r} for model {name}" if layer == "override" else \
-                    f"{where}: unknown implicit key {key!r}"
-                raise RecsysError(what + (f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(keys)}"))
-            sections[section][key] = parse_override(raw) if isinstance(raw, str) and layer == "override" else raw
-    for key in overlay if task != "implicit" else ():  # the overlay is checked whichever task loads it
-        if _owner(key, name) is None:
-            close = difflib.get_close_matches(key, keys, n=1)
-            raise RecsysError(f"{where}: unknown implicit key {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+                raise RecsysError(what.format(where=where, key=key, name=name)
+                                  + (f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(keys)}"))
+    for key, value in (overlay if task == "implicit" else {}).items():
+        sections[_owner(key, name)][key] = value
+    for key, raw in (overrides or {}).items():  # a -P value as YAML reads it
+        sections[_owner(key, name)][key] = parse_override(raw) if isinstance(raw, str) else raw
     try:
         hp = model_schema(name).model_validate(sections["model"]).model_dump()
     except ValidationError as e:
