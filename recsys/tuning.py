@@ -192,19 +192,10 @@ def finished(study) -> list:
     return study.get_trials(deepcopy=False, states=states)
 
 
-class SweepInterrupted(KeyboardInterrupt):
-    """An interrupt inside a trial, in the form Optuna handles (it marks the trial FAIL and re-raises);
-    the step turns it back into `Interrupted`."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
 class Interrupts:
-    """Signals during a sweep: inside a trial they interrupt it (the objective hands it to Optuna as
-    SweepInterrupted, which Optuna records as FAIL); during Optuna's own bookkeeping between trials they only stop the study after it, so its
-    storage is never left half-written. `signum` says which signal came, if any."""
+    """Signals during a sweep: inside a trial they interrupt it (`sweep` records it FAIL); during the
+    study's bookkeeping between trials they only stop the sweep before the next one, so its storage is
+    never left half-written. `signum` says which signal came, if any."""
 
     def __init__(self, study):
         self.study, self.in_trial, self.signum = study, False, None
@@ -213,7 +204,6 @@ class Interrupts:
         self.signum = signum
         if self.in_trial:  # Interrupted, not a KeyboardInterrupt: Lightning would turn that into sys.exit(1)
             raise Interrupted(signum)
-        self.study.stop()
 
     def __enter__(self):
         import signal
@@ -238,10 +228,67 @@ def abandon(study, trials: list) -> None:
             pass  # already finished
 
 
-def stop_at(n: int):
-    """Stop every worker of a study once `n` trials are complete or pruned, whoever ran them."""
-    return optuna.study.MaxTrialsCallback(n, states=(optuna.trial.TrialState.COMPLETE,
-                                                     optuna.trial.TrialState.PRUNED))
+def sweep(study, objective, n: int, timeout: float | None, interrupts: "Interrupts") -> int:
+    """Run trials until the study holds `n` finished ones, whoever ran them; returns how many this worker ran.
+
+    Optuna's own `optimize` checks the count after a trial, so two workers each starting one when the
+    study is one short leave n + 1. Here a worker claims a trial before running it: after `ask` (which
+    numbers trials in the storage), the trial runs only if fewer than `n` trials numbered before it are
+    finished or running; otherwise it is a surplus, told FAIL with the `surplus` attribute (it never ran)
+    and the worker stops. An enqueued trial (the shipped defaults) is asked like any other; a second copy
+    of it (two workers enqueued it at the same moment) is told FAIL with the `duplicate` attribute."""
+    import time
+
+    live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    t0, ran = time.monotonic(), 0
+    while not interrupts.signum and (timeout is None or time.monotonic() - t0 < timeout):
+        if len(study.get_trials(deepcopy=False, states=live)) >= n:
+            break
+        trial = study.ask()
+        if trial.user_attrs.get("defaults") and any(  # two workers enqueued the defaults at once: run them once
+                t.user_attrs.get("defaults") and t.number < trial.number for t in study.get_trials(
+                    deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING,
+                            optuna.trial.TrialState.WAITING))):
+            trial.set_user_attr("duplicate", True)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        ahead = [t for t in study.get_trials(deepcopy=False, states=live) if t.number < trial.number]
+        if len(ahead) >= n:
+            trial.set_user_attr("surplus", True)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            break
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        except BaseException:
+            abandon(study, [trial])
+            raise
+        else:
+            study.tell(trial, value)
+        ran += 1
+    return ran
+
+
+def settle(study, n: int, patience: float | None = None, poll: float = 2.0) -> int:
+    """Wait for trials other workers are still running (those within the study's `n`), so every worker's
+    summary reads the same finished study. Waits at most `patience` seconds (default: three times the
+    longest finished trial, at least a minute: a worker killed without a word leaves its trial RUNNING);
+    returns how many are still running after that."""
+    import time
+
+    def running():
+        mine = [t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.FAIL]
+        return [t for t in sorted(mine, key=lambda t: t.number)[:n] if t.state == optuna.trial.TrialState.RUNNING]
+
+    if patience is None:
+        spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in finished(study)
+                 if t.datetime_complete and t.datetime_start]
+        patience = max(60.0, 3 * max(spans, default=0.0))
+    deadline = time.monotonic() + patience
+    while (left := running()) and time.monotonic() < deadline:
+        time.sleep(poll)
+    return len(left)
 
 
 def best_config(name: str, path: Path, params: dict, task: str) -> str:

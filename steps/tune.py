@@ -78,11 +78,9 @@ def main(argv=None):
                               "data_uri": data_uri, "study": study_name})
         base = {"threads": a.threads}
 
-        current = []  # the trial this worker is running: marked FAIL in the study if the sweep is interrupted
         interrupts = tuning.Interrupts(study)
 
         def objective(trial):
-            current[:] = [trial]
             interrupts.in_trial = True
             try:
                 return run_trial(trial)
@@ -93,44 +91,37 @@ def main(argv=None):
             overrides = {**base, **tuning.suggest(trial, space)}
             hp, cfg = config.load(a.model, cfg_path, overrides, task=task)
             key = f"best_{monitor.replace('/', '_')}"
-            try:
-                with tracking.child_run(f"trial {trial.number}", optuna.TrialPruned) as child:
-                    tracking.log_params({**config.flat(hp, cfg), "trial": trial.number, "study": study_name,
-                                         "repeats": repeats})
-                    mlflow.set_tags({"step": "tune-trial", "model": a.model, "trial": trial.number,
-                                       **({"defaults": "true"} if trial.user_attrs.get("defaults") else {})})
-                    scores, seconds = [], 0.0
-                    for r in range(repeats):  # the first seed's curve is logged and pruned; the others only score
-                        cfg_r = cfg.model_copy(update={"seed": cfg.seed + r})
-                        result = training.fit(
-                            data, a.model, hp, cfg_r, tracking.lightning_logger(child.info.run_id) if r == 0 else None,
-                            tmp / f"trial{trial.number}-{r}",
-                            callbacks=(tuning.Pruning(trial, monitor, cfg.scheduler != "onecycle"),) if r == 0 else ())
-                        scores.append(result.best_score)
-                        seconds += result.seconds
-                        if repeats > 1:
-                            tracking.log_metrics({f"{key}_seed_{cfg_r.seed}": result.best_score})
-                    score = tuning.mean_and_sd(scores)
-                    tracking.log_metrics({key: score[0], "train_seconds": seconds,
-                                          **({f"{key}_sd": score[1]} if repeats > 1 else {})})
-            except Interrupted as e:  # as a KeyboardInterrupt, which Optuna records (trial FAIL) and re-raises
-                raise tuning.SweepInterrupted(e.signum) from None
+            with tracking.child_run(f"trial {trial.number}", optuna.TrialPruned) as child:
+                tracking.log_params({**config.flat(hp, cfg), "trial": trial.number, "study": study_name,
+                                     "repeats": repeats})
+                mlflow.set_tags({"step": "tune-trial", "model": a.model, "trial": trial.number,
+                                   **({"defaults": "true"} if trial.user_attrs.get("defaults") else {})})
+                scores, seconds = [], 0.0
+                for r in range(repeats):  # the first seed's curve is logged and pruned; the others only score
+                    cfg_r = cfg.model_copy(update={"seed": cfg.seed + r})
+                    result = training.fit(
+                        data, a.model, hp, cfg_r, tracking.lightning_logger(child.info.run_id) if r == 0 else None,
+                        tmp / f"trial{trial.number}-{r}",
+                        callbacks=(tuning.Pruning(trial, monitor, cfg.scheduler != "onecycle"),) if r == 0 else ())
+                    scores.append(result.best_score)
+                    seconds += result.seconds
+                    if repeats > 1:
+                        tracking.log_metrics({f"{key}_seed_{cfg_r.seed}": result.best_score})
+                score = tuning.mean_and_sd(scores)
+                tracking.log_metrics({key: score[0], "train_seconds": seconds,
+                                      **({f"{key}_sd": score[1]} if repeats > 1 else {})})
             label = " (the shipped defaults)" if trial.user_attrs.get("defaults") else ""
             spread = f" (sd {score[1]:.4f} over {repeats} seeds)" if repeats > 1 else ""
             print(f"trial {trial.number}{label}: {monitor}={score[0]:.4f}{spread} {trial.params}", flush=True)
             return score[0]
 
         t0 = time.perf_counter()
-        try:
-            with interrupts:
-                study.optimize(objective, n_trials=trials, timeout=timeout or None,
-                               callbacks=[tuning.stop_at(trials)], catch=())
-        except (Interrupted, tuning.SweepInterrupted) as e:  # finished trials stay; none is left RUNNING
-            tuning.abandon(study, current)
-            raise Interrupted(e.signum) from None
-        if interrupts.signum is not None:  # came between trials: the study stopped cleanly after it
+        with interrupts:  # an interrupted trial is told FAIL; finished trials stay
+            ran = tuning.sweep(study, objective, trials, timeout or None, interrupts)
+        if interrupts.signum is not None:  # came between trials: the sweep stopped cleanly after one
             raise Interrupted(interrupts.signum)
         seconds = time.perf_counter() - t0
+        waiting = tuning.settle(study, trials)  # trials other workers are finishing: one summary for all
         done = tuning.finished(study)
         complete = [t for t in done if t.state == optuna.trial.TrialState.COMPLETE]
         if not complete:
@@ -143,12 +134,13 @@ def main(argv=None):
         ev = evaluation.evaluate(result.module, data, "test", [10], "both")
         key = "test/rmse" if task == "rating" else "test/ndcg_at_10"
         tracking.log_metrics({**{f"best/{k}": v for k, v in ev.metrics.items()}, f"best/{monitor}": best.value,
-                              "trials_finished": len(done), "trials_pruned": len(done) - len(complete),
+                              "trials_finished": len(done), "trials_pruned": len(done) - len(complete), "trials_run_here": ran,
                               "sweep_seconds": seconds})
         for png in tuning.plots(study, tmp):
             mlflow.log_artifact(png, "plots")
-        line = (f"tune {a.model} ({task}): {len(done)} trials in the study ({len(done) - len(complete)} pruned), "
-                f"this worker {seconds:.0f}s; best trial {best.number} {monitor}={best.value:.4f} -> {key}="
+        elsewhere = f", {waiting} still running in another worker" if waiting else ""
+        line = (f"tune {a.model} ({task}): {len(done)} trials in the study ({len(done) - len(complete)} pruned"
+                f"{elsewhere}), this worker {ran} in {seconds:.0f}s; best trial {best.number} {monitor}={best.value:.4f} -> {key}="
                 f"{ev.metrics[key]:.4f}; config: runs:/{run.info.run_id}/best_config.yaml")
         mlflow.set_tag("mlflow.note.content", line)
         print(line, file=sys.stdout)

@@ -1,6 +1,7 @@
 """tune: Optuna sweeps as nested runs, shared storage, one-line errors."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -229,16 +230,25 @@ def test_two_workers_share_one_study_and_no_trial_is_lost_or_duplicated(ml100k_d
     assert all(w.returncode == 0 for w in workers), [o[1][-2000:] for o in outs]
     study = optuna.load_study(study_name="shared", storage=storage)
     done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
-    assert 6 <= len(done) <= 7  # each worker stops once 6 are done; both may be finishing one at that moment
+    assert len(done) == 6  # a worker claims a trial before running it: never one more than asked for
     assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))  # none lost, none twice
-    # both workers seed their sampler with 42, yet draw different points (seeded per trial number)
-    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(study.trials)
+    # a trial asked for when 6 were already claimed, or a second copy of the enqueued defaults, never ran
+    others = [t for t in study.trials if t not in done]
+    assert all(t.state == optuna.trial.TrialState.FAIL and (t.user_attrs.get("surplus") or t.user_attrs.get("duplicate"))
+               and not t.params for t in others)
+    # both workers seed their sampler with 42, yet draw different points (seeded per trial number), and
+    # the shipped defaults are one trial, not one per worker
+    assert len({tuple(sorted(t.params.items())) for t in done}) == len(done)
+    assert sum(bool(t.user_attrs.get("defaults")) for t in done) == 1
+    # both summaries read the same finished study: same count, same best trial
+    summaries = [re.search(r"(\d+) trials in the study .*best trial (\d+)", o[0]).groups() for o in outs]
+    assert summaries[0] == summaries[1] == ("6", str(study.best_trial.number)), [o[0][-600:] for o in outs]
     parents = [r.info.run_id for r in mlflow.search_runs(search_all_experiments=True, output_format="list",
                                                          filter_string="tags.step = 'tune'")]
     assert len(parents) == 2
     children = mlflow.search_runs(search_all_experiments=True, output_format="list",
                                   filter_string="tags.step = 'tune-trial'")
-    assert sorted(int(c.data.tags["trial"]) for c in children) == sorted(t.number for t in study.trials)
+    assert sorted(int(c.data.tags["trial"]) for c in children) == sorted(t.number for t in done)
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == set(parents)  # both did share the work
 
 
@@ -322,3 +332,54 @@ def test_workers_of_one_study_draw_different_points_and_a_lone_worker_is_reprodu
     assert len({lr for _, lr, _ in both}) == 14, both
     # a random startup draw depends on the trial's number, not on which process drew it
     assert sorted(both)[:10] == runs[0][:10]
+
+
+def test_a_worker_claims_a_trial_before_running_it_so_a_study_never_runs_more_than_asked(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    study = tuning.open_study(storage, "s", "mf", "rating", "h", 42, "minimize")
+    space = {"lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True}}
+    ran = []
+
+    def objective(trial):
+        ran.append(trial.number)
+        return tuning.suggest(trial, space)["lr"]
+
+    # another worker's trial is running while this one's finished: with n=2 nothing more is to be run
+    study.tell(study.ask(), 0.5)
+    elsewhere = study.ask()
+    assert tuning.sweep(study, objective, 2, None, tuning.Interrupts(study)) == 0 and ran == []
+    # the race itself: this worker asks at the moment the study is one short, just after another did
+    other = study.ask()  # trial 2, claimed by the other worker (trial 1 is still running)
+    study.tell(elsewhere, state=optuna.trial.TrialState.FAIL)  # ... which then fails: one slot is free again
+    assert tuning.sweep(study, objective, 2, None, tuning.Interrupts(study)) == 0  # trial 2 holds it
+    study.tell(other, 0.4)
+    assert tuning.sweep(study, objective, 3, None, tuning.Interrupts(study)) == 1 and ran == [3]
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    # two workers enqueue the shipped defaults at the same moment: they run once
+    for _ in range(2):
+        study.enqueue_trial({"lr": 0.01}, user_attrs={"defaults": True})
+    assert tuning.sweep(study, objective, 5, None, tuning.Interrupts(study)) == 2 and ran[-2:] == [4, 6]
+    dup = study.trials[5]
+    assert dup.user_attrs.get("duplicate") and dup.state.name == "FAIL" and not dup.params
+    assert sum(t.params == {"lr": 0.01} and t.state.name == "COMPLETE" for t in study.trials) == 1
+
+
+def test_a_surplus_trial_is_told_fail_and_never_runs(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    study = tuning.open_study(storage, "s", "mf", "rating", "h", 42, "minimize")
+    study.tell(study.ask(), 0.5)
+    study.ask()  # another worker's trial: 2 claimed
+
+    # the check before `ask` saw one free slot; the other worker took it since
+    real_get = study.get_trials
+    calls = []
+
+    def stale(*a, **k):
+        calls.append(1)
+        trials = real_get(*a, **k)
+        return trials[:1] if len(calls) == 1 else trials
+
+    study.get_trials = stale
+    assert tuning.sweep(study, lambda t: 1.0, 2, None, tuning.Interrupts(study)) == 0
+    last = real_get()[-1]
+    assert last.number == 2 and last.state.name == "FAIL" and last.user_attrs.get("surplus")
