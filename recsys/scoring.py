@@ -44,9 +44,13 @@ def safe_load(checkpoint: str | Path) -> dict:
     try:
         return torch.load(str(checkpoint), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise RecsysError(f"checkpoint {Path(checkpoint).name} was refused: it is not a checkpoint of tensors and "
-                          f"plain values ({str(e).strip().splitlines()[0][:160]}); load models only from stores "
-                          "you trust") from None
+        import re
+
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+        why = re.search(r"Unsupported global: GLOBAL [^\s]+|Unsupported operand \d+", text)
+        reason = why.group(0) if why else (text.splitlines()[0].split(". ")[0][:120] if text else type(e).__name__)
+        raise RecsysError(f"checkpoint {Path(checkpoint).name} was refused: it holds more than tensors and plain "
+                          f"values ({reason}); load models only from stores you trust") from None
 
 
 def load_scorer(checkpoint: str | Path) -> Scorer:

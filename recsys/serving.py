@@ -26,6 +26,8 @@ from recsys.schema import GENRES, ITEM, RATING, RAW_ID, TITLE, USER, YEAR
 from recsys.scoring import load_scorer
 
 BLOCK_USERS = 4096  # users ranked per block in batch recommendation
+MAX_ROWS = 10_000  # rows per request (users, or user-item pairs): more is refused in one line
+MAX_RESULTS = 1_000_000  # rows an answer may hold (users x k): more is refused before anything is scored
 
 
 def export(data, folder: Path) -> Path:
@@ -86,26 +88,63 @@ class Bundle:
     @staticmethod
     def _ids(df: pd.DataFrame, col: str) -> list[str]:
         values = df[col]
-        nulls = np.flatnonzero(values.isna().to_numpy())
-        if len(nulls):
-            raise RecsysError(f"`{col}` is null in row {int(nulls[0])}; every row needs a {col} id")
         out = []
-        for v in values:  # raw ids arrive as strings or JSON numbers (1 and 1.0 both mean "1")
-            if isinstance(v, float) and v.is_integer():
+        for row, v in enumerate(values):  # raw ids arrive as strings or JSON numbers (1 and 1.0 both mean "1")
+            if isinstance(v, (list, tuple, dict, set, np.ndarray)) or isinstance(v, (bool, np.bool_)):
+                raise RecsysError(f"`{col}` in row {row} is a {type(v).__name__}, not an id; send one string or "
+                                  f"integer {col} id per row")
+            if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+                raise RecsysError(f"`{col}` is null in row {row}; every row needs a {col} id")
+            if isinstance(v, (float, np.floating)) and float(v).is_integer():
                 v = int(v)
+            elif isinstance(v, (float, np.floating)):
+                raise RecsysError(f"`{col}` in row {row} is {v!r}, not an id; send string or integer ids")
             out.append(str(v))
         return out
 
+    @staticmethod
+    def _table(obj) -> pd.DataFrame:
+        """The request as rows. MLflow hands a DataFrame for dataframe_split / dataframe_records / CSV, and
+        for `inputs` / `instances` a dict of numpy arrays (columns) or a list of dicts of 0-d arrays (rows)."""
+        if isinstance(obj, pd.DataFrame):
+            return obj
+
+        def scalar(v):
+            return v.item() if isinstance(v, np.ndarray) and v.ndim == 0 else v
+
+        if isinstance(obj, dict):
+            bad = [c for c, v in obj.items() if not (isinstance(v, (list, tuple)) or (isinstance(v, np.ndarray) and v.ndim == 1))]
+            if bad:
+                raise RecsysError(f"the input's column {str(bad[0])[:40]!r} is not a list of ids; send each column as a "
+                                  "list, or rows (dataframe_split, dataframe_records, or CSV with a header)")
+            obj = {c: list(v) for c, v in obj.items()}
+        elif isinstance(obj, list) and all(isinstance(r, dict) for r in obj):
+            obj = [{c: scalar(v) for c, v in r.items()} for r in obj]
+        try:
+            return pd.DataFrame(obj)
+        except (ValueError, TypeError) as e:
+            raise RecsysError(f"the input is not a table of rows ({str(e).splitlines()[0][:120]}); send "
+                              "dataframe_split, dataframe_records, or CSV with a header") from None
+
     def predict(self, df: pd.DataFrame, k=10) -> pd.DataFrame:
-        if not isinstance(df, pd.DataFrame):
-            df = pd.DataFrame(df)
+        df = self._table(df)
+        if not isinstance(df.index, pd.RangeIndex):  # {"inputs": {"user": {"a": 1}}}: a mapping, not rows
+            raise RecsysError("the input is a mapping, not rows; send a list of rows (dataframe_split, "
+                              "dataframe_records, or inputs as a list), or CSV with a header")
+        if len(df) > MAX_ROWS:
+            raise RecsysError(f"the request has {len(df):,} rows; at most {MAX_ROWS:,} are answered at once: split it "
+                              "(or use the recommend entry point for every user)")
         if "user" not in df.columns:
-            raise RecsysError(f"the input has columns {list(df.columns)[:5]} but no `user`; send rows with a user "
-                              "id (and an item id to score a pair)")
+            raise RecsysError(f"the input has columns {[str(c)[:20] for c in df.columns[:5]]} but no `user`; send rows "
+                              "with a user id (and an item id to score a pair)")
         users = self._ids(df, "user")
         if "item" in df.columns and df["item"].notna().any():
             return self.predict_pairs(users, self._ids(df, "item"))
-        return self.recommend(users, self.parse_k(k))
+        k = self.parse_k(k)
+        if len(users) * min(k, len(self.item_raw)) > MAX_RESULTS:
+            raise RecsysError(f"{len(users):,} users x k={k} would return more than {MAX_RESULTS:,} rows; lower k or "
+                              "send fewer users per request")
+        return self.recommend(users, k)
 
     def predict_pairs(self, users: list[str], items: list[str]) -> pd.DataFrame:
         u = self.user_index.get_indexer(pd.Index(users))
@@ -169,10 +208,11 @@ class Bundle:
         codes = np.asarray(item_codes)
         ok = codes >= 0
         for col in (TITLE, YEAR, GENRES):
-            if col in self.items:
-                values = pd.Series([None] * len(out), dtype=self.items[col].dtype)
-                values[ok] = self.items[col].to_numpy()[codes[ok]]
-                out[col] = values.to_numpy()
+            if col in self.items:  # a missing value is None (JSON null), never NaN or <NA>
+                known = self.items[col].astype(object).where(self.items[col].notna(), None).to_numpy()
+                values = np.full(len(out), None, dtype=object)
+                values[ok] = known[codes[ok]]
+                out[col] = values
         return out
 
 

@@ -93,6 +93,8 @@ def test_a_pickle_payload_in_a_checkpoint_is_refused_and_never_runs(tmp_path, im
     torch.save(ck, result.checkpoint)
     with pytest.raises(RecsysError, match="was refused"):
         training.load_module(result.checkpoint)
+    with pytest.raises(RecsysError, match="was refused"):  # resume: one line, before Lightning reads it
+        training.fit(implicit_data, "mf", hp, cfg, checkpoint_dir=tmp_path / "ck2", resume_from=result.checkpoint)
     assert not marker.exists()
     torch.load(result.checkpoint, weights_only=False)  # the payload is real: a full unpickle runs it
     assert marker.read_text() == "ran"
@@ -134,10 +136,13 @@ def test_a_zip_bomb_is_refused_and_leaves_nothing(tmp_path):
 
 # --- reuse trusts only complete runs -----------------------------------------------------------------
 def _fake_run(entry, params, complete=True, status="FINISHED"):
+    """A run as `mlflow run` leaves it: the entry's params (defaults included) and the step's fingerprint."""
     git = tracking.git_info()
+    logged = tracking.entry_params(entry, params)
     with mlflow.start_run() as run:
-        mlflow.set_tags({"mlflow.project.entryPoint": entry, **git})
-        mlflow.log_params(params)
+        mlflow.set_tags({"mlflow.project.entryPoint": entry, **git,
+                         "recsys.request": tracking.request_fingerprint(logged)})
+        mlflow.log_params(logged)
         if complete:
             mlflow.set_tag(tracking.COMPLETE_TAG, "true")
     mlflow.MlflowClient().set_terminated(run.info.run_id, status)
@@ -152,6 +157,34 @@ def test_reuse_needs_the_completion_tag_and_compares_numbers_as_numbers():
     for spelt in ("4", "4.0", "4.00"):
         assert tracking.find_reusable_run("prepare", {"seed": "42", "positive_threshold": spelt}, exp) == good
     assert tracking.find_reusable_run("prepare", {"seed": "42", "positive_threshold": "4.5"}, exp) is None
+
+
+def test_reuse_matches_the_whole_request_not_only_the_keys_asked_for(tmp_path, monkeypatch):
+    exp = mlflow.get_experiment_by_name("Default").experiment_id
+    data = "runs:/0123/data"
+    # a train run given more than main asks (lr=0.5 epochs=1) is not the run main would start
+    odd = _fake_run("train", {"data": data, "model": "mf", "task": "rating", "seed": "42", "lr": "0.5", "epochs": "1"})
+    monkeypatch.setattr("recsys.tracking.orchestration._has_model", lambda rid: True)
+    asked = {"data": data, "model": "mf", "task": "rating", "seed": "42"}
+    assert tracking.find_reusable_run("train", asked, exp) is None
+    assert tracking.find_reusable_run("train", {**asked, "lr": "0.5", "epochs": "1.0"}, exp) == odd
+    # a prepare run with another value for a param left at its default
+    _fake_run("prepare", {"dataset": "ml-100k", "test_frac": "0.5", "min_user_ratings": "300"})
+    assert tracking.find_reusable_run("prepare", {"dataset": "ml-100k"}, exp) is None
+    plain = _fake_run("prepare", {"dataset": "ml-100k", "test_frac": "0.1"})  # the declared default, spelt out
+    assert tracking.find_reusable_run("prepare", {"dataset": "ml-100k"}, exp) == plain
+    # the same config path with other content is another request
+    cfg = tmp_path / "my.yaml"
+    cfg.write_text("training:\n  lr: 0.01\n")
+    first = _fake_run("train", {**asked, "config": str(cfg)})
+    assert tracking.find_reusable_run("train", {**asked, "config": str(cfg)}, exp) == first
+    cfg.write_text("training:\n  lr: 0.02\n")
+    assert tracking.find_reusable_run("train", {**asked, "config": str(cfg)}, exp) is None
+    # a run without a fingerprint (started outside `mlflow run`, or before it was recorded) is never reused
+    with mlflow.start_run() as bare:
+        mlflow.set_tags({"mlflow.project.entryPoint": "prepare", **tracking.git_info(), tracking.COMPLETE_TAG: "true"})
+        mlflow.log_params(tracking.entry_params("prepare", {"dataset": "ml-1m"}))
+    assert bare.info.status and tracking.find_reusable_run("prepare", {"dataset": "ml-1m"}, exp) is None
 
 
 def test_a_train_run_without_its_model_is_never_reused():

@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recsys.errors import RecsysError
 from steps import prepare as prepare_step
-from support import free_port, module_store, wait_for
 from steps import train as train_step
+from support import free_port, module_store, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +84,62 @@ def test_bad_requests_are_one_line_invalid_parameter_errors(served, frame, param
     assert e.value.error_code == "INVALID_PARAMETER_VALUE"
 
 
+@pytest.mark.parametrize("body, message", [
+    ({"user": [[1, 2]]}, "`user` in row 0 is a list, not an id"),
+    ({"user": [{"a": 1}]}, "`user` in row 0 is a dict, not an id"),
+    ({"user": [1.5]}, "`user` in row 0 is 1.5, not an id"),
+    ({"user": [True]}, "`user` in row 0 is a bool, not an id"),
+])
+def test_nested_or_odd_values_are_not_taken_as_ids(served, body, message):
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match=message):
+        served["model"].predict(pd.DataFrame(body), params={"k": 3})
+
+
+def test_inputs_in_every_shape_mlflow_hands_over_are_rows_or_refused(served):
+    from mlflow.pyfunc.scoring_server import parse_tf_serving_input
+
+    bundle = served["model"].unwrap_python_model().bundle
+    expected = bundle.predict(pd.DataFrame({"user": ["1", "2"]}), 3)
+    for body in ({"inputs": [{"user": 1}, {"user": 2}]}, {"inputs": {"user": [1, 2]}}, {"instances": [{"user": "1"}, {"user": "2"}]}):
+        got = bundle.predict(parse_tf_serving_input(body), 3)
+        assert list(got["item"]) == list(expected["item"])
+    for body in ({"inputs": {"user": {"a": 1}}}, {"inputs": {"user": 1}}):
+        with pytest.raises(RecsysError, match="is not a list of ids"):
+            bundle.predict(parse_tf_serving_input(body), 3)
+    with pytest.raises(RecsysError, match="is a mapping, not rows"):
+        bundle.predict(pd.DataFrame({"user": {"a": 1}}), 3)
+
+
+def test_requests_are_capped_in_rows_and_in_answer_size(served):
+    from recsys import serving
+
+    bundle = served["model"].unwrap_python_model().bundle
+    with pytest.raises(RecsysError, match=f"at most {serving.MAX_ROWS:,} are answered at once"):
+        bundle.predict(pd.DataFrame({"user": ["1"] * (serving.MAX_ROWS + 1)}), 1)
+    users = ["1"] * serving.MAX_ROWS
+    assert len(bundle.predict(pd.DataFrame({"user": users[:100]}), 10)) == 1000
+    n_items = len(bundle.item_raw)  # 10,000 users x every item is more than an answer may hold
+    with pytest.raises(RecsysError, match="would return more than"):
+        bundle.predict(pd.DataFrame({"user": users}), n_items)
+
+
+def test_missing_years_and_titles_are_null_never_nan(served):
+    bundle = served["model"].unwrap_python_model().bundle
+    out = bundle.predict(pd.DataFrame({"user": ["1"], "item": ["no-such-item"]}))
+    assert out["year"].iloc[0] is None and out["title"].iloc[0] is None
+    json.dumps(out.to_dict(orient="records"), allow_nan=False)  # strict JSON: no NaN anywhere
+
+
+def test_a_bad_requests_line_survives_the_scoring_servers_rewrite():
+    from recsys.tracking.pyfunc import RequestError
+
+    e = RequestError("k=0 must be a positive integer", error_code=1001)
+    e.message = f"Failed to predict data '  user\n0    1'. \nError: {e.message}"  # what MLflow's server does
+    assert e.message == "k=0 must be a positive integer" and json.loads(e.serialize_as_json())["message"] == e.message
+
+
 def test_the_model_holds_only_what_serving_needs(served, tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{served['db']}")
     local = Path(mlflow.artifacts.download_artifacts(served["uri"], dst_path=str(tmp_path)))
@@ -94,14 +151,21 @@ def test_the_model_holds_only_what_serving_needs(served, tmp_path):
     assert info.saved_input_example_info is not None
 
 
-def _post(port, body, raw=False):
+def _strict(text):
+    def refuse(c):
+        raise AssertionError(f"{c} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _post(port, body, raw=False, content_type="application/json"):
     data = body if raw else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data, {"Content-Type": "application/json"})
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data, {"Content-Type": content_type})
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read())
+            return r.status, _strict(r.read())
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+        return e.code, _strict(e.read() or b"{}")
 
 
 @pytest.mark.slow

@@ -1,11 +1,13 @@
 """The steps end to end in-process on tiny data, against a real (sqlite) tracking store."""
 
 import json
+from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
 
+from recsys.errors import RecsysError
 from steps import evaluate as evaluate_step
 from steps import prepare as prepare_step
 from steps import train as train_step
@@ -239,9 +241,9 @@ def test_another_projects_pyfunc_is_refused_as_not_a_recsys_model(chain, capsys)
     with mlflow.start_run() as run:
         mlflow.pyfunc.log_model(name="model", python_model=Echo())
     uri = f"runs:/{run.info.run_id}/model"
-    _fails(recommend_step.main, ["--model-uri", uri], capsys, "is not a recsys model (its pyfunc is Echo)")
+    _fails(recommend_step.main, ["--model-uri", uri], capsys, "is not a recsys model (its run")
     _fails(evaluate_step.main, ["--model-uri", uri, "--data", f"runs:/{chain['data']}/data"], capsys,
-           "is not a recsys model (its pyfunc is Echo)")
+           "is not a recsys model (its run")
 
 
 def test_resume_restores_the_runs_own_config_then_applies_what_is_given(chain, tmp_path):
@@ -270,3 +272,47 @@ def test_data_rewritten_consistently_is_caught_by_the_hash_its_prepare_run_recor
         mlflow.set_tag("content_hash", mlflow.get_run(chain["data"]).data.tags["content_hash"])  # the original's
     _fails(train_step.main, ["--data", f"runs:/{forged.info.run_id}/data", "--epochs", "1"], capsys,
            "but its prepare run recorded")
+
+
+class _Payload:
+    """Unpickling this creates the file it names: proof that a pickle ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_logged_model_holds_no_pickle_and_a_payload_planted_in_any_file_never_runs(chain, tmp_path, capsys):
+    import pickle
+
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    from recsys import tracking
+
+    run = mlflow.get_run(chain["train"])
+    [model] = mlflow.search_logged_models(filter_string=f"source_run_id = '{run.info.run_id}'", output_format="list")
+    store = Path(local_file_uri_to_path(model.artifact_location))
+    files = sorted(f for f in store.rglob("*") if f.is_file())
+    assert files and not any(f.suffix == ".pkl" for f in files)  # models-from-code: no python_model.pkl
+    assert "served_model.py" in (store / "MLmodel").read_text()
+    marker = tmp_path / "ran"
+    payload = pickle.dumps(_Payload(str(marker)))
+    uri = f"runs:/{run.info.run_id}/model"
+    for f in files:
+        original = f.read_bytes()
+        f.write_bytes(payload)
+        try:
+            with pytest.raises(RecsysError, match=f"its file {f.relative_to(store)} changed"):
+                tracking.load_bundle(uri, tmp_path / f"dl-{f.name}")
+        finally:
+            f.write_bytes(original)
+    (store / "python_model.pkl").write_bytes(payload)  # a pickle added beside the code
+    try:
+        _fails(evaluate_step.main, ["--model-uri", uri, "--data", f"runs:/{chain['data']}/data"], capsys,
+               "its file python_model.pkl was added")
+    finally:
+        (store / "python_model.pkl").unlink()
+    assert not marker.exists()
+    assert tracking.load_bundle(uri, tmp_path / "intact") is not None  # restored: it loads again

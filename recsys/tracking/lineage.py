@@ -16,6 +16,56 @@ from recsys.errors import RecsysError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
+REQUEST_TAG = "recsys.request"
+
+
+def canonical(value) -> str:
+    """A parameter as reuse compares it: numbers as numbers (`4`, `4.0` and `4.00` are one value)."""
+    text = str(value).strip()
+    try:
+        f = float(text)
+    except ValueError:
+        return text
+    if f != f or f in (float("inf"), float("-inf")):
+        return text
+    return repr(int(f)) if f.is_integer() else repr(f)
+
+
+def entry_params(entry: str, params: dict) -> dict[str, str]:
+    """The params `mlflow run` logs for `entry` given `params`: every declared one (its default where not
+    given) and every extra one."""
+    from mlflow.projects import _project_spec
+
+    spec = _project_spec.load_project(str(PROJECT_ROOT)).get_entry_point(entry)
+    final, extra = spec.compute_parameters({k: str(v) for k, v in params.items()}, storage_dir=None)
+    return {k: str(v) for k, v in {**final, **extra}.items()}
+
+
+def _content(path: Path) -> str:
+    """A local file's sha256; a folder's files by name, size and modification time (a dataset folder can
+    be large)."""
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    files = sorted(f for f in path.rglob("*") if f.is_file())
+    listing = [(str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return hashlib.sha256(repr(listing).encode()).hexdigest()
+
+
+def request_fingerprint(params: dict) -> str:
+    """What a run was asked to do, as one hash: every param `mlflow run` logged (canonical values), and
+    the content of a local config file or dataset folder it names (the same path with other content is
+    another request). Reuse needs this to match exactly: a run with an extra or a different param,
+    a default changed since, or an edited config file, is a miss."""
+    import json
+
+    items = {k: canonical(v) for k, v in params.items()}
+    for key in ("config", "dataset"):
+        value = str(params.get(key, ""))
+        if value and "://" not in value and ":/" not in value and Path(value).exists():
+            items[f"{key}#content"] = _content(Path(value))
+    return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def git_info(root: Path = PROJECT_ROOT) -> dict:
     """Commit, dirty flag and a hash of the uncommitted diff (MLflow records only HEAD)."""
     def git(*args):

@@ -8,43 +8,38 @@ import os
 import signal
 
 import mlflow
+from mlflow.exceptions import ExecutionException
 
 from recsys.errors import Interrupted, RecsysError
-from recsys.tracking.lineage import PROJECT_ROOT, git_info
+from recsys.tracking.lineage import PROJECT_ROOT, REQUEST_TAG, canonical, entry_params, git_info, request_fingerprint
 from recsys.tracking.runs import COMPLETE_TAG, ignore_signals
 
-def canonical(value) -> str:
-    """A parameter as reuse compares it: numbers as numbers (`4`, `4.0` and `4.00` are one value)."""
-    text = str(value).strip()
-    try:
-        f = float(text)
-    except ValueError:
-        return text
-    if f != f or f in (float("inf"), float("-inf")):
-        return text
-    return repr(int(f)) if f.is_integer() else repr(f)
-
-
 def find_reusable_run(entry: str, params: dict[str, str], experiment_id: str) -> str | None:
-    """A complete FINISHED run of `entry` with equal params (compared canonically), the same commit and
-    the same diff hash; for train, its model must be logged.
+    """A complete FINISHED run of `entry` that was asked exactly what `params` asks now, on the same
+    commit with the same uncommitted diff; for train, its model must be logged.
 
-    Upstream runs are covered by the params: they carry the upstream data / model URIs. A run without
-    the completion tag (interrupted, or from before it existed) is never reused.
+    "Exactly" is the request fingerprint (`recsys.request`, recorded by every step `mlflow run` starts):
+    all its params, defaults included, compared canonically, and the content of a local config file or
+    dataset folder. A run given one more param (`-P lr=0.5`), or another value for any, is a miss, and
+    upstream runs are covered because their URIs are params. A run without the completion tag
+    (interrupted) or without a fingerprint (started otherwise) is never reused.
     """
     git = git_info()
     if git["git_commit"] == "none":
         return None
+    try:
+        wanted = request_fingerprint(entry_params(entry, params))
+    except ExecutionException:  # a param MLproject would refuse: nothing to reuse; launching it says why
+        return None
     query = (f"tags.`mlflow.project.entryPoint` = '{entry}' and attributes.status = 'FINISHED' "
-             f"and tags.git_commit = '{git['git_commit']}' and tags.`{COMPLETE_TAG}` = 'true'")
+             f"and tags.git_commit = '{git['git_commit']}' and tags.`{COMPLETE_TAG}` = 'true' "
+             f"and tags.`{REQUEST_TAG}` = '{wanted}'")
     for run in mlflow.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], output_format="list"):
-        tags, stored = run.data.tags, run.data.params
-        if tags.get("git_diff_hash", "") != git["git_diff_hash"]:
+        if run.data.tags.get("git_diff_hash", "") != git["git_diff_hash"]:
             continue
-        if all(k in stored and canonical(stored[k]) == canonical(v) for k, v in params.items()):
-            if entry == "train" and not _has_model(run.info.run_id):
-                continue
-            return run.info.run_id
+        if entry == "train" and not _has_model(run.info.run_id):
+            continue
+        return run.info.run_id
     return None
 
 

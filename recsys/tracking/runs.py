@@ -15,6 +15,7 @@ from pathlib import Path
 import mlflow
 
 from recsys.errors import Interrupted, RecsysError, pending_interrupt
+from recsys.tracking.lineage import REQUEST_TAG, request_fingerprint
 
 COMPLETE_TAG = "recsys.complete"  # written last: a run without it never counts as done, whatever its status
 
@@ -43,6 +44,8 @@ def step_run(name: str):
     try:
         run = mlflow.start_run(run_name=None if launched else name)
         mlflow.set_tag("mlflow.runName", name)  # `mlflow run` names runs at random
+        if launched and run.data.tags.get("mlflow.project.entryPoint"):  # what reuse must match exactly
+            mlflow.set_tag(REQUEST_TAG, request_fingerprint(run.data.params))
     except Exception as e:
         print(f"error: could not start an MLflow run ({str(e).splitlines()[0]})", file=sys.stderr)
         sys.exit(2)

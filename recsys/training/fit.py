@@ -150,6 +150,8 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         deterministic=True, log_every_n_steps=max(1, len(train_batches)),
     )
+    if resume_from:  # a checkpoint of anything but tensors and plain values is refused in one line, here
+        scoring.safe_load(resume_from)
     t0 = time.perf_counter()
     module.train_batches, module.epoch_lines = train_batches, epoch_lines
     trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=_val_batches(data),
