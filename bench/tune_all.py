@@ -62,7 +62,7 @@ def sweep(clone, model, task, data, tmp):
     log = tmp / f"{model}-{task}.log"
     timeout = a.implicit_timeout if task == "implicit" else a.timeout
     mlflow_run(clone, "tune", [f"model={model}", f"data=runs:/{data[task]}/data", f"trials={a.trials}",
-                               f"timeout={timeout}", f"repeats={a.repeats}"], log)
+                               f"timeout={timeout}", f"repeats={a.repeats}", "test=true"], log)
     run = re.findall(r"runs:/([0-9a-f]{32})/best_config.yaml", log.read_text())[-1]
     r = mlflow.get_run(run)
     best_yaml = Path(mlflow.artifacts.download_artifacts(run_id=run, artifact_path="best_config.yaml",

@@ -98,6 +98,19 @@ def _paired(a: list[pd.Series], b: list[pd.Series], task: str) -> tuple[float, f
     return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))), len(d)
 
 
+def paired_test(candidate: pd.DataFrame, reference: pd.DataFrame, task: str) -> dict:
+    """Is `candidate` significantly better than `reference` on the same users? Both are per-user tables
+    of one evaluation each (`Evaluation.per_user`). The paired per-user difference in the headline
+    metric's units (MSE for ratings, NDCG@10 for ranking), its standard error (ddof=1), the users, and
+    `better`: the difference favours the candidate and its 95% interval excludes 0 (the report's test)."""
+    mean, se, n = _paired([_per_user_unit(candidate, task)], [_per_user_unit(reference, task)], task)
+    if task == "rating":  # per-user squared-error sums over mean rows per user: a difference of MSE
+        mean, se = mean / float(candidate["n"].mean()), se / float(candidate["n"].mean())
+    favours = mean < 0 if task == "rating" else mean > 0
+    better = bool(n > 1 and se == se and favours and abs(mean) > 1.96 * se)
+    return {"delta": mean, "se": se, "n": n, "better": better}
+
+
 def _variants(configs: list[dict]) -> list[str]:
     """Names for the configurations of one model: "" for the most-run one (the first of equals), the
     keys and values another one changes for each other."""

@@ -33,6 +33,16 @@ def local_config(value: str, tmp) -> str:
     return str(tracking.download(value, "config", Path(tmp) / "config"))
 
 
+def flag(name: str, value: str) -> bool:
+    """A yes/no parameter: true/false, yes/no, 1/0 (any case); anything else is refused in one line."""
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "1.0"):
+        return True
+    if text in ("false", "no", "0", "0.0", "", "none"):
+        return False
+    raise RecsysError(f"{name}={value!r} must be true or false")
+
+
 class ArgParser(argparse.ArgumentParser):
     """A bad argument is a user error: one line, run FAILED with the `error` tag (not argparse's usage + exit 2
     before any run exists)."""

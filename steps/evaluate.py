@@ -9,8 +9,9 @@ Logs: metrics `<split>/...` (rmse, mae, r2, baseline_rmse, rmse_improvement; or 
 ndcg/mrr/map_at_K, sampled_hr_at_10, auc, log_loss, coverage, novelty, popularity percentile, and
 the popularity baseline's), segment metrics, metrics.json, per_user.parquet, plots/*.png,
 examples.md; tags train_run_id, model_uri, data_uri. For a registered model version (models:/<name>/<v>, @alias, or
-a train run that registered one), test evaluations compare it with the `champion` version on the same
-data and protocol and move the alias when it is better (tags registry.*).
+a train run that registered one), it is compared with the `champion` version on the validation split of
+the same data and protocol, and the alias moves only when the paired per-user difference is significant
+(tags registry.* on the run, promotion.* on the version).
 """
 
 import json
@@ -88,22 +89,30 @@ def main(argv=None):
         key = f"{a.split}/rmse" if data.meta["task"] == "rating" else f"{a.split}/ndcg_at_10"
         value = ev.metrics.get(key, float("nan"))
         registered = tracking.registered_version(a.model_uri, train_run)
-        if registered and a.split == "test":
-            print(_promote(*registered, key, value, data, a, ks, tmp))
+        if registered:  # decided on validation, whichever split this run reports
+            print(_promote(*registered, module, data, a, tmp))
         mlflow.set_tag("mlflow.note.content", f"{ttags.get('model', 'model')} on {data.meta.get('name')} {a.split} "
                           f"({data.meta['task']}, {data.meta['split']}): {key} = {value:.4f}; trained in run {train_run}")
         print(f"evaluated {a.model_uri} on {data.meta.get('name')} {a.split}: {key}={value:.4f} (run {run.info.run_id})")
     return run.info.run_id
 
 
-def _promote(name, version, key, value, data, a, ks, tmp) -> str:
-    """Move `champion` to this version when it beats the current champion on the task's headline metric,
-    both scored here on the same data, split and protocol. Records both metrics and the decision."""
-    setup = {k: v for k, v in evaluation.setup_tags(data.meta, a.split, a.protocol).items()
+def _promote(name, version, module, data, a, tmp) -> str:
+    """Move `champion` to this version only when it is significantly better than the current champion on
+    the validation split: both scored here on the same rows and protocol, the report's paired per-user
+    test (the difference's 95% interval excludes 0). Test decides nothing. The evidence goes on the run
+    and on the model version."""
+    from recsys import report
+
+    task = data.meta["task"]
+    key = "val/rmse" if task == "rating" else "val/ndcg_at_10"
+    setup = {k: v for k, v in evaluation.setup_tags(data.meta, "val", a.protocol).items()
              if k in ("dataset", "task", "data_split", "tie_break", "protocol")}
+    mine = evaluation.evaluate(module, data, "val", [10], a.protocol, a.eval_users)
+    value = mine.metrics[key]
     tracking.tag_version(name, version, {**setup, "metric_key": key, "metric": f"{value:.6f}"})
     champ = tracking.champion_version(name)
-    lower_is_better = key.endswith("rmse")
+    evidence = {}
     if champ is None:
         decision, champ_value, champ_v = "promoted: first champion", float("nan"), ""
     elif champ[0] == version:
@@ -116,14 +125,23 @@ def _promote(name, version, key, value, data, a, ks, tmp) -> str:
             decision, champ_value = f"kept: the champion (version {champ_v}) is for another setup {other}", float("nan")
         else:  # score the champion here, on exactly these rows
             champ_module = tracking.load_bundle(f"models:/{name}/{champ_v}", tmp / "champion").module
-            champ_value = evaluation.evaluate(champ_module, data, a.split, ks, a.protocol, a.eval_users).metrics[key]
-            better = value < champ_value if lower_is_better else value > champ_value
-            decision = f"promoted over version {champ_v}" if better else f"kept version {champ_v}"
+            theirs = evaluation.evaluate(champ_module, data, "val", [10], a.protocol, a.eval_users)
+            champ_value = theirs.metrics[key]
+            test = report.paired_test(mine.per_user, theirs.per_user, task)
+            unit = "MSE" if task == "rating" else "NDCG@10"
+            evidence = {"registry.paired_delta": f"{test['delta']:.6f}", "registry.paired_se": f"{test['se']:.6f}",
+                        "registry.paired_users": str(test["n"])}
+            said = f"paired Δ{unit} {test['delta']:+.4f} ± {test['se']:.4f} over {test['n']} users on validation"
+            decision = (f"promoted over version {champ_v} ({said})" if test["better"]
+                        else f"kept version {champ_v}: not significantly better ({said})")
     if decision.startswith("promoted"):
         tracking.set_champion(name, version)
-    mlflow.set_tags({"registry.model": name, "registry.version": version, "registry.champion_before": champ_v,
-                       "registry.champion_metric": f"{champ_value:.6f}", "registry.candidate_metric": f"{value:.6f}",
-                       "registry.decision": decision})
+    record = {"registry.model": name, "registry.version": version, "registry.champion_before": champ_v,
+              "registry.metric_key": key, "registry.champion_metric": f"{champ_value:.6f}",
+              "registry.candidate_metric": f"{value:.6f}", "registry.decision": decision, **evidence}
+    mlflow.set_tags(record)
+    tracking.tag_version(name, version, {k.replace("registry.", "promotion."): v for k, v in record.items()
+                                         if k not in ("registry.model", "registry.version")})
     return f"{name} version {version} ({key}={value:.4f}): {decision}"
 
 

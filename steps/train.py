@@ -9,9 +9,10 @@ the overrides given now), overrides lr, epochs, batch_size, embedding_dim, weigh
 num_negatives, min_epochs, patience, seed, accelerator, devices, strategy; any other --key value
 must name a field of the model's config; register_as (a registered model name: the model becomes a new
 version of it); eval_users (implicit: the per-epoch validation ranking and the final test ranking for a
-seeded sample of this many users, where ranking everyone would take hours).
+seeded sample of this many users, where ranking everyone would take hours); test (true: also score the
+trained model on test, test/...; by default test is left to `evaluate`: nothing here decides on it).
 Logs: params (the resolved config as model.*, training.*, runtime.*), config.yaml, per-epoch train/loss, val/loss, val/rmse or
-val/ndcg_at_10, test metrics once at the end (test/...), checkpoint/best.ckpt and last.ckpt,
+val/ndcg_at_10, best_val_..., checkpoint/best.ckpt and last.ckpt,
 plots/*.png, the `model` (pyfunc; its URI is printed and tagged model_uri), the data as an input,
 tags for data, git, versions and device; `recsys.complete` last. Interrupted (SIGINT/SIGTERM): the
 run ends KILLED with checkpoint/last.ckpt logged.
@@ -28,7 +29,7 @@ from recsys.data import prepare as prep
 from recsys.errors import Interrupted, RecsysError
 from recsys.models import model_class
 from recsys.training import losses
-from steps import ArgParser, local_config
+from steps import ArgParser, flag, local_config
 
 OVERRIDES = ["lr", "epochs", "batch_size", "embedding_dim", "weight_decay", "num_negatives", "min_epochs",
              "patience", "seed", "accelerator", "devices", "strategy", "num_nodes"]
@@ -40,6 +41,7 @@ p.add_argument("--task", default="")
 p.add_argument("--resume_from", default="")
 p.add_argument("--register_as", default="")
 p.add_argument("--eval_users", default="0")
+p.add_argument("--test", default="false")
 for name in OVERRIDES:
     p.add_argument(f"--{name}", default="")
 
@@ -98,6 +100,7 @@ def main(argv=None):
             for v in (a.data, a.config, a.task, a.resume_from, a.register_as))
         if a.register_as:
             tracking.check_name(a.register_as)
+        score_test = flag("test", a.test)
         a.config = local_config(a.config, tmp) if a.config else ""
         overrides = given_overrides(a, rest)
         try:
@@ -156,10 +159,10 @@ def main(argv=None):
         if result.best_score != result.best_score or abs(result.best_score) == float("inf"):
             raise RecsysError(f"training diverged: the best {result.monitor} is {result.best_score} (lr={cfg.lr}); "
                               "lower lr or raise the weight decays")
-        # test once, at the end (eval_users: a seeded sample of users where full ranking would take hours)
-        ev = evaluation.evaluate(result.module, data, "test", [10], "both", eval_users)
+        # test only when asked (eval_users: a seeded sample of users where full ranking would take hours)
+        ev = evaluation.evaluate(result.module, data, "test", [10], "both", eval_users) if score_test else None
         mlflow.set_tags({"world_size": result.world_size})
-        tracking.log_metrics({**ev.metrics, "train_seconds": result.seconds, "epochs_run": result.epochs,
+        tracking.log_metrics({**(ev.metrics if ev else {}), "train_seconds": result.seconds, "epochs_run": result.epochs,
                               f"best_{result.monitor.replace('/', '_')}": result.best_score})
         mlflow.log_artifact(result.checkpoint, "checkpoint")
         if (ckpts / "last.ckpt").exists():
@@ -167,18 +170,19 @@ def main(argv=None):
         monitor = training.monitor_for(task)[0]
         history = tracking.epoch_history(run.info.run_id, ["train/loss", "val/loss", monitor])
         mlflow.log_artifact(plots.learning_curve(history, tmp / "learning_curve.png", a.model), "plots")
-        if ev.predictions is not None:
-            pr = ev.predictions
+        if task == "rating":  # predicted vs actual on validation (test only when asked)
+            pr = (ev or evaluation.evaluate(result.module, data, "val", [10], "both")).predictions
             mlflow.log_artifact(plots.rating_histogram(pr["actual"].to_numpy(), pr["predicted"].to_numpy(),
                                                          tmp / "predictions_histogram.png", a.model), "plots")
         weights = scoring.export_weights(result.checkpoint, tmp / "model.ckpt")
         model_uri = tracking.log_model(weights, serving.export(data, tmp / "serving"), a.register_as)
         mlflow.set_tags({"model_uri": model_uri})
         key = "test/rmse" if task == "rating" else "test/ndcg_at_10"
-        mlflow.set_tag("mlflow.note.content", f"{a.model} on {data.meta.get('name')} ({task}, {data.meta['split']}): {result.epochs} "
-                          f"epochs, {monitor} = {result.best_score:.4f}, {key} = {ev.metrics[key]:.4f}")
-        print(f"{a.model} ({task}): {result.epochs} epochs in {result.seconds:.1f}s, "
-              f"{monitor}={result.best_score:.4f}, {key}={ev.metrics[key]:.4f}")
+        scored = f", {key} = {ev.metrics[key]:.4f}" if ev else ""
+        mlflow.set_tag("mlflow.note.content", f"{a.model} on {data.meta.get('name')} ({task}, {data.meta['split']}): "
+                       f"{result.epochs} epochs, {monitor} = {result.best_score:.4f}{scored}")
+        print(f"{a.model} ({task}): {result.epochs} epochs in {result.seconds:.1f}s, {monitor}={result.best_score:.4f}"
+              + (f", {key}={ev.metrics[key]:.4f}" if ev else ""))
         print(f"model URI: runs:/{run.info.run_id}/model ({model_uri})")
     return run.info.run_id
 

@@ -10,11 +10,12 @@ config's search space for the task, with repeats > 1 its mean over training seed
 of the config (one run's implicit NDCG@10 moves ~0.004 with the seed: the best of one-seed trials is
 partly the luckiest; the first seed's curve is the one pruned and logged); the shipped defaults are
 enqueued as a trial (never pruned), so the best is never worse on validation than they are. Test is
-looked at once, by the best configuration retrained at the end. Several `tune` processes on one storage
-and study share its trials (how a sweep goes past one machine); the same command resumes a sweep.
+not looked at unless asked: test=true retrains the best configuration once at the end and scores it
+(best/test/...). Several `tune` processes on one storage and study share its trials (how a sweep goes
+past one machine; a study never runs more than `trials`); the same command resumes a sweep.
 Logs: one nested run per trial (params, per-epoch curve; pruned trials KILLED, tag optuna.state),
-best_config.yaml (accepted by `train -P config=`), the best configuration's test metrics (best/test/...),
-plots/optimization_history.png and plots/param_importances.png; prints a one-line summary.
+best_config.yaml (accepted by `train -P config=`), best/val/..., with test=true the best configuration's
+test metrics, plots/optimization_history.png and plots/param_importances.png; prints a one-line summary.
 """
 
 import sys
@@ -29,12 +30,12 @@ import mlflow
 from recsys import config, evaluation, tracking, training, tuning
 from recsys.data import prepare as prep
 from recsys.errors import Interrupted, RecsysError
-from steps import ArgParser, local_config
+from steps import ArgParser, flag, local_config
 
 p = ArgParser(prog="tune", description=__doc__.splitlines()[0])
 for name, default in (("model", "mf"), ("trials", "20"), ("data", "auto"), ("task", "auto"), ("config", "default"),
                       ("timeout", "0"), ("storage", "default"), ("study", "auto"), ("seed", "42"), ("threads", "1"),
-                      ("repeats", "1")):
+                      ("repeats", "1"), ("test", "false")):
     p.add_argument(f"--{name}", default=default)
 
 
@@ -56,6 +57,7 @@ def main(argv=None):
             "" if v in ("auto", "default") else v for v in (a.data, a.task, a.config, a.storage, a.study))
         trials, timeout, seed = _int("trials", a.trials, 1), _int("timeout", a.timeout, 0), _int("seed", a.seed, 0)
         repeats = _int("repeats", a.repeats, 1)
+        score_test = flag("test", a.test)
         cfg_path = Path(local_config(a.config, tmp)) if a.config else config.CONFIG_DIR / f"{a.model}.yaml"
         config.check_search(a.model, cfg_path, a.task)  # before any data is fetched or prepared
         storage = tuning.storage_url(a.storage, mlflow.get_tracking_uri())
@@ -129,19 +131,22 @@ def main(argv=None):
         best = study.best_trial
         (tmp / "best_config.yaml").write_text(tuning.best_config(a.model, cfg_path, best.params, task))
         mlflow.log_artifact(tmp / "best_config.yaml")
-        hp, cfg = config.load(a.model, tmp / "best_config.yaml", base, task=task)  # the best, once, on test
-        result = training.fit(data, a.model, hp, cfg, None, tmp / "best")
-        ev = evaluation.evaluate(result.module, data, "test", [10], "both")
+        metrics = {}
+        if score_test:  # only when asked: the best configuration, retrained once, on test
+            hp, cfg = config.load(a.model, tmp / "best_config.yaml", base, task=task)
+            result = training.fit(data, a.model, hp, cfg, None, tmp / "best")
+            metrics = {f"best/{k}": v for k, v in evaluation.evaluate(result.module, data, "test", [10], "both").metrics.items()}
         key = "test/rmse" if task == "rating" else "test/ndcg_at_10"
-        tracking.log_metrics({**{f"best/{k}": v for k, v in ev.metrics.items()}, f"best/{monitor}": best.value,
+        tracking.log_metrics({**metrics, f"best/{monitor}": best.value,
                               "trials_finished": len(done), "trials_pruned": len(done) - len(complete), "trials_run_here": ran,
                               "sweep_seconds": seconds})
         for png in tuning.plots(study, tmp):
             mlflow.log_artifact(png, "plots")
         elsewhere = f", {waiting} still running in another worker" if waiting else ""
         line = (f"tune {a.model} ({task}): {len(done)} trials in the study ({len(done) - len(complete)} pruned"
-                f"{elsewhere}), this worker {ran} in {seconds:.0f}s; best trial {best.number} {monitor}={best.value:.4f} -> {key}="
-                f"{ev.metrics[key]:.4f}; config: runs:/{run.info.run_id}/best_config.yaml")
+                f"{elsewhere}), this worker {ran} in {seconds:.0f}s; best trial {best.number} {monitor}={best.value:.4f}"
+                + (f" -> {key}={metrics['best/' + key]:.4f}" if metrics else "")
+                + f"; config: runs:/{run.info.run_id}/best_config.yaml")
         mlflow.set_tag("mlflow.note.content", line)
         print(line, file=sys.stdout)
     return run.info.run_id

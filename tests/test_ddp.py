@@ -97,5 +97,5 @@ def test_two_processes_train_one_run_with_half_the_samples_each(ml100k_dir, tmp_
     assert sum(m.source_run_id == ddp.info.run_id for m in models) == 1
     ckpts = {a.path for a in client.list_artifacts(ddp.info.run_id, "checkpoint")}
     assert ckpts == {"checkpoint/best.ckpt", "checkpoint/last.ckpt"}
-    r1, r2 = single.data.metrics["test/rmse"], ddp.data.metrics["test/rmse"]
+    r1, r2 = single.data.metrics["best_val_rmse"], ddp.data.metrics["best_val_rmse"]
     assert abs(r1 - r2) < 0.05, (r1, r2)  # same model, half the steps of twice the examples: close, not equal

@@ -214,12 +214,14 @@ def test_real_http_answers_every_request_and_keeps_answering(served, tmp_path):
 
 
 @pytest.mark.slow
-def test_register_and_champion_promotion_on_the_headline_metric(ml100k_dir):
+def test_champion_moves_only_on_a_significant_paired_gain_on_validation(ml100k_dir, tmp_path):
+    from recsys import evaluation, report, tracking
+    from recsys.data import prepare as prep
     from steps import evaluate as evaluate_step
 
     data = prepare_step.main(["--dataset", str(ml100k_dir)])
     weak = train_step.main(["--data", f"runs:/{data}/data", "--model", "global_mean", "--register_as", "rec"])
-    strong = train_step.main(["--data", f"runs:/{data}/data", "--epochs", "3", "--min_epochs", "0",
+    strong = train_step.main(["--data", f"runs:/{data}/data", "--model", "mf", "--epochs", "8", "--min_epochs", "8",
                               "--register_as", "rec"])
     client = mlflow.MlflowClient()
     first = evaluate_step.main(["--model-uri", f"runs:/{weak}/model"])
@@ -227,14 +229,30 @@ def test_register_and_champion_promotion_on_the_headline_metric(ml100k_dir):
     assert mlflow.get_run(first).data.tags["registry.decision"] == "promoted: first champion"
     second = evaluate_step.main(["--model-uri", "models:/rec/2"])
     tags = mlflow.get_run(second).data.tags
+    # decided on validation: the test metric of this very run plays no part
+    assert tags["registry.metric_key"] == "val/rmse"
     cand, champ = float(tags["registry.candidate_metric"]), float(tags["registry.champion_metric"])
-    assert cand == pytest.approx(mlflow.get_run(second).data.metrics["test/rmse"], abs=1e-6)
-    assert cand < champ and tags["registry.decision"] == "promoted over version 1"
-    assert client.get_model_version_by_alias("rec", "champion").version in (2, "2")
+    assert cand != pytest.approx(mlflow.get_run(second).data.metrics["test/rmse"], abs=1e-6)
+    # the evidence is the report's paired test on the validation rows, recomputed here
+    loaded = prep.load(tracking.download(f"runs:/{data}/data", "data", tmp_path / "data"))
+    ev = {v: evaluation.evaluate(tracking.load_bundle(f"models:/rec/{v}", tmp_path / v).module, loaded, "val", [10],
+                                 "both") for v in ("1", "2")}
+    test = report.paired_test(ev["2"].per_user, ev["1"].per_user, "rating")
+    assert float(tags["registry.paired_delta"]) == pytest.approx(test["delta"], abs=1e-6)
+    assert float(tags["registry.paired_se"]) == pytest.approx(test["se"], abs=1e-6)
+    assert cand == pytest.approx(ev["2"].metrics["val/rmse"], abs=1e-6) and champ == pytest.approx(ev["1"].metrics["val/rmse"], abs=1e-6)
+    assert test["better"] and tags["registry.decision"].startswith("promoted over version 1 (paired ΔMSE -")
+    assert client.get_model_version_by_alias("rec", "champion").version in ("2", 2)
+    assert client.get_model_version("rec", "2").tags["promotion.decision"] == tags["registry.decision"]
     # the weaker one again: compared with the champion on the same rows, it stays out
     third = evaluate_step.main(["--model-uri", "models:/rec/1"])
-    assert mlflow.get_run(third).data.tags["registry.decision"] == "kept version 2"
-    assert client.get_model_version_by_alias("rec", "champion").version in (2, "2")
+    assert mlflow.get_run(third).data.tags["registry.decision"].startswith("kept version 2: not significantly better")
+    # a retrain of the champion that differs only by its seed is within noise: the champion stays
+    twin = train_step.main(["--data", f"runs:/{data}/data", "--model", "mf", "--epochs", "8", "--min_epochs", "8",
+                            "--seed", "43", "--register_as", "rec"])
+    fourth = evaluate_step.main(["--model-uri", f"runs:/{twin}/model"])
+    assert mlflow.get_run(fourth).data.tags["registry.decision"].startswith("kept version 2: not significantly better")
+    assert client.get_model_version_by_alias("rec", "champion").version in ("2", 2)
     # the alias works wherever a model URI is accepted
     evaluate_step.main(["--model-uri", "models:/rec@champion"])
     assert mlflow.get_run(strong).info.status == "FINISHED"

@@ -101,7 +101,7 @@ def test_sigterm_ends_train_killed_with_last_checkpoint_and_resume_matches_the_u
     _, r, f = _runs("train")
     assert r.info.status == "FINISHED" and r.data.tags["recsys.complete"] == "true"
     assert r.data.params["resume_from"] == killed.info.run_id
-    assert abs(r.data.metrics["test/rmse"] - f.data.metrics["test/rmse"]) < 0.01
+    assert abs(r.data.metrics["best_val_rmse"] - f.data.metrics["best_val_rmse"]) < 0.01
 
 
 def test_sigterm_to_main_stops_its_child_and_nothing_stays_running(env, tmp_path, ml100k_dir):

@@ -189,7 +189,7 @@ def test_best_config_moves_only_the_swept_task(tmp_path):
 @pytest.mark.slow
 def test_a_two_trial_sweep_logs_nested_trials_the_best_config_and_plots(ml100k_dir, tmp_path):
     data = prepare_step.main(["--dataset", str(ml100k_dir)])
-    run = tune_step.main(["--model", "mf", "--trials", "2", "--data", f"runs:/{data}/data"])
+    run = tune_step.main(["--model", "mf", "--trials", "2", "--data", f"runs:/{data}/data", "--test", "true"])
     parent = mlflow.get_run(run)
     trials = mlflow.search_runs(search_all_experiments=True, output_format="list",
                                 filter_string=f"tags.mlflow.parentRunId = '{run}'")
@@ -296,6 +296,7 @@ def test_repeats_average_each_trial_over_training_seeds_and_keep_their_own_study
     assert per_seed[0] != per_seed[1]  # two trainings, not one counted twice
     assert m["best_val_rmse"] == pytest.approx(sum(per_seed) / 2) and m["best_val_rmse_sd"] > 0
     assert trial.data.params["repeats"] == "2"
+    assert not any(k.startswith("best/test/") for k in mlflow.get_run(run).data.metrics)  # test: only when asked
     [study] = optuna.get_all_study_summaries(storage)
     assert study.study_name.endswith("-r2") and study.best_trial.value == pytest.approx(m["best_val_rmse"])
     # one seed's values cannot join a study of two-seed means
