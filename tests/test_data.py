@@ -293,3 +293,20 @@ def test_non_finite_ratings_are_refused_naming_the_row(tmp_path, value):
     (tmp_path / "r.csv").write_text(f"user,item,rating\n1,1,4\n1,2,{value}\n")
     with pytest.raises(RecsysError, match="on data row 2 is not a finite number"):
         parsers.parse_generic_csv(tmp_path / "r.csv")
+
+
+@pytest.mark.parametrize("row, message", [
+    ("1\t2\t1e39\t881250949", "rating '1e39' on data row 3 is not a finite number a rating can hold"),
+    ("1\t2\t4\tinf", "timestamp 'inf' on data row 3 is not a whole number of seconds"),
+    ("1\t2\t4\t1e30", "timestamp '1e30' on data row 3 is not a whole number of seconds"),
+    ("1\t2\t4\t12.5", "timestamp '12.5' on data row 3 is not a whole number of seconds"),
+    ("\t2\t4\t881250949", "the user id on data row 3 is blank or missing"),
+    ("nan\t2\t4\t881250949", "the user id on data row 3 is blank or missing"),
+    ("1\t \t4\t881250949", "the item id on data row 3 is blank or missing"),
+])
+def test_values_the_schema_cannot_hold_are_refused_at_parse_time_naming_the_row(tmp_path, row, message):
+    folder = tmp_path / "ml-100k"
+    folder.mkdir()
+    (folder / "u.data").write_text(f"1\t1\t5\t881250949\n2\t1\t3\t881250950\n{row}\n")
+    with pytest.raises(RecsysError, match=message):
+        parsers.parse_ml100k(folder)

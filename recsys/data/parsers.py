@@ -39,19 +39,29 @@ def _check_interactions(df: pd.DataFrame, source: str) -> pd.DataFrame:
     """Types, emptiness and numeric ratings, with the offending line named."""
     if df.empty:
         raise RecsysError(f"{source} holds no ratings; supply a file with at least one user,item,rating row")
+    for col in (USER, ITEM):  # a blank or missing id would become an id of its own ("nan")
+        ids = df[col]
+        blank = ids.isna().to_numpy() | (ids.astype(str).str.strip() == "").to_numpy()
+        if blank.any():
+            row = int(np.flatnonzero(blank)[0])
+            raise RecsysError(f"{source}: the {col} id on data row {row + 1} is blank or missing; fix or remove that row")
     rating = df[RATING] if pd.api.types.is_float_dtype(df[RATING]) else pd.to_numeric(df[RATING], errors="coerce")
-    bad = ~np.isfinite(rating.to_numpy(np.float64))  # NaN, text and +-inf alike
+    with np.errstate(over="ignore"):  # a rating float32 cannot hold (1e39) becomes inf: refused below
+        bad = ~np.isfinite(rating.to_numpy(np.float64).astype(np.float32))  # NaN, text, +-inf, out of range
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise RecsysError(
-            f"{source}: rating {df[RATING].iloc[row]!r} on data row {row + 1} is not a finite number; "
-            "fix or remove that row"
+            f"{source}: rating {df[RATING].iloc[row]!r} on data row {row + 1} is not a finite number a rating can "
+            "hold; fix or remove that row"
         )
     if TIMESTAMP in df:
         ts = pd.to_numeric(df[TIMESTAMP], errors="coerce")
-        if ts.isna().any():
-            row = int(np.flatnonzero(ts.isna().to_numpy())[0])
-            raise RecsysError(f"{source}: timestamp on data row {row + 1} is not a number; fix or remove that row")
+        values = ts.to_numpy(np.float64)
+        bad = ~np.isfinite(values) | (np.abs(values) >= 2.0 ** 62) | (values != np.round(values))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise RecsysError(f"{source}: timestamp {df[TIMESTAMP].iloc[row]!r} on data row {row + 1} is not a whole "
+                              "number of seconds a timestamp can hold; fix or remove that row")
         ts = ts.astype("int64")
     else:
         ts = pd.Series(np.zeros(len(df), dtype="int64"))
