@@ -76,7 +76,8 @@ class TrainConfig(Training):
 # constraints of model keywords by name (a model constructor states its types, not its ranges)
 MODEL_RANGES = {"embedding_dim": PositiveInt, "mf_dim": PositiveInt, "mlp_dim": PositiveInt, "num_heads": PositiveInt,
                 "num_layers": PositiveInt, "cross_layers": PositiveInt, "damping": NonNegative, "init_std": NonNegative,
-                "dropout": Fraction, "deep_dropout": Fraction}
+                "dropout": Fraction, "deep_dropout": Fraction, "max_len": PositiveInt, "num_blocks": PositiveInt,
+                "hidden_dim": PositiveInt}
 
 
 @lru_cache(maxsize=None)

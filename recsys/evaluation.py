@@ -126,6 +126,11 @@ def _implicit(module, data: Prepared, split: str, ks: list[int], protocol: str, 
     tr, user_counts, item_counts = _train_stats(data)
     rows = data.split(split)
     model = module.model
+    if model.uses_history:  # what came before the split: train items (val), train + val items (test)
+        from recsys.data import history
+
+        tables = [data.train] + ([data.val] if split == "test" else [])
+        model.set_history(history.histories(tables, data.n_users, model.max_len))
     every = np.unique(rows[USER].to_numpy(np.int64))
     users = ranking.sample_users(every, eval_users, data.meta.get("seed", 0) or 0)
     if len(users) < len(every):

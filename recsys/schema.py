@@ -4,6 +4,9 @@ USER = "user"
 ITEM = "item"
 RATING = "rating"
 TIMESTAMP = "timestamp"
+# each interaction's place in its user's history (0 = first): by timestamp, then the split's tie rule.
+# One definition of order, recorded by prepare, read by training, evaluation and serving alike.
+POSITION = "position"
 
 # users table (raw features; whichever the dataset has)
 AGE = "age"

@@ -175,7 +175,8 @@ def main(argv=None):
             mlflow.log_artifact(plots.rating_histogram(pr["actual"].to_numpy(), pr["predicted"].to_numpy(),
                                                          tmp / "predictions_histogram.png", a.model), "plots")
         weights = scoring.export_weights(result.checkpoint, tmp / "model.ckpt")
-        model_uri = tracking.log_model(weights, serving.export(data, tmp / "serving"), a.register_as)
+        model_uri = tracking.log_model(weights, serving.export(data, tmp / "serving"), a.register_as,
+                                       {"model": a.model, "dataset": data.meta.get("name", ""), "task": task})
         mlflow.set_tags({"model_uri": model_uri})
         key = "test/rmse" if task == "rating" else "test/ndcg_at_10"
         scored = f", {key} = {ev.metrics[key]:.4f}" if ev else ""

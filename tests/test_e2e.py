@@ -61,10 +61,17 @@ def test_main_chains_nested_runs_then_reuses_them_and_force_reproduces_metrics(c
     assert len(children) == 3 and all(r.data.tags.get("mlflow.parentRunId") == main_run.info.run_id for r in children)
     assert "leaderboard.md" in {a.path for a in mlflow.MlflowClient().list_artifacts(main_run.info.run_id)}
 
+    # a train run on the same data, asked everything main asks and one thing more: never reused by main
+    [prep], [train] = _runs(env, "prepare"), _runs(env, "train")
+    odd = _mlflow_run(clean_clone, tmp_path, env, f"data=runs:/{prep.info.run_id}/data", "model=mf", "task=rating",
+                      "seed=42", "epochs=2", "lr=0.5", entry="train")
+    assert odd.returncode == 0, odd.stderr[-3000:]
+
     second = _mlflow_run(clean_clone, tmp_path, env, *params)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("reused run") == 3 and "ran run" not in second.stdout
-    assert len(_runs(env, "train")) == 1  # nothing new trained
+    assert f"train.mf: reused run {train.info.run_id}" in second.stdout  # the run main started, not the lr=0.5 one
+    assert len(_runs(env, "train")) == 2  # nothing new trained
 
     forced = _mlflow_run(clean_clone, tmp_path, env, *params, "force=1")
     assert forced.returncode == 0, forced.stderr[-3000:]

@@ -149,6 +149,10 @@ def test_the_model_holds_only_what_serving_needs(served, tmp_path):
     info = mlflow.models.get_model_info(served["uri"])
     assert info.signature.params.to_dict()[0]["name"] == "k"
     assert info.saved_input_example_info is not None
+    # the UI's model list tells models apart by what they are, while runs:/<id>/model still resolves
+    [logged] = mlflow.search_logged_models(filter_string=f"source_run_id = '{served['train']}'", output_format="list")
+    assert logged.name == "model" and logged.tags["model"] == "mf" and logged.tags["task"] == "rating"
+    assert logged.tags["dataset"] and logged.model_type == f"mf {logged.tags['dataset']} rating"
 
 
 def _strict(text):

@@ -58,7 +58,10 @@ def test_run_pages_show_the_dataset_and_the_model_page_shows_evaluate_metrics(ml
     for name, context in (("train", "Training"), ("evaluate", "Evaluation")):
         text = pages[name]
         assert f"ml-100k ({digest})" in text and context in text  # Datasets: the data, in its context
-        assert "\ntest/n_rows\n" not in text and "count.test/n_rows" in text  # counts: tags, not metrics
+        if name == "evaluate":
+            assert "\ntest/n_rows\n" not in text and "count.test/n_rows" in text  # counts: tags, not metrics
+        else:
+            assert "test/" not in text and "best_val_rmse" in text  # test is evaluate's, unless asked
     assert pages["evaluate"].count("mf on ml-100k test") == 1  # the one-line description
     # the model's page lists the evaluate run's metrics against the dataset
     model = pages["model"]

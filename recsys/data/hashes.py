@@ -16,7 +16,7 @@ from recsys.schema import RAW_ID
 if TYPE_CHECKING:
     from recsys.data.prepare import Prepared
 
-FORMAT_VERSION = 2  # 2: every file hashed (file_hashes in dataset.json)
+FORMAT_VERSION = 3  # 2: every file hashed (file_hashes in dataset.json); 3: each history's order (position)
 
 
 def ids_hash(p: Prepared) -> str:

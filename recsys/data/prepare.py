@@ -22,7 +22,7 @@ from recsys.data.negatives import sample_eval_negatives, sorted_keys
 from recsys.data.hashes import (FORMAT_VERSION, _json_default, content_hash, file_hashes, ids_hash,
                                 verify_hashes)
 from recsys.errors import RecsysError
-from recsys.schema import ITEM, RATING, RAW_ID, SPLITS, TASKS, TIE_BREAKS, TIMESTAMP, USER
+from recsys.schema import ITEM, POSITION, RATING, RAW_ID, SPLITS, TASKS, TIE_BREAKS, TIMESTAMP, USER
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -98,6 +98,17 @@ def _item_order(items: pd.DataFrame) -> np.ndarray:
     rank = np.empty(len(items), dtype=np.int64)
     rank[order] = np.arange(len(items))
     return rank
+
+
+def _positions(df: pd.DataFrame, tie_key: np.ndarray) -> np.ndarray:
+    """Each interaction's place in its user's history: by timestamp, then `tie_key` (the split's tie
+    rule: the same order that picks leave_last_out's val and test)."""
+    users = df[USER].to_numpy()
+    order = np.lexsort((tie_key, df[TIMESTAMP].to_numpy(), users))
+    starts = np.concatenate([[0], np.cumsum(np.bincount(users))])[users[order]]
+    pos = np.empty(len(df), dtype=np.int32)
+    pos[order] = np.arange(len(df)) - starts
+    return pos
 
 
 def _split(df: pd.DataFrame, split: str, val_frac: float, test_frac: float, rng, tie_key=None) -> tuple[np.ndarray, int]:
@@ -188,12 +199,12 @@ def prepare(raw: parsers.Raw, *, task: str = "rating", split: str = "random", va
         raise RecsysError("no interactions left after filtering; lower positive_threshold or the min_*_ratings filters")
     all_seen = raw.interactions  # every rated item counts as interacted, for the eval negatives
     df, users, items = _encode(parsers.Raw(inter.reset_index(drop=True), raw.users, raw.items))
-    tie_key = None
-    if split == "leave_last_out":
-        # its own stream, so the rule never shifts the draws of the eval negatives
-        tie_key = (np.random.default_rng([seed, 7]).permutation(len(df)) if tie_break == "random"
-                   else _item_order(items)[df[ITEM].to_numpy()])
-    label, tie_users = _split(df, split, val_frac, test_frac, rng, tie_key)
+    # the order inside a same-second batch: its own stream, so the rule never shifts the draws of the
+    # split or of the eval negatives
+    tie_key = (np.random.default_rng([seed, 7]).permutation(len(df)) if tie_break == "random"
+               else _item_order(items)[df[ITEM].to_numpy()])
+    df[POSITION] = _positions(df, tie_key)
+    label, tie_users = _split(df, split, val_frac, test_frac, rng, tie_key if split == "leave_last_out" else None)
     parts = {name: df[label == k].reset_index(drop=True) for k, name in enumerate(SPLIT_NAMES)}
     if parts["train"].empty:
         raise RecsysError(f"split={split} with val_frac={val_frac}, test_frac={test_frac} leaves no training data")

@@ -21,6 +21,8 @@ MODEL_CLASSES = {  # name -> class in recsys/models/<name>.py
     "dcn": "DCN",
     "dcnv2": "DCNv2",
     "autoint": "AutoInt",
+    "sasrec": "SASRec",
+    "gru4rec": "GRU4Rec",
 }
 MODEL_NAMES = tuple(MODEL_CLASSES)
 

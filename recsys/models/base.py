@@ -13,6 +13,7 @@ class Model(nn.Module):
     scores_blocks = False  # score_block(users [b], n_items) -> [b, n_items]: each side's fields once
     uses_features = False  # takes the feature widths, and set_tables() hands it the side-feature tables
     closed_form = False  # fit() sets its state from the training data; nothing to optimise
+    uses_history = False  # reads each user's ordered history (recsys.models._sequence); trained on sequences
 
     def set_tables(self, user_cont, user_cat, item_cont, item_cat) -> None:
         """The side-feature tables (feature-aware models keep them as buffers)."""

@@ -114,3 +114,74 @@ class TensorBatches:
 def chunk_size(batch_size: int, samples: int = 8192) -> int:
     """Minibatches per chunk: about `samples` examples per Lightning step."""
     return max(1, samples // batch_size)
+
+
+SEQUENCES = "sequences"  # next-item windows: seq [B, L] and next [B, L] (codes + 1, 0 = padding)
+
+
+class SequenceBatches:
+    """Next-item training windows (recsys.data.history.windows), shuffled every epoch, in the same
+    chunks, shards and epochs as TensorBatches. With `shared_negatives` > 0 each minibatch also carries
+    that many items drawn by popularity (with replacement) for a sampled softmax, and the table of
+    their log-probabilities for its log-Q correction; with `negatives_per_position`, one uniformly drawn
+    item per position (SASRec's original BCE)."""
+
+    kind = SEQUENCES
+
+    def __init__(self, seq: torch.Tensor, nxt: torch.Tensor, users: torch.Tensor, *, batch_size: int, seed: int = 0,
+                 n_items: int = 0, popularity: np.ndarray | None = None, shared_negatives: int = 0,
+                 negatives_per_position: bool = False, chunk: int = 0):
+        self.seq, self.next, self.users = seq, nxt, users
+        self.batch_size, self.seed, self.n_items, self.chunk = batch_size, seed, n_items, chunk
+        self.shared_negatives, self.negatives_per_position = shared_negatives, negatives_per_position
+        counts = np.asarray(popularity if popularity is not None else np.ones(n_items), dtype=np.float64) + 1.0
+        self.q = counts / counts.sum()  # sampling distribution of the shared negatives (add-one smoothed)
+        self.log_q = torch.from_numpy(np.log(self.q)).float()
+        self.epoch, self.rank, self.world, self.samples = 0, 0, 1, 0
+
+    def shard(self, rank: int, world: int) -> None:
+        self.rank, self.world = rank, world
+        if world > 1:
+            self.chunk = 0
+
+    @property
+    def n_positives(self) -> int:
+        return math.ceil(len(self.seq) / self.world)
+
+    @property
+    def n_batches(self) -> int:
+        return math.ceil(self.n_positives / self.batch_size)
+
+    def __len__(self) -> int:
+        return math.ceil(self.n_batches / self.chunk) if self.chunk else self.n_batches
+
+    def _batch(self, idx: torch.Tensor, rng: np.random.Generator) -> dict:
+        b = {"user_id": self.users[idx], "seq": self.seq[idx], "next": self.next[idx]}
+        if self.shared_negatives:
+            b["negatives"] = torch.from_numpy(rng.choice(self.n_items, self.shared_negatives, p=self.q))
+            b["log_q"] = self.log_q
+        if self.negatives_per_position:
+            b["neg_next"] = torch.from_numpy(rng.integers(0, self.n_items, size=tuple(b["next"].shape))) + 1
+        return b
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        perm = rng.permutation(len(self.seq))
+        if self.world > 1:  # the permutation is shared (same seed); negatives are drawn per process
+            perm = np.resize(perm, self.n_positives * self.world)[self.rank::self.world]
+            rng = np.random.default_rng([self.seed, self.epoch, 1 + self.rank])
+        self.epoch += 1
+        self.samples = len(perm)
+        perm = torch.from_numpy(perm)
+        batches = (self._batch(perm[s:s + self.batch_size], rng) for s in range(0, len(perm), self.batch_size))
+        if not self.chunk:
+            yield from batches
+            return
+        chunk = []
+        for b in batches:
+            chunk.append(b)
+            if len(chunk) == self.chunk:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk

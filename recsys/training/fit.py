@@ -3,6 +3,7 @@ restore the best checkpoint."""
 
 from __future__ import annotations
 
+import inspect
 import random
 import tempfile
 import time
@@ -17,13 +18,14 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from recsys import ranking, scoring
 from recsys.config import TrainConfig
 from recsys.data import features as feats
+from recsys.data import history
 from recsys.data.negatives import sorted_keys
 from recsys.data.prepare import Prepared
 from recsys.errors import RecsysError
 from recsys.models import model_class
 from recsys.schema import ITEM, RATING, USER
 from recsys.training import losses
-from recsys.training.batches import LISTS, TensorBatches, chunk_size
+from recsys.training.batches import LISTS, SequenceBatches, TensorBatches, chunk_size
 from recsys.training.distributed import devices
 from recsys.training.module import Recommender
 
@@ -110,12 +112,22 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     tr = data.train
     u, i = tr[USER].to_numpy(np.int64), tr[ITEM].to_numpy(np.int64)
     implicit = task == "implicit"
-    kind = losses.BATCHES[loss]
-    train_batches = TensorBatches(
-        u, i, tr[RATING].to_numpy(np.float32), batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
-        n_items=data.n_items, num_negatives=cfg.num_negatives if implicit else 0,
-        seen_keys=sorted_keys(u, i, data.n_items) if implicit else None, kind=kind,
-        chunk=chunk_size(cfg.batch_size * (1 + cfg.num_negatives) if kind == LISTS else cfg.batch_size))
+    cls = model_class(model_name)
+    if cls.uses_history:  # next-item windows of each user's train items, in their recorded order
+        max_len = int(model_hp.get("max_len", inspect.signature(cls).parameters["max_len"].default))
+        seq, nxt, owners = history.windows(tr, max_len)
+        train_batches = SequenceBatches(
+            seq, nxt, owners, batch_size=cfg.batch_size, seed=cfg.seed, n_items=data.n_items,
+            popularity=np.bincount(i, minlength=data.n_items),
+            shared_negatives=cfg.num_negatives if loss == "sampled_softmax" else 0,
+            negatives_per_position=loss == "bce", chunk=chunk_size(cfg.batch_size * max_len, 65536))
+    else:
+        kind = losses.BATCHES[loss]
+        train_batches = TensorBatches(
+            u, i, tr[RATING].to_numpy(np.float32), batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
+            n_items=data.n_items, num_negatives=cfg.num_negatives if implicit else 0,
+            seen_keys=sorted_keys(u, i, data.n_items) if implicit else None, kind=kind,
+            chunk=chunk_size(cfg.batch_size * (1 + cfg.num_negatives) if kind == LISTS else cfg.batch_size))
 
     module = Recommender(model_name=model_name, n_users=data.n_users, n_items=data.n_items, features=tables.spec(),
                          model_hparams=model_hp, task=task, rating_min=data.meta["rating_min"],
@@ -126,6 +138,8 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     model = module.model
     if model.uses_features:
         model.set_tables(tables.user_cont, tables.user_cat, tables.item_cont, tables.item_cat)
+    if model.uses_history:  # validation ranks from the train history
+        model.set_history(history.histories([tr], data.n_users, model.max_len))
     if model.closed_form:
         model.fit(torch.as_tensor(u), torch.as_tensor(i), torch.as_tensor(tr[RATING].to_numpy()), task, module.to_logit)
     if implicit:

@@ -41,13 +41,68 @@ def softmax(model, batch, squash) -> torch.Tensor:
     return F.cross_entropy(model.score_matrix(batch["user_id"]), batch["item_id"])  # logits [B, n_items]
 
 
+# --- sequence models: next-item prediction at every position of a window --------------------------
+def _positions(model, batch):
+    """The states at positions that have a next item, and those items (codes): [P, d], [P]."""
+    h = model.encode(batch["seq"])  # [B, L, d]
+    has = batch["next"] > 0
+    return h[has], batch["next"][has] - 1
+
+
+def sequence_softmax(model, batch, squash) -> torch.Tensor:
+    """Cross-entropy of the next item over the whole catalogue, at every position."""
+    h, target = _positions(model, batch)
+    return F.cross_entropy(h @ model.catalogue().T, target)  # logits [P, n_items]
+
+
+def sequence_sampled_softmax(model, batch, squash) -> torch.Tensor:
+    """Cross-entropy of the next item against negatives shared by the batch, drawn by popularity, with
+    the log-Q correction (each logit minus the log of its item's sampling probability: Yi et al.,
+    RecSys 2019), so the sampled softmax estimates the full one; a negative that is the target is masked."""
+    h, target = _positions(model, batch)
+    neg, log_q = batch["negatives"], batch["log_q"].to(h.device)  # [N], [n_items]
+    table = model.catalogue()
+    pos = (h * table[target]).sum(-1, keepdim=True) - log_q[target, None]  # [P, 1]
+    negs = h @ table[neg].T - log_q[neg][None, :]  # [P, N]
+    negs = negs.masked_fill(neg[None, :] == target[:, None], float("-inf"))
+    logits = torch.cat([pos, negs], 1)
+    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+
+
+def sequence_bce(model, batch, squash) -> torch.Tensor:
+    """SASRec's original loss: the next item (1) against one uniformly drawn item (0) at every position."""
+    h = model.encode(batch["seq"])
+    has = batch["next"] > 0
+    table = model.item.weight
+    pos = (h * table[batch["next"]]).sum(-1)[has]
+    neg = (h * table[batch["neg_next"]]).sum(-1)[has]
+    return F.binary_cross_entropy_with_logits(torch.cat([pos, neg]), torch.cat([torch.ones_like(pos),
+                                                                                 torch.zeros_like(neg)]))
+
+
+SEQUENCE_LOSSES = {"softmax": sequence_softmax, "sampled_softmax": sequence_sampled_softmax, "bce": sequence_bce}
+
 LOSSES = {"mse": mse, "bce": bce, "bpr": bpr, "sampled_softmax": sampled_softmax, "softmax": softmax}
 BATCHES = {"mse": POINTWISE, "bce": POINTWISE, "bpr": PAIRS, "sampled_softmax": LISTS, "softmax": POSITIVES}
 IMPLICIT_ONLY = {"bce", "bpr", "sampled_softmax", "softmax"}
 
 
+def loss_function(name: str, model_cls):
+    return (SEQUENCE_LOSSES if getattr(model_cls, "uses_history", False) else LOSSES)[name]
+
+
 def resolve(loss: str, task: str, model_cls) -> str:
-    """The loss a run trains with (auto: mse for ratings, bce for implicit), or a one-line error."""
+    """The loss a run trains with (auto: mse for ratings, bce for implicit; softmax for a sequence
+    model), or a one-line error."""
+    if getattr(model_cls, "uses_history", False):
+        name = "softmax" if loss == "auto" else loss
+        if task != "implicit":
+            raise RecsysError(f"{model_cls.__name__} predicts the next item and needs task=implicit data "
+                              "(prepare with task=implicit, split=leave_last_out)")
+        if name not in SEQUENCE_LOSSES:
+            raise RecsysError(f"loss={loss!r} does not train a sequence model; use one of auto (softmax), "
+                              f"{', '.join(SEQUENCE_LOSSES)}")
+        return name
     name = loss if loss != "auto" else ("mse" if task == "rating" else "bce")
     if name not in LOSSES:
         raise RecsysError(f"loss={loss!r} is not one of auto, {', '.join(LOSSES)}")

@@ -14,7 +14,7 @@ from torch import nn
 from recsys import metrics, ranking, scoring
 from recsys.models import build_model
 from recsys.models._fields import FieldEmbedding
-from recsys.training.losses import LOSSES
+from recsys.training.losses import loss_function
 
 # Lightning sets its loggers to INFO when imported (device lines, a cloud-logging tip): keep warnings only
 for _name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
@@ -78,7 +78,7 @@ class Recommender(pl.LightningModule):
         return torch.log(p / (1 - p))
 
     def training_loss(self, batch) -> torch.Tensor:
-        return LOSSES[self.loss_name](self.model, batch, self.squash)
+        return loss_function(self.loss_name, type(self.model))(self.model, batch, self.squash)
 
     # steps ------------------------------------------------------------------------------------
     def _accumulate(self, key: str, value: torch.Tensor, n: int) -> None:

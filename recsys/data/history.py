@@ -1,0 +1,79 @@
+"""Each user's history as sequence models read it: items in the order prepare recorded (`position`:
+timestamp, then the split's tie rule), most recent last.
+
+- `histories(tables, n_users, max_len)`: [n_users, max_len] item codes + 1, left-padded with 0 (the last
+  column is the latest item). Scoring val reads the train history; scoring test, train + val; a served
+  model, everything prepare kept.
+- `windows(train, max_len)`: next-item training rows from train items only: every user's sequence cut
+  from its end into windows of max_len + 1 items; inputs [W, max_len] and targets [W, max_len] (the
+  item that followed each input position, 0 where there is none), left-padded alike, and each window's user.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from recsys.errors import RecsysError
+from recsys.schema import ITEM, POSITION, USER
+
+
+def _ordered(tables: list[pd.DataFrame]) -> tuple[np.ndarray, np.ndarray]:
+    """(users, items) of the tables' rows, by user, then position."""
+    df = pd.concat([t[[USER, ITEM, POSITION]] for t in tables if len(t)], ignore_index=True) if any(
+        len(t) for t in tables) else pd.DataFrame({USER: [], ITEM: [], POSITION: []})
+    if POSITION not in df:
+        raise RecsysError("the data artifact records no history order (made by an older prepare); run prepare "
+                          "again and pass its data URI")
+    order = np.lexsort((df[POSITION].to_numpy(), df[USER].to_numpy()))
+    return df[USER].to_numpy(np.int64)[order], df[ITEM].to_numpy(np.int64)[order]
+
+
+def check(table: pd.DataFrame) -> None:
+    if POSITION not in table.columns:
+        raise RecsysError("the data artifact records no history order (made by an older prepare); run prepare "
+                          "again and pass its data URI")
+
+
+def histories(tables: list[pd.DataFrame], n_users: int, max_len: int) -> torch.Tensor:
+    """The last `max_len` items of each user's history over `tables`, as [n_users, max_len] codes + 1."""
+    for t in tables:
+        check(t)
+    users, items = _ordered(tables)
+    out = np.zeros((n_users, max_len), dtype=np.int64)
+    if len(users):
+        counts = np.bincount(users, minlength=n_users)
+        ends = np.cumsum(counts)
+        from_end = ends[users] - np.arange(len(users))  # 1 for the latest item of each user
+        keep = from_end <= max_len
+        out[users[keep], max_len - from_end[keep]] = items[keep] + 1
+    return torch.from_numpy(out)
+
+
+def windows(train: pd.DataFrame, max_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Next-item training rows from the train items, each user's sequence cut from its end into windows
+    of max_len + 1 items (consecutive windows share one item: the last input of one is the first of the
+    next), so every train item after a user's first is a target exactly once."""
+    check(train)
+    users, items = _ordered([train])
+    if not len(users):
+        raise RecsysError("no training interactions to build sequences from")
+    counts = np.bincount(users)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    n_targets = np.maximum(counts - 1, 0)  # targets per user: every item after the first
+    per_user = -(-n_targets // max_len)  # windows per user (ceil)
+    w_user = np.repeat(np.arange(len(counts)), per_user)
+    w_rank = np.arange(len(w_user)) - np.repeat(np.cumsum(per_user) - per_user, per_user)  # 0 = the latest window
+    # window r of a user covers targets ending at (count - 1 - r * max_len), counted within the user
+    last_target = counts[w_user] - 1 - w_rank * max_len  # index within the user of the window's last target
+    first_target = np.maximum(last_target - max_len + 1, 1)
+    length = last_target - first_target + 1  # targets in the window (<= max_len)
+    inputs = np.zeros((len(w_user), max_len), dtype=np.int64)
+    targets = np.zeros((len(w_user), max_len), dtype=np.int64)
+    for j in range(max_len):  # column j from the right: target index last_target - j, input one before it
+        has = j < length
+        t_idx = starts[w_user[has]] + last_target[has] - j
+        targets[has, max_len - 1 - j] = items[t_idx] + 1
+        inputs[has, max_len - 1 - j] = items[t_idx - 1] + 1
+    return torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(w_user)

@@ -1,0 +1,58 @@
+"""What the sequence models share: an item table with a padding row, the users' histories as a buffer,
+and scoring a user as the model's state after their history times the item table (output tied to the
+input embeddings, as SASRec and GRU4Rec with a softmax over the catalogue do).
+
+Item i is row i + 1 of the table; row 0 is padding. `history` [n_users, max_len] holds each user's
+latest items + 1, left-padded, most recent last: set by training (train items), by evaluation (train +
+val items when scoring test) and by the exported serving model (everything known), and saved with the
+weights, so a served model answers a known user from the history it was given.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recsys.models.base import Model
+
+
+class SequenceModel(Model):
+    scores_catalogue = True
+    uses_history = True
+
+    def __init__(self, n_users: int, n_items: int, embedding_dim: int, max_len: int):
+        super().__init__()
+        self.n_items, self.max_len = n_items, max_len
+        self.item = nn.Embedding(n_items + 1, embedding_dim, padding_idx=0)
+        nn.init.normal_(self.item.weight, std=embedding_dim ** -0.5)
+        with torch.no_grad():
+            self.item.weight[0].zero_()
+        self.register_buffer("history", torch.zeros(n_users, max_len, dtype=torch.long), persistent=True)
+
+    def set_history(self, history: torch.Tensor) -> None:
+        """[n_users, max_len] item codes + 1, left-padded (recsys.data.history.histories)."""
+        self.history = history.to(self.history.device, torch.long)
+
+    def encode(self, seq: torch.Tensor) -> torch.Tensor:
+        """[B, L] item codes + 1 (0 = padding) -> [B, L, d]: the state at each position, having read
+        only that position and the ones before it (causal)."""
+        raise NotImplementedError
+
+    def state(self, seq: torch.Tensor) -> torch.Tensor:
+        """[B, L] -> [B, d]: the state after the last (most recent) position."""
+        return self.encode(seq)[:, -1]
+
+    def catalogue(self) -> torch.Tensor:
+        """[n_items, d]: the output side of every item (the input table, tied)."""
+        return self.item.weight[1:]
+
+    def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        users, row = torch.unique(user, return_inverse=True)  # each history read once, however many pairs
+        return (self.state(self.history[users])[row] * self.item(item + 1)).sum(-1)
+
+    def score_matrix(self, user: torch.Tensor) -> torch.Tensor:
+        return self.state(self.history[user]) @ self.catalogue().T
+
+    def score_sequences(self, seq: torch.Tensor) -> torch.Tensor:
+        """Histories given directly ([b, L], e.g. an anonymous user's recent items) -> [b, n_items]."""
+        return self.state(seq) @ self.catalogue().T
