@@ -66,9 +66,13 @@ def load_scorer(checkpoint: str | Path) -> Scorer:
     return Scorer(model, hp["task"], hp["rating_min"], hp["rating_max"]).eval()
 
 
-def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
+def export_weights(checkpoint: str | Path, out: str | Path, history: torch.Tensor | None = None) -> Path:
     """The part of a training checkpoint serving needs (hyper-parameters and weights; no optimizer or
-    loop state): a third of the size for Adam-trained models."""
+    loop state): a third of the size for Adam-trained models. A sequence model's `history` buffer is
+    replaced by `history` (everything known of each user: what a served model answers from)."""
     ck = safe_load(checkpoint)
-    torch.save({"hyper_parameters": dict(ck["hyper_parameters"]), "state_dict": ck["state_dict"]}, str(out))
+    state = dict(ck["state_dict"])
+    if history is not None and "model.history" in state:
+        state["model.history"] = history.to(state["model.history"].dtype)
+    torch.save({"hyper_parameters": dict(ck["hyper_parameters"]), "state_dict": state}, str(out))
     return Path(out)

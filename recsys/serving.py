@@ -26,6 +26,11 @@ from recsys.schema import GENRES, ITEM, RATING, RAW_ID, TITLE, USER, YEAR
 from recsys.scoring import load_scorer
 
 BLOCK_USERS = 4096  # users ranked per block in batch recommendation
+HISTORY = "history"  # a request column: an anonymous user's recent items (sequence models)
+
+
+def _is_nan(value) -> bool:
+    return isinstance(value, float) and value != value
 MAX_ROWS = 10_000  # rows per request (users, or user-item pairs): more is refused in one line
 MAX_RESULTS = 1_000_000  # rows an answer may hold (users x k): more is refused before anything is scored
 
@@ -113,7 +118,7 @@ class Bundle:
             return v.item() if isinstance(v, np.ndarray) and v.ndim == 0 else v
 
         if isinstance(obj, dict):
-            bad = [c for c, v in obj.items() if not (isinstance(v, (list, tuple)) or (isinstance(v, np.ndarray) and v.ndim == 1))]
+            bad = [c for c, v in obj.items() if not (isinstance(v, (list, tuple)) or (isinstance(v, np.ndarray) and v.ndim >= 1))]
             if bad:
                 raise RecsysError(f"the input's column {str(bad[0])[:40]!r} is not a list of ids; send each column as a "
                                   "list, or rows (dataframe_split, dataframe_records, or CSV with a header)")
@@ -138,6 +143,17 @@ class Bundle:
             raise RecsysError(f"the input has columns {[str(c)[:20] for c in df.columns[:5]]} but no `user`; send rows "
                               "with a user id (and an item id to score a pair)")
         users = self._ids(df, "user")
+        if HISTORY in df.columns and df[HISTORY].map(lambda v: v is not None and not _is_nan(v)).any():
+            if "item" in df.columns and df["item"].notna().any():
+                raise RecsysError("send either `item` (score pairs) or `history` (recommend from it), not both")
+            if not getattr(self.module.model, "uses_history", False):
+                raise RecsysError(f"`history` is read by the sequence models (sasrec, gru4rec); this model "
+                                  "recommends from the user id alone: drop the column")
+            k = self.parse_k(k)
+            if len(users) * min(k, len(self.item_raw)) > MAX_RESULTS:
+                raise RecsysError(f"{len(users):,} users x k={k} would return more than {MAX_RESULTS:,} rows; lower "
+                                  "k or send fewer users per request")
+            return self.recommend_from_histories(users, [self._history(v, row) for row, v in enumerate(df[HISTORY])], k)
         if "item" in df.columns and df["item"].notna().any():
             return self.predict_pairs(users, self._ids(df, "item"))
         k = self.parse_k(k)
@@ -145,6 +161,58 @@ class Bundle:
             raise RecsysError(f"{len(users):,} users x k={k} would return more than {MAX_RESULTS:,} rows; lower k or "
                               "send fewer users per request")
         return self.recommend(users, k)
+
+    def _history(self, value, row: int) -> list[str] | None:
+        """A row's `history`: raw item ids, most recent last (None: the user's stored history)."""
+        if value is None or _is_nan(value):
+            return None
+        if isinstance(value, str):  # a CSV cell: ids separated by spaces, commas or '|'
+            value = [v for v in value.replace(",", " ").replace("|", " ").split() if v]
+        if not isinstance(value, (list, tuple, np.ndarray)):
+            raise RecsysError(f"`history` in row {row} is a {type(value).__name__}, not a list of item ids; send the "
+                              "user's recent items, most recent last")
+        out = []
+        for v in (value.tolist() if isinstance(value, np.ndarray) else value):
+            if isinstance(v, (list, tuple, dict, np.ndarray, bool)) or v is None or (isinstance(v, float) and (
+                    v != v or not v.is_integer())):
+                raise RecsysError(f"`history` in row {row} holds {v!r}, not an item id; send string or integer ids")
+            out.append(str(int(v)) if isinstance(v, float) else str(v))
+        return out
+
+    def recommend_from_histories(self, users: list[str], histories: list[list[str] | None], k: int) -> pd.DataFrame:
+        """Top-k per row from the items it sends (an anonymous user's recent history, most recent last):
+        unknown ids are dropped and counted (`history_dropped`), the history's items are not recommended,
+        and a history with no known item gets the popularity ranking (`fallback = popularity`). A row
+        without a history is answered from its user's stored history."""
+        model, n_items = self.module.model, len(self.item_raw)
+        kk = min(k, n_items)
+        frames = []
+        for user, hist in zip(users, histories):
+            if hist is None:
+                frames.append(self.recommend([user], k).assign(history_dropped=0))
+                continue
+            codes = self.item_index.get_indexer(pd.Index(hist)) if hist else np.zeros(0, dtype=np.int64)
+            known = codes[codes >= 0]
+            dropped = len(codes) - len(known)
+            if not len(known):
+                top = self.pop_order[:kk]
+                score = (self.popularity[top] / max(self.popularity.max(), 1.0)).astype(np.float64)
+                fallback = "popularity"
+            else:
+                seq = np.zeros((1, model.max_len), dtype=np.int64)
+                tail = known[-model.max_len:]
+                seq[0, model.max_len - len(tail):] = tail + 1
+                with torch.no_grad():
+                    raw = model.score_sequences(torch.as_tensor(seq))[0].float()
+                raw[torch.as_tensor(np.unique(known))] = -torch.inf  # never what they just watched
+                left = n_items - len(np.unique(known))
+                top = raw.topk(min(kk, left)).indices.numpy()
+                score = torch.sigmoid(raw[torch.as_tensor(top)]).double().numpy()
+                fallback = ""
+            out = pd.DataFrame({"user": user, "rank": np.arange(1, len(top) + 1), "item": self.item_raw[top],
+                                "score": score, "fallback": fallback, "history_dropped": dropped})
+            frames.append(self._describe(out, top))
+        return pd.concat(frames, ignore_index=True)
 
     def predict_pairs(self, users: list[str], items: list[str]) -> pd.DataFrame:
         u = self.user_index.get_indexer(pd.Index(users))

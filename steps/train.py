@@ -174,7 +174,12 @@ def main(argv=None):
             pr = (ev or evaluation.evaluate(result.module, data, "val", [10], "both")).predictions
             mlflow.log_artifact(plots.rating_histogram(pr["actual"].to_numpy(), pr["predicted"].to_numpy(),
                                                          tmp / "predictions_histogram.png", a.model), "plots")
-        weights = scoring.export_weights(result.checkpoint, tmp / "model.ckpt")
+        known = None
+        if result.module.model.uses_history:  # the served model answers a known user from all of their history
+            from recsys.data import history
+
+            known = history.histories([data.train, data.val, data.test], data.n_users, result.module.model.max_len)
+        weights = scoring.export_weights(result.checkpoint, tmp / "model.ckpt", known)
         model_uri = tracking.log_model(weights, serving.export(data, tmp / "serving"), a.register_as,
                                        {"model": a.model, "dataset": data.meta.get("name", ""), "task": task})
         mlflow.set_tags({"model_uri": model_uri})

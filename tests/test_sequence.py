@@ -1,0 +1,231 @@
+"""Sequence models (sasrec, gru4rec): the recorded history order, causal encoders, next-item training
+that never sees val or test, a planted sequential pattern only they can learn, and served histories."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from recsys import config, evaluation, training
+from recsys.data import history, parsers
+from recsys.data import prepare as prep
+from recsys.errors import RecsysError
+from recsys.models import build_model
+from recsys.schema import ITEM, POSITION, RATING, TIMESTAMP, USER
+
+SEQUENCE_MODELS = ("sasrec", "gru4rec")
+
+
+def _runs(n_users=160, n_items=60, runs=8, run_len=3, seed=0) -> parsers.Raw:
+    """Each user watches `runs` short runs of consecutive items (s, s + 1, s + 2) from random starts, one
+    item a day, no item twice. Which item comes next is plain from the last one; from the set of items
+    alone it is not: every run's two ends have unseen neighbours, and every item is about as popular."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        starts, taken = [], set()
+        while len(starts) < runs:
+            s = int(rng.integers(n_items))
+            span = {(s + j) % n_items for j in range(run_len)}
+            if not span & taken:
+                starts.append(s)
+                taken |= span
+        t = 0
+        for s in starts:
+            for j in range(run_len):
+                rows.append((str(u), str((s + j) % n_items), 5.0, 1_000_000 + 86_400 * t))
+                t += 1
+    return parsers.Raw(pd.DataFrame(rows, columns=[USER, ITEM, RATING, TIMESTAMP]))
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return prep.prepare(_runs(), task="implicit", split="leave_last_out", positive_threshold=1, seed=3,
+                        eval_negatives=10)
+
+
+def test_prepare_records_each_history_in_the_order_that_picked_val_and_test(runs):
+    parts = {s: runs.split(s) for s in ("train", "val", "test")}
+    for user, rows in pd.concat(parts.values(), keys=parts.keys()).reset_index(level=0).groupby(USER):
+        rows = rows.sort_values(POSITION)
+        assert list(rows[POSITION]) == list(range(len(rows)))  # 0..n-1, once each
+        assert list(rows["level_0"].iloc[-2:]) == ["val", "test"]  # the latest two were held out
+        assert rows[TIMESTAMP].is_monotonic_increasing
+    # equal timestamps are ordered by the tie rule, the same one the split used
+    df = pd.DataFrame({USER: ["a"] * 4, ITEM: ["1", "2", "3", "4"], RATING: [5.0] * 4, TIMESTAMP: [7, 7, 7, 9]})
+    d = prep.prepare(parsers.Raw(df), task="implicit", split="leave_last_out", positive_threshold=1,
+                     tie_break="item_id", seed=1, eval_negatives=0)
+    allrows = pd.concat([d.train, d.val, d.test]).sort_values(POSITION)
+    assert list(d.items["raw_id"].to_numpy()[allrows[ITEM]]) == ["1", "2", "3", "4"]
+
+
+def test_training_windows_hold_train_items_only_and_every_one_after_the_first(runs):
+    seq, nxt, owners = history.windows(runs.train, max_len=5)
+    held = set(zip(runs.val[USER], runs.val[ITEM] + 1)) | set(zip(runs.test[USER], runs.test[ITEM] + 1))
+    for w in range(len(seq)):
+        u = int(owners[w])
+        for item in set(seq[w].tolist()) | set(nxt[w].tolist()):
+            assert item == 0 or (u, item) not in held
+    counts = runs.train.groupby(USER).size()
+    assert int((nxt > 0).sum()) == int((counts - 1).clip(lower=0).sum())  # each target exactly once
+    # a target is the item that followed its input in the user's recorded order
+    order = runs.train.sort_values([USER, POSITION])
+    follows = {(u, a + 1): b + 1 for u, g in order.groupby(USER) for a, b in zip(g[ITEM].iloc[:-1], g[ITEM].iloc[1:])}
+    has = nxt > 0
+    for w, col in zip(*np.nonzero(has.numpy())):
+        assert follows[(int(owners[w]), int(seq[w, col]))] == int(nxt[w, col])
+
+
+@pytest.mark.parametrize("name", SEQUENCE_MODELS)
+def test_the_state_at_a_position_never_reads_later_items(name):
+    torch.manual_seed(0)
+    model = build_model(name, 4, 30, embedding_dim=16, max_len=8, dropout=0.0).eval()
+    seq = torch.tensor([[0, 0, 3, 5, 7, 9, 11, 13]])
+    later = seq.clone()
+    later[0, 5:] = torch.tensor([21, 22, 23])
+    with torch.no_grad():
+        a, b = model.encode(seq), model.encode(later)
+    assert torch.allclose(a[0, :5], b[0, :5], atol=1e-6) and not torch.allclose(a[0, 5:], b[0, 5:])
+
+
+@pytest.mark.parametrize("name", SEQUENCE_MODELS)
+def test_a_planted_order_is_learnt_by_sequence_models_and_not_by_order_blind_ones(runs, name):
+    def ndcg(model, **over):
+        hp, cfg = config.load(model, task="implicit", overrides={"min_epochs": 0, "patience": 3, **over})
+        result = training.fit(runs, model, hp, cfg)
+        return evaluation.evaluate(result.module, runs, "test", [10], "full").metrics["test/ndcg_at_10"]
+
+    seq = ndcg(name, epochs=25, lr=0.01, embedding_dim=32, max_len=10)
+    blind = {m: ndcg(m, epochs=10) for m in ("mf", "popularity")}
+    assert seq > 0.8 and all(seq > v + 0.5 for v in blind.values()), (seq, blind)
+
+
+@pytest.mark.parametrize("loss", ["sampled_softmax", "bce"])
+def test_the_other_losses_train_too(runs, loss):
+    hp, cfg = config.load("gru4rec", task="implicit", overrides={"loss": loss, "epochs": 2, "min_epochs": 0,
+                                                                  "num_negatives": 16, "max_len": 10})
+    result = training.fit(runs, "gru4rec", hp, cfg)
+    assert np.isfinite(result.best_score)
+
+
+def test_sequence_models_refuse_ratings_and_pair_losses(runs):
+    rating = prep.prepare(_runs(n_users=20), task="rating", split="leave_last_out", seed=3)
+    hp, cfg = config.load("sasrec", task="rating")
+    with pytest.raises(RecsysError, match="needs task=implicit"):
+        training.fit(rating, "sasrec", hp, cfg)
+    hp, cfg = config.load("sasrec", task="implicit", overrides={"loss": "bpr"})
+    with pytest.raises(RecsysError, match="does not train a sequence model"):
+        training.fit(runs, "sasrec", hp, cfg)
+
+
+@pytest.fixture(scope="module")
+def served(runs, tmp_path_factory):
+    """gru4rec trained on the planted runs, exported as the served model is (every known item in each
+    user's history), beside an mf bundle."""
+    from recsys import scoring, serving
+
+    out = {}
+    folder = tmp_path_factory.mktemp("seq-serving")
+    tables = serving.export(runs, folder / "tables")
+    for name, over in (("gru4rec", {"epochs": 25, "lr": 0.01, "embedding_dim": 32, "max_len": 10}), ("mf", {"epochs": 2})):
+        hp, cfg = config.load(name, task="implicit", overrides={"min_epochs": 0, **over})
+        result = training.fit(runs, name, hp, cfg, checkpoint_dir=folder / name)
+        known = history.histories([runs.train, runs.val, runs.test], runs.n_users, result.module.model.max_len) \
+            if result.module.model.uses_history else None
+        out[name] = serving.Bundle(scoring.export_weights(result.checkpoint, folder / f"{name}.ckpt", known), tables)
+    return out
+
+
+def _raw(data, codes):
+    return [str(data.items["raw_id"].iloc[c]) for c in codes]
+
+
+def test_a_served_history_is_read_in_order_and_its_items_are_not_recommended(runs, served):
+    b = served["gru4rec"]  # a run 10, 11 -> 12 comes next
+    hist = _raw(runs, [b.item_index.get_loc("10"), b.item_index.get_loc("11")])
+    out = b.predict(pd.DataFrame({"user": ["anonymous"], "history": [hist]}), 5)
+    assert list(out["item"])[0] == "12" and not set(out["item"]) & set(hist)
+    assert (out["fallback"] == "").all() and (out["history_dropped"] == 0).all() and list(out["rank"]) == [1, 2, 3, 4, 5]
+    # unknown ids are dropped and counted; most recent last: 40, 41 -> 42 whatever came before
+    out = b.predict(pd.DataFrame({"user": ["a"], "history": [["no-such", "10", "11", "40", "41"]]}), 3)
+    assert list(out["item"])[0] == "42" and (out["history_dropped"] == 1).all()
+    # nothing known in it: the popularity ranking, flagged
+    out = b.predict(pd.DataFrame({"user": ["a"], "history": [["no-such"]]}), 3)
+    assert (out["fallback"] == "popularity").all() and (out["history_dropped"] == 1).all()
+    # a known user without a history is answered from all that is known of them
+    user = str(runs.users["raw_id"].iloc[int(runs.test[USER].iloc[0])])
+    known = b.predict(pd.DataFrame({"user": [user]}), 5)
+    seen = set(_raw(runs, pd.concat([runs.train, runs.val, runs.test]).query(f"{USER} == {int(runs.test[USER].iloc[0])}")[ITEM]))
+    assert len(known) == 5 and not set(known["item"]) & seen
+    # JSON-safe: numbers and nulls only
+    json.dumps(out.to_dict(orient="records"), allow_nan=False)
+
+
+@pytest.mark.parametrize("history, message", [
+    ({"a": 1}, "`history` in row 0 is a dict, not a list of item ids"),
+    (5, "`history` in row 0 is a int, not a list of item ids"),
+    ([[1, 2]], "`history` in row 0 holds [1, 2], not an item id"),
+    ([1.5], "`history` in row 0 holds 1.5, not an item id"),
+])
+def test_a_bad_history_is_one_line(served, history, message):
+    with pytest.raises(RecsysError) as e:
+        served["gru4rec"].predict(pd.DataFrame({"user": ["a"], "history": [history]}), 3)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_model_that_ignores_order_refuses_a_history(served):
+    with pytest.raises(RecsysError, match="`history` is read by the sequence models"):
+        served["mf"].predict(pd.DataFrame({"user": ["a"], "history": [["1", "2"]]}), 3)
+
+
+@pytest.mark.slow
+def test_a_history_request_over_real_http(tmp_path, empty_store, monkeypatch):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import urllib.request
+
+    import mlflow
+
+    from steps import prepare as prepare_step
+    from steps import train as train_step
+    from support import free_port, wait_for
+
+    db = tmp_path / "mlflow.db"
+    shutil.copy(empty_store, db)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    _runs().interactions.to_csv(tmp_path / "runs.csv", index=False)
+    data = prepare_step.main(["--dataset", str(tmp_path / "runs.csv"), "--task", "implicit", "--split", "leave_last_out",
+                              "--positive-threshold", "1", "--eval-negatives", "10"])
+    train = train_step.main(["--data", f"runs:/{data}/data", "--model", "gru4rec", "--epochs", "25", "--min_epochs", "0",
+                             "--lr", "0.01", "--embedding_dim", "32", "--max_len", "10"])
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{train}/model", "-h",
+                               "127.0.0.1", "-p", str(port), "--env-manager", "local"], cwd=tmp_path,
+                              env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def post(body):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    try:
+        wait_for(f"http://127.0.0.1:{port}/ping", 180)
+        status, body = post({"dataframe_records": [{"user": "anon", "history": ["10", "11"]}], "params": {"k": 3}})
+        assert status == 200 and body["predictions"][0]["item"] == "12", body
+        status, body = post({"dataframe_records": [{"user": "anon", "history": {"a": 1}}]})
+        assert status == 400 and "`history` in row 0" in body["message"] and "\n" not in body["message"], body
+        status, body = post({"dataframe_records": [{"user": "anon", "history": ["10", "11"]}], "params": {"k": 3}})
+        assert status == 200  # still answering
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
