@@ -35,8 +35,8 @@ def test_model_outputs_one_score_per_pair(name, rating_data):
     assert out.shape == (3,) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", [m for m in MODELS if not MODELS[m].closed_form])
-def test_loss_falls_over_a_few_steps(name, rating_data):
+@pytest.mark.parametrize("name", [m for m in MODELS if not MODELS[m].closed_form and not MODELS[m].uses_history])
+def test_loss_falls_over_a_few_steps(name, rating_data):  # sequence models: tests/test_sequence.py
     torch.manual_seed(0)
     module = _module(name, rating_data, config.load(name)[0], lr=0.01, weight_decay=0.0, optimizer="adam")
     tr = rating_data.train
@@ -52,8 +52,8 @@ def test_loss_falls_over_a_few_steps(name, rating_data):
     assert module.training_loss(batch).item() < first
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-@pytest.mark.parametrize("task", ["rating", "implicit"])
+@pytest.mark.parametrize("name, task", [(m, t) for m in MODELS for t in ("rating", "implicit")
+                                         if t == "implicit" or not MODELS[m].uses_history])  # next-item: implicit
 def test_fit_and_checkpoint_round_trip_give_identical_predictions(name, task, rating_data, implicit_data):
     data = rating_data if task == "rating" else implicit_data
     hp, cfg = config.load(name, overrides=FAST, task=task)
@@ -188,6 +188,7 @@ def test_model_capabilities_are_declared_and_match_the_methods_they_promise():
         assert cls.scores_blocks == hasattr(cls, "score_block"), name
         assert cls.closed_form == (cls.fit is not Model.fit), name
         assert cls.uses_features == (cls.set_tables is not Model.set_tables), name
+        assert cls.uses_history == hasattr(cls, "set_history"), name
 
 
 def test_closed_form_baselines_equal_the_training_means(rating_data):
