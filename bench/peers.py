@@ -14,6 +14,12 @@ headline metric and its fit time.
 Rating task (Surprise): BaselineOnly, SVD with defaults, SVD tuned (100 factors, 40 epochs, lr_all
 0.01, reg_all 0.08), SVD++. Implicit task (`implicit`): BPR (128 factors, lr 0.01, reg 0.01, 100
 iterations), ALS (32 factors, reg 1.0, alpha 1.0, 15 iterations), and item popularity by count.
+Implicit `leave_last_out` splits, with `--recbole-python <RecBole's interpreter>` (or $RECBOLE_PYTHON):
+RecBole 1.2.1's SASRec and GRU4Rec (its defaults, cross-entropy over the catalogue, early-stopped on
+its validation NDCG@10), fitted by bench/recbole_fit.py in RecBole's own virtualenv on the same
+interactions in the same order, then scored by the project's evaluator:
+
+    python -m venv .venv-recbole && .venv-recbole/bin/pip install torch==2.13.0 recbole==1.2.1 "numpy<2"
 """
 
 import argparse
@@ -116,13 +122,38 @@ def implicit_peers(data: prep.Prepared, seed: int, threads: int):
     yield "peer:popularity", "counts", np.broadcast_to(counts, (data.n_users, data.n_items)), time.perf_counter() - t0
 
 
-def run_peers(data_uri: str, threads: int, only: set[str] | None = None) -> list[str]:
+def recbole_peers(data: prep.Prepared, seed: int, python: str):
+    """RecBole's sequential models, each fitted in RecBole's own interpreter (bench/recbole_fit.py)."""
+    import subprocess
+
+    from recsys.schema import POSITION
+
+    with tempfile.TemporaryDirectory(prefix="recbole-") as tmp:
+        folder = Path(tmp)
+        rows = [t[[USER, ITEM, POSITION]] for t in (data.train, data.val, data.test)]
+        import pandas as pd
+
+        pd.concat(rows).rename(columns={USER: "user", ITEM: "item", POSITION: "position"}).to_csv(
+            folder / "interactions.csv", index=False)
+        (folder / "shape.json").write_text(json.dumps([data.n_users, data.n_items]))
+        for model in ("SASRec", "GRU4Rec"):
+            subprocess.run([python, str(Path(__file__).with_name("recbole_fit.py")), "--folder", str(folder),
+                            "--model", model, "--seed", str(seed)], check=True)
+            info = json.loads((folder / f"{model}.json").read_text())
+            yield f"recbole:{model}", "recbole", np.load(folder / f"{model}.npy"), info["seconds"]
+
+
+def run_peers(data_uri: str, threads: int, only: set[str] | None = None, recbole: str = "") -> list[str]:
     """Fit and log every peer for the data behind `data_uri`; return the lines printed."""
     with tempfile.TemporaryDirectory() as tmp:
         data = prep.load(tracking.download(data_uri, "data", Path(tmp)))
     meta = data.meta
     seed = int(meta.get("seed", 42))
     peers = surprise_peers(data, seed) if meta["task"] == "rating" else implicit_peers(data, seed, threads)
+    if recbole and meta["task"] == "implicit" and meta["split"] == "leave_last_out":
+        import itertools
+
+        peers = itertools.chain(peers, recbole_peers(data, seed, recbole))
     lines = []
     for name, library, table, seconds in peers:
         if only and name not in only:
@@ -151,6 +182,8 @@ def main():
     p.add_argument("--all", action="store_true", help="every finished prepare run of --experiment without peers")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--only", default="", help="comma-separated peer names (default: all)")
+    p.add_argument("--recbole-python", default=os.environ.get("RECBOLE_PYTHON", ""),
+                   help="RecBole's interpreter: adds its SASRec and GRU4Rec on implicit leave_last_out splits")
     for k, v in (("dataset", "ml-100k"), ("task", "rating"), ("split", ""), ("positive-threshold", "4"),
                  ("seed", "42"), ("tie-break", "random")):
         p.add_argument(f"--{k}", default=v, help="prepare a dataset first when neither --data nor --all is given")
@@ -172,7 +205,7 @@ def main():
                                     a.positive_threshold, "--seed", a.seed, "--tie-break", a.tie_break])
         uris = [f"runs:/{run_id}/data"]
     for uri in uris:
-        run_peers(uri, a.threads, only)
+        run_peers(uri, a.threads, only, a.recbole_python)
 
 
 if __name__ == "__main__":
