@@ -98,17 +98,22 @@ class TensorBatches:
             perm = torch.randperm(n, generator=g)
             data = {k: v[perm] for k, v in data.items()}
         batches = ({k: v[s:s + self.batch_size] for k, v in data.items()} for s in range(0, n, self.batch_size))
-        if not self.chunk:
-            yield from batches
-            return
-        chunk = []
-        for b in batches:
-            chunk.append(b)
-            if len(chunk) == self.chunk:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
+        yield from chunked(batches, self.chunk)
+
+
+def chunked(batches, chunk: int):
+    """Minibatches one by one (chunk 0: validation), or in lists of `chunk` (one Lightning step each)."""
+    if not chunk:
+        yield from batches
+        return
+    group = []
+    for b in batches:
+        group.append(b)
+        if len(group) == chunk:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def chunk_size(batch_size: int, samples: int = 8192) -> int:
@@ -174,14 +179,4 @@ class SequenceBatches:
         self.samples = len(perm)
         perm = torch.from_numpy(perm)
         batches = (self._batch(perm[s:s + self.batch_size], rng) for s in range(0, len(perm), self.batch_size))
-        if not self.chunk:
-            yield from batches
-            return
-        chunk = []
-        for b in batches:
-            chunk.append(b)
-            if len(chunk) == self.chunk:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
+        yield from chunked(batches, self.chunk)
