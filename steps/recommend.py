@@ -1,7 +1,9 @@
 """recommend: batch top-K for every user (or the listed ones) of a served model, with titles.
 
 Parameters: model_uri (runs:/<train_run>/model, models:/<name>/<version>, models:/<name>@champion), k
-(default 10), users (`all`, or a file: a CSV/parquet with a `user` column, or one raw id per line).
+(default 10), users (`all`, or a file: a CSV/parquet with a `user` column, or one raw id per line; for
+sasrec and gru4rec a `history` column too: each row's recent items, most recent last, space-separated
+in CSV, and that row is answered from them as the served model does).
 Logs recommendations.parquet and recommendations.csv (user, rank, item, score, title, year, genres,
 fallback), metrics users, rows, recommend_seconds; tags model_uri. Users are ranked in blocks (one
 matrix product per block for dot-product models), never one by one.
@@ -25,7 +27,7 @@ p.add_argument("--k", default="10")
 p.add_argument("--users", default="all")
 
 
-def read_users(spec: str) -> list[str] | None:
+def read_users(spec: str) -> pd.DataFrame | None:
     if spec in ("", "all"):
         return None
     path = Path(spec)
@@ -43,7 +45,7 @@ def read_users(spec: str) -> list[str] | None:
         raise RecsysError(f"users file {path.name} is unreadable ({str(e).splitlines()[0][:120]})") from None
     if "user" not in df.columns:
         raise RecsysError(f"users file {path.name} has columns {list(df.columns)[:5]} but no `user`")
-    return df["user"].astype(str).tolist()
+    return df.assign(user=df["user"].astype(str))
 
 
 SHOWN = 3  # users whose first items are printed
@@ -57,11 +59,15 @@ def main(argv=None):
         bundle = tracking.load_bundle(a.model_uri, tmp / "model")
         k = bundle.parse_k(a.k)
         mlflow.set_tag("mlflow.runName", f"recommend top-{k}")
-        users = users if users is not None else list(bundle.user_index)
+        given = users
+        users = given["user"].tolist() if given is not None else list(bundle.user_index)
         tracking.log_params({"model_uri": a.model_uri, "k": k, "users": a.users})
         tracking.log_context({"model_uri": a.model_uri, "step": "recommend", "dataset": bundle.meta.get("dataset", "")})
         t0 = time.perf_counter()
-        recs = bundle.recommend(users, k)
+        if given is not None and "history" in given.columns:  # rows answered from the items they list
+            recs = bundle.predict(given[["user", "history"]], k)
+        else:
+            recs = bundle.recommend(users, k)
         seconds = time.perf_counter() - t0
         out = tmp / "out"
         out.mkdir()

@@ -229,3 +229,14 @@ def test_a_history_request_over_real_http(tmp_path, empty_store, monkeypatch):
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+def test_recommend_reads_histories_from_a_users_file(served, tmp_path):
+    from steps.recommend import read_users
+
+    (tmp_path / "u.csv").write_text("user,history\nanon,10 11\nother,40 41\n")
+    given = read_users(str(tmp_path / "u.csv"))
+    recs = served["gru4rec"].predict(given[["user", "history"]], 3)
+    assert list(recs.groupby("user", sort=False)["item"].first()) == ["12", "42"]
+    with pytest.raises(RecsysError, match="`history` is read by the sequence models"):
+        served["mf"].predict(given[["user", "history"]], 3)
