@@ -2,14 +2,17 @@
 
     python bench/scale.py [--ratings 25000095] [--users 162541] [--items 59047] [--models mf,ncf]
                           [--accelerator cpu] [--threads 2] [--eval-users 10000] [--implicit-threads 2]
+    python bench/scale.py --models sasrec --no-references      # one sampled-softmax epoch of sasrec
 
 Synthetic data shaped like ML-25M, written as a real `ratings.csv`, then, each step in its own child
 process so that its peak RSS is its own:
 1. prepare: the implicit task (leave_last_out, the default positive threshold 4), saved;
 2. per model, train one epoch (the shipped implicit config; validation ranking on a seeded sample of
    `--eval-users` users) and evaluate on test: mf ranks every test user against all items (blocked
-   matrix products), ncf a seeded sample of `--eval-users` users (full ranking for all would take
-   hours), both through `recsys.evaluation.evaluate`;
+   matrix products), the others a seeded sample of `--eval-users` users (full ranking for all would take
+   hours), all through `recsys.evaluation.evaluate`; sasrec and gru4rec train with the sampled softmax
+   (256 popularity-drawn negatives shared by a batch, log-Q corrected), the loss for catalogues whose
+   full softmax does not fit;
 3. in the same run, on the same training rows: a bare PyTorch loop (the same MF class, batch size,
    optimiser, BCE with the same number of redrawn negatives; pre-built tensors, no Lightning), and the
    `implicit` library's BPR (from the `peers` extra; one epoch, the same factors) on the same rows.
@@ -41,6 +44,7 @@ p.add_argument("--eval-users", type=int, default=10_000)
 p.add_argument("--implicit-threads", type=int, default=2)
 p.add_argument("--child", default="")
 p.add_argument("--folder", default="")
+p.add_argument("--no-references", action="store_true", help="skip the bare loop and implicit's BPR")
 a = p.parse_args()
 
 
@@ -69,11 +73,12 @@ def child():
     t = time.perf_counter()
     data = prep.load(folder / "data")
     load_s = time.perf_counter() - t
-    if step in ("mf", "ncf"):
+    if step in ("mf", "ncf", "sasrec", "gru4rec"):
         from recsys import config, evaluation, training
 
+        sampled = {"loss": "sampled_softmax", "num_negatives": 256} if step in ("sasrec", "gru4rec") else {}
         hp, cfg = config.load(step, None, {"epochs": 1, "min_epochs": 1, "threads": a.threads,
-                                           "accelerator": a.accelerator}, task="implicit")
+                                           "accelerator": a.accelerator, **sampled}, task="implicit")
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
             result = training.fit(data, step, hp, cfg, None, Path(tmp), val_users=a.eval_users)
@@ -168,14 +173,15 @@ def main():
               f"{prep['items']:,} items", flush=True)
         rows.append(("prepare", prep["wall"], prep["peak_rss_gib"], f"{prep['seconds']:.0f}s in prepare + save"))
         results = {}
-        for step in [*a.models.split(","), "bare", "implicit"]:
+        for step in [*a.models.split(","), *([] if a.no_references else ["bare", "implicit"])]:
             r = run(step, folder)
             if r is None:
                 continue
             results[step] = r
-            if step in ("mf", "ncf"):
+            if step in ("mf", "ncf", "sasrec", "gru4rec"):
                 rate = r["examples"] / r["train_seconds"]
-                detail = (f"1 epoch {r['train_seconds']:.0f}s ({rate:,.0f} examples/s, batch {r['batch']}, "
+                unit = "windows" if step in ("sasrec", "gru4rec") else "examples"
+                detail = (f"1 epoch {r['train_seconds']:.0f}s ({rate:,.0f} {unit}/s, batch {r['batch']}, "
                           f"validation on {a.eval_users:,} users included); test NDCG@10 {r['ndcg']:.4f}, "
                           f"HR@10 {r['hr']:.4f} over {r['eval_users']:,} users in {r['eval_seconds']:.0f}s")
             else:
