@@ -137,8 +137,8 @@ def recbole_peers(data: prep.Prepared, seed: int, python: str):
             folder / "interactions.csv", index=False)
         (folder / "shape.json").write_text(json.dumps([data.n_users, data.n_items]))
         for model in ("SASRec", "GRU4Rec"):
-            subprocess.run([python, str(Path(__file__).with_name("recbole_fit.py")), "--folder", str(folder),
-                            "--model", model, "--seed", str(seed)], check=True)
+            subprocess.run([python, str(Path(__file__).resolve().with_name("recbole_fit.py")), "--folder", str(folder),
+                            "--model", model, "--seed", str(seed)], check=True, cwd=folder)  # its logs stay there
             info = json.loads((folder / f"{model}.json").read_text())
             yield f"recbole:{model}", "recbole", np.load(folder / f"{model}.npy"), info["seconds"]
 
