@@ -76,6 +76,9 @@ class Bundle:
         self.popularity = t["popularity"]
         self.item_mean = t["item_mean"]
         self.pop_order = np.argsort(-self.popularity, kind="stable")
+        # titles, years, genres as objects with None where missing (JSON null, never NaN or <NA>), once
+        self.described = {col: self.items[col].astype(object).where(self.items[col].notna(), None).to_numpy()
+                          for col in (TITLE, YEAR, GENRES) if col in self.items}
 
     # --- requests --------------------------------------------------------------------------------
     @staticmethod
@@ -146,14 +149,11 @@ class Bundle:
         if HISTORY in df.columns and df[HISTORY].map(lambda v: v is not None and not _is_nan(v)).any():
             if "item" in df.columns and df["item"].notna().any():
                 raise RecsysError("send either `item` (score pairs) or `history` (recommend from it), not both")
-            if not getattr(self.module.model, "uses_history", False):
-                raise RecsysError(f"`history` is read by the sequence models (sasrec, gru4rec); this model "
-                                  "recommends from the user id alone: drop the column")
             k = self.parse_k(k)
             if len(users) * min(k, len(self.item_raw)) > MAX_RESULTS:
                 raise RecsysError(f"{len(users):,} users x k={k} would return more than {MAX_RESULTS:,} rows; lower "
                                   "k or send fewer users per request")
-            return self.recommend_from_histories(users, [self._history(v, row) for row, v in enumerate(df[HISTORY])], k)
+            return self.recommend_rows(users, list(df[HISTORY]), k)
         if "item" in df.columns and df["item"].notna().any():
             return self.predict_pairs(users, self._ids(df, "item"))
         k = self.parse_k(k)
@@ -178,6 +178,14 @@ class Bundle:
                 raise RecsysError(f"`history` in row {row} holds {v!r}, not an item id; send string or integer ids")
             out.append(str(int(v)) if isinstance(v, float) else str(v))
         return out
+
+    def recommend_rows(self, users: list[str], histories: list, k: int) -> pd.DataFrame:
+        """Top-k for rows that may carry a `history` (raw values, checked here): the served model's
+        answer, and batch `recommend`'s for a users file with a history column (no request caps there)."""
+        if not getattr(self.module.model, "uses_history", False):
+            raise RecsysError("`history` is read by the sequence models (sasrec, gru4rec); this model "
+                              "recommends from the user id alone: drop the column")
+        return self.recommend_from_histories(users, [self._history(v, row) for row, v in enumerate(histories)], k)
 
     def recommend_from_histories(self, users: list[str], histories: list[list[str] | None], k: int) -> pd.DataFrame:
         """Top-k per row from the items it sends (an anonymous user's recent history, most recent last):
@@ -204,8 +212,9 @@ class Bundle:
                 seq[0, model.max_len - len(tail):] = tail + 1
                 with torch.no_grad():
                     raw = model.score_sequences(torch.as_tensor(seq))[0].float()
-                raw[torch.as_tensor(np.unique(known))] = -torch.inf  # never what they just watched
-                left = n_items - len(np.unique(known))
+                watched = np.unique(known)
+                raw[torch.as_tensor(watched)] = -torch.inf  # never what they just watched
+                left = n_items - len(watched)
                 top = raw.topk(min(kk, left)).indices.numpy()
                 score = torch.sigmoid(raw[torch.as_tensor(top)]).double().numpy()
                 fallback = ""
@@ -275,12 +284,10 @@ class Bundle:
         """Titles, years and genres beside each item (empty for unknown items)."""
         codes = np.asarray(item_codes)
         ok = codes >= 0
-        for col in (TITLE, YEAR, GENRES):
-            if col in self.items:  # a missing value is None (JSON null), never NaN or <NA>
-                known = self.items[col].astype(object).where(self.items[col].notna(), None).to_numpy()
-                values = np.full(len(out), None, dtype=object)
-                values[ok] = known[codes[ok]]
-                out[col] = values
+        for col, known in self.described.items():
+            values = np.full(len(out), None, dtype=object)
+            values[ok] = known[codes[ok]]
+            out[col] = values
         return out
 
 

@@ -65,7 +65,7 @@ def main(argv=None):
         tracking.log_context({"model_uri": a.model_uri, "step": "recommend", "dataset": bundle.meta.get("dataset", "")})
         t0 = time.perf_counter()
         if given is not None and "history" in given.columns:  # rows answered from the items they list
-            recs = bundle.predict(given[["user", "history"]], k)
+            recs = bundle.recommend_rows(users, list(given["history"]), k)
         else:
             recs = bundle.recommend(users, k)
         seconds = time.perf_counter() - t0
