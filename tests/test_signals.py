@@ -182,8 +182,12 @@ def _training(env, tmp_path, ml100k_dir):
 def _status_becomes(run_id, status, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if mlflow.get_run(run_id).info.status == status:
-            return True
+        try:
+            if mlflow.get_run(run_id).info.status == status:
+                return True
+        except mlflow.exceptions.MlflowException as e:  # SQLite: a writer (the step, its guard) holds the lock
+            if "database is locked" not in str(e):
+                raise
         time.sleep(0.5)
     return False
 
