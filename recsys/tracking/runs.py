@@ -95,7 +95,7 @@ def _watch_launcher(stop: threading.Event, every_s: float = 0.5) -> None:
 # `mlflow run` marks a run FAILED after its command exits non-zero, whatever the run recorded itself (its
 # check for an already terminated run compares the status name with numbers). A detached process waits
 # for that launcher to exit and sets the status the step recorded back. It gets only the tracking
-# settings of the environment, and gives up after ten minutes.
+# settings of the environment, retries a locked store for a minute, and gives up after ten minutes.
 _KEEP_KILLED = """
 import os, sys, time
 ppid, run_id = int(sys.argv[1]), sys.argv[2]
@@ -108,8 +108,14 @@ while time.monotonic() < deadline:
     time.sleep(0.2)
 import mlflow
 client = mlflow.MlflowClient()
-if client.get_run(run_id).info.status != "KILLED":
-    client.set_terminated(run_id, "KILLED")
+for _ in range(120):  # SQLite: another writer may hold the lock for a while; retry until KILLED reads back
+    try:
+        if client.get_run(run_id).info.status == "KILLED":
+            break
+        client.set_terminated(run_id, "KILLED")
+    except Exception:
+        pass
+    time.sleep(0.5)
 """
 
 
