@@ -197,11 +197,13 @@ class Interrupts:
     study's bookkeeping between trials they only stop the sweep before the next one, so its storage is
     never left half-written. `signum` says which signal came, if any."""
 
-    def __init__(self, study):
-        self.study, self.in_trial, self.signum = study, False, None
+    def __init__(self, study, on_signal=None):
+        self.study, self.in_trial, self.signum, self.on_signal = study, False, None, on_signal
 
     def _handle(self, signum, frame):
         self.signum = signum
+        if self.on_signal is not None:  # the step's own wind-down: its run ends KILLED whatever happens next
+            self.on_signal(signum)
         if self.in_trial:  # Interrupted, not a KeyboardInterrupt: Lightning would turn that into sys.exit(1)
             raise Interrupted(signum)
 

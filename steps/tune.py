@@ -80,7 +80,7 @@ def main(argv=None):
                               "data_uri": data_uri, "study": study_name})
         base = {"threads": a.threads}
 
-        interrupts = tuning.Interrupts(study)
+        interrupts = tuning.Interrupts(study, on_signal=tracking.wind_down)
 
         def objective(trial):
             interrupts.in_trial = True
