@@ -28,6 +28,8 @@ p.add_argument("--model", required=True, choices=["SASRec", "GRU4Rec"])
 p.add_argument("--seed", type=int, default=42)
 p.add_argument("--epochs", type=int, default=200)
 p.add_argument("--max-len", type=int, default=50)
+p.add_argument("--batch-size", type=int, default=2048)  # RecBole's default train_batch_size
+p.add_argument("--stopping-step", type=int, default=10)  # RecBole's default
 a = p.parse_args()
 folder = Path(a.folder)
 
@@ -56,8 +58,8 @@ config = Config(model=a.model, dataset="split", config_dict={
     "TIME_FIELD": "timestamp", "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
     "MAX_ITEM_LIST_LENGTH": a.max_len, "loss_type": "CE", "train_neg_sample_args": None,
     "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
-    "metrics": ["NDCG", "Hit"], "topk": [10], "valid_metric": "NDCG@10", "epochs": a.epochs, "stopping_step": 5,
-    "train_batch_size": 256, "eval_batch_size": 4096, "seed": a.seed, "reproducibility": True, "device": "cpu",
+    "metrics": ["NDCG", "Hit"], "topk": [10], "valid_metric": "NDCG@10", "epochs": a.epochs, "stopping_step": a.stopping_step,
+    "train_batch_size": a.batch_size, "eval_batch_size": 4096, "seed": a.seed, "reproducibility": True, "device": "cpu",
     "use_gpu": False, "show_progress": False, "checkpoint_dir": str(folder / "recbole" / "saved"),
     "worker": 0, "state": "ERROR",
 })
