@@ -122,8 +122,9 @@ def implicit_peers(data: prep.Prepared, seed: int, threads: int):
     yield "peer:popularity", "counts", np.broadcast_to(counts, (data.n_users, data.n_items)), time.perf_counter() - t0
 
 
-def recbole_peers(data: prep.Prepared, seed: int, python: str):
-    """RecBole's sequential models, each fitted in RecBole's own interpreter (bench/recbole_fit.py)."""
+def recbole_peers(data: prep.Prepared, seed: int, python: str, only: set[str] | None = None):
+    """RecBole's sequential models, each fitted in RecBole's own interpreter (bench/recbole_fit.py); with
+    `only`, just those named (a fit is minutes an epoch on a CPU)."""
     import subprocess
 
     from recsys.schema import POSITION
@@ -136,7 +137,7 @@ def recbole_peers(data: prep.Prepared, seed: int, python: str):
         pd.concat(rows).rename(columns={USER: "user", ITEM: "item", POSITION: "position"}).to_csv(
             folder / "interactions.csv", index=False)
         (folder / "shape.json").write_text(json.dumps([data.n_users, data.n_items]))
-        for model in ("SASRec", "GRU4Rec"):
+        for model in [m for m in ("SASRec", "GRU4Rec") if not only or f"recbole:{m}" in only]:
             subprocess.run([python, str(Path(__file__).resolve().with_name("recbole_fit.py")), "--folder", str(folder),
                             "--model", model, "--seed", str(seed)], check=True, cwd=folder)  # its logs stay there
             info = json.loads((folder / f"{model}.json").read_text())
@@ -153,7 +154,7 @@ def run_peers(data_uri: str, threads: int, only: set[str] | None = None, recbole
     if recbole and meta["task"] == "implicit" and meta["split"] == "leave_last_out":
         import itertools
 
-        peers = itertools.chain(peers, recbole_peers(data, seed, recbole))
+        peers = itertools.chain(peers, recbole_peers(data, seed, recbole, only))
     lines = []
     for name, library, table, seconds in peers:
         if only and name not in only:
