@@ -137,13 +137,18 @@ def _exit_now(code: int) -> None:
 _KEEP_KILLED = """
 import os, sys, time
 run_id, msg, pids = sys.argv[1], sys.argv[2], [int(p) for p in sys.argv[3:]]
+def alive(pid):  # a zombie (exited, not yet reaped by its parent) is gone
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (ProcessLookupError, PermissionError):
+        return False
+    except OSError:
+        return True
 deadline = time.monotonic() + 600
 while pids and time.monotonic() < deadline:
-    for p in list(pids):
-        try:
-            os.kill(p, 0)
-        except ProcessLookupError:
-            pids.remove(p)
+    pids = [p for p in pids if alive(p)]
     time.sleep(0.2)
 import mlflow
 client = mlflow.MlflowClient()
