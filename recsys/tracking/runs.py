@@ -110,9 +110,8 @@ def _watch_launcher(stop: threading.Event, every_s: float = 0.5) -> None:
     `mlflow run` ends it at once, without passing the signal on), the step stops as if interrupted."""
     while not stop.wait(every_s):
         if os.getppid() != _LAUNCHER:
+            wind_down(signal.SIGTERM)  # from here too: the main thread may be stuck outside Python
             os.kill(os.getpid(), signal.SIGTERM)
-            if not stop.wait(5):  # the main thread has not taken the signal (stuck outside Python)
-                wind_down(signal.SIGTERM)
             return
 
 
@@ -183,7 +182,8 @@ def _keep_killed(run_id: str, msg: str, launcher: int | None) -> None:
 
 
 def _end(run, status: str, error: str) -> None:
-    """Record how the run ended; a store that refuses is left to the guard (KILLED) or the caller."""
+    """Record how the run ended; a store that refuses is one warning line (for an interrupt, the guard
+    started by `wind_down` records KILLED once the step is gone)."""
     for record in (lambda: mlflow.set_tag("error", error[:5000]), lambda: mlflow.end_run(status)):
         try:
             record()
