@@ -80,7 +80,7 @@ def worker(argv=None) -> None:
             data_dir = tracking.download(a.data, "data", Path(tmp) / "in")
             task = prep.load(data_dir).meta["task"]
             cfg_file = None if a.config in ("", "default") else local_config(a.config, tmp)
-            hp, cfg = config.load(a.model, cfg_file, overrides, task=task)
+            hp, cfg = config.load(a.model, cfg_file, overrides, task=task, n_items=prep.load(data_dir).n_items)
             spec = {"data_dir": str(data_dir), "model": a.model, "hp": hp, "cfg": cfg.model_dump(), "resume_from": "",
                     "val_users": int(a.eval_users or 0)}
         training.fit(prep.load(spec["data_dir"]), spec["model"], spec["hp"], TrainConfig.model_validate(spec["cfg"]), None,
@@ -130,13 +130,13 @@ def main(argv=None):
             raise RecsysError("eval_users samples the users to rank and applies to the implicit task; leave it at 0")
         if a.task and a.task != task:
             raise RecsysError(f"data {data_uri} holds the {task} task, not {a.task}; prepare it with task={a.task}")
-        hp, cfg = config.load(a.model, a.config or None, overrides, task=task)
+        hp, cfg = config.load(a.model, a.config or None, overrides, task=task, n_items=data.n_items)
         if cfg.runtime.threads:  # before anything reads torch's thread count (the torch_threads tag)
             import torch
 
             torch.set_num_threads(cfg.runtime.threads)
         training.check_trainer(cfg)  # every setting validated before the first param is logged
-        losses.resolve(cfg.loss, task, model_class(a.model))
+        losses.resolve(cfg.loss, task, model_class(a.model), data.n_items)
         tracking.log_params({**config.flat(hp, cfg), "model": a.model, "data": data_uri, "data_uri": data_uri, "task": task,
                              **({"resume_from": a.resume_from} if a.resume_from else {}),
                              **({"eval_users": eval_users} if eval_users else {})})
@@ -161,7 +161,7 @@ def main(argv=None):
                               "lower lr or raise the weight decays")
         # test only when asked (eval_users: a seeded sample of users where full ranking would take hours)
         ev = evaluation.evaluate(result.module, data, "test", [10], "both", eval_users) if score_test else None
-        mlflow.set_tags({"world_size": result.world_size})
+        mlflow.set_tags({"world_size": result.world_size, "loss": result.loss, "updates": result.updates})
         tracking.log_metrics({**(ev.metrics if ev else {}), "train_seconds": result.seconds, "epochs_run": result.epochs,
                               f"best_{result.monitor.replace('/', '_')}": result.best_score})
         mlflow.log_artifact(result.checkpoint, "checkpoint")

@@ -73,7 +73,7 @@ def main(argv=None):
         study = tuning.open_study(storage, study_name, a.model, task, data.meta["content_hash"], seed,
                                   "minimize" if mode == "min" else "maximize", space, repeats)
         # the shipped defaults are one of the trials (the first, in a new study)
-        tuning.enqueue_defaults(study, tuning.defaults_in_space(space, *config.load(a.model, cfg_path, task=task), task))
+        tuning.enqueue_defaults(study, tuning.defaults_in_space(space, *config.load(a.model, cfg_path, task=task, n_items=data.n_items), task))
         tracking.log_params({"model": a.model, "trials": trials, "data_uri": data_uri, "storage": storage,
                              "study": study_name, "seed": seed, "timeout": timeout, "task": task, "repeats": repeats})
         tracking.log_context({"step": "tune", "model": a.model, "task": task, "dataset": data.meta.get("name"),
@@ -91,7 +91,7 @@ def main(argv=None):
 
         def run_trial(trial):
             overrides = {**base, **tuning.suggest(trial, space)}
-            hp, cfg = config.load(a.model, cfg_path, overrides, task=task)
+            hp, cfg = config.load(a.model, cfg_path, overrides, task=task, n_items=data.n_items)
             key = f"best_{monitor.replace('/', '_')}"
             with tracking.child_run(f"trial {trial.number}", optuna.TrialPruned) as child:
                 tracking.log_params({**config.flat(hp, cfg), "trial": trial.number, "study": study_name,
@@ -133,7 +133,7 @@ def main(argv=None):
         mlflow.log_artifact(tmp / "best_config.yaml")
         metrics = {}
         if score_test:  # only when asked: the best configuration, retrained once, on test
-            hp, cfg = config.load(a.model, tmp / "best_config.yaml", base, task=task)
+            hp, cfg = config.load(a.model, tmp / "best_config.yaml", base, task=task, n_items=data.n_items)
             result = training.fit(data, a.model, hp, cfg, None, tmp / "best")
             metrics = {f"best/{k}": v for k, v in evaluation.evaluate(result.module, data, "test", [10], "both").metrics.items()}
         key = "test/rmse" if task == "rating" else "test/ndcg_at_10"

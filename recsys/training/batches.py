@@ -32,13 +32,20 @@ class TensorBatches:
 
     def __init__(self, user, item, target, *, batch_size: int, shuffle: bool = True, seed: int = 0,
                  n_items: int = 0, num_negatives: int = 0, seen_keys: np.ndarray | None = None,
-                 kind: str = POINTWISE, chunk: int = 0):
+                 kind: str = POINTWISE, chunk: int = 0, shared_negatives: int = 0,
+                 popularity: np.ndarray | None = None):
         self.user = torch.tensor(np.asarray(user), dtype=torch.long)
         self.item = torch.tensor(np.asarray(item), dtype=torch.long)
         self.target = torch.tensor(np.asarray(target), dtype=torch.float32)
         self.batch_size, self.shuffle, self.seed, self.kind = batch_size, shuffle, seed, kind
         self.n_items, self.seen_keys = n_items, seen_keys
         self.num_negatives = 0 if kind == POSITIVES else num_negatives
+        # POSITIVES with shared_negatives > 0: each minibatch carries that many items drawn by popularity
+        # (with replacement) for a sampled softmax, and their log-probabilities for its log-Q correction
+        self.shared_negatives = shared_negatives if kind == POSITIVES else 0
+        if self.shared_negatives:
+            self.q, self.log_q = popularity_distribution(popularity, n_items)
+            self.cdf = np.cumsum(self.q)
         self.epoch = 0
         self.chunk = chunk  # minibatches per yielded chunk; 0 yields plain dict batches (validation)
         self.rank, self.world = 0, 1  # set by the module's setup() under a multi-process strategy
@@ -98,7 +105,18 @@ class TensorBatches:
             perm = torch.randperm(n, generator=g)
             data = {k: v[perm] for k, v in data.items()}
         batches = ({k: v[s:s + self.batch_size] for k, v in data.items()} for s in range(0, n, self.batch_size))
+        if self.shared_negatives:  # the whole epoch's draws in one call: [n_batches, N]
+            draws = np.searchsorted(self.cdf, rng.random((math.ceil(n / self.batch_size), self.shared_negatives)))
+            negatives = torch.from_numpy(np.minimum(draws, self.n_items - 1))
+            batches = ({**b, "negatives": negatives[j], "log_q": self.log_q} for j, b in enumerate(batches))
         yield from chunked(batches, self.chunk)
+
+
+def popularity_distribution(popularity: np.ndarray | None, n_items: int) -> tuple[np.ndarray, torch.Tensor]:
+    """The sampling distribution of shared negatives (training counts, add-one smoothed) and its log."""
+    counts = np.asarray(popularity if popularity is not None else np.ones(n_items), dtype=np.float64) + 1.0
+    q = counts / counts.sum()
+    return q, torch.from_numpy(np.log(q)).float()
 
 
 def chunked(batches, chunk: int):
@@ -139,9 +157,7 @@ class SequenceBatches:
         self.seq, self.next, self.users = seq, nxt, users
         self.batch_size, self.seed, self.n_items, self.chunk = batch_size, seed, n_items, chunk
         self.shared_negatives, self.negatives_per_position = shared_negatives, negatives_per_position
-        counts = np.asarray(popularity if popularity is not None else np.ones(n_items), dtype=np.float64) + 1.0
-        self.q = counts / counts.sum()  # sampling distribution of the shared negatives (add-one smoothed)
-        self.log_q = torch.from_numpy(np.log(self.q)).float()
+        self.q, self.log_q = popularity_distribution(popularity, n_items)
         self.epoch, self.rank, self.world, self.samples = 0, 0, 1, 0
 
     def shard(self, rank: int, world: int) -> None:

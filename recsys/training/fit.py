@@ -23,9 +23,9 @@ from recsys.data.negatives import sorted_keys
 from recsys.data.prepare import Prepared
 from recsys.errors import RecsysError
 from recsys.models import model_class
-from recsys.schema import ITEM, RATING, USER
+from recsys.schema import ITEM, RATING, ROW_UPDATES_MIN_ROWS, USER
 from recsys.training import losses
-from recsys.training.batches import LISTS, SequenceBatches, TensorBatches, chunk_size
+from recsys.training.batches import LISTS, POSITIVES, SequenceBatches, TensorBatches, chunk_size
 from recsys.training.distributed import devices
 from recsys.training.module import Recommender
 
@@ -59,6 +59,8 @@ class FitResult:
     best_score: float
     monitor: str
     world_size: int = 1
+    loss: str = ""
+    updates: str = "dense"
 
 
 def monitor_for(task: str) -> tuple[str, str]:
@@ -77,6 +79,17 @@ def check_trainer(cfg: TrainConfig) -> None:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RecsysError(f"accelerator={rt.accelerator!r}, devices={rt.devices!r}, strategy={rt.strategy!r}: "
                           f"{msg[:300]}") from None
+
+
+def resolve_updates(updates: str, n_rows: int, world_size: int) -> str:
+    """dense | rows (auto: rows once the id tables hold over ROW_UPDATES_MIN_ROWS rows, in one process:
+    DDP all-reduces dense gradients)."""
+    if updates == "rows" and world_size > 1:
+        raise RecsysError(f"updates=rows trains in one process; with {world_size} processes use updates=dense "
+                          "(or auto)")
+    if updates != "auto":
+        return updates
+    return "rows" if n_rows > ROW_UPDATES_MIN_ROWS and world_size == 1 else "dense"
 
 
 def _val_batches(data: Prepared) -> TensorBatches:
@@ -98,7 +111,8 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
         epoch_lines: bool = False, callbacks: tuple = (), val_users: int = 0) -> FitResult | None:
     """Train `model_name` on `data` and restore the best checkpoint (by the validation metric).
     Under a multi-process strategy every process calls this; only global rank 0 gets a result.
-    `val_users` > 0 (implicit): the per-epoch validation ranking uses a seeded sample of that many users.
+    `val_users` > 0 (implicit): the per-epoch validation ranking uses a seeded sample of that many users
+    (0: the config's val_users).
 
     `checkpoint_dir` receives best.ckpt and last.ckpt (every epoch: what an interrupted run leaves);
     `resume_from` (a last.ckpt) restores weights, optimizer, scheduler, callbacks and the epoch."""
@@ -107,7 +121,8 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     if rt.threads:
         torch.set_num_threads(rt.threads)
     task = data.meta["task"]
-    loss = losses.resolve(cfg.loss, task, model_class(model_name))
+    loss = losses.resolve(cfg.loss, task, model_class(model_name), data.n_items)
+    val_users = val_users or cfg.val_users
     tables = feats.build(data.users, data.items)
     tr = data.train
     u, i = tr[USER].to_numpy(np.int64), tr[ITEM].to_numpy(np.int64)
@@ -122,19 +137,39 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
             shared_negatives=cfg.num_negatives if loss == "sampled_softmax" else 0,
             negatives_per_position=loss == "bce", chunk=chunk_size(cfg.batch_size * max_len, 65536))
     else:
-        kind = losses.BATCHES[loss]
+        shared = losses.shares_negatives(loss, cls)  # mf's sampled softmax: negatives shared by a batch
+        kind = POSITIVES if shared else losses.BATCHES[loss]
         train_batches = TensorBatches(
             u, i, tr[RATING].to_numpy(np.float32), batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
             n_items=data.n_items, num_negatives=cfg.num_negatives if implicit else 0,
-            seen_keys=sorted_keys(u, i, data.n_items) if implicit else None, kind=kind,
-            chunk=chunk_size(cfg.batch_size * (1 + cfg.num_negatives) if kind == LISTS else cfg.batch_size))
+            seen_keys=sorted_keys(u, i, data.n_items) if implicit and not shared else None, kind=kind,
+            chunk=chunk_size(cfg.batch_size * (1 + cfg.num_negatives) if kind == LISTS else cfg.batch_size),
+            shared_negatives=cfg.num_negatives if shared else 0,
+            popularity=np.bincount(i, minlength=data.n_items) if shared else None)
+
+    monitor, mode = monitor_for(task)
+    ckpt_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="recsys-ckpt-"))
+    ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
+                           enable_version_counter=False, save_last=True)
+    stop = MinEpochsEarlyStopping(cfg.min_epochs, monitor=monitor, mode=mode, patience=cfg.patience,
+                                  check_on_train_epoch_end=False)
+    one = cls.closed_form  # nothing to optimise: one epoch (its validation) in one process
+    trainer = pl.Trainer(
+        max_epochs=1 if one else cfg.epochs, accelerator=rt.accelerator,
+        devices=1 if one else devices(rt.devices), strategy="auto" if one else rt.strategy,
+        num_nodes=1 if one else rt.num_nodes, logger=logger if logger is not None else False,
+        callbacks=[ckpt, stop, *callbacks],
+        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+        deterministic=True, log_every_n_steps=max(1, len(train_batches)),
+    )
+    updates = resolve_updates(cfg.updates, data.n_users + data.n_items, trainer.world_size)
 
     module = Recommender(model_name=model_name, n_users=data.n_users, n_items=data.n_items, features=tables.spec(),
                          model_hparams=model_hp, task=task, rating_min=data.meta["rating_min"],
                          rating_max=data.meta["rating_max"], lr=cfg.lr, weight_decay=cfg.weight_decay,
                          optimizer=cfg.optimizer, scheduler=cfg.scheduler, loss=loss,
                          total_steps=cfg.epochs * train_batches.n_batches, net_weight_decay=cfg.net_weight_decay,
-                         bias_weight_decay=cfg.bias_weight_decay)
+                         bias_weight_decay=cfg.bias_weight_decay, updates=updates)
     model = module.model
     if model.uses_features:
         model.set_tables(tables.user_cont, tables.user_cat, tables.item_cont, tables.item_cat)
@@ -148,22 +183,6 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
         vcsr = ranking.CSR.build(val_user_ids, va[ITEM].to_numpy(np.int64), data.n_users)
         users = ranking.sample_users(np.unique(val_user_ids), val_users, data.meta.get("seed", 0) or 0)
         module.ranking_context = (users, vcsr.padded(users), ranking.CSR.build(u, i, data.n_users))
-
-    monitor, mode = monitor_for(task)
-    ckpt_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="recsys-ckpt-"))
-    ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
-                           enable_version_counter=False, save_last=True)
-    stop = MinEpochsEarlyStopping(cfg.min_epochs, monitor=monitor, mode=mode, patience=cfg.patience,
-                                  check_on_train_epoch_end=False)
-    one = model.closed_form  # nothing to optimise: one epoch (its validation) in one process
-    trainer = pl.Trainer(
-        max_epochs=1 if one else cfg.epochs, accelerator=rt.accelerator,
-        devices=1 if one else devices(rt.devices), strategy="auto" if one else rt.strategy,
-        num_nodes=1 if one else rt.num_nodes, logger=logger if logger is not None else False,
-        callbacks=[ckpt, stop, *callbacks],
-        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
-        deterministic=True, log_every_n_steps=max(1, len(train_batches)),
-    )
     if resume_from:  # a checkpoint of anything but tensors and plain values is refused in one line, here
         scoring.safe_load(resume_from)
     t0 = time.perf_counter()
@@ -185,4 +204,4 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
         score = float(trainer.callback_metrics.get(monitor, float("nan")))
     module.load_state_dict(scoring.safe_load(best)["state_dict"])
     module.to("cpu").eval()
-    return FitResult(module, best, seconds, trainer.current_epoch, score, monitor, trainer.world_size)
+    return FitResult(module, best, seconds, trainer.current_epoch, score, monitor, trainer.world_size, loss, updates)

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from recsys.errors import RecsysError
+from recsys.schema import LARGE_CATALOGUE
 from recsys.training.batches import LISTS, PAIRS, POINTWISE, POSITIVES
 
 
@@ -36,6 +37,32 @@ def sampled_softmax(model, batch, squash) -> torch.Tensor:
     return F.cross_entropy(logits, torch.zeros(b, dtype=torch.long, device=logits.device))
 
 
+def rows(table: torch.nn.Embedding, idx: torch.Tensor) -> torch.Tensor:
+    """table[idx], with a sparse gradient (only those rows) where the table is updated row by row."""
+    return F.embedding(idx, table.weight, sparse=table.sparse)
+
+
+def _shared_softmax(pos, negs, neg, target, log_q) -> torch.Tensor:
+    """Cross-entropy of each positive logit [P] against the shared negatives' logits [P, N], each minus
+    the log of its item's sampling probability (the log-Q correction: Yi et al., RecSys 2019), so the
+    sampled softmax estimates the full one; a negative that is the row's own target is masked."""
+    pos = pos[:, None] - log_q[target, None]  # [P, 1]
+    negs = (negs - log_q[neg][None, :]).masked_fill(neg[None, :] == target[:, None], float("-inf"))  # [P, N]
+    logits = torch.cat([pos, negs], 1)
+    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+
+
+def catalogue_sampled_softmax(model, batch, squash) -> torch.Tensor:
+    """The softmax over the catalogue estimated from `negatives` shared by the batch, drawn by popularity
+    (a model that scores the catalogue as <user, item> + item bias: mf). One [B, N] product instead of
+    [B, n_items]; the item bias is part of each logit, the user's terms cancel in a softmax."""
+    user, item, neg = batch["user_id"], batch["item_id"], batch["negatives"]  # [B], [B], [N]
+    p = rows(model.user, user)  # [B, d]
+    pos = (p * rows(model.item, item)).sum(-1) + rows(model.item_bias, item).squeeze(-1)  # [B]
+    negs = p @ rows(model.item, neg).T + rows(model.item_bias, neg).squeeze(-1)[None, :]  # [B, N]
+    return _shared_softmax(pos, negs, neg, item, batch["log_q"].to(p.device))
+
+
 def softmax(model, batch, squash) -> torch.Tensor:
     """Cross-entropy over the whole catalogue: no sampling (models that score it in one product)."""
     return F.cross_entropy(model.score_matrix(batch["user_id"]), batch["item_id"])  # logits [B, n_items]
@@ -60,22 +87,18 @@ def sequence_sampled_softmax(model, batch, squash) -> torch.Tensor:
     the log-Q correction (each logit minus the log of its item's sampling probability: Yi et al.,
     RecSys 2019), so the sampled softmax estimates the full one; a negative that is the target is masked."""
     h, target = _positions(model, batch)
-    neg, log_q = batch["negatives"], batch["log_q"].to(h.device)  # [N], [n_items]
-    table = model.catalogue()
-    pos = (h * table[target]).sum(-1, keepdim=True) - log_q[target, None]  # [P, 1]
-    negs = h @ table[neg].T - log_q[neg][None, :]  # [P, N]
-    negs = negs.masked_fill(neg[None, :] == target[:, None], float("-inf"))
-    logits = torch.cat([pos, negs], 1)
-    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+    neg = batch["negatives"]  # [N] item codes
+    pos = (h * rows(model.item, target + 1)).sum(-1)  # [P] (row 0 of the table is padding)
+    negs = h @ rows(model.item, neg + 1).T  # [P, N]
+    return _shared_softmax(pos, negs, neg, target, batch["log_q"].to(h.device))
 
 
 def sequence_bce(model, batch, squash) -> torch.Tensor:
     """SASRec's original loss: the next item (1) against one uniformly drawn item (0) at every position."""
     h = model.encode(batch["seq"])
     has = batch["next"] > 0
-    table = model.item.weight
-    pos = (h * table[batch["next"]]).sum(-1)[has]
-    neg = (h * table[batch["neg_next"]]).sum(-1)[has]
+    pos = (h * rows(model.item, batch["next"])).sum(-1)[has]
+    neg = (h * rows(model.item, batch["neg_next"])).sum(-1)[has]
     return F.binary_cross_entropy_with_logits(torch.cat([pos, neg]), torch.cat([torch.ones_like(pos),
                                                                                  torch.zeros_like(neg)]))
 
@@ -88,14 +111,26 @@ IMPLICIT_ONLY = {"bce", "bpr", "sampled_softmax", "softmax"}
 
 
 def loss_function(name: str, model_cls):
-    return (SEQUENCE_LOSSES if getattr(model_cls, "uses_history", False) else LOSSES)[name]
-
-
-def resolve(loss: str, task: str, model_cls) -> str:
-    """The loss a run trains with (auto: mse for ratings, bce for implicit; softmax for a sequence
-    model), or a one-line error."""
     if getattr(model_cls, "uses_history", False):
-        name = "softmax" if loss == "auto" else loss
+        return SEQUENCE_LOSSES[name]
+    if name == "sampled_softmax" and model_cls.scores_catalogue:
+        return catalogue_sampled_softmax
+    return LOSSES[name]
+
+
+def shares_negatives(name: str, model_cls) -> bool:
+    """Whether the loss draws negatives shared by a batch (by popularity, log-Q corrected) rather than
+    negatives per positive: the sampled softmax of a model that scores the catalogue."""
+    return name == "sampled_softmax" and bool(model_cls.scores_catalogue)
+
+
+def resolve(loss: str, task: str, model_cls, n_items: int = 0) -> str:
+    """The loss a run trains with, or a one-line error. auto: mse for ratings, bce for implicit data,
+    softmax for a sequence model; on a catalogue of over LARGE_CATALOGUE items a model that scores the
+    whole catalogue in one product (mf, the sequence models) trains with the sampled softmax instead."""
+    large = n_items > LARGE_CATALOGUE and model_cls.scores_catalogue and not model_cls.closed_form
+    if getattr(model_cls, "uses_history", False):
+        name = ("sampled_softmax" if large else "softmax") if loss == "auto" else loss
         if task != "implicit":
             raise RecsysError(f"{model_cls.__name__} predicts the next item and needs task=implicit data "
                               "(prepare with task=implicit, split=leave_last_out)")
@@ -103,7 +138,12 @@ def resolve(loss: str, task: str, model_cls) -> str:
             raise RecsysError(f"loss={loss!r} does not train a sequence model; use one of auto (softmax), "
                               f"{', '.join(SEQUENCE_LOSSES)}")
         return name
-    name = loss if loss != "auto" else ("mse" if task == "rating" else "bce")
+    if loss != "auto":
+        name = loss
+    elif task == "rating":
+        name = "mse"
+    else:
+        name = "sampled_softmax" if large else "bce"
     if name not in LOSSES:
         raise RecsysError(f"loss={loss!r} is not one of auto, {', '.join(LOSSES)}")
     if name in IMPLICIT_ONLY and task != "implicit":

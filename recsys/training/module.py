@@ -15,6 +15,7 @@ from recsys import metrics, ranking, scoring
 from recsys.models import build_model
 from recsys.models._fields import FieldEmbedding
 from recsys.training.losses import loss_function
+from recsys.training.optim import RowAdam, RowAdamW, use_row_updates
 
 # Lightning sets its loggers to INFO when imported (device lines, a cloud-logging tip): keep warnings only
 for _name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
@@ -45,16 +46,19 @@ def decay_groups(model: nn.Module, weight_decay: float, net_weight_decay: float,
 
 
 class Recommender(pl.LightningModule):
-    """Wraps any registered model for either task. `loss` is resolved (never auto) by fit."""
+    """Wraps any registered model for either task. `loss` and `updates` (dense | rows: the embedding
+    tables take sparse gradients and a row-wise step, recsys.training.optim) are resolved by fit."""
 
     def __init__(self, *, model_name: str, n_users: int, n_items: int, features: dict, model_hparams: dict,
                  task: str, rating_min: float, rating_max: float, lr: float, weight_decay: float,
                  optimizer: str, scheduler: str, loss: str, total_steps: int, net_weight_decay: float | None = None,
-                 bias_weight_decay: float | None = None):
+                 bias_weight_decay: float | None = None, updates: str = "dense"):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False  # one optimizer step per minibatch of a chunk
         self.model = build_model(model_name, n_users, n_items, features, **model_hparams)
+        if updates == "rows":
+            use_row_updates(self.model)
         self.lo, self.hi = scoring.rating_range(rating_min, rating_max)
         self.loss_name = loss if loss != "auto" else ("mse" if task == "rating" else "bce")  # older checkpoints
         self.ranking_context = None  # set by fit() for the implicit task's validation ranking
@@ -154,7 +158,9 @@ class Recommender(pl.LightningModule):
             return None
         # the fused kernel: one pass over each tensor instead of a dozen (about 2.7x faster a step on CPU)
         fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
-        opt = (torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam)(groups, lr=hp.lr, fused=fused)
+        rows = hp.get("updates") == "rows"
+        opt = ((RowAdamW if rows else torch.optim.AdamW) if hp.optimizer == "adamw" else
+               (RowAdam if rows else torch.optim.Adam))(groups, lr=hp.lr, fused=fused)
         total = hp.total_steps
         if self.train_batches is not None and self.train_batches.world > 1:  # each process steps on its shard
             total = self.trainer.max_epochs * self.train_batches.n_batches
