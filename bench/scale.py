@@ -1,29 +1,37 @@
-"""ML-25M-sized, end to end: prepare, train one epoch and evaluate mf and ncf on the implicit task.
+"""ML-25M- or ML-32M-sized, end to end: prepare, an early-stopped mf fit with the shipped config, test
+ranking of every user, against the fastest bare PyTorch loop of the same model and loss and against
+the `implicit` library's ALS, all in the same run.
 
-    python bench/scale.py [--ratings 25000095] [--users 162541] [--items 59047] [--models mf,ncf]
-                          [--accelerator cpu] [--threads 2] [--eval-users 10000] [--implicit-threads 2]
-    python bench/scale.py --models sasrec --no-references      # one sampled-softmax epoch of sasrec
+    python bench/scale.py [--shape ml-25m|ml-32m] [--models mf] [--epochs 0] [--threads 2]
+                          [--accelerator cpu] [--als-iterations 15] [--folder DIR] [--no-references]
+    python bench/scale.py --models sasrec --epochs 1 --no-references   # one sasrec epoch, with its FLOPs
 
-Synthetic data shaped like ML-25M, written as a real `ratings.csv`, then, each step in its own child
-process so that its peak RSS is its own:
+Synthetic data shaped like the MovieLens release (`--shape`; or `--ratings/--users/--items`), written
+as a real `ratings.csv` (kept in `--folder` between runs), then, each step in its own child process so
+that its peak RSS is its own:
 1. prepare: the implicit task (leave_last_out, the default positive threshold 4), saved;
-2. per model, train one epoch (the shipped implicit config; validation ranking on a seeded sample of
-   `--eval-users` users) and evaluate on test: mf ranks every test user against all items (blocked
-   matrix products), the others a seeded sample of `--eval-users` users (full ranking for all would take
-   hours), all through `recsys.evaluation.evaluate`; sasrec and gru4rec train with the sampled softmax
-   (256 popularity-drawn negatives shared by a batch, log-Q corrected), the loss for catalogues whose
-   full softmax does not fit;
-3. in the same run, on the same training rows: a bare PyTorch loop (the same MF class, batch size,
-   optimiser, BCE with the same number of redrawn negatives; pre-built tensors, no Lightning), and the
-   `implicit` library's BPR (from the `peers` extra; one epoch, the same factors) on the same rows.
-Prints wall seconds and peak RSS per step, training examples/s for the pipeline, the bare loop and
-`implicit`, and the test metrics. No MLflow: the library as the steps call it (MLflow's own cost per
-step is the quickstart bench's). Target: everything within a 24 GiB machine.
+2. per model, a fit with the shipped config for task=implicit on this catalogue (for mf the `large:`
+   overlay of configs/mf.yaml: sampled softmax over 256 shared negatives, batch 8,192, row-wise
+   updates, validation on a seeded 10,000-user sample), early-stopped (`--epochs 0`) or cut at
+   `--epochs`; then test through `recsys.evaluation.evaluate`: mf ranks every test user against every
+   item, the others a seeded `--eval-users` sample. Printed: seconds per training epoch (validation
+   apart), training examples/s, the whole fit, test NDCG@10;
+3. the bare loops, one epoch each on the same rows: the same MF class, batch, loss (the sampled softmax,
+   the same shared negatives and log-Q correction) and learning rate, pre-built tensors, no Lightning:
+   with the row-wise optimizer (`recsys.training.optim.RowAdam`), with torch's SparseAdam (plus Adam for
+   the offset), and with dense fused Adam;
+4. `implicit`'s ALS (the `peers` extra) with the same factors and `--als-iterations` iterations on the
+   same training rows, at its default (regularization, alpha) = (0.01, 1) and at (0.1, 10) and (1, 40),
+   the best on validation scored by the same evaluator on every test user; the paired per-user
+   NDCG@10 difference mf - ALS with its standard error (ddof=1).
+No MLflow: the library as the steps call it (`mlflow run . -P dataset=<folder>/raw -P task=implicit`
+times the whole pipeline; docs/scaling.md).
 """
 
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -33,19 +41,26 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+SHAPES = {"ml-25m": (25_000_095, 162_541, 59_047), "ml-32m": (32_000_204, 200_948, 87_585)}
 p = argparse.ArgumentParser()
-p.add_argument("--ratings", type=int, default=25_000_095)
-p.add_argument("--users", type=int, default=162_541)
-p.add_argument("--items", type=int, default=59_047)
-p.add_argument("--models", default="mf,ncf")
+p.add_argument("--shape", default="ml-25m", choices=sorted(SHAPES))
+p.add_argument("--ratings", type=int, default=0)
+p.add_argument("--users", type=int, default=0)
+p.add_argument("--items", type=int, default=0)
+p.add_argument("--models", default="mf")
+p.add_argument("--epochs", type=int, default=0, help="0: the shipped config's early-stopped fit")
 p.add_argument("--accelerator", default="cpu")
 p.add_argument("--threads", type=int, default=2)
-p.add_argument("--eval-users", type=int, default=10_000)
+p.add_argument("--eval-users", type=int, default=10_000, help="test sample for models other than mf")
+p.add_argument("--als-iterations", type=int, default=15)
 p.add_argument("--implicit-threads", type=int, default=2)
+p.add_argument("--folder", default="", help="keep the data here (reused when it is there)")
+p.add_argument("--no-references", action="store_true", help="skip the bare loops and ALS")
 p.add_argument("--child", default="")
-p.add_argument("--folder", default="")
-p.add_argument("--no-references", action="store_true", help="skip the bare loop and implicit's BPR")
 a = p.parse_args()
+RATINGS, USERS, ITEMS = (a.ratings or SHAPES[a.shape][0], a.users or SHAPES[a.shape][1], a.items or SHAPES[a.shape][2])
+SEQUENCE = ("sasrec", "gru4rec")
+BARE = ("bare-rows", "bare-sparseadam", "bare-dense")
 
 
 def peak_gib() -> float:
@@ -56,6 +71,192 @@ def report(**kw):
     print("RESULT " + json.dumps({**kw, "peak_rss_gib": peak_gib()}), flush=True)
 
 
+def epoch_timer():
+    """A callback that splits each epoch's seconds into training and validation."""
+    import pytorch_lightning as pl
+
+    class Timer(pl.Callback):
+        def __init__(self):
+            self.train, self.val, self._t = [], [], 0.0
+
+        def on_train_epoch_start(self, trainer, module):
+            self._t = time.perf_counter()
+
+        def on_validation_start(self, trainer, module):
+            self.train.append(time.perf_counter() - self._t)
+            self._v = time.perf_counter()
+
+        def on_validation_end(self, trainer, module):
+            self.val.append(time.perf_counter() - self._v)
+
+    return Timer()
+
+
+def sequence_flops(module, batches) -> float:
+    """FLOPs of one training step (forward + backward) of the first minibatch, counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    first = next(iter(batches))
+    batch = first[0] if isinstance(first, list) else first
+    with FlopCounterMode(display=False) as counter:
+        module.training_loss(batch).backward()
+    module.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def matmul_gflops() -> float:
+    """This machine's float32 matrix-product rate now, at a training-sized shape (the compute ceiling)."""
+    import torch
+
+    x, y = torch.randn(6400, 256), torch.randn(256, 256)
+    for _ in range(3):
+        x @ y
+    t, n = time.perf_counter(), 30
+    for _ in range(n):
+        x @ y
+    return 2 * 6400 * 256 * 256 * n / (time.perf_counter() - t) / 1e9
+
+
+def save_ndcg(folder: Path, name: str, per_user) -> None:
+    import numpy as np
+
+    np.save(folder / f"ndcg-{name}.npy", per_user[["user", "ndcg_at_10"]].to_numpy(np.float64))
+
+
+def fit_child(step: str, folder: Path, data):
+    import torch
+
+    from recsys import config, evaluation, training
+
+    over = {"threads": a.threads, "accelerator": a.accelerator,
+            **({"epochs": a.epochs, "min_epochs": a.epochs} if a.epochs else {})}
+    hp, cfg = config.load(step, None, over, task="implicit", n_items=data.n_items)
+    timer = epoch_timer()
+    extra = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        result = training.fit(data, step, hp, cfg, None, Path(tmp), callbacks=(timer,))
+        fit_s = time.perf_counter() - t
+    examples = result.module.train_batches.samples
+    if step in SEQUENCE:  # the compute it needs: FLOPs of a step x steps, against the machine's matmul rate
+        module = result.module.train()
+        per_step = sequence_flops(module, result.module.train_batches)
+        extra = {"step_gflop": per_step / 1e9, "steps": result.module.train_batches.n_batches,
+                 "matmul_gflops": matmul_gflops()}
+    t = time.perf_counter()
+    n = 0 if step == "mf" else a.eval_users
+    with torch.no_grad():
+        ev = evaluation.evaluate(result.module, data, "test", [10], "full", eval_users=n)
+    save_ndcg(folder, step, ev.per_user)
+    return report(step=step, fit_seconds=fit_s, epochs=result.epochs, epoch_train=timer.train, epoch_val=timer.val,
+                  examples=examples, eval_seconds=time.perf_counter() - t, eval_users=int(ev.metrics["test/n_users"]),
+                  ndcg=ev.metrics["test/ndcg_at_10"], hr=ev.metrics["test/hr_at_10"], batch=cfg.batch_size,
+                  loss=result.loss, updates=result.updates, best_val=result.best_score, **extra)
+
+
+def bare_child(step: str, data):
+    """One epoch of mf's shipped large-catalogue training, written directly: the same MF class, loss,
+    batch, negatives and learning rate; pre-built tensors, no Lightning, no chunks, no callbacks."""
+    import numpy as np
+    import torch
+
+    from recsys import config
+    from recsys.models.mf import MF
+    from recsys.schema import ITEM, USER
+    from recsys.training.batches import popularity_distribution
+    from recsys.training.losses import catalogue_sampled_softmax
+    from recsys.training.optim import RowAdam, use_row_updates
+
+    hp, cfg = config.load("mf", task="implicit", n_items=data.n_items)
+    device = torch.device("cuda" if a.accelerator == "gpu" else "cpu")
+    u = torch.from_numpy(data.train[USER].to_numpy(np.int64)).to(device)
+    i = torch.from_numpy(data.train[ITEM].to_numpy(np.int64)).to(device)
+    torch.manual_seed(0)
+    model = MF(data.n_users, data.n_items, **hp).to(device)
+    if step == "bare-dense":
+        opt, extra = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True), None
+    elif step == "bare-rows":
+        use_row_updates(model)
+        opt, extra = RowAdam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True), None
+    else:  # SparseAdam takes no weight decay and no dense tensor: a second optimizer for the offset
+        use_row_updates(model)
+        tables = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+        opt, extra = torch.optim.SparseAdam(tables, lr=cfg.lr), torch.optim.Adam([model.offset], lr=cfg.lr)
+    q, log_q = popularity_distribution(np.bincount(i.cpu().numpy(), minlength=data.n_items), data.n_items)
+    log_q = log_q.to(device)
+    bs, n_neg = cfg.batch_size, cfg.num_negatives
+    rng = np.random.default_rng(0)
+    t = time.perf_counter()
+    perm = torch.randperm(len(u), device=device)
+    steps = math.ceil(len(u) / bs)
+    negatives = torch.from_numpy(np.minimum(np.searchsorted(np.cumsum(q), rng.random((steps, n_neg))),
+                                            data.n_items - 1)).to(device)
+    for j, s in enumerate(range(0, len(u), bs)):
+        idx = perm[s:s + bs]
+        loss = catalogue_sampled_softmax(model, {"user_id": u[idx], "item_id": i[idx], "negatives": negatives[j],
+                                                 "log_q": log_q}, None)
+        opt.zero_grad()
+        if extra:
+            extra.zero_grad()
+        loss.backward()
+        opt.step()
+        if extra:
+            extra.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return report(step=step, seconds=time.perf_counter() - t, examples=len(u), batch=bs)
+
+
+ALS_GRID = ((0.01, 1.0), (0.1, 10.0), (1.0, 40.0))  # (regularization, alpha): implicit's defaults first
+
+
+def als_child(folder: Path, data):
+    """implicit's ALS with mf's factors and --als-iterations, at its default (regularization, alpha) and
+    two stronger ones; the one with the best validation NDCG@10 (the same seeded 10,000-user sample mf
+    validates on) is scored on every test user."""
+    import numpy as np
+    import scipy.sparse as sp
+    import torch
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    from recsys import config, evaluation
+    from recsys.models.mf import MF
+    from recsys.schema import ITEM, USER
+
+    hp, cfg = config.load("mf", task="implicit", n_items=data.n_items)
+    tr = data.train
+    m = sp.csr_matrix((np.ones(len(tr), np.float32), (tr[USER].to_numpy(), tr[ITEM].to_numpy())),
+                      shape=(data.n_users, data.n_items))
+
+    class Fitted:  # ALS's factors in the project's MF (biases zero): scored by the same evaluator
+        model = MF(data.n_users, data.n_items, embedding_dim=hp["embedding_dim"])
+
+    fits, best = [], None
+    for reg, alpha in ALS_GRID:
+        als = AlternatingLeastSquares(factors=hp["embedding_dim"], iterations=a.als_iterations, regularization=reg,
+                                      alpha=alpha, num_threads=a.implicit_threads, random_state=0)
+        t = time.perf_counter()
+        als.fit(m, show_progress=False)
+        fit_s = time.perf_counter() - t
+        with torch.no_grad():
+            Fitted.model.user.weight.copy_(torch.from_numpy(np.asarray(als.user_factors)))
+            Fitted.model.item.weight.copy_(torch.from_numpy(np.asarray(als.item_factors)))
+            val = evaluation.evaluate(Fitted, data, "val", [10], "full", eval_users=cfg.val_users)
+        fits.append({"regularization": reg, "alpha": alpha, "seconds": fit_s, "val_ndcg": val.metrics["val/ndcg_at_10"]})
+        if best is None or fits[-1]["val_ndcg"] > best[0]["val_ndcg"]:
+            best = (fits[-1], als.user_factors.copy(), als.item_factors.copy())
+    with torch.no_grad():
+        Fitted.model.user.weight.copy_(torch.from_numpy(np.asarray(best[1])))
+        Fitted.model.item.weight.copy_(torch.from_numpy(np.asarray(best[2])))
+    t = time.perf_counter()
+    with torch.no_grad():
+        ev = evaluation.evaluate(Fitted, data, "test", [10], "full")
+    save_ndcg(folder, "als", ev.per_user)
+    return report(step="als", fits=fits, chosen=best[0], iterations=a.als_iterations, examples=int(m.nnz),
+                  eval_seconds=time.perf_counter() - t, eval_users=int(ev.metrics["test/n_users"]),
+                  ndcg=ev.metrics["test/ndcg_at_10"], hr=ev.metrics["test/hr_at_10"])
+
+
 def child():
     import torch
 
@@ -63,90 +264,28 @@ def child():
 
     torch.set_num_threads(a.threads)
     folder = Path(a.folder)
-    step = a.child
-    if step == "prepare":
+    if a.child == "prepare":
         t = time.perf_counter()
         data = prep.prepare(prep.load_raw(str(folder / "raw")), task="implicit", split="leave_last_out", seed=42)
         prep.save(data, folder / "data")
         return report(step="prepare", seconds=time.perf_counter() - t, rows=int(data.meta["n_interactions"]),
                       train=len(data.train), users=data.n_users, items=data.n_items)
-    t = time.perf_counter()
     data = prep.load(folder / "data")
-    load_s = time.perf_counter() - t
-    if step in ("mf", "ncf", "sasrec", "gru4rec"):
-        from recsys import config, evaluation, training
-
-        sampled = {"loss": "sampled_softmax", "num_negatives": 256} if step in ("sasrec", "gru4rec") else {}
-        hp, cfg = config.load(step, None, {"epochs": 1, "min_epochs": 1, "threads": a.threads,
-                                           "accelerator": a.accelerator, **sampled}, task="implicit")
-        with tempfile.TemporaryDirectory() as tmp:
-            t = time.perf_counter()
-            result = training.fit(data, step, hp, cfg, None, Path(tmp), val_users=a.eval_users)
-            fit_s = time.perf_counter() - t
-        examples = result.module.train_batches.samples
-        t = time.perf_counter()
-        n = 0 if step == "mf" else a.eval_users
-        ev = evaluation.evaluate(result.module, data, "test", [10], "full", eval_users=n)
-        return report(step=step, load_seconds=load_s, fit_seconds=fit_s, train_seconds=result.seconds,
-                      examples=examples, eval_seconds=time.perf_counter() - t,
-                      eval_users=int(ev.metrics["test/n_users"]), ndcg=ev.metrics["test/ndcg_at_10"],
-                      hr=ev.metrics["test/hr_at_10"], batch=cfg.batch_size)
-    if step == "bare":
-        import numpy as np
-        import torch.nn.functional as F
-
-        from recsys import config
-        from recsys.data.negatives import sample_train_negatives, sorted_keys
-        from recsys.models.mf import MF
-        from recsys.schema import ITEM, USER
-
-        hp, cfg = config.load("mf", task="implicit")
-        device = torch.device("cuda" if a.accelerator == "gpu" else "cpu")
-        u, i = data.train[USER].to_numpy(np.int64), data.train[ITEM].to_numpy(np.int64)
-        model = MF(data.n_users, data.n_items, **hp).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)  # as the pipeline
-        t = time.perf_counter()
-        rng = np.random.default_rng(0)
-        neg_u = u.repeat(cfg.num_negatives)
-        neg = sample_train_negatives(neg_u, data.n_items, sorted_keys(u, i, data.n_items), rng)
-        users = torch.from_numpy(np.concatenate([u, neg_u])).to(device)
-        items = torch.from_numpy(np.concatenate([i, neg])).to(device)
-        target = torch.cat([torch.ones(len(u)), torch.zeros(len(neg_u))]).to(device)
-        perm = torch.randperm(len(users), device=device)
-        bs = cfg.batch_size
-        for s in range(0, len(users), bs):
-            idx = perm[s:s + bs]
-            loss = F.binary_cross_entropy_with_logits(model(users[idx], items[idx]), target[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return report(step="bare", seconds=time.perf_counter() - t, examples=len(users), batch=bs)
-    if step == "implicit":
-        import numpy as np
-        import scipy.sparse as sp
-        from implicit.bpr import BayesianPersonalizedRanking
-
-        from recsys import config
-        from recsys.schema import ITEM, USER
-
-        hp, _ = config.load("mf", task="implicit")
-        tr = data.train
-        m = sp.csr_matrix((np.ones(len(tr), np.float32), (tr[USER].to_numpy(), tr[ITEM].to_numpy())),
-                          shape=(data.n_users, data.n_items))
-        bpr = BayesianPersonalizedRanking(factors=hp["embedding_dim"], iterations=1, num_threads=a.implicit_threads,
-                                          random_state=0)
-        t = time.perf_counter()
-        bpr.fit(m, show_progress=False)
-        return report(step="implicit", seconds=time.perf_counter() - t, examples=int(m.nnz))
+    if a.child in BARE:
+        return bare_child(a.child, data)
+    if a.child == "als":
+        return als_child(folder, data)
+    return fit_child(a.child, folder, data)
 
 
 def run(step, folder):
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, __file__, "--child", step, "--folder", str(folder), "--threads",
-                          str(a.threads), "--accelerator", a.accelerator, "--eval-users", str(a.eval_users),
-                          "--implicit-threads", str(a.implicit_threads)], capture_output=True, text=True)
+    args = [sys.executable, __file__, "--child", step, "--folder", str(folder)]
+    for k in ("threads", "accelerator", "eval_users", "implicit_threads", "epochs", "als_iterations"):
+        args += [f"--{k.replace('_', '-')}", str(getattr(a, k))]
+    # implicit's ALS asks for a single-threaded BLAS (it parallelises over users itself)
+    env = {**os.environ, **({"OPENBLAS_NUM_THREADS": "1"} if step == "als" else {})}
+    out = subprocess.run(args, capture_output=True, text=True, env=env)
     lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
     if out.returncode or not lines:
         print(f"{step}: failed ({out.stderr.strip().splitlines()[-3:]})", flush=True)
@@ -156,50 +295,84 @@ def run(step, folder):
     return r
 
 
-def main():
+def paired(folder: Path, x: str, y: str) -> str:
+    import numpy as np
+
+    a_, b_ = np.load(folder / f"ndcg-{x}.npy"), np.load(folder / f"ndcg-{y}.npy")
+    assert (a_[:, 0] == b_[:, 0]).all(), "the same users in the same order"
+    d = a_[:, 1] - b_[:, 1]
+    se = d.std(ddof=1) / math.sqrt(len(d))
+    return f"{d.mean():+.4f} ± {se:.4f} (paired over {len(d):,} test users; {d.mean() / se:+.1f} standard errors)"
+
+
+def main(folder: Path):
     from recsys.data import synthetic
 
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+    if not (folder / "raw" / "ratings.csv").exists():
         t = time.perf_counter()
-        synthetic.write_ratings_csv(folder / "raw", a.users, a.items, a.ratings, seed=1)
-        print(f"ratings.csv: {a.ratings:,} ratings, {a.users:,} x {a.items:,} written in "
-              f"{time.perf_counter() - t:.0f}s; torch threads {a.threads}, accelerator {a.accelerator}", flush=True)
-        rows = []
-        prep = run("prepare", folder)
-        if prep is None:
-            return
-        print(f"prepare: {prep['rows']:,} positives, {prep['train']:,} training rows, {prep['users']:,} users x "
-              f"{prep['items']:,} items", flush=True)
-        rows.append(("prepare", prep["wall"], prep["peak_rss_gib"], f"{prep['seconds']:.0f}s in prepare + save"))
-        results = {}
-        for step in [*a.models.split(","), *([] if a.no_references else ["bare", "implicit"])]:
-            r = run(step, folder)
-            if r is None:
-                continue
-            results[step] = r
-            if step in ("mf", "ncf", "sasrec", "gru4rec"):
-                rate = r["examples"] / r["train_seconds"]
-                unit = "windows" if step in ("sasrec", "gru4rec") else "examples"
-                detail = (f"1 epoch {r['train_seconds']:.0f}s ({rate:,.0f} {unit}/s, batch {r['batch']}, "
-                          f"validation on {a.eval_users:,} users included); test NDCG@10 {r['ndcg']:.4f}, "
-                          f"HR@10 {r['hr']:.4f} over {r['eval_users']:,} users in {r['eval_seconds']:.0f}s")
-            else:
-                rate = r["examples"] / r["seconds"]
-                detail = f"{r['examples']:,} examples in {r['seconds']:.0f}s ({rate:,.0f} examples/s)"
-            r["rate"] = rate
-            rows.append((step, r["wall"], r["peak_rss_gib"], detail))
-            print(f"{step}: {detail}", flush=True)
-        print("\n| step | wall s | peak RSS GiB | what |\n|---|---|---|---|")
-        for name, wall, rss, detail in rows:
-            print(f"| {name} | {wall:.0f} | {rss:.2f} | {detail} |")
-        if "mf" in results and "bare" in results:
-            print(f"\npipeline mf / bare loop examples/s: {results['mf']['rate'] / results['bare']['rate']:.2f} "
-                  "(the pipeline's epoch includes its validation ranking)")
-        if "mf" in results and "implicit" in results:
-            print(f"pipeline mf / implicit BPR examples/s: {results['mf']['rate'] / results['implicit']['rate']:.2f} "
-                  f"(BPR: one (user, positive, negative) triple per training row; mf: BCE over each positive and "
-                  f"its negatives)")
+        synthetic.write_ratings_csv(folder / "raw", USERS, ITEMS, RATINGS, seed=1)
+        print(f"ratings.csv: {RATINGS:,} ratings, {USERS:,} x {ITEMS:,} written in {time.perf_counter() - t:.0f}s",
+              flush=True)
+    print(f"{a.shape if not a.ratings else 'custom'}: torch threads {a.threads}, accelerator {a.accelerator}",
+          flush=True)
+    rows, results = [], {}
+    prep = run("prepare", folder)
+    if prep is None:
+        return
+    print(f"prepare: {prep['rows']:,} positives, {prep['train']:,} training rows, {prep['users']:,} users x "
+          f"{prep['items']:,} items", flush=True)
+    rows.append(("prepare", prep["wall"], prep["peak_rss_gib"], f"{prep['seconds']:.0f}s in prepare + save"))
+    for step in [*a.models.split(","), *([] if a.no_references else [*BARE, "als"])]:
+        r = run(step, folder)
+        if r is None:
+            continue
+        results[step] = r
+        if step in BARE:
+            r["rate"] = r["examples"] / r["seconds"]
+            detail = f"1 epoch {r['seconds']:.1f}s: {r['rate']:,.0f} examples/s (batch {r['batch']})"
+        elif step == "als":
+            c = r["chosen"]
+            tried = "; ".join(f"reg {f['regularization']}, alpha {f['alpha']}: {f['seconds']:.0f}s "
+                              f"({f['seconds'] / r['iterations']:.1f}s an iteration), val {f['val_ndcg']:.4f}"
+                              for f in r["fits"])
+            detail = (f"{r['iterations']} iterations at ({tried}); chosen on validation: reg {c['regularization']}, "
+                      f"alpha {c['alpha']}: test NDCG@10 {r['ndcg']:.4f}, HR@10 {r['hr']:.4f} over "
+                      f"{r['eval_users']:,} users in {r['eval_seconds']:.0f}s")
+        else:
+            train_s = sorted(r["epoch_train"])[len(r["epoch_train"]) // 2]  # median training epoch
+            r["rate"] = r["examples"] / train_s
+            unit = "windows" if step in SEQUENCE else "examples"
+            detail = (f"{r['epochs']} epochs in {r['fit_seconds']:.0f}s ({r['loss']}, updates {r['updates']}, batch "
+                      f"{r['batch']}): a training epoch {train_s:.1f}s ({r['rate']:,.0f} {unit}/s), its validation "
+                      f"{sum(r['epoch_val']) / len(r['epoch_val']):.1f}s; test NDCG@10 {r['ndcg']:.4f}, HR@10 "
+                      f"{r['hr']:.4f} over {r['eval_users']:,} users in {r['eval_seconds']:.0f}s")
+            if "step_gflop" in r:
+                need = r["step_gflop"] * r["steps"] / r["matmul_gflops"]
+                detail += (f"; compute: {r['step_gflop']:.2f} GFLOP a step x {r['steps']:,} steps = "
+                           f"{need:.0f}s at this machine's {r['matmul_gflops']:.0f} GFLOP/s matmul rate")
+        rows.append((step, r["wall"], r["peak_rss_gib"], detail))
+        print(f"{step}: {detail}", flush=True)
+    print("\n| step | wall s | peak RSS GiB | what |\n|---|---|---|---|")
+    for name, wall, rss, detail in rows:
+        print(f"| {name} | {wall:.0f} | {rss:.2f} | {detail} |")
+    bare = {k: results[k]["rate"] for k in BARE if k in results}
+    if "mf" in results and bare:
+        best = max(bare, key=bare.get)
+        print(f"\npipeline mf / fastest bare loop ({best}) examples/s: {results['mf']['rate'] / bare[best]:.2f}; "
+              + ", ".join(f"{k} {v:,.0f}/s" for k, v in bare.items()))
+    if "mf" in results and "als" in results:
+        print(f"mf - ALS test NDCG@10: {paired(folder, 'mf', 'als')}")
+    if "mf" in results:
+        total = prep["wall"] + results["mf"]["wall"]
+        print(f"prepare + mf fit + test ranking of every user: {total / 60:.1f} min, peak RSS "
+              f"{max(prep['peak_rss_gib'], results['mf']['peak_rss_gib']):.2f} GiB")
 
 
-child() if a.child else main()
+if a.child:
+    child()
+elif a.folder:
+    Path(a.folder).mkdir(parents=True, exist_ok=True)
+    main(Path(a.folder))
+else:
+    with tempfile.TemporaryDirectory() as tmp:
+        main(Path(tmp))
