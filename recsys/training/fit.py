@@ -150,7 +150,10 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     monitor, mode = monitor_for(task)
     ckpt_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="recsys-ckpt-"))
     ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
-                           enable_version_counter=False, save_last=True)
+                           enable_version_counter=False)
+    # last.ckpt after every epoch, whether or not it improved (Lightning's save_last only writes it when
+    # the monitored checkpoint is written, so a run would resume from its best epoch, not its last)
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
     stop = MinEpochsEarlyStopping(cfg.min_epochs, monitor=monitor, mode=mode, patience=cfg.patience,
                                   check_on_train_epoch_end=False)
     one = cls.closed_form  # nothing to optimise: one epoch (its validation) in one process
@@ -158,7 +161,7 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
         max_epochs=1 if one else cfg.epochs, accelerator=rt.accelerator,
         devices=1 if one else devices(rt.devices), strategy="auto" if one else rt.strategy,
         num_nodes=1 if one else rt.num_nodes, logger=logger if logger is not None else False,
-        callbacks=[ckpt, stop, *callbacks],
+        callbacks=[ckpt, last, stop, *callbacks],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         deterministic=True, log_every_n_steps=max(1, len(train_batches)),
     )

@@ -51,22 +51,22 @@ class _Rows:
                 rows, g = grad.indices()[0], grad.values()
                 if not len(rows):
                     continue
-                state = self.state[p]
-                if "row_step" not in state:
-                    state["row_step"] = torch.zeros((), dtype=torch.float64)
-                    state["row_exp_avg"] = torch.zeros_like(p)
-                    state["row_exp_avg_sq"] = torch.zeros_like(p)
-                state["row_step"] += 1
-                t = float(state["row_step"])
+                state = self.state[p]  # Adam's own keys, so that Adam's load_state_dict reads them back
+                if "step" not in state:
+                    state["step"] = torch.zeros((), dtype=torch.float32)
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = float(state["step"])
                 w = p.index_select(0, rows)  # [r, d]
                 if wd and self.decoupled:
                     w.mul_(1 - lr * wd)
                 elif wd:
                     g = g.add(w, alpha=wd)
-                m = state["row_exp_avg"].index_select(0, rows).mul_(b1).add_(g, alpha=1 - b1)
-                v = state["row_exp_avg_sq"].index_select(0, rows).mul_(b2).addcmul_(g, g, value=1 - b2)
-                state["row_exp_avg"].index_copy_(0, rows, m)
-                state["row_exp_avg_sq"].index_copy_(0, rows, v)
+                m = state["exp_avg"].index_select(0, rows).mul_(b1).add_(g, alpha=1 - b1)
+                v = state["exp_avg_sq"].index_select(0, rows).mul_(b2).addcmul_(g, g, value=1 - b2)
+                state["exp_avg"].index_copy_(0, rows, m)
+                state["exp_avg_sq"].index_copy_(0, rows, v)
                 denom = v.div_(1 - b2 ** t).sqrt_().add_(eps)
                 w.addcdiv_(m, denom, value=-lr / (1 - b1 ** t))
                 p.index_copy_(0, rows, w)
