@@ -4,7 +4,8 @@ the `implicit` library's ALS, all in the same run.
 
     python bench/scale.py [--shape ml-25m|ml-32m] [--models mf] [--epochs 0] [--threads 2]
                           [--accelerator cpu] [--als-iterations 15] [--folder DIR] [--no-references]
-    python bench/scale.py --models sasrec --epochs 1 --no-references   # one sasrec epoch, with its FLOPs
+    python bench/scale.py --models mf,sasrec    # and one sasrec epoch (--sequence-epochs), with its FLOPs
+    python bench/scale.py --accelerator gpu --threads 4 --implicit-threads 16 [--precision bf16-mixed]
 
 Synthetic data shaped like the MovieLens release (`--shape`; or `--ratings/--users/--items`), written
 as a real `ratings.csv` (kept in `--folder` between runs), then, each step in its own child process so
@@ -49,13 +50,16 @@ p.add_argument("--users", type=int, default=0)
 p.add_argument("--items", type=int, default=0)
 p.add_argument("--models", default="mf")
 p.add_argument("--epochs", type=int, default=0, help="0: the shipped config's early-stopped fit")
+p.add_argument("--sequence-epochs", type=int, default=1, help="epochs of sasrec / gru4rec (0: early-stopped)")
 p.add_argument("--accelerator", default="cpu")
+p.add_argument("--precision", default="32-true", help="the pipeline's runtime.precision (bf16-mixed on a GPU)")
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--eval-users", type=int, default=10_000, help="test sample for models other than mf")
 p.add_argument("--als-iterations", type=int, default=15)
 p.add_argument("--implicit-threads", type=int, default=2)
 p.add_argument("--folder", default="", help="keep the data here (reused when it is there)")
 p.add_argument("--no-references", action="store_true", help="skip the bare loops and ALS")
+p.add_argument("--reuse-data", action="store_true", help="skip prepare where --folder holds its output")
 p.add_argument("--child", default="")
 a = p.parse_args()
 RATINGS, USERS, ITEMS = (a.ratings or SHAPES[a.shape][0], a.users or SHAPES[a.shape][1], a.items or SHAPES[a.shape][2])
@@ -128,14 +132,15 @@ def fit_child(step: str, folder: Path, data):
 
     from recsys import config, evaluation, training
 
-    over = {"threads": a.threads, "accelerator": a.accelerator,
-            **({"epochs": a.epochs, "min_epochs": a.epochs} if a.epochs else {})}
+    epochs = a.sequence_epochs if step in SEQUENCE else a.epochs
+    over = {"threads": a.threads, "accelerator": a.accelerator, "precision": a.precision,
+            **({"epochs": epochs, "min_epochs": epochs} if epochs else {})}
     hp, cfg = config.load(step, None, over, task="implicit", n_items=data.n_items)
     timer = epoch_timer()
     extra = {}
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        result = training.fit(data, step, hp, cfg, None, Path(tmp), callbacks=(timer,))
+        result = training.fit(data, step, hp, cfg, None, Path(tmp), callbacks=(timer,), epoch_lines=True)
         fit_s = time.perf_counter() - t
     examples = result.module.train_batches.samples
     if step in SEQUENCE:  # the compute it needs: FLOPs of a step x steps, against the machine's matmul rate
@@ -281,14 +286,20 @@ def child():
 def run(step, folder):
     t = time.perf_counter()
     args = [sys.executable, __file__, "--child", step, "--folder", str(folder)]
-    for k in ("threads", "accelerator", "eval_users", "implicit_threads", "epochs", "als_iterations"):
+    for k in ("threads", "accelerator", "precision", "sequence_epochs", "eval_users", "implicit_threads", "epochs", "als_iterations"):
         args += [f"--{k.replace('_', '-')}", str(getattr(a, k))]
     # implicit's ALS asks for a single-threaded BLAS (it parallelises over users itself)
     env = {**os.environ, **({"OPENBLAS_NUM_THREADS": "1"} if step == "als" else {})}
-    out = subprocess.run(args, capture_output=True, text=True, env=env)
-    lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-    if out.returncode or not lines:
-        print(f"{step}: failed ({out.stderr.strip().splitlines()[-3:]})", flush=True)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    for line in proc.stdout:  # a fit's epoch lines as they come
+        if line.startswith("RESULT "):
+            lines.append(line)
+        elif line.startswith("epoch "):
+            print(f"  {step}: {line.strip()}", flush=True)
+    err = proc.stderr.read()
+    if proc.wait() or not lines:
+        print(f"{step}: failed ({err.strip().splitlines()[-3:]})", flush=True)
         return None
     r = json.loads(lines[-1][7:])
     r["wall"] = time.perf_counter() - t
@@ -313,12 +324,18 @@ def main(folder: Path):
         synthetic.write_ratings_csv(folder / "raw", USERS, ITEMS, RATINGS, seed=1)
         print(f"ratings.csv: {RATINGS:,} ratings, {USERS:,} x {ITEMS:,} written in {time.perf_counter() - t:.0f}s",
               flush=True)
-    print(f"{a.shape if not a.ratings else 'custom'}: torch threads {a.threads}, accelerator {a.accelerator}",
+    print(f"{a.shape if not a.ratings else 'custom'}: torch threads {a.threads}, accelerator {a.accelerator}, "
+          f"precision {a.precision}",
           flush=True)
     rows, results = [], {}
-    prep = run("prepare", folder)
-    if prep is None:
-        return
+    if a.reuse_data and (folder / "prepare.json").exists():
+        prep = json.loads((folder / "prepare.json").read_text())
+        print("prepare: reused from an earlier run of this bench (its figures below are that run's)", flush=True)
+    else:
+        prep = run("prepare", folder)
+        if prep is None:
+            return
+        (folder / "prepare.json").write_text(json.dumps(prep))
     print(f"prepare: {prep['rows']:,} positives, {prep['train']:,} training rows, {prep['users']:,} users x "
           f"{prep['items']:,} items", flush=True)
     rows.append(("prepare", prep["wall"], prep["peak_rss_gib"], f"{prep['seconds']:.0f}s in prepare + save"))

@@ -34,6 +34,7 @@ SECTIONS = ("model", "training", "runtime")
 LOSSES = ("auto", "mse", "bce", "bpr", "sampled_softmax", "softmax")
 TASK_LOSSES = {"rating": ("auto", "mse"), "implicit": LOSSES}
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+MAX_LEN = 1024  # longest history a sequence model reads (SASRec's papers use 50-200)
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -70,6 +71,7 @@ class Runtime(BaseModel):
     devices: str
     strategy: str
     num_nodes: PositiveInt
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"]
 
 
 class TrainConfig(Training):
@@ -80,7 +82,9 @@ class TrainConfig(Training):
 # constraints of model keywords by name (a model constructor states its types, not its ranges)
 MODEL_RANGES = {"embedding_dim": PositiveInt, "mf_dim": PositiveInt, "mlp_dim": PositiveInt, "num_heads": PositiveInt,
                 "num_layers": PositiveInt, "cross_layers": PositiveInt, "damping": NonNegative, "init_std": NonNegative,
-                "dropout": Fraction, "deep_dropout": Fraction, "max_len": PositiveInt, "num_blocks": PositiveInt,
+                "dropout": Fraction, "deep_dropout": Fraction, "num_blocks": PositiveInt,
+                # the [n_users, max_len] history buffer and [batch, max_len, d] activations grow with it
+                "max_len": Annotated[int, Field(gt=0, le=MAX_LEN)],
                 "hidden_dim": PositiveInt}
 
 
@@ -198,6 +202,14 @@ def load(name: str, path: str | Path | None = None, overrides: dict | None = Non
         cfg = TrainConfig.model_validate({**sections["training"], "runtime": sections["runtime"]})
     except ValidationError as e:
         raise _one_line(e, where, [*Training.model_fields, *Runtime.model_fields]) from None
+    if "num_heads" in hp and hp.get("embedding_dim", 0) % hp["num_heads"]:
+        raise RecsysError(f"{where}: num_heads={hp['num_heads']} must divide embedding_dim={hp['embedding_dim']} "
+                          "(each head attends over embedding_dim / num_heads of it)")
+    sequence_softmax = cfg.loss == "auto" and model_class(name).uses_history and n_items <= LARGE_CATALOGUE
+    uses_negatives = cfg.loss != "softmax" and not sequence_softmax  # a full softmax draws none
+    if implicit and n_items and uses_negatives and cfg.num_negatives >= n_items:
+        raise RecsysError(f"num_negatives={cfg.num_negatives} must be below the catalogue's {n_items} items "
+                          "(negatives are drawn from it)")
     return hp, cfg
 
 

@@ -27,6 +27,7 @@ from recsys.scoring import load_scorer
 
 BLOCK_USERS = 4096  # users ranked per block in batch recommendation
 HISTORY = "history"  # a request column: an anonymous user's recent items (sequence models)
+ANONYMOUS = ""  # the `user` of a row that sends only its history
 
 
 def _is_nan(value) -> bool:
@@ -94,7 +95,9 @@ class Bundle:
         return int(f)
 
     @staticmethod
-    def _ids(df: pd.DataFrame, col: str) -> list[str]:
+    def ids(df: pd.DataFrame, col: str) -> list[str]:
+        """A column of raw ids as strings, one per row; a null, a list or a fraction is a one-line refusal
+        naming the row (the served model's rule, and batch `recommend`'s for a users file)."""
         values = df[col]
         out = []
         for row, v in enumerate(values):  # raw ids arrive as strings or JSON numbers (1 and 1.0 both mean "1")
@@ -142,10 +145,16 @@ class Bundle:
         if len(df) > MAX_ROWS:
             raise RecsysError(f"the request has {len(df):,} rows; at most {MAX_ROWS:,} are answered at once: split it "
                               "(or use the recommend entry point for every user)")
+        if "user" not in df.columns and HISTORY in df.columns:  # anonymous sessions: each row its recent items
+            df = df.assign(user=ANONYMOUS)
+            if df[HISTORY].map(lambda v: v is None or _is_nan(v)).any():
+                row = int(np.flatnonzero(df[HISTORY].map(lambda v: v is None or _is_nan(v)).to_numpy())[0])
+                raise RecsysError(f"`history` is null in row {row} and the input has no `user`; send each anonymous "
+                                  "row's recent items, or a `user` column")
         if "user" not in df.columns:
             raise RecsysError(f"the input has columns {[str(c)[:20] for c in df.columns[:5]]} but no `user`; send rows "
-                              "with a user id (and an item id to score a pair)")
-        users = self._ids(df, "user")
+                              "with a user id (and an item id to score a pair), or a `history` of item ids")
+        users = self.ids(df, "user")
         if HISTORY in df.columns and df[HISTORY].map(lambda v: v is not None and not _is_nan(v)).any():
             if "item" in df.columns and df["item"].notna().any():
                 raise RecsysError("send either `item` (score pairs) or `history` (recommend from it), not both")
@@ -155,7 +164,7 @@ class Bundle:
                                   "k or send fewer users per request")
             return self.recommend_rows(users, list(df[HISTORY]), k)
         if "item" in df.columns and df["item"].notna().any():
-            return self.predict_pairs(users, self._ids(df, "item"))
+            return self.predict_pairs(users, self.ids(df, "item"))
         k = self.parse_k(k)
         if len(users) * min(k, len(self.item_raw)) > MAX_RESULTS:
             raise RecsysError(f"{len(users):,} users x k={k} would return more than {MAX_RESULTS:,} rows; lower k or "
@@ -168,6 +177,8 @@ class Bundle:
             return None
         if isinstance(value, str):  # a CSV cell: ids separated by spaces, commas or '|'
             value = [v for v in value.replace(",", " ").replace("|", " ").split() if v]
+        elif isinstance(value, (int, np.integer, float, np.floating)) and not isinstance(value, (bool, np.bool_)):
+            value = [value]  # one id: a CSV cell "10" reaches the model as a number, and is a one-item history
         if not isinstance(value, (list, tuple, np.ndarray)):
             raise RecsysError(f"`history` in row {row} is a {type(value).__name__}, not a list of item ids; send the "
                               "user's recent items, most recent last")

@@ -54,6 +54,9 @@ def main(argv=None):
         train_run = tracking.run_id_of_model(a.model_uri)
         ttags = tracking.run_tags(train_run)
         mlflow.set_tag("mlflow.runName", f"evaluate {ttags.get('model', 'model')} {a.split}")
+        if ttags.get("step") != "train":  # the true reason first, before any advice about its data
+            raise RecsysError(f"model URI {a.model_uri!r} is not a recsys model (its run {train_run} is not a train "
+                              "run of this project); pass the model a train run logged, runs:/<train_run_id>/model")
         data_uri = a.data if a.data not in ("", "auto") else ttags.get("data_uri")
         if not data_uri:
             raise RecsysError(f"training run {train_run} recorded no data URI; pass data=runs:/<prepare_run>/data")

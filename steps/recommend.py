@@ -45,7 +45,7 @@ def read_users(spec: str) -> pd.DataFrame | None:
         raise RecsysError(f"users file {path.name} is unreadable ({str(e).splitlines()[0][:120]})") from None
     if "user" not in df.columns:
         raise RecsysError(f"users file {path.name} has columns {list(df.columns)[:5]} but no `user`")
-    return df.assign(user=df["user"].astype(str))
+    return df
 
 
 SHOWN = 3  # users whose first items are printed
@@ -60,7 +60,8 @@ def main(argv=None):
         k = bundle.parse_k(a.k)
         mlflow.set_tag("mlflow.runName", f"recommend top-{k}")
         given = users
-        users = given["user"].tolist() if given is not None else list(bundle.user_index)
+        # the served model's rule: a blank (CSV) or null (parquet) user is refused, naming its row
+        users = bundle.ids(given, "user") if given is not None else list(bundle.user_index)
         tracking.log_params({"model_uri": a.model_uri, "k": k, "users": a.users})
         tracking.log_context({"model_uri": a.model_uri, "step": "recommend", "dataset": bundle.meta.get("dataset", "")})
         t0 = time.perf_counter()

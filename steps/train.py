@@ -35,7 +35,7 @@ OVERRIDES = ["lr", "epochs", "batch_size", "embedding_dim", "weight_decay", "num
              "patience", "seed", "accelerator", "devices", "strategy", "num_nodes"]
 p = ArgParser(prog="train", description=__doc__.splitlines()[0])
 p.add_argument("--data", default="")
-p.add_argument("--model", default="mf")
+p.add_argument("--model", default="auto")
 p.add_argument("--config", default="")
 p.add_argument("--task", default="")
 p.add_argument("--resume_from", default="")
@@ -95,9 +95,9 @@ def main(argv=None):
         tmp = Path(tmp)
         a, rest = p.parse_known_args(argv)
         # MLproject's defaults for "not given" (an empty string would show as a '' param in the UI)
-        a.data, a.config, a.task, a.resume_from, a.register_as = (
+        a.data, a.model, a.config, a.task, a.resume_from, a.register_as = (
             "" if v in ("auto", "default", "none") else v
-            for v in (a.data, a.config, a.task, a.resume_from, a.register_as))
+            for v in (a.data, a.model, a.config, a.task, a.resume_from, a.register_as))
         if a.register_as:
             tracking.check_name(a.register_as)
         score_test = flag("test", a.test)
@@ -112,6 +112,9 @@ def main(argv=None):
         resume = None
         if a.resume_from:
             old = tracking.resumable(a.resume_from)
+            if a.model and a.model != old["model"]:
+                raise RecsysError(f"run {a.resume_from} trained {old['model']}, not {a.model}; resume it without "
+                                  "model (or with model=" + old["model"] + ")")
             a.data, a.model = old["data"], old["model"]
             if not a.config:  # the interrupted run's own resolved config, then what is given now
                 a.config = str(config.resolved_file(tracking.download(f"runs:/{a.resume_from}/config.yaml", "config",
@@ -119,6 +122,7 @@ def main(argv=None):
             else:
                 overrides = {**old["overrides"], **overrides}
             resume = tracking.download(f"runs:/{a.resume_from}/checkpoint/last.ckpt", "checkpoint", tmp / "resume")
+        a.model = a.model or "mf"
         mlflow.set_tag("mlflow.runName", f"train {a.model}")
         config.load(a.model, a.config or None, overrides)  # fail on a bad config before fetching data
         data_uri = a.data or tracking.default_data(a.task or "rating")
@@ -136,6 +140,11 @@ def main(argv=None):
 
             torch.set_num_threads(cfg.runtime.threads)
         training.check_trainer(cfg)  # every setting validated before the first param is logged
+        if resume is not None:
+            done = training.epochs_done(resume)
+            if cfg.epochs <= done:
+                raise RecsysError(f"run {a.resume_from} already trained {done} epochs; pass epochs > {done} "
+                                  "to train on from its last checkpoint")
         losses.resolve(cfg.loss, task, model_class(a.model), data.n_items)
         tracking.log_params({**config.flat(hp, cfg), "model": a.model, "data": data_uri, "data_uri": data_uri, "task": task,
                              **({"resume_from": a.resume_from} if a.resume_from else {}),
@@ -146,6 +155,7 @@ def main(argv=None):
                               "step": "train", "seed": cfg.seed, "overrides": str(overrides)})
         tracking.log_data_input(data, data_uri, "training")
         ckpts = tmp / "checkpoints"
+        tracking.resume_point(ckpts / "last.ckpt")  # an interrupt offers resume_from once it is written
         training.hand_off(data_dir, a.model, hp, cfg, resume, eval_users)  # for worker processes, if the strategy starts any
         try:
             result = training.fit(data, a.model, hp, cfg, tracking.lightning_logger(run.info.run_id), ckpts,

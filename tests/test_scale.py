@@ -87,7 +87,7 @@ def test_resuming_a_row_wise_sampled_softmax_run_continues_identically(implicit_
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(state_two[key][name])), (key, name)
 
 
-def test_mf_learns_with_the_shared_negative_sampled_softmax(implicit_data):
+def test_mf_learns_with_the_shared_negative_sampled_softmax(implicit_data, tmp_path):
     hp, cfg = config.load("mf", overrides={**FAST, "epochs": 8, "min_epochs": 8, "loss": "sampled_softmax",
                                            "num_negatives": 32, "updates": "rows", "lr": 0.02}, task="implicit")
     r = training.fit(implicit_data, "mf", hp, cfg)
@@ -110,6 +110,11 @@ def test_mf_learns_with_the_shared_negative_sampled_softmax(implicit_data):
     assert loss.item() == pytest.approx(manual.item(), rel=1e-5)
     assert loss.item() < uniform.item() - 0.2  # below a scorer that ranks every item alike: it learned
     assert r.best_score > 0.05  # validation NDCG@10 well above a random ranking's (~0.02 on 150 items)
+    from recsys import scoring  # the exported model (weights only) scores as the trained one
+
+    served = training.load_module(scoring.export_weights(r.checkpoint, tmp_path / "model.ckpt"))
+    with torch.no_grad():
+        assert torch.equal(served(b["user_id"], b["item_id"]), r.module(b["user_id"], b["item_id"]))
 
 
 def test_shared_negatives_follow_the_training_popularity():

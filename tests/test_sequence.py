@@ -165,7 +165,7 @@ def test_a_served_history_is_read_in_order_and_its_items_are_not_recommended(run
 
 @pytest.mark.parametrize("history, message", [
     ({"a": 1}, "`history` in row 0 is a dict, not a list of item ids"),
-    (5, "`history` in row 0 is a int, not a list of item ids"),
+    (True, "`history` in row 0 is a bool, not a list of item ids"),
     ([[1, 2]], "`history` in row 0 holds [1, 2], not an item id"),
     ([1.5], "`history` in row 0 holds 1.5, not an item id"),
 ])
@@ -173,6 +173,22 @@ def test_a_bad_history_is_one_line(served, history, message):
     with pytest.raises(RecsysError) as e:
         served["gru4rec"].predict(pd.DataFrame({"user": ["a"], "history": [history]}), 3)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_one_item_history_is_a_history_whether_a_list_a_number_or_a_csv_cell(served):
+    b = served["gru4rec"]
+    as_list = b.predict(pd.DataFrame({"user": ["a"], "history": [["10"]]}), 5)
+    for one in (10, 10.0, "10"):  # a CSV body `user,history\nnew,10` reaches the model as the number 10
+        out = b.predict(pd.DataFrame({"user": ["a"], "history": [one]}), 5)
+        assert list(out["item"]) == list(as_list["item"]) and (out["fallback"] == "").all()
+
+
+def test_rows_of_only_a_history_are_anonymous_sessions(served):
+    b = served["gru4rec"]
+    out = b.predict(pd.DataFrame({"history": [["10", "11"], ["40", "41"]]}), 3)
+    assert list(out.groupby("rank").get_group(1)["item"]) == ["12", "42"] and (out["user"] == "").all()
+    with pytest.raises(RecsysError, match="`history` is null in row 1 and the input has no `user`"):
+        b.predict(pd.DataFrame({"history": [["10"], None]}), 3)
 
 
 def test_a_model_that_ignores_order_refuses_a_history(served):

@@ -282,3 +282,25 @@ def test_recommend_writes_top_k_for_every_user_or_the_listed_ones(served, tmp_pa
     out = capsys.readouterr().out  # the first users' items are shown with their titles, not only a URI
     first = csv[csv["user"] == "1"].iloc[0]
     assert "user 1:" in out and f"1. {first['title']}" in out and "user nobody (popularity fallback):" in out
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_recommend_refuses_a_users_file_with_a_blank_or_null_user_as_the_served_model_does(served, tmp_path,
+                                                                                            monkeypatch, capsys, kind):
+    from steps import recommend as recommend_step
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{served['db']}")
+    mlflow.set_tracking_uri(f"sqlite:///{served['db']}")
+    path = tmp_path / f"users.{kind}"
+    if kind == "csv":
+        path.write_text("user,note\n1,a\n,b\n2,c\n")  # row 1: a blank cell
+    else:
+        pd.DataFrame({"user": ["1", None, "2"]}).to_parquet(path)
+    row = 1
+    with pytest.raises(SystemExit) as e:
+        recommend_step.main(["--model-uri", served["uri"], "--k", "3", "--users", str(path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and [x for x in err.splitlines() if x.startswith("error:")] == [
+        f"error: `user` is null in row {row}; every row needs a user id"], err
+    with pytest.raises(RecsysError, match=f"`user` is null in row {row}"):  # the same words from the server
+        served["model"].predict(pd.read_csv(path, dtype=str) if kind == "csv" else pd.read_parquet(path))

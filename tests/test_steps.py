@@ -245,6 +245,8 @@ def test_another_projects_pyfunc_is_refused_as_not_a_recsys_model(chain, capsys)
     _fails(recommend_step.main, ["--model-uri", uri], capsys, "is not a recsys model (its run")
     _fails(evaluate_step.main, ["--model-uri", uri, "--data", f"runs:/{chain['data']}/data"], capsys,
            "is not a recsys model (its run")
+    # without data: still the true reason, not advice to pass a data URI the model never had
+    _fails(evaluate_step.main, ["--model-uri", uri], capsys, "is not a recsys model (its run")
 
 
 def test_resume_restores_the_runs_own_config_then_applies_what_is_given(chain, tmp_path):

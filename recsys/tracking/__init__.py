@@ -14,10 +14,11 @@ from recsys.tracking.pyfunc import load_bundle, load_model, log_model
 from recsys.tracking.queries import download_file, experiment_id, finished_evaluations, prepare_runs_without_peers
 from recsys.tracking.registry import check_name, champion_version, registered_version, set_champion, tag_version
 from recsys.tracking.runs import (COMPLETE_TAG, child_run, download, epoch_history, ignore_signals, lightning_logger,
-                                  log_metrics, log_model_metrics, log_params, resumable, step_run, wind_down)
+                                  log_metrics, log_model_metrics, log_params, resumable, resume_point, step_run,
+                                  wind_down)
 
 __all__ = ["COMPLETE_TAG", "canonical", "champion_version", "check_data", "check_name", "child_run", "default_data", "download", "download_file", "entry_params",
            "epoch_history", "experiment_id", "find_reusable_run", "finished_evaluations", "git_info", "ignore_signals",
            "launch", "lightning_logger", "load_bundle", "load_model", "log_model", "log_context", "log_data_input", "log_metrics",
-           "log_model_metrics", "log_params", "prepare_runs_without_peers", "request_fingerprint", "registered_version", "resumable", "wind_down",
+           "log_model_metrics", "log_params", "prepare_runs_without_peers", "request_fingerprint", "registered_version", "resumable", "resume_point", "wind_down",
            "run_id_of_model", "run_tags", "set_champion", "step_run", "tag_version"]

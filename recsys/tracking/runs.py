@@ -30,7 +30,18 @@ def _raise_interrupted(signum, frame):
 
 def interrupt_message(signum: int) -> str:
     msg = f"interrupted by {signal.Signals(signum).name}; what was logged is kept"
-    return msg + (f" (continue with -P resume_from={_STEP['run_id']})" if _STEP.get("name") == "train" else "")
+    if _STEP.get("name") != "train":
+        return msg
+    checkpoint = _STEP.get("checkpoint")
+    if checkpoint is not None and Path(checkpoint).exists():
+        return msg + f" (continue with -P resume_from={_STEP['run_id']})"
+    return msg + " (before its first epoch ended: there is no checkpoint to resume from; train again)"
+
+
+def resume_point(checkpoint: Path) -> None:
+    """Where the running train step writes the checkpoint an interrupted run is resumed from: the
+    interrupt's message offers `resume_from` only once that file exists."""
+    _STEP["checkpoint"] = checkpoint
 
 
 def wind_down(signum: int) -> None:
@@ -193,17 +204,20 @@ def _end(run, status: str, error: str) -> None:
 
 @contextlib.contextmanager
 def child_run(name: str, pruned_exc: type[BaseException] | None = None):
-    """A nested run under the active one (a tune trial): FINISHED on success, KILLED when pruned (tag
-    `optuna.state`) or interrupted, FAILED otherwise."""
+    """A nested run under the active one (a tune trial): FINISHED on success (tag `optuna.state`
+    COMPLETE), KILLED when pruned (PRUNED) or interrupted (INTERRUPTED), FAILED otherwise (FAILED)."""
     run = mlflow.start_run(run_name=name, nested=True)
     try:
         yield run
     except BaseException as e:
         pruned = pruned_exc is not None and isinstance(e, pruned_exc)
-        mlflow.set_tags({"optuna.state": "PRUNED" if pruned else "FAILED",
-                         "mlflow.runName": f"{name} (pruned)" if pruned else name,
-                         **({} if pruned else {"error": f"{type(e).__name__}: {str(e)[:300]}"})})
-        mlflow.end_run("KILLED" if pruned or isinstance(e, Interrupted) else "FAILED")
+        interrupted = isinstance(e, (Interrupted, KeyboardInterrupt))
+        state = "PRUNED" if pruned else "INTERRUPTED" if interrupted else "FAILED"
+        error = (f"interrupted by {signal.Signals(e.signum).name}" if isinstance(e, Interrupted) else
+                 "interrupted" if interrupted else f"{type(e).__name__}: {str(e)[:300]}")
+        mlflow.set_tags({"optuna.state": state, "mlflow.runName": f"{name} (pruned)" if pruned else name,
+                         **({} if pruned else {"error": error})})
+        mlflow.end_run("KILLED" if pruned or interrupted else "FAILED")
         raise
     mlflow.set_tag("optuna.state", "COMPLETE")
     mlflow.end_run()
@@ -290,4 +304,5 @@ def resumable(run_id: str) -> dict:
         overrides = ast.literal_eval(tags.get("overrides", "{}"))
     except (ValueError, SyntaxError):
         overrides = {}
-    return {"data": params["data"], "model": params.get("model", tags.get("model", "mf")), "overrides": overrides}
+    # the model it trained is its `model` tag: its `model` param is what was asked, `auto` when resumed
+    return {"data": params["data"], "model": tags.get("model") or params.get("model", "mf"), "overrides": overrides}

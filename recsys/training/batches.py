@@ -60,21 +60,30 @@ class TensorBatches:
         if world > 1:
             self.chunk = 0
 
+    def to(self, device: torch.device) -> "TensorBatches":
+        """Keep the epoch's tensors on `device` (a GPU): batches are sliced there, not copied per step."""
+        self.user, self.item, self.target = self.user.to(device), self.item.to(device), self.target.to(device)
+        if self.shared_negatives:
+            self.log_q = self.log_q.to(device)
+        return self
+
     def _epoch_tensors(self, rng: np.random.Generator, idx: torch.Tensor | None = None) -> dict:
         user, item, target = (self.user, self.item, self.target) if idx is None else (
-            self.user[idx], self.item[idx], self.target[idx])
+            self.user[idx.to(self.user.device)], self.item[idx.to(self.user.device)], self.target[idx.to(self.user.device)])
         if not self.num_negatives:
             return {"user_id": user, "item_id": item, "target": target}
-        users = user.numpy().repeat(self.num_negatives)
-        neg = torch.from_numpy(sample_train_negatives(users, self.n_items, self.seen_keys, rng))
+        users = user.cpu().numpy().repeat(self.num_negatives)
+        neg = torch.from_numpy(sample_train_negatives(users, self.n_items, self.seen_keys, rng)).to(user.device)
+        users = torch.from_numpy(users).to(user.device)
         if self.kind == LISTS:
             return {"user_id": user, "item_id": item, "neg_item_id": neg.view(len(user), self.num_negatives),
-                    "target": torch.ones(len(user))}
+                    "target": torch.ones(len(user), device=user.device)}
+        ones = torch.ones(len(users), device=user.device)
         if self.kind == PAIRS:
-            return {"user_id": torch.from_numpy(users), "item_id": item.repeat_interleave(self.num_negatives),
-                    "neg_item_id": neg, "target": torch.ones(len(users))}
-        return {"user_id": torch.cat([user, torch.from_numpy(users)]), "item_id": torch.cat([item, neg]),
-                "target": torch.cat([torch.ones(len(user)), torch.zeros(len(users))])}
+            return {"user_id": users, "item_id": item.repeat_interleave(self.num_negatives),
+                    "neg_item_id": neg, "target": ones}
+        return {"user_id": torch.cat([user, users]), "item_id": torch.cat([item, neg]),
+                "target": torch.cat([torch.ones(len(user), device=user.device), torch.zeros_like(ones)])}
 
     @property
     def n_positives(self) -> int:
@@ -102,12 +111,12 @@ class TensorBatches:
         self.samples = n
         if self.shuffle:
             g = torch.Generator().manual_seed(int(rng.integers(2**62)))
-            perm = torch.randperm(n, generator=g)
+            perm = torch.randperm(n, generator=g).to(data["user_id"].device)
             data = {k: v[perm] for k, v in data.items()}
         batches = ({k: v[s:s + self.batch_size] for k, v in data.items()} for s in range(0, n, self.batch_size))
         if self.shared_negatives:  # the whole epoch's draws in one call: [n_batches, N]
             draws = np.searchsorted(self.cdf, rng.random((math.ceil(n / self.batch_size), self.shared_negatives)))
-            negatives = torch.from_numpy(np.minimum(draws, self.n_items - 1))
+            negatives = torch.from_numpy(np.minimum(draws, self.n_items - 1)).to(data["user_id"].device)
             batches = ({**b, "negatives": negatives[j], "log_q": self.log_q} for j, b in enumerate(batches))
         yield from chunked(batches, self.chunk)
 
@@ -176,13 +185,20 @@ class SequenceBatches:
     def __len__(self) -> int:
         return math.ceil(self.n_batches / self.chunk) if self.chunk else self.n_batches
 
+    def to(self, device: torch.device) -> "SequenceBatches":
+        """Keep the windows on `device` (a GPU): batches are sliced there, not copied per step."""
+        self.seq, self.next, self.users, self.log_q = (x.to(device) for x in (self.seq, self.next, self.users, self.log_q))
+        return self
+
     def _batch(self, idx: torch.Tensor, rng: np.random.Generator) -> dict:
+        device = self.seq.device
+        idx = idx.to(device)
         b = {"user_id": self.users[idx], "seq": self.seq[idx], "next": self.next[idx]}
         if self.shared_negatives:
-            b["negatives"] = torch.from_numpy(rng.choice(self.n_items, self.shared_negatives, p=self.q))
+            b["negatives"] = torch.from_numpy(rng.choice(self.n_items, self.shared_negatives, p=self.q)).to(device)
             b["log_q"] = self.log_q
         if self.negatives_per_position:
-            b["neg_next"] = torch.from_numpy(rng.integers(0, self.n_items, size=tuple(b["next"].shape))) + 1
+            b["neg_next"] = torch.from_numpy(rng.integers(0, self.n_items, size=tuple(b["next"].shape))).to(device) + 1
         return b
 
     def __iter__(self):

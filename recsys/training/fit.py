@@ -73,12 +73,17 @@ def check_trainer(cfg: TrainConfig) -> None:
     rt = cfg.runtime
     try:
         pl.Trainer(accelerator=rt.accelerator, devices=devices(rt.devices), strategy=rt.strategy,
-                   num_nodes=rt.num_nodes, logger=False,
+                   num_nodes=rt.num_nodes, precision=rt.precision, logger=False,
                    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RecsysError(f"accelerator={rt.accelerator!r}, devices={rt.devices!r}, strategy={rt.strategy!r}: "
                           f"{msg[:300]}") from None
+
+
+def epochs_done(checkpoint: Path) -> int:
+    """Epochs a (last.ckpt) checkpoint holds: it is written after each epoch's validation."""
+    return int(scoring.safe_load(checkpoint).get("epoch", -1)) + 1
 
 
 def resolve_updates(updates: str, n_rows: int, world_size: int) -> str:
@@ -160,7 +165,7 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     trainer = pl.Trainer(
         max_epochs=1 if one else cfg.epochs, accelerator=rt.accelerator,
         devices=1 if one else devices(rt.devices), strategy="auto" if one else rt.strategy,
-        num_nodes=1 if one else rt.num_nodes, logger=logger if logger is not None else False,
+        num_nodes=1 if one else rt.num_nodes, precision=rt.precision, logger=logger if logger is not None else False,
         callbacks=[ckpt, last, stop, *callbacks],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         deterministic=True, log_every_n_steps=max(1, len(train_batches)),

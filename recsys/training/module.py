@@ -113,6 +113,9 @@ class Recommender(pl.LightningModule):
     def setup(self, stage: str) -> None:
         if self.train_batches is not None and stage == "fit":
             self.train_batches.shard(self.global_rank, self.trainer.world_size)
+            device = self.trainer.strategy.root_device
+            if device.type == "cuda":  # the epoch's tensors live on the GPU: no host-to-device copy per step
+                self.train_batches.to(device)
 
     def on_train_epoch_start(self):
         if self.train_batches is not None:

@@ -1,0 +1,58 @@
+"""Resuming through `mlflow run`: a resumed run says what it trained, a chain of resumes works, and a
+resume that has nothing to train says so (slow: real `mlflow run`)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+SMALL = ["batch_size=64", "threads=1", "embedding_dim=16", "max_len=20", "patience=50"]
+
+
+def _train(env, cwd, *params):
+    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "train", "--env-manager", "local"]
+    return subprocess.run(cmd + [x for p in params for x in ("-P", p)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _latest_train():
+    return mlflow.search_runs(search_all_experiments=True, filter_string="tags.`mlflow.project.entryPoint` = 'train'",
+                              order_by=["attributes.start_time DESC"], output_format="list")[0]
+
+
+def test_a_chain_of_sasrec_resumes_records_what_it_trained_and_refuses_what_cannot_work(tmp_path):
+    from steps import prepare as prepare_step
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_RUN")}
+    data = prepare_step.main(["--dataset", "synthetic", "--task", "implicit", "--split", "leave_last_out",
+                              "--n-users", "120", "--n-items", "150", "--n-ratings", "4000", "--positive-threshold", "1"])
+    r = _train(env, tmp_path, f"data=runs:/{data}/data", "model=sasrec", "epochs=2", "min_epochs=2", *SMALL)
+    assert r.returncode == 0, r.stderr[-3000:]
+    first = _latest_train()
+    ids = [first.info.run_id]
+    for epochs in (3, 4):  # resume the first run, then the resumed one
+        r = _train(env, tmp_path, f"resume_from={ids[-1]}", f"epochs={epochs}", f"min_epochs={epochs}")
+        assert r.returncode == 0, r.stderr[-3000:]
+        run = _latest_train()
+        ids.append(run.info.run_id)
+        assert run.info.status == "FINISHED" and run.data.params["resume_from"] == ids[-2]
+        assert run.data.tags["model"] == "sasrec" and run.data.tags["mlflow.runName"] == "train sasrec"
+        assert run.data.params["model"] == "auto"  # what was asked; never MLproject's mf
+        assert run.data.params["model.max_len"] == "20" and run.data.params["training.epochs"] == str(epochs)
+        assert "model.dropout" in run.data.params and run.data.params["data_uri"] == f"runs:/{data}/data"
+    # nothing left to train: the true reason, before anything is logged
+    r = _train(env, tmp_path, f"resume_from={ids[-1]}", "epochs=3")
+    assert r.returncode != 0
+    refused = _latest_train()
+    assert refused.info.status == "FAILED"
+    assert refused.data.tags["error"] == (f"run {ids[-1]} already trained 4 epochs; pass epochs > 4 to train on from "
+                                          "its last checkpoint")
+    assert not [k for k in refused.data.params if k.startswith("model.")]
+    # another model than the one it trained
+    r = _train(env, tmp_path, f"resume_from={ids[-1]}", "model=mf", "epochs=6")
+    assert r.returncode != 0 and "trained sasrec, not mf" in _latest_train().data.tags["error"]
