@@ -60,6 +60,7 @@ p.add_argument("--implicit-threads", type=int, default=2)
 p.add_argument("--folder", default="", help="keep the data here (reused when it is there)")
 p.add_argument("--no-references", action="store_true", help="skip the bare loops and ALS")
 p.add_argument("--reuse-data", action="store_true", help="skip prepare where --folder holds its output")
+p.add_argument("--profile", action="store_true", help="bare-rows: print torch's profile of 10 steps")
 p.add_argument("--child", default="")
 a = p.parse_args()
 RATINGS, USERS, ITEMS = (a.ratings or SHAPES[a.shape][0], a.users or SHAPES[a.shape][1], a.items or SHAPES[a.shape][2])
@@ -196,7 +197,15 @@ def bare_child(step: str, data):
     steps = math.ceil(len(u) / bs)
     negatives = torch.from_numpy(np.minimum(np.searchsorted(np.cumsum(q), rng.random((steps, n_neg))),
                                             data.n_items - 1)).to(device)
+    profiler = None
     for j, s in enumerate(range(0, len(u), bs)):
+        if a.profile and j == 10:
+            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            profiler.__enter__()
+        if profiler is not None and j == 20:
+            profiler.__exit__(None, None, None)
+            print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), file=sys.stderr)
+            profiler = None
         idx = perm[s:s + bs]
         loss = catalogue_sampled_softmax(model, {"user_id": u[idx], "item_id": i[idx], "negatives": negatives[j],
                                                  "log_q": log_q}, None)
@@ -286,6 +295,8 @@ def child():
 def run(step, folder):
     t = time.perf_counter()
     args = [sys.executable, __file__, "--child", step, "--folder", str(folder)]
+    if a.profile:
+        args.append("--profile")
     for k in ("threads", "accelerator", "precision", "sequence_epochs", "eval_users", "implicit_threads", "epochs", "als_iterations"):
         args += [f"--{k.replace('_', '-')}", str(getattr(a, k))]
     # implicit's ALS asks for a single-threaded BLAS (it parallelises over users itself)
@@ -298,6 +309,8 @@ def run(step, folder):
         elif line.startswith("epoch "):
             print(f"  {step}: {line.strip()}", flush=True)
     err = proc.stderr.read()
+    if a.profile and step == "bare-rows":
+        print(err[err.find("---"):], flush=True)
     if proc.wait() or not lines:
         print(f"{step}: failed ({err.strip().splitlines()[-3:]})", flush=True)
         return None

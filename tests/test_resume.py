@@ -30,7 +30,8 @@ def test_a_chain_of_sasrec_resumes_records_what_it_trained_and_refuses_what_cann
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_RUN")}
     data = prepare_step.main(["--dataset", "synthetic", "--task", "implicit", "--split", "leave_last_out",
-                              "--n-users", "120", "--n-items", "150", "--n-ratings", "4000", "--positive-threshold", "1"])
+                              "--n-users", "120", "--n-items", "150", "--n-ratings", "4000", "--positive-threshold", "1",
+                              "--eval-negatives", "20"])
     r = _train(env, tmp_path, f"data=runs:/{data}/data", "model=sasrec", "epochs=2", "min_epochs=2", *SMALL)
     assert r.returncode == 0, r.stderr[-3000:]
     first = _latest_train()

@@ -302,5 +302,5 @@ def test_recommend_refuses_a_users_file_with_a_blank_or_null_user_as_the_served_
     err = capsys.readouterr().err
     assert e.value.code == 2 and [x for x in err.splitlines() if x.startswith("error:")] == [
         f"error: `user` is null in row {row}; every row needs a user id"], err
-    with pytest.raises(RecsysError, match=f"`user` is null in row {row}"):  # the same words from the server
+    with pytest.raises(mlflow.exceptions.MlflowException, match=f"`user` is null in row {row}"):  # the server's words
         served["model"].predict(pd.read_csv(path, dtype=str) if kind == "csv" else pd.read_parquet(path))

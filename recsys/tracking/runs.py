@@ -305,4 +305,6 @@ def resumable(run_id: str) -> dict:
     except (ValueError, SyntaxError):
         overrides = {}
     # the model it trained is its `model` tag: its `model` param is what was asked, `auto` when resumed
-    return {"data": params["data"], "model": tags.get("model") or params.get("model", "mf"), "overrides": overrides}
+    # likewise its data is the URI it recorded (`data_uri`): a resumed run's `data` param reads `auto`
+    data = params.get("data_uri") or tags.get("data_uri") or params["data"]
+    return {"data": data, "model": tags.get("model") or params.get("model", "mf"), "overrides": overrides}
