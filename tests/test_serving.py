@@ -202,12 +202,17 @@ def test_real_http_answers_every_request_and_keeps_answering(served, tmp_path):
             np.testing.assert_allclose(got["score"], expected["score"], rtol=1e-5)
         bad = [(split({"user": ["1"]}, k=0), "k=0 must be a positive integer"),
                (split({"item": ["1"]}, k=3), "no `user`"),
-               (b'{"dataframe_split": {"columns": ["user"], "data": [["1"]', None)]
+               (b'{"dataframe_split": {"columns": ["user"], "data": [["1"]', None), (b"", None)]
         for body, message in bad:
             status, answer = _post(port, body, raw=isinstance(body, bytes))
             assert status == 400, answer
             if message:
                 assert message in answer["message"] and "Traceback" not in answer["message"]
+            check_alive()
+        for k in ("abc", 2.5, True):  # MLflow's own check of the params schema, as docs/serving.md quotes it
+            status, answer = _post(port, split({"user": ["1"]}, k=k))
+            assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
+            assert "Failed to validate type and shape for 'k': long" in answer["message"], answer
             check_alive()
         users = [str(u) for u in range(1, 121)] * 84  # a 10,080-row batch
         status, body = _post(port, split({"user": users[:10_000]}, k=10))

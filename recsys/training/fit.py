@@ -97,11 +97,13 @@ def resolve_updates(updates: str, n_rows: int, world_size: int) -> str:
     return "rows" if n_rows > ROW_UPDATES_MIN_ROWS and world_size == 1 else "dense"
 
 
-def _val_batches(data: Prepared) -> TensorBatches:
+def _val_batches(data: Prepared, users: np.ndarray | None = None) -> TensorBatches:
     """Validation rows: ratings, or (implicit) val positives + their stored negatives, fixed so that
-    val/loss is comparable across epochs."""
+    val/loss is comparable across epochs; with `users` (the validation sample), theirs only."""
     va = data.val
     if data.meta["task"] == "implicit":
+        if users is not None:
+            va = va[va[USER].isin(users)]
         negs = data.negatives[data.negatives[USER].isin(va[USER])]
         vu = np.concatenate([va[USER].to_numpy(), negs[USER].to_numpy()])
         vi = np.concatenate([va[ITEM].to_numpy(), negs[ITEM].to_numpy()])
@@ -185,17 +187,19 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
         model.set_history(history.histories([tr], data.n_users, model.max_len))
     if model.closed_form:
         model.fit(torch.as_tensor(u), torch.as_tensor(i), torch.as_tensor(tr[RATING].to_numpy()), task, module.to_logit)
+    val_sample = None
     if implicit:
         va = data.val
         val_user_ids = va[USER].to_numpy(np.int64)
         vcsr = ranking.CSR.build(val_user_ids, va[ITEM].to_numpy(np.int64), data.n_users)
         users = ranking.sample_users(np.unique(val_user_ids), val_users, data.meta.get("seed", 0) or 0)
+        val_sample = users if val_users else None
         module.ranking_context = (users, vcsr.padded(users), ranking.CSR.build(u, i, data.n_users))
     if resume_from:  # a checkpoint of anything but tensors and plain values is refused in one line, here
         scoring.safe_load(resume_from)
     t0 = time.perf_counter()
     module.train_batches, module.epoch_lines = train_batches, epoch_lines
-    trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=_val_batches(data),
+    trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=_val_batches(data, val_sample),
                 ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
     seconds = time.perf_counter() - t0
     if trainer.global_rank != 0:  # a worker process: rank 0 keeps the checkpoint, logs and evaluates
