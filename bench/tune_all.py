@@ -41,7 +41,7 @@ p.add_argument("--apply-only", action="store_true", help="no sweeps: apply the l
                "model x task in the experiment")
 a = p.parse_args()
 
-from recsys import config  # noqa: E402
+from recsys import config, search  # noqa: E402
 
 env = {**os.environ}
 env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd() / 'mlflow.db'}")
@@ -119,7 +119,7 @@ def apply(model: str, task: str, best_yaml: Path) -> dict:
     implicit = dict(yaml.safe_load(text).get("implicit") or {})
     defaults = yaml.safe_load(config.DEFAULTS.read_text())["training"]
     best = yaml.safe_load(best_yaml.read_text())
-    space = config.search_space(model, path, task)
+    space = search.search_space(model, path, task)
     before = config.load(model, path, task="implicit")
     hp, cfg = config.load(model, path, task="rating")
     rating = {**hp, **cfg.model_dump(exclude={"runtime"})}
@@ -168,7 +168,7 @@ with tempfile.TemporaryDirectory() as tmp:
     for model in a.models.split(","):
         for task in a.tasks.split(","):
             try:
-                config.search_space(model, None, task)
+                search.search_space(model, None, task)
             except Exception:
                 continue
             jobs.append((model, task))

@@ -4,8 +4,7 @@
     configs/defaults.yaml   training: and runtime: for every model, each key commented once
     configs/<model>.yaml    model: (its constructor's keywords), what its training: changes, and
                             optionally implicit: (keys of any section for task=implicit), large:
-                            (task=implicit on a catalogue of over LARGE_CATALOGUE items, applied
-                            over implicit:) and search:
+                            (implicit, over LARGE_CATALOGUE items, over implicit:) and search:
     -P key=value            overrides, named by field
 
 Validation is pydantic's (`extra="forbid"`, no infinities or NaN), reported as one line with the fix:
@@ -36,7 +35,6 @@ TASK_LOSSES = {"rating": ("auto", "mse"), "implicit": LOSSES}
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 MAX_LEN = 1024  # longest history a sequence model reads (SASRec's papers use 50-200)
 
-Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -205,81 +203,13 @@ def load(name: str, path: str | Path | None = None, overrides: dict | None = Non
     if "num_heads" in hp and hp.get("embedding_dim", 0) % hp["num_heads"]:
         raise RecsysError(f"{where}: num_heads={hp['num_heads']} must divide embedding_dim={hp['embedding_dim']} "
                           "(each head attends over embedding_dim / num_heads of it)")
-    sequence_softmax = cfg.loss == "auto" and model_class(name).uses_history and n_items <= LARGE_CATALOGUE
-    uses_negatives = cfg.loss != "softmax" and not sequence_softmax  # a full softmax draws none
-    if implicit and n_items and uses_negatives and cfg.num_negatives >= n_items:
-        raise RecsysError(f"num_negatives={cfg.num_negatives} must be below the catalogue's {n_items} items "
-                          "(negatives are drawn from it)")
+    if implicit and n_items and cfg.num_negatives >= n_items:  # unless the loss it resolves to draws none
+        from recsys.training import losses
+
+        if losses.resolve(cfg.loss, task, model_class(name), n_items) != "softmax":
+            raise RecsysError(f"num_negatives={cfg.num_negatives} must be below the catalogue's {n_items} items "
+                              "(negatives are drawn from it)")
     return hp, cfg
-
-
-def search_space(name: str, path: str | Path | None = None, task: str = "rating") -> dict[str, dict]:
-    """The `search:` space of a model's config for a task, validated: key -> {type: float|int, low,
-    high, log} or {type: categorical, choices: [...]}; every key a field of the model or of training.
-
-    `search:` is either one space for both tasks, or `rating:` and/or `implicit:` sub-sections
-    (a loss is only worth searching for implicit data, where bce, bpr and softmax compete)."""
-    if task not in TASKS:
-        raise RecsysError(f"task={task!r} is not one of {', '.join(TASKS)}")
-    path = config_path(name, path)
-    load(name, path)  # the file itself is valid
-    space = _read(path, f"configs/{name}.yaml").get("search") or {}
-    if isinstance(space, dict) and set(space) & set(TASKS):
-        if set(space) - set(TASKS):
-            raise RecsysError(f"{path.name}: search: has per-task sections ({', '.join(TASKS)}) mixed with keys "
-                              f"{sorted(set(space) - set(TASKS))}; put every key under a task")
-        space, where_task = space.get(task) or {}, f".{task}"
-    else:
-        where_task = ""
-    if not space:
-        raise RecsysError(f"{path.name} has no search{where_task}: space for task={task}; model {name} has "
-                          "nothing to tune there (add one, e.g. lr: {type: float, low: 0.0001, high: 0.1, log: true})")
-    if not isinstance(space, dict):
-        raise RecsysError(f"{path.name}: search{where_task} must map keys to specs, got {space!r}")
-    tunable = [*model_schema(name).model_fields, *Training.model_fields]
-    for key, spec in space.items():
-        where = f"{path.name}: search{where_task}.{key}"
-        if key not in tunable:
-            raise RecsysError(f"{where} is not a field of model {name} or of training")
-        if not isinstance(spec, dict) or spec.get("type") not in ("float", "int", "categorical"):
-            raise RecsysError(f"{where} needs type: float, int or categorical")
-        if spec["type"] == "categorical":
-            if not isinstance(spec.get("choices"), list) or not spec["choices"]:
-                raise RecsysError(f"{where} needs a non-empty choices: list")
-            for choice in spec["choices"]:  # each choice must be a value train would accept
-                load(name, path, {key: choice}, task)
-            if key == "loss":
-                wrong = [c for c in spec["choices"] if c not in TASK_LOSSES[task]]
-                if wrong:
-                    raise RecsysError(f"{where}: loss {wrong} cannot train task={task} (valid: "
-                                      f"{', '.join(TASK_LOSSES[task])}); search the loss under search.implicit")
-                if "softmax" in spec["choices"] and not model_class(name).scores_catalogue:
-                    raise RecsysError(f"{where}: softmax scores the whole catalogue and needs a dot-product model "
-                                      f"(mf); {name} does not score the catalogue")
-        else:
-            lo, hi = spec.get("low"), spec.get("high")
-            try:
-                lo, hi = float(lo), float(hi)
-            except (TypeError, ValueError):
-                raise RecsysError(f"{where} needs numbers low < high") from None
-            if not lo < hi:
-                raise RecsysError(f"{where} needs numbers low < high")
-            if spec.get("log") and lo <= 0:
-                raise RecsysError(f"{where} is log-uniform and needs low > 0")
-            spec["low"], spec["high"] = (lo, hi) if spec["type"] == "float" else (int(lo), int(hi))
-    return space
-
-
-def check_search(name: str, path: str | Path | None, task: str = "") -> None:
-    """Fail early when no task (or not the given one) has a valid search space."""
-    errors = []
-    for t in [task] if task else TASKS:
-        try:
-            search_space(name, path, t)
-            return
-        except RecsysError as e:
-            errors.append(e)
-    raise errors[0]
 
 
 def resolved_file(logged: Path, out: Path) -> Path:
@@ -306,4 +236,4 @@ def as_document(model_hp: dict, train: TrainConfig) -> dict:
     return {"model": model_hp, "runtime": d.pop("runtime"), "training": d}
 
 
-__all__ = ["MODEL_NAMES", "TASKS", "TrainConfig", "load", "search_space", "check_search", "flat", "as_document"]
+__all__ = ["MODEL_NAMES", "TASKS", "TrainConfig", "load", "flat", "as_document"]

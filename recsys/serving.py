@@ -27,7 +27,6 @@ from recsys.scoring import load_scorer
 
 BLOCK_USERS = 4096  # users ranked per block in batch recommendation
 HISTORY = "history"  # a request column: an anonymous user's recent items (sequence models)
-ANONYMOUS = ""  # the `user` of a row that sends only its history
 
 
 def _is_nan(value) -> bool:
@@ -96,8 +95,7 @@ class Bundle:
 
     @staticmethod
     def ids(df: pd.DataFrame, col: str) -> list[str]:
-        """A column of raw ids as strings, one per row; a null, a list or a fraction is a one-line refusal
-        naming the row (the served model's rule, and batch `recommend`'s for a users file)."""
+        """Raw ids as strings; a null, a list or a fraction is refused naming its row (server and recommend)."""
         values = df[col]
         out = []
         for row, v in enumerate(values):  # raw ids arrive as strings or JSON numbers (1 and 1.0 both mean "1")
@@ -146,11 +144,11 @@ class Bundle:
             raise RecsysError(f"the request has {len(df):,} rows; at most {MAX_ROWS:,} are answered at once: split it "
                               "(or use the recommend entry point for every user)")
         if "user" not in df.columns and HISTORY in df.columns:  # anonymous sessions: each row its recent items
-            df = df.assign(user=ANONYMOUS)
-            if df[HISTORY].map(lambda v: v is None or _is_nan(v)).any():
-                row = int(np.flatnonzero(df[HISTORY].map(lambda v: v is None or _is_nan(v)).to_numpy())[0])
-                raise RecsysError(f"`history` is null in row {row} and the input has no `user`; send each anonymous "
-                                  "row's recent items, or a `user` column")
+            missing = np.flatnonzero(df[HISTORY].map(lambda v: v is None or _is_nan(v)).to_numpy())
+            if len(missing):
+                raise RecsysError(f"`history` is null in row {missing[0]} and the input has no `user`; send each "
+                                  "anonymous row's recent items, or a `user` column")
+            df = df.assign(user="")  # anonymous
         if "user" not in df.columns:
             raise RecsysError(f"the input has columns {[str(c)[:20] for c in df.columns[:5]]} but no `user`; send rows "
                               "with a user id (and an item id to score a pair), or a `history` of item ids")
@@ -300,7 +298,3 @@ class Bundle:
             values[ok] = known[codes[ok]]
             out[col] = values
         return out
-
-
-def load_bundle(checkpoint, serving_dir) -> Bundle:
-    return Bundle(checkpoint, serving_dir)

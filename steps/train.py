@@ -111,10 +111,7 @@ def main(argv=None):
             raise RecsysError(f"eval_users={a.eval_users!r} must be an integer >= 0 (0 = rank for every test user)")
         resume = None
         if a.resume_from:
-            old = tracking.resumable(a.resume_from)
-            if a.model and a.model != old["model"]:
-                raise RecsysError(f"run {a.resume_from} trained {old['model']}, not {a.model}; resume it without "
-                                  "model (or with model=" + old["model"] + ")")
+            old = tracking.resumable(a.resume_from, a.model)
             a.data, a.model = old["data"], old["model"]
             if not a.config:  # the interrupted run's own resolved config, then what is given now
                 a.config = str(config.resolved_file(tracking.download(f"runs:/{a.resume_from}/config.yaml", "config",

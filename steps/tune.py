@@ -27,7 +27,7 @@ import optuna
 
 import mlflow
 
-from recsys import config, evaluation, tracking, training, tuning
+from recsys import config, evaluation, search, tracking, training, tuning
 from recsys.data import prepare as prep
 from recsys.errors import Interrupted, RecsysError
 from steps import ArgParser, flag, local_config
@@ -59,14 +59,14 @@ def main(argv=None):
         repeats = _int("repeats", a.repeats, 1)
         score_test = flag("test", a.test)
         cfg_path = Path(local_config(a.config, tmp)) if a.config else config.CONFIG_DIR / f"{a.model}.yaml"
-        config.check_search(a.model, cfg_path, a.task)  # before any data is fetched or prepared
+        search.check_search(a.model, cfg_path, a.task)  # before any data is fetched or prepared
         storage = tuning.storage_url(a.storage, mlflow.get_tracking_uri())
         mlflow.set_tag("mlflow.runName", f"tune {a.model}")
         data_uri = a.data or tracking.default_data(a.task or "rating")
         data = prep.load(tracking.download(data_uri, "data", tmp / "data"))
         tracking.check_data(data_uri, data.meta["content_hash"])
         task = data.meta["task"]
-        space = config.search_space(a.model, cfg_path, task)
+        space = search.search_space(a.model, cfg_path, task)
         monitor, mode = training.monitor_for(task)
         study_name = a.study or (f"{a.model}-{task}-{data.meta['content_hash'][:8]}-{tuning.space_hash(space)}"
                                  + (f"-r{repeats}" if repeats > 1 else ""))

@@ -11,7 +11,7 @@ import optuna
 import pytest
 import yaml
 
-from recsys import config, tuning
+from recsys import config, search, tuning
 from recsys.data import prepare as prep
 from steps import prepare as prepare_step
 from steps import train as train_step
@@ -41,7 +41,7 @@ def test_bad_sweeps_are_one_line_errors(ml100k_dir, tmp_path, capsys):
            "was created for")
     # the same model, task and data with another search space (Optuna cannot mix them): one line, and the
     # default study name carries the space's fingerprint, so an edited space starts its own study
-    space = config.search_space("mf", None, "rating")
+    space = search.search_space("mf", None, "rating")
     content = prep.load(Path(mlflow.artifacts.download_artifacts(f"runs:/{data}/data", dst_path=str(tmp_path)))).meta["content_hash"]
     tuning.open_study(storage, "edited", "mf", "rating", content, 42, "minimize",
                       {**space, "batch_size": {"type": "categorical", "choices": [32]}})
@@ -65,8 +65,8 @@ def test_search_space_keys_must_name_fields(tmp_path):
     bad = tmp_path / "mf.yaml"
     bad.write_text((ROOT / "configs" / "mf.yaml").read_text() + "    lrr: {type: float, low: 0.1, high: 1}\n")
     with pytest.raises(Exception, match="search.implicit.lrr is not a field"):
-        config.search_space("mf", bad, "implicit")
-    assert "lrr" not in config.search_space("mf", bad, "rating")  # the other task's space is its own
+        search.search_space("mf", bad, "implicit")
+    assert "lrr" not in search.search_space("mf", bad, "rating")  # the other task's space is its own
 
 
 def _with_search(tmp_path, model, text):
@@ -80,7 +80,7 @@ def test_search_spaces_are_per_task_and_losses_must_fit_the_task(tmp_path):
     for model in config.MODEL_NAMES:  # every shipped space is valid for the tasks it names
         for task in config.TASKS:
             try:
-                space = config.search_space(model, None, task)
+                space = search.search_space(model, None, task)
             except Exception as e:  # closed form: nothing to tune; next-item models: implicit only
                 from recsys.models import model_class
 
@@ -88,27 +88,27 @@ def test_search_spaces_are_per_task_and_losses_must_fit_the_task(tmp_path):
                 assert nothing and "has no search" in str(e), e
                 continue
             assert ("loss" in space) == (task == "implicit"), (model, task)
-    assert config.search_space("mf", None, "implicit")["loss"]["choices"] == ["bce", "bpr", "softmax"]
+    assert search.search_space("mf", None, "implicit")["loss"]["choices"] == ["bce", "bpr", "softmax"]
     flat = _with_search(tmp_path, "mf", "search:\n  loss: {type: categorical, choices: [bce, bpr]}\n")
-    assert list(config.search_space("mf", flat, "implicit")) == ["loss"]  # one space for both tasks
+    assert list(search.search_space("mf", flat, "implicit")) == ["loss"]  # one space for both tasks
     with pytest.raises(Exception, match=r"loss \['bce', 'bpr'\] cannot train task=rating"):
-        config.search_space("mf", flat, "rating")
+        search.search_space("mf", flat, "rating")
     soft = _with_search(tmp_path, "ncf", "search:\n  implicit:\n    loss: {type: categorical, choices: [softmax]}\n")
     with pytest.raises(Exception, match="ncf does not score the catalogue"):
-        config.search_space("ncf", soft, "implicit")
+        search.search_space("ncf", soft, "implicit")
     mixed = _with_search(tmp_path, "mf", "search:\n  rating: {lr: {type: float, low: 0.001, high: 0.1}}\n"
                          "  lr: {type: float, low: 0.001, high: 0.1}\n")
     with pytest.raises(Exception, match="mixed with keys"):
-        config.search_space("mf", mixed, "rating")
+        search.search_space("mf", mixed, "rating")
     odd = _with_search(tmp_path, "mf", "search:\n  batch_size: {type: categorical, choices: [64, 0]}\n")
     with pytest.raises(Exception, match="batch_size=0: input should be greater than 0"):
-        config.search_space("mf", odd, "rating")
+        search.search_space("mf", odd, "rating")
 
 
 def test_the_shipped_defaults_are_enqueued_once_clipped_into_the_space(tmp_path):
     from recsys import tuning
 
-    space = config.search_space("mf", None, "implicit")
+    space = search.search_space("mf", None, "implicit")
     hp, cfg = config.load("mf", task="implicit", overrides={"loss": "auto", "weight_decay": 0.0})
     params = tuning.defaults_in_space(space, hp, cfg, "implicit")
     assert params["loss"] == "bce" and params["weight_decay"] == space["weight_decay"]["low"]  # auto; 0 clipped

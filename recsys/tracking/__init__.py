@@ -13,8 +13,9 @@ from recsys.tracking.orchestration import default_data, find_reusable_run, launc
 from recsys.tracking.pyfunc import load_bundle, load_model, log_model
 from recsys.tracking.queries import download_file, experiment_id, finished_evaluations, prepare_runs_without_peers
 from recsys.tracking.registry import check_name, champion_version, registered_version, set_champion, tag_version
+from recsys.tracking.resume import resumable
 from recsys.tracking.runs import (COMPLETE_TAG, child_run, download, epoch_history, ignore_signals, lightning_logger,
-                                  log_metrics, log_model_metrics, log_params, resumable, resume_point, step_run,
+                                  log_metrics, log_model_metrics, log_params, resume_point, step_run,
                                   wind_down)
 
 __all__ = ["COMPLETE_TAG", "canonical", "champion_version", "check_data", "check_name", "child_run", "default_data", "download", "download_file", "entry_params",

@@ -53,10 +53,10 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         import os
         import sys
 
-        from recsys.serving import load_bundle
+        from recsys.serving import Bundle
 
         try:
-            self.bundle = load_bundle(context.artifacts["checkpoint"], context.artifacts["serving"])
+            self.bundle = Bundle(context.artifacts["checkpoint"], context.artifacts["serving"])
         except RecsysError as e:
             if "__pyfunc_model_path__" not in os.environ:  # this project's loaders end the run with the line
                 raise

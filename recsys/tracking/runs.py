@@ -285,26 +285,3 @@ def lightning_logger(run_id: str):
 
     return RunLogger(run_id=run_id, tracking_uri=mlflow.get_tracking_uri(), log_model=False)
 
-
-def resumable(run_id: str) -> dict:
-    """data, model and overrides of a train run whose interrupted training can be continued."""
-    import ast
-
-    try:
-        run = mlflow.get_run(run_id)
-    except Exception:
-        raise RecsysError(f"resume_from={run_id!r}: no such run; pass the id of an interrupted train run") from None
-    tags, params = run.data.tags, run.data.params
-    if tags.get("step") != "train" or "data" not in params:
-        raise RecsysError(f"resume_from={run_id!r} is not a train run; pass the id of an interrupted train run")
-    if not any(a.path == "checkpoint/last.ckpt" for a in mlflow.MlflowClient().list_artifacts(run_id, "checkpoint")):
-        raise RecsysError(f"train run {run_id} logged no checkpoint/last.ckpt (it stopped before its first epoch "
-                          "ended); start the training again instead")
-    try:
-        overrides = ast.literal_eval(tags.get("overrides", "{}"))
-    except (ValueError, SyntaxError):
-        overrides = {}
-    # the model it trained is its `model` tag: its `model` param is what was asked, `auto` when resumed
-    # likewise its data is the URI it recorded (`data_uri`): a resumed run's `data` param reads `auto`
-    data = params.get("data_uri") or tags.get("data_uri") or params["data"]
-    return {"data": data, "model": tags.get("model") or params.get("model", "mf"), "overrides": overrides}
