@@ -138,10 +138,7 @@ def main(argv=None):
             torch.set_num_threads(cfg.runtime.threads)
         training.check_trainer(cfg)  # every setting validated before the first param is logged
         if resume is not None:
-            done = training.epochs_done(resume)
-            if cfg.epochs <= done:
-                raise RecsysError(f"run {a.resume_from} already trained {done} epochs; pass epochs > {done} "
-                                  "to train on from its last checkpoint")
+            training.check_more_epochs(resume, cfg.epochs, a.resume_from)
         losses.resolve(cfg.loss, task, model_class(a.model), data.n_items)
         tracking.log_params({**config.flat(hp, cfg), "model": a.model, "data": data_uri, "data_uri": data_uri, "task": task,
                              **({"resume_from": a.resume_from} if a.resume_from else {}),

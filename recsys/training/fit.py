@@ -81,9 +81,12 @@ def check_trainer(cfg: TrainConfig) -> None:
                           f"{msg[:300]}") from None
 
 
-def epochs_done(checkpoint: Path) -> int:
-    """Epochs a (last.ckpt) checkpoint holds: it is written after each epoch's validation."""
-    return int(scoring.safe_load(checkpoint).get("epoch", -1)) + 1
+def check_more_epochs(checkpoint: Path, epochs: int, run_id: str) -> None:
+    """A resume must have epochs left: a last.ckpt is written after each epoch's validation."""
+    done = int(scoring.safe_load(checkpoint).get("epoch", -1)) + 1
+    if epochs <= done:
+        raise RecsysError(f"run {run_id} already trained {done} epochs; pass epochs > {done} to train on from its "
+                          "last checkpoint")
 
 
 def resolve_updates(updates: str, n_rows: int, world_size: int) -> str:
