@@ -41,7 +41,7 @@ import mlflow
 from recsys import evaluation, tracking  # noqa: E402
 from recsys.data import prepare as prep  # noqa: E402
 from recsys.models.base import Model  # noqa: E402
-from recsys.schema import ITEM, RATING, USER  # noqa: E402
+from recsys.schema import ITEM, RATING, TASKS, USER  # noqa: E402
 
 
 class TableModel(Model):
@@ -170,7 +170,7 @@ def run_peers(data_uri: str, threads: int, only: set[str] | None = None, recbole
                 ev.per_user.to_parquet(Path(out) / "per_user.parquet", index=False)
                 mlflow.log_artifact(Path(out) / "metrics.json")
                 mlflow.log_artifact(Path(out) / "per_user.parquet")
-        key = "test/rmse" if meta["task"] == "rating" else "test/ndcg_at_10"
+        key = TASKS[meta["task"]].key("test")
         lines.append(f"{name} on {data_uri} (seed {seed}): {key}={ev.metrics[key]:.4f}, fit {seconds:.1f}s")
         print(lines[-1], flush=True)
     return lines
@@ -201,7 +201,7 @@ def main():
     else:
         from steps import prepare as prepare_step
 
-        split = a.split or ("random" if a.task == "rating" else "leave_last_out")
+        split = a.split or TASKS[a.task].split
         run_id = prepare_step.main(["--dataset", a.dataset, "--task", a.task, "--split", split, "--positive-threshold",
                                     a.positive_threshold, "--seed", a.seed, "--tie-break", a.tie_break])
         uris = [f"runs:/{run_id}/data"]

@@ -29,6 +29,7 @@ from _common import ml100k  # noqa: E402
 from recsys import config, training  # noqa: E402
 from recsys.data import prepare as prep  # noqa: E402
 from recsys.errors import RecsysError  # noqa: E402
+from recsys.schema import TASKS  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--model", required=True)
@@ -58,7 +59,7 @@ seeds = [int(s) for s in a.seeds.split(",")]
 splits = {s: prep.prepare(raw, task="rating", split="random", seed=s) if a.task == "rating" else
           prep.prepare(raw, task="implicit", split="leave_last_out", positive_threshold=1, tie_break=a.tie_break, seed=s)
           for s in seeds}
-print(f"{a.model} {a.task}: validation {training.monitor_for(a.task)[0]} over seeds {a.seeds}")
+print(f"{a.model} {a.task}: validation {TASKS[a.task].key("val")} over seeds {a.seeds}")
 for label, overrides in candidates.items():
     hp, cfg = config.load(a.model, None, {"threads": a.threads, **overrides}, task=a.task)
     scores, t0 = [], time.perf_counter()

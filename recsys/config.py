@@ -25,13 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from recsys.errors import RecsysError
 from recsys.models import MODEL_NAMES, check_model_name, model_class
-from recsys.schema import LARGE_CATALOGUE, TASKS
+from recsys.schema import LARGE_CATALOGUE, LOSS_NAMES, TASKS
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULTS = CONFIG_DIR / "defaults.yaml"
 SECTIONS = ("model", "training", "runtime")
-LOSSES = ("auto", "mse", "bce", "bpr", "sampled_softmax", "softmax")
-TASK_LOSSES = {"rating": ("auto", "mse"), "implicit": LOSSES}
+LOSSES = ("auto", *LOSS_NAMES)
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 MAX_LEN = 1024  # longest history a sequence model reads (SASRec's papers use 50-200)
 

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from recsys.schema import USER
+from recsys.schema import TASKS, USER
 
 GROUP_TAGS = ("dataset", "task", "data_split", "tie_break", "positive_threshold", "protocol")
 COLUMNS = {"rating": ["test/rmse", "test/mae"],
            "implicit": ["test/ndcg_at_10", "test/hr_at_10", "test/sampled_ndcg_at_10", "test/sampled_hr_at_10"]}
-HEADLINE = {"rating": ("test/rmse", "rmse", "min"), "implicit": ("test/ndcg_at_10", "ndcg_at_10", "max")}
+HEADLINE = {name: (t.key("test"), t.metric, t.mode) for name, t in TASKS.items()}  # schema.TASKS, on test
 BASELINES = {"global_mean", "popularity", "peer:popularity"}
 
 
@@ -106,7 +106,7 @@ def paired_test(candidate: pd.DataFrame, reference: pd.DataFrame, task: str) -> 
     mean, se, n = _paired([_per_user_unit(candidate, task)], [_per_user_unit(reference, task)], task)
     if task == "rating":  # per-user squared-error sums over mean rows per user: a difference of MSE
         mean, se = mean / float(candidate["n"].mean()), se / float(candidate["n"].mean())
-    favours = mean < 0 if task == "rating" else mean > 0
+    favours = mean < 0 if TASKS[task].mode == "min" else mean > 0
     better = bool(n > 1 and se == se and favours and abs(mean) > 1.96 * se)
     return {"delta": mean, "se": se, "n": n, "better": better}
 

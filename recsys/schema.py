@@ -1,4 +1,8 @@
-"""Column names of the normalised tables, in one place."""
+"""Column names of the normalised tables, and the two tasks' traits, in one place."""
+
+from dataclasses import dataclass
+
+from recsys.errors import RecsysError
 
 USER = "user"
 ITEM = "item"
@@ -20,7 +24,45 @@ GENRES = "genres"  # '|'-joined genre names
 
 RAW_ID = "raw_id"  # the dataset's own id, kept beside the contiguous index
 
-TASKS = ("rating", "implicit")
+LOSS_NAMES = ("mse", "bce", "bpr", "sampled_softmax", "softmax")  # what `loss:` may name besides auto
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a task is judged and trained by: every step, the report, tuning and the registry read it here.
+
+    metric / mode: the headline metric (`<split>/<metric>`) and whether lower or higher is better; the
+    model selection metric on validation, early stopping's, tuning's objective and the champion rule.
+    loss: what `loss: auto` trains a model with (sequence models and large catalogues: recsys/training/losses.py).
+    losses: the losses its data can train. split: the split prepare and main use when none is given."""
+    name: str
+    metric: str
+    mode: str
+    loss: str
+    losses: tuple[str, ...]
+    split: str
+
+    def key(self, split: str = "val") -> str:
+        return f"{split}/{self.metric}"
+
+    @property
+    def direction(self) -> str:  # Optuna's word for the mode
+        return "minimize" if self.mode == "min" else "maximize"
+
+    def better(self, a: float, b: float) -> bool:
+        return a < b if self.mode == "min" else a > b
+
+
+TASKS = {"rating": Task("rating", "rmse", "min", "mse", ("mse",), "random"),
+         "implicit": Task("implicit", "ndcg_at_10", "max", "bce", LOSS_NAMES, "leave_last_out")}
+
+
+def task_of(name: str) -> Task:
+    if name not in TASKS:
+        raise RecsysError(f"task={name!r} is not one of {', '.join(TASKS)}")
+    return TASKS[name]
+
+
 SPLITS = ("random", "temporal", "leave_last_out")
 TIE_BREAKS = ("random", "item_id")  # leave_last_out: order among interactions sharing a timestamp
 

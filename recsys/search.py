@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recsys.config import TASK_LOSSES, Training, _read, config_path, load, model_schema
+from recsys.config import Training, _read, config_path, load, model_schema
 from recsys.errors import RecsysError
 from recsys.models import model_class
-from recsys.schema import TASKS
+from recsys.schema import TASKS, task_of
 
 
 def search_space(name: str, path: str | Path | None = None, task: str = "rating") -> dict[str, dict]:
@@ -17,8 +17,7 @@ def search_space(name: str, path: str | Path | None = None, task: str = "rating"
 
     `search:` is either one space for both tasks, or `rating:` and/or `implicit:` sub-sections
     (a loss is only worth searching for implicit data, where bce, bpr and softmax compete)."""
-    if task not in TASKS:
-        raise RecsysError(f"task={task!r} is not one of {', '.join(TASKS)}")
+    task_of(task)
     path = config_path(name, path)
     load(name, path)  # the file itself is valid
     space = _read(path, f"configs/{name}.yaml").get("search") or {}
@@ -47,10 +46,11 @@ def search_space(name: str, path: str | Path | None = None, task: str = "rating"
             for choice in spec["choices"]:  # each choice must be a value train would accept
                 load(name, path, {key: choice}, task)
             if key == "loss":
-                wrong = [c for c in spec["choices"] if c not in TASK_LOSSES[task]]
+                allowed = ("auto", *TASKS[task].losses)
+                wrong = [c for c in spec["choices"] if c not in allowed]
                 if wrong:
                     raise RecsysError(f"{where}: loss {wrong} cannot train task={task} (valid: "
-                                      f"{', '.join(TASK_LOSSES[task])}); search the loss under search.implicit")
+                                      f"{', '.join(allowed)}); search the loss under search.implicit")
                 if "softmax" in spec["choices"] and not model_class(name).scores_catalogue:
                     raise RecsysError(f"{where}: softmax scores the whole catalogue and needs a dot-product model "
                                       f"(mf); {name} does not score the catalogue")

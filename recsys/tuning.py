@@ -14,7 +14,8 @@ import pytorch_lightning as pl
 import yaml
 
 from recsys import config
-from recsys.errors import Interrupted, RecsysError
+from recsys.errors import RecsysError
+from recsys.schema import TASKS
 
 # ERROR: a trial that fails logs a WARNING with its traceback; the step reports the error as one line
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -122,7 +123,7 @@ def defaults_in_space(space: dict[str, dict], hp: dict, cfg, task: str) -> dict 
     for key, spec in space.items():
         value = hp[key] if key in hp else getattr(cfg, key)
         if key == "loss" and value == "auto":
-            value = "mse" if task == "rating" else "bce"
+            value = TASKS[task].loss
         if spec["type"] == "categorical":
             if value not in spec["choices"]:
                 return None
@@ -192,35 +193,6 @@ def finished(study) -> list:
     return study.get_trials(deepcopy=False, states=states)
 
 
-class Interrupts:
-    """Signals during a sweep: inside a trial they interrupt it (`sweep` records it FAIL); during the
-    study's bookkeeping between trials they only stop the sweep before the next one, so its storage is
-    never left half-written. `signum` says which signal came, if any."""
-
-    def __init__(self, study, on_signal=None):
-        self.study, self.in_trial, self.signum, self.on_signal = study, False, None, on_signal
-
-    def _handle(self, signum, frame):
-        self.signum = signum
-        if self.on_signal is not None:  # the step's own wind-down: its run ends KILLED whatever happens next
-            self.on_signal(signum)
-        if self.in_trial:  # Interrupted, not a KeyboardInterrupt: Lightning would turn that into sys.exit(1)
-            raise Interrupted(signum)
-
-    def __enter__(self):
-        import signal
-
-        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc):
-        import signal
-
-        for s, h in self._previous.items():
-            signal.signal(s, h)
-        return False
-
-
 def abandon(study, trials: list) -> None:
     """Mark trials cut short by an interrupt FAIL, so a resumed or parallel sweep does not wait on them."""
     for t in trials:
@@ -230,8 +202,9 @@ def abandon(study, trials: list) -> None:
             pass  # already finished
 
 
-def sweep(study, objective, n: int, timeout: float | None, interrupts: "Interrupts") -> int:
-    """Run trials until the study holds `n` finished ones, whoever ran them; returns how many this worker ran.
+def sweep(study, objective, n: int, timeout: float | None, signals) -> int:
+    """Run trials until the study holds `n` finished ones, whoever ran them; returns how many this worker ran
+    (`signals.signum`, set by recsys.interrupts.Sweep, stops it between trials).
 
     Optuna's own `optimize` checks the count after a trial, so two workers each starting one when the
     study is one short leave n + 1. Here a worker claims a trial before running it: after `ask` (which
@@ -243,7 +216,7 @@ def sweep(study, objective, n: int, timeout: float | None, interrupts: "Interrup
 
     live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
     t0, ran = time.monotonic(), 0
-    while not interrupts.signum and (timeout is None or time.monotonic() - t0 < timeout):
+    while not signals.signum and (timeout is None or time.monotonic() - t0 < timeout):
         if len(study.get_trials(deepcopy=False, states=live)) >= n:
             break
         trial = study.ask()

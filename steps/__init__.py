@@ -6,10 +6,11 @@ import os
 import sys
 import warnings
 
-from recsys.errors import RecsysError, defer_interrupts
+from recsys import interrupts
+from recsys.errors import RecsysError
 
 if sys.argv[:1] == ["-m"]:  # `python -m steps.<name>` (runpy sets argv[0] once the package is imported)
-    defer_interrupts()  # first, before the seconds of importing mlflow, torch and Lightning
+    interrupts.defer()  # first, before the seconds of importing mlflow, torch and Lightning
 
 # Keep step output to what a person needs: no per-file download bars, no library tips and deprecations.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -31,6 +32,29 @@ def local_config(value: str, tmp) -> str:
     from recsys import tracking
 
     return str(tracking.download(value, "config", Path(tmp) / "config"))
+
+
+def integer(name: str, value, minimum: int = 0) -> int:
+    """An integer parameter (`3`, `3.0`), at least `minimum`; anything else is refused in one line."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number.is_integer() or number < minimum:
+        raise RecsysError(f"{name}={value!r} must be an integer >= {minimum}")
+    return int(number)
+
+
+def choice(name: str, value: str, options) -> str:
+    if value not in options:
+        raise RecsysError(f"{name}={value!r} must be one of {', '.join(options)}")
+    return value
+
+
+def given(value: str) -> str:
+    """MLproject's words for "not given" (auto, default, none) as an empty string (an empty default
+    would show as a '' param in the UI)."""
+    return "" if value in ("auto", "default", "none") else value
 
 
 def flag(name: str, value: str) -> bool:

@@ -26,7 +26,7 @@ import mlflow
 from recsys import evaluation, plots, ranking, tracking
 from recsys.data import prepare as prep
 from recsys.errors import RecsysError
-from recsys.schema import ITEM
+from recsys.schema import ITEM, TASKS
 from steps import ArgParser
 
 p = ArgParser(prog="evaluate", description=__doc__.splitlines()[0])
@@ -89,7 +89,7 @@ def main(argv=None):
             mlflow.log_artifact(out / f)
         for png in _plots(ev, data, a.split, out):
             mlflow.log_artifact(png, "plots")
-        key = f"{a.split}/rmse" if data.meta["task"] == "rating" else f"{a.split}/ndcg_at_10"
+        key = TASKS[data.meta["task"]].key(a.split)
         value = ev.metrics.get(key, float("nan"))
         registered = tracking.registered_version(a.model_uri, train_run)
         if registered:  # decided on validation, whichever split this run reports
@@ -108,7 +108,7 @@ def _promote(name, version, module, data, a, tmp) -> str:
     from recsys import report
 
     task = data.meta["task"]
-    key = "val/rmse" if task == "rating" else "val/ndcg_at_10"
+    key = TASKS[task].key("val")
     setup = {k: v for k, v in evaluation.setup_tags(data.meta, "val", a.protocol).items()
              if k in ("dataset", "task", "data_split", "tie_break", "protocol")}
     mine = evaluation.evaluate(module, data, "val", [10], a.protocol, a.eval_users)

@@ -2,12 +2,14 @@
 
 Parameters: dataset, task, split, positive_threshold, tie_break, models (comma-separated; `model` is an alias),
 config, lr, epochs, embedding_dim, seed, k, env_manager (forwarded to every child), force (1 = re-run
-even where a finished run could be reused).
+even where a finished run could be reused), parallel (models trained and evaluated at once, each with its
+share of the cores; auto = as many as there are models and cores).
 Steps pass URIs only (runs:/<prepare>/data, runs:/<train>/model). A FINISHED child with the same
 params, commit and diff hash is reused (tags reused.<step>). Logs leaderboard.md and tags
 <model>.train_run / <model>.eval_run; prints the leaderboard.
 """
 
+import os
 import time
 
 import mlflow
@@ -15,13 +17,14 @@ import mlflow
 from recsys import tracking
 from recsys.errors import RecsysError
 from recsys.models import check_model_name
-from steps import ArgParser
+from recsys.schema import task_of
+from steps import ArgParser, flag, given, integer
 
 p = ArgParser(prog="main", description=__doc__.splitlines()[0])
 for name, default in [("dataset", "ml-100k"), ("task", "rating"), ("split", "auto"), ("positive_threshold", "4"),
                       ("tie_break", "random"), ("models", "mf"), ("model", ""), ("config", ""), ("lr", ""),
                       ("epochs", ""), ("embedding_dim", ""), ("seed", "42"), ("k", "5,10,20"), ("env_manager", "local"),
-                      ("force", "0"), ("register_as", "")]:
+                      ("force", "0"), ("register_as", ""), ("parallel", "auto")]:
     flags = {f"--{name.replace('_', '-')}", f"--{name}"}  # MLflow appends undeclared -P key=value as --key value
     p.add_argument(*sorted(flags), dest=name, default=default)
 
@@ -38,39 +41,49 @@ def main(argv=None):
             raise RecsysError("models= names no model; pass one or more, e.g. models=mf,ncf")
         for m in models:
             check_model_name(m)
-        try:
-            seed_ok = float(a.seed).is_integer() and float(a.seed) >= 0
-        except ValueError:
-            seed_ok = False
-        if not seed_ok:
-            raise RecsysError(f"seed={a.seed!r} must be an integer >= 0")
+        integer("seed", a.seed)
         if a.register_as:
             tracking.check_name(a.register_as)
-        split = a.split if a.split not in ("", "auto") else ("random" if a.task == "rating" else "leave_last_out")
-        force = a.force.lower() in ("1", "true", "yes")
-        exp = run.info.experiment_id
-        log, timings = [], {}
+        split = given(a.split) or task_of(a.task).split
+        force = flag("force", a.force)
+        cores = os.cpu_count() or 1
+        parallel = min(len(models), cores if not given(a.parallel) else integer("parallel", a.parallel, 1))
+        # side by side, each child gets its share of the cores (torch would start one thread per core in each)
+        env = {"OMP_NUM_THREADS": str(max(1, cores // parallel))} if parallel > 1 else None
+        exp, log, timings, started = run.info.experiment_id, [], {}, {}
 
-        def step(entry, params, label):
-            t0 = time.perf_counter()
+        def found(entry, params, label):
             rid = None if force else tracking.find_reusable_run(entry, params, exp)
-            reused = rid is not None
-            rid = rid or tracking.launch(entry, params, a.env_manager, exp)
-            timings[label] = time.perf_counter() - t0
+            if rid:
+                record(label, rid, True, 0.0)
+            return rid
+
+        def record(label, rid, reused, seconds):
+            timings[label] = seconds
             log.append(f"{label}: {'reused' if reused else 'ran'} run {rid}")
             print(log[-1], flush=True)
             mlflow.set_tags({f"{'reused' if reused else 'ran'}.{label}": rid})
-            return rid
 
-        prep = step("prepare", {"dataset": a.dataset, "task": a.task, "split": split,
-                                "positive_threshold": a.positive_threshold, "tie_break": a.tie_break, "seed": a.seed},
-                    "prepare")
-        rows = []
-        for m in models:
+        prep_params = {"dataset": a.dataset, "task": a.task, "split": split, "positive_threshold": a.positive_threshold,
+                       "tie_break": a.tie_break, "seed": a.seed}
+        t0 = time.perf_counter()
+        prep = found("prepare", prep_params, "prepare")
+        if not prep:
+            prep = tracking.launch("prepare", prep_params, a.env_manager, exp)
+            record("prepare", prep, False, time.perf_counter() - t0)
+
+        def pipeline(m):  # train, then evaluate: each a step, reused where a finished run matches
             tp = {"data": f"runs:/{prep}/data", "model": m, "task": a.task, "seed": a.seed,
                   **{k: getattr(a, k) for k in ("config", "lr", "epochs", "embedding_dim", "register_as") if getattr(a, k)}}
-            tr = step("train", tp, f"train.{m}")
-            ev = step("evaluate", {"model_uri": f"runs:/{tr}/model", "k": a.k}, f"evaluate.{m}")
+            tr = yield "train", tp, f"train.{m}"
+            ev = yield "evaluate", {"model_uri": f"runs:/{tr}/model", "k": a.k}, f"evaluate.{m}"
+            return tr, ev
+
+        results = tracking.run_pipelines({m: pipeline(m) for m in models}, parallel, found, record, a.env_manager,
+                                         exp, env)
+        rows = []
+        for m in models:
+            tr, ev = results[m]
             mt, me = mlflow.get_run(tr).data.metrics, mlflow.get_run(ev).data.metrics
             rows.append([m, *[f"{me.get(k, float('nan')):.4f}" for k in KEYS[a.task]],
                          f"{mt.get('train_seconds', float('nan')):.1f}", tr, ev])
@@ -78,9 +91,10 @@ def main(argv=None):
         table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                           + ["| " + " | ".join(r) + " |" for r in rows])
         mlflow.log_text(f"# Leaderboard: {a.dataset} {a.task} ({split})\n\n{table}\n\n" + "\n".join(log) + "\n",
-                          "leaderboard.md")
+                        "leaderboard.md")
         tracking.log_metrics({f"seconds.{k}": v for k, v in timings.items()})
-        tracking.log_context({"dataset": a.dataset, "task": a.task, "step": "main", "models": ",".join(models)})
+        tracking.log_context({"dataset": a.dataset, "task": a.task, "step": "main", "models": ",".join(models),
+                              "parallel": str(parallel)})
         print(table)
 
 

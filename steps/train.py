@@ -24,10 +24,11 @@ from pathlib import Path
 
 import mlflow
 
-from recsys import config, evaluation, plots, scoring, serving, tracking, training
+from recsys import config, evaluation, interrupts, plots, scoring, serving, tracking, training
 from recsys.data import prepare as prep
 from recsys.errors import Interrupted, RecsysError
 from recsys.models import model_class
+from recsys.schema import TASKS
 from recsys.training import losses
 from steps import ArgParser, flag, local_config
 
@@ -62,13 +63,9 @@ def worker(argv=None) -> None:
     On rank 0's node it takes the data folder and resolved config rank 0 handed off; on another node
     (NODE_RANK > 0, started by the user with the same command) it reads them itself, from an explicit
     `data` URI. No run, no params, no artifacts: MLflow hears only from rank 0."""
-    import signal
-
     from recsys.config import TrainConfig
 
-    # no run to end KILLED here: a signal stops a worker at once, as rank 0's teardown expects
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    interrupts.worker()
     spec = training.handed_off()
     with tempfile.TemporaryDirectory(prefix="recsys-worker-") as tmp:
         if spec is None:
@@ -149,14 +146,14 @@ def main(argv=None):
                               "step": "train", "seed": cfg.seed, "overrides": str(overrides)})
         tracking.log_data_input(data, data_uri, "training")
         ckpts = tmp / "checkpoints"
-        tracking.resume_point(ckpts / "last.ckpt")  # an interrupt offers resume_from once it is written
+        interrupts.resume_point(ckpts / "last.ckpt")  # an interrupt offers resume_from once it is written
         training.hand_off(data_dir, a.model, hp, cfg, resume, eval_users)  # for worker processes, if the strategy starts any
         try:
             result = training.fit(data, a.model, hp, cfg, tracking.lightning_logger(run.info.run_id), ckpts,
                                   progress=sys.stderr.isatty(), resume_from=resume, epoch_lines=not sys.stderr.isatty(),
                                   val_users=eval_users)
         except Interrupted:
-            tracking.ignore_signals()
+            interrupts.ignore()
             if (ckpts / "last.ckpt").exists():  # what `resume_from` continues from
                 mlflow.log_artifact(ckpts / "last.ckpt", "checkpoint")
             raise
@@ -171,7 +168,7 @@ def main(argv=None):
         mlflow.log_artifact(result.checkpoint, "checkpoint")
         if (ckpts / "last.ckpt").exists():
             mlflow.log_artifact(ckpts / "last.ckpt", "checkpoint")
-        monitor = training.monitor_for(task)[0]
+        monitor = TASKS[task].key("val")
         history = tracking.epoch_history(run.info.run_id, ["train/loss", "val/loss", monitor])
         mlflow.log_artifact(plots.learning_curve(history, tmp / "learning_curve.png", a.model), "plots")
         if task == "rating":  # predicted vs actual on validation (test only when asked)
@@ -187,7 +184,7 @@ def main(argv=None):
         model_uri = tracking.log_model(weights, serving.export(data, tmp / "serving"), a.register_as,
                                        {"model": a.model, "dataset": data.meta.get("name", ""), "task": task})
         mlflow.set_tags({"model_uri": model_uri})
-        key = "test/rmse" if task == "rating" else "test/ndcg_at_10"
+        key = TASKS[task].key("test")
         scored = f", {key} = {ev.metrics[key]:.4f}" if ev else ""
         mlflow.set_tag("mlflow.note.content", f"{a.model} on {data.meta.get('name')} ({task}, {data.meta['split']}): "
                        f"{result.epochs} epochs, {monitor} = {result.best_score:.4f}{scored}")

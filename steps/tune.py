@@ -27,9 +27,10 @@ import optuna
 
 import mlflow
 
-from recsys import config, evaluation, search, tracking, training, tuning
+from recsys import config, evaluation, interrupts, search, tracking, training, tuning
 from recsys.data import prepare as prep
 from recsys.errors import Interrupted, RecsysError
+from recsys.schema import TASKS
 from steps import ArgParser, flag, local_config
 
 p = ArgParser(prog="tune", description=__doc__.splitlines()[0])
@@ -67,11 +68,12 @@ def main(argv=None):
         tracking.check_data(data_uri, data.meta["content_hash"])
         task = data.meta["task"]
         space = search.search_space(a.model, cfg_path, task)
-        monitor, mode = training.monitor_for(task)
+        spec = TASKS[task]
+        monitor = spec.key("val")
         study_name = a.study or (f"{a.model}-{task}-{data.meta['content_hash'][:8]}-{tuning.space_hash(space)}"
                                  + (f"-r{repeats}" if repeats > 1 else ""))
         study = tuning.open_study(storage, study_name, a.model, task, data.meta["content_hash"], seed,
-                                  "minimize" if mode == "min" else "maximize", space, repeats)
+                                  spec.direction, space, repeats)
         # the shipped defaults are one of the trials (the first, in a new study)
         tuning.enqueue_defaults(study, tuning.defaults_in_space(space, *config.load(a.model, cfg_path, task=task, n_items=data.n_items), task))
         tracking.log_params({"model": a.model, "trials": trials, "data_uri": data_uri, "storage": storage,
@@ -80,14 +82,11 @@ def main(argv=None):
                               "data_uri": data_uri, "study": study_name})
         base = {"threads": a.threads}
 
-        interrupts = tuning.Interrupts(study, on_signal=tracking.wind_down)
+        signals = interrupts.Sweep()
 
         def objective(trial):
-            interrupts.in_trial = True
-            try:
+            with signals.trial():
                 return run_trial(trial)
-            finally:
-                interrupts.in_trial = False
 
         def run_trial(trial):
             overrides = {**base, **tuning.suggest(trial, space)}
@@ -118,10 +117,10 @@ def main(argv=None):
             return score[0]
 
         t0 = time.perf_counter()
-        with interrupts:  # an interrupted trial is told FAIL; finished trials stay
-            ran = tuning.sweep(study, objective, trials, timeout or None, interrupts)
-        if interrupts.signum is not None:  # came between trials: the sweep stopped cleanly after one
-            raise Interrupted(interrupts.signum)
+        with signals:  # an interrupted trial is told FAIL; finished trials stay
+            ran = tuning.sweep(study, objective, trials, timeout or None, signals)
+        if signals.signum is not None:  # came between trials: the sweep stopped cleanly after one
+            raise Interrupted(signals.signum)
         seconds = time.perf_counter() - t0
         waiting = tuning.settle(study, trials)  # trials other workers are finishing: one summary for all
         done = tuning.finished(study)
@@ -136,7 +135,7 @@ def main(argv=None):
             hp, cfg = config.load(a.model, tmp / "best_config.yaml", base, task=task, n_items=data.n_items)
             result = training.fit(data, a.model, hp, cfg, None, tmp / "best")
             metrics = {f"best/{k}": v for k, v in evaluation.evaluate(result.module, data, "test", [10], "both").metrics.items()}
-        key = "test/rmse" if task == "rating" else "test/ndcg_at_10"
+        key = spec.key("test")
         tracking.log_metrics({**metrics, f"best/{monitor}": best.value,
                               "trials_finished": len(done), "trials_pruned": len(done) - len(complete), "trials_run_here": ran,
                               "sweep_seconds": seconds})

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import yaml
-from mlflow.projects import _project_spec
+from recsys.tracking import mlflow_internals
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "kubernetes"
@@ -19,7 +19,7 @@ def test_the_rendered_docker_env_variant_has_the_same_entry_points_and_commands(
     render = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(render)
     render.render("example.org/recsys:abc", tmp_path / "MLproject")
-    main, variant = _project_spec.load_project(str(ROOT)), _project_spec.load_project(str(tmp_path))
+    main, variant = mlflow_internals.load_project(ROOT), mlflow_internals.load_project(tmp_path)
     assert variant.docker_env["image"] == "example.org/recsys:abc"
     assert set(variant._entry_points) == set(main._entry_points)
     for name, ep in main._entry_points.items():
@@ -33,7 +33,7 @@ def test_the_image_holds_what_the_commands_run():
     docker = (K8S / "Dockerfile").read_text()
     assert "PYTHONPATH=/app" in docker and "WORKDIR /app" in docker
     copied = set(re.findall(r"^COPY (\S+?)/? ", docker, re.M))
-    for name, ep in _project_spec.load_project(str(ROOT))._entry_points.items():
+    for name, ep in mlflow_internals.entry_points(ROOT).items():
         module = re.match(r"python -m (steps\.\w+)", ep.command).group(1)
         assert "steps" in copied and (ROOT / (module.replace(".", "/") + ".py")).exists(), name
     assert {"recsys", "configs", "MLproject"} <= copied

@@ -6,14 +6,14 @@ import re
 import shlex
 from pathlib import Path
 
-from mlflow.projects import _project_spec
+from recsys.tracking import mlflow_internals
 
 from recsys import config
 from recsys.models import MODEL_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-ENTRY_POINTS = _project_spec.load_project(str(ROOT))._entry_points
+ENTRY_POINTS = mlflow_internals.entry_points(ROOT)
 # what train and main accept beyond MLproject's declared parameters (MLflow passes -P key=value on)
 TRAIN_EXTRA = {"eval_users"} | {k for m in MODEL_NAMES for k in config.valid_keys(m)}
 MAIN_EXTRA = {"model", "config", "lr", "epochs", "embedding_dim", "register_as"}

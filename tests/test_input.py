@@ -5,7 +5,7 @@ import signal
 import mlflow
 import pytest
 
-from recsys import config
+from recsys import config, interrupts
 from recsys.errors import Interrupted, RecsysError
 from recsys.tracking import runs
 
@@ -46,15 +46,15 @@ def test_train_refuses_them_before_it_logs_a_param(implicit_data, tmp_path, caps
 
 
 def test_an_interrupt_offers_resume_only_once_a_checkpoint_exists(tmp_path):
-    runs._STEP.update(name="train", run_id="abc")
+    interrupts._STEP.update(name="train", run_id="abc")
     try:
-        runs.resume_point(tmp_path / "last.ckpt")
-        before = runs.interrupt_message(signal.SIGINT)
+        interrupts.resume_point(tmp_path / "last.ckpt")
+        before = interrupts.message(signal.SIGINT)
         assert "resume_from" not in before and "no checkpoint to resume from" in before
         (tmp_path / "last.ckpt").write_bytes(b"")
-        assert runs.interrupt_message(signal.SIGTERM).endswith("(continue with -P resume_from=abc)")
+        assert interrupts.message(signal.SIGTERM).endswith("(continue with -P resume_from=abc)")
     finally:
-        runs._STEP.clear()
+        interrupts._STEP.clear()
 
 
 def test_an_interrupted_trial_run_is_killed_and_tagged_interrupted():

@@ -11,7 +11,7 @@ import optuna
 import pytest
 import yaml
 
-from recsys import config, search, tuning
+from recsys import config, interrupts, search, tuning
 from recsys.data import prepare as prep
 from steps import prepare as prepare_step
 from steps import train as train_step
@@ -351,18 +351,18 @@ def test_a_worker_claims_a_trial_before_running_it_so_a_study_never_runs_more_th
     # another worker's trial is running while this one's finished: with n=2 nothing more is to be run
     study.tell(study.ask(), 0.5)
     elsewhere = study.ask()
-    assert tuning.sweep(study, objective, 2, None, tuning.Interrupts(study)) == 0 and ran == []
+    assert tuning.sweep(study, objective, 2, None, interrupts.Sweep()) == 0 and ran == []
     # the race itself: this worker asks at the moment the study is one short, just after another did
     other = study.ask()  # trial 2, claimed by the other worker (trial 1 is still running)
     study.tell(elsewhere, state=optuna.trial.TrialState.FAIL)  # ... which then fails: one slot is free again
-    assert tuning.sweep(study, objective, 2, None, tuning.Interrupts(study)) == 0  # trial 2 holds it
+    assert tuning.sweep(study, objective, 2, None, interrupts.Sweep()) == 0  # trial 2 holds it
     study.tell(other, 0.4)
-    assert tuning.sweep(study, objective, 3, None, tuning.Interrupts(study)) == 1 and ran == [3]
+    assert tuning.sweep(study, objective, 3, None, interrupts.Sweep()) == 1 and ran == [3]
     assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
     # two workers enqueue the shipped defaults at the same moment: they run once
     for _ in range(2):
         study.enqueue_trial({"lr": 0.01}, user_attrs={"defaults": True})
-    assert tuning.sweep(study, objective, 5, None, tuning.Interrupts(study)) == 2 and ran[-2:] == [4, 6]
+    assert tuning.sweep(study, objective, 5, None, interrupts.Sweep()) == 2 and ran[-2:] == [4, 6]
     dup = study.trials[5]
     assert dup.user_attrs.get("duplicate") and dup.state.name == "FAIL" and not dup.params
     assert sum(t.params == {"lr": 0.01} and t.state.name == "COMPLETE" for t in study.trials) == 1
@@ -384,6 +384,6 @@ def test_a_surplus_trial_is_told_fail_and_never_runs(tmp_path):
         return trials[:1] if len(calls) == 1 else trials
 
     study.get_trials = stale
-    assert tuning.sweep(study, lambda t: 1.0, 2, None, tuning.Interrupts(study)) == 0
+    assert tuning.sweep(study, lambda t: 1.0, 2, None, interrupts.Sweep()) == 0
     last = real_get()[-1]
     assert last.number == 2 and last.state.name == "FAIL" and last.user_attrs.get("surplus")

@@ -22,7 +22,7 @@ from recsys.data.negatives import sample_eval_negatives, sorted_keys
 from recsys.data.hashes import (FORMAT_VERSION, _json_default, content_hash, file_hashes, ids_hash,
                                 verify_hashes)
 from recsys.errors import RecsysError
-from recsys.schema import ITEM, POSITION, RATING, RAW_ID, SPLITS, TASKS, TIE_BREAKS, TIMESTAMP, USER
+from recsys.schema import ITEM, POSITION, RATING, RAW_ID, SPLITS, TIE_BREAKS, task_of, TIMESTAMP, USER
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -175,8 +175,7 @@ def prepare(raw: parsers.Raw, *, task: str = "rating", split: str = "random", va
             test_frac: float = 0.1, positive_threshold: float = 4.0, min_user_ratings: int = 0,
             min_item_ratings: int = 0, eval_negatives: int = 99, seed: int = 42,
             tie_break: str = "random") -> Prepared:
-    if task not in TASKS:
-        raise RecsysError(f"task={task!r} is not one of {', '.join(TASKS)}")
+    task_of(task)
     if split not in SPLITS:
         raise RecsysError(f"split={split!r} is not one of {', '.join(SPLITS)}")
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1) or val_frac + test_frac >= 1:

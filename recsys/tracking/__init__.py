@@ -1,6 +1,7 @@
 """The only package of the library that talks to MLflow, one concern a module:
 
-- runs:          a step's run and its lifecycle (signals, KILLED / FAILED / FINISHED), trial runs, logging
+- runs:          a step's run and its lifecycle (KILLED / FAILED / FINISHED; signals: recsys/interrupts.py), trial runs, logging
+- guard:         the program that keeps an interrupted step's run KILLED
 - lineage:       git commit and diff, library versions and device, the data as an input, model -> run
 - pyfunc:        the served model, logged and loaded
 - registry:      registered versions and the `champion` alias
@@ -9,17 +10,16 @@
 """
 
 from recsys.tracking.lineage import canonical, check_data, entry_params, git_info, log_context, log_data_input, request_fingerprint, run_id_of_model, run_tags
-from recsys.tracking.orchestration import default_data, find_reusable_run, launch
+from recsys.tracking.orchestration import default_data, find_reusable_run, launch, run_pipelines
 from recsys.tracking.pyfunc import load_bundle, load_model, log_model
 from recsys.tracking.queries import download_file, experiment_id, finished_evaluations, prepare_runs_without_peers
 from recsys.tracking.registry import check_name, champion_version, registered_version, set_champion, tag_version
 from recsys.tracking.resume import resumable
-from recsys.tracking.runs import (COMPLETE_TAG, child_run, download, epoch_history, ignore_signals, lightning_logger,
-                                  log_metrics, log_model_metrics, log_params, resume_point, step_run,
-                                  wind_down)
+from recsys.tracking.runs import (COMPLETE_TAG, child_run, download, epoch_history, lightning_logger, log_metrics,
+                                  log_model_metrics, log_params, step_run)
 
 __all__ = ["COMPLETE_TAG", "canonical", "champion_version", "check_data", "check_name", "child_run", "default_data", "download", "download_file", "entry_params",
-           "epoch_history", "experiment_id", "find_reusable_run", "finished_evaluations", "git_info", "ignore_signals",
-           "launch", "lightning_logger", "load_bundle", "load_model", "log_model", "log_context", "log_data_input", "log_metrics",
-           "log_model_metrics", "log_params", "prepare_runs_without_peers", "request_fingerprint", "registered_version", "resumable", "resume_point", "wind_down",
+           "epoch_history", "experiment_id", "find_reusable_run", "finished_evaluations", "git_info",
+           "launch", "run_pipelines", "lightning_logger", "load_bundle", "load_model", "log_model", "log_context", "log_data_input", "log_metrics",
+           "log_model_metrics", "log_params", "prepare_runs_without_peers", "request_fingerprint", "registered_version", "resumable",
            "run_id_of_model", "run_tags", "set_champion", "step_run", "tag_version"]

@@ -34,11 +34,9 @@ def canonical(value) -> str:
 def entry_params(entry: str, params: dict) -> dict[str, str]:
     """The params `mlflow run` logs for `entry` given `params`: every declared one (its default where not
     given) and every extra one."""
-    from mlflow.projects import _project_spec
+    from recsys.tracking import mlflow_internals
 
-    spec = _project_spec.load_project(str(PROJECT_ROOT)).get_entry_point(entry)
-    final, extra = spec.compute_parameters({k: str(v) for k, v in params.items()}, storage_dir=None)
-    return {k: str(v) for k, v in {**final, **extra}.items()}
+    return mlflow_internals.entry_params(PROJECT_ROOT, entry, params)
 
 
 def _content(path: Path) -> str:

@@ -1,18 +1,20 @@
-"""Chaining steps: reuse a complete run with the same parameters, or launch the entry point as a child
-run (and stop its whole process group on an interrupt); the data a train run prepares when given none.
+"""Chaining steps: reuse a complete run with the same parameters, or start the entry point as a child
+run (its command directly, several at once if asked; stopped with all it started on an interrupt); the data a train run prepares when given none.
 """
 
 from __future__ import annotations
 
 import os
-import signal
+import time
 
 import mlflow
 from mlflow.exceptions import ExecutionException
 
+from recsys import interrupts
 from recsys.errors import Interrupted, RecsysError
+from recsys.tracking import mlflow_internals
 from recsys.tracking.lineage import PROJECT_ROOT, REQUEST_TAG, canonical, entry_params, git_info, request_fingerprint
-from recsys.tracking.runs import COMPLETE_TAG, ignore_signals
+from recsys.tracking.runs import COMPLETE_TAG, LAUNCHER_ENV
 
 def find_reusable_run(entry: str, params: dict[str, str], experiment_id: str) -> str | None:
     """A complete FINISHED run of `entry` that was asked exactly what `params` asks now, on the same
@@ -51,69 +53,125 @@ def _has_model(run_id: str) -> bool:
         return False
 
 
-def launch(entry: str, params: dict[str, str], env_manager: str, experiment_id: str) -> str:
-    """Run an entry point of this project as a child of the active run; return its run id.
+class Child:
+    """An entry point running as a child run of the active one: its run id and process."""
 
-    A failed child raises RecsysError naming the step, its run id and its own one-line error. On
-    SIGINT/SIGTERM the child's whole process group (`mlflow run` starts it in its own session) is
-    stopped, its run marked KILLED, and the interrupt goes on to end this run too.
-    """
+    def __init__(self, entry: str, sub):
+        self.entry, self.run_id, self.proc = entry, sub.run_id, sub.command_proc
+
+    def done(self) -> bool:
+        return self.proc.poll() is not None
+
+    def result(self) -> str:
+        """The child's run id once it has exited; a failed child is a RecsysError naming the step, its
+        run id and its own one-line error."""
+        if self.proc.wait() != 0:
+            err = mlflow.get_run(self.run_id).data.tags.get("error", "see the run's output")
+            raise RecsysError(f"step {self.entry} failed (run {self.run_id}): {err}")
+        return self.run_id
+
+
+def start(entry: str, params: dict[str, str], env_manager: str, experiment_id: str,
+          env: dict[str, str] | None = None) -> Child:
+    """Start an entry point of this project as a child of the active run: its command runs directly
+    (what a synchronous `mlflow.projects.run` does: no second `mlflow run` CLI), with `env` added to its
+    environment."""
     if env_manager not in ("local", "virtualenv", "uv", "conda"):
         raise RecsysError(f"env_manager={env_manager!r} is not one of local, virtualenv, uv, conda")
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    os.environ[LAUNCHER_ENV] = str(os.getpid())  # the step knows no `mlflow run` stands between (its guard)
     try:
-        sub = mlflow.projects.run(str(PROJECT_ROOT), entry_point=entry, parameters=params, env_manager=env_manager,
-                                  experiment_id=experiment_id, synchronous=False)
+        sub = mlflow_internals.start_entry_point(PROJECT_ROOT, entry, params, env_manager, experiment_id)
     except Exception as e:
         raise RecsysError(f"step {entry} could not start ({str(e).splitlines()[0][:300]})") from None
-    try:
-        ok = sub.wait()
-    except Interrupted:
-        ignore_signals()
-        _stop(sub)
-        raise
-    if not ok:
-        err = mlflow.get_run(sub.run_id).data.tags.get("error", "see the run's output")
-        raise RecsysError(f"step {entry} failed (run {sub.run_id}): {err}")
-    return sub.run_id
-
-
-def _stop(sub, grace_s: float = 30) -> None:
-    """SIGTERM to the child's process group; wait until every process in it is gone (SIGKILL after
-    `grace_s`): the step inside gets the time to mark its own run KILLED."""
-    import time
-
-    proc = getattr(sub, "command_proc", None)
-    if proc is not None:
-        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                proc.poll()  # reap the group leader, or it lingers as a zombie in the group
-                try:
-                    os.killpg(proc.pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.1)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
             else:
-                continue
-            break
+                os.environ[k] = v
+    return Child(entry, sub)
+
+
+def launch(entry: str, params: dict[str, str], env_manager: str, experiment_id: str) -> str:
+    """Run an entry point as a child of the active run and wait for it; return its run id."""
+    return wait_all([start(entry, params, env_manager, experiment_id)])[0]
+
+
+def wait_all(children: list[Child], poll_s: float = 0.05) -> list[str]:
+    """Wait for children; on SIGINT/SIGTERM stop every one still running (and what it started), mark
+    its run KILLED, and let the interrupt end this run too."""
+    try:
+        while not all(c.done() for c in children):
+            time.sleep(poll_s)
+    except Interrupted:
+        stop(children)
+        raise
+    return [c.result() for c in children]
+
+
+def stop(children: list[Child], grace_s: float = 30) -> None:
+    """SIGTERM to each child still running and to everything it started; wait until all are gone (SIGKILL
+    after `grace_s`): the step inside gets the time to mark its own run KILLED."""
+    interrupts.ignore()
+    interrupts.stop_trees([c.proc for c in children], grace_s)
     client = mlflow.MlflowClient()
-    if client.get_run(sub.run_id).info.status not in ("KILLED", "FAILED"):
-        client.set_tag(sub.run_id, "error", "interrupted: its parent main run was stopped")
-        client.set_terminated(sub.run_id, "KILLED")
+    for c in children:
+        if client.get_run(c.run_id).info.status not in ("KILLED", "FAILED", "FINISHED"):
+            client.set_tag(c.run_id, "error", "interrupted: its parent main run was stopped")
+            client.set_terminated(c.run_id, "KILLED")
+
+
+def run_pipelines(pipelines: dict, parallel: int, found, record, env_manager: str, experiment_id: str,
+                  env: dict[str, str] | None = None) -> dict:
+    """Run chains of steps, up to `parallel` children at once. Each pipeline is a generator that yields
+    (entry, params, label) and is sent the run id that answers it; what it returns is its result.
+    `found(entry, params, label)` is a reusable run id or None; `record(label, run_id, reused, seconds)` is
+    told each run a child made. A failed child stops the others and fails the caller; so does an interrupt."""
+    from collections import deque
+
+    results, running = {}, []
+
+    def advance(name, gen, value, first=False):  # a pipeline's next step goes before the next pipeline's first
+        try:
+            (queue.append if first else queue.appendleft)((name, gen, gen.send(value)))
+        except StopIteration as done:
+            results[name] = done.value
+
+    queue: deque = deque()
+    for name, gen in pipelines.items():
+        advance(name, gen, None, first=True)
+    try:
+        while queue or running:
+            while queue and len(running) < parallel:
+                name, gen, (entry, params, label) = queue.popleft()
+                rid = found(entry, params, label)
+                if rid:
+                    advance(name, gen, rid)
+                else:
+                    child = start(entry, params, env_manager, experiment_id, env)
+                    running.append((name, gen, label, child, time.perf_counter()))
+            while running and not any(r[3].done() for r in running):
+                time.sleep(0.05)
+            for item in [r for r in running if r[3].done()]:
+                running.remove(item)
+                name, gen, label, child, t0 = item
+                rid = child.result()
+                record(label, rid, False, time.perf_counter() - t0)
+                advance(name, gen, rid)
+    except BaseException:
+        stop([r[3] for r in running])
+        raise
+    return results
 
 
 def default_data(task: str) -> str:
     """The data URI for a train run given no data: a complete prepare run of ml-100k for `task` with the
     default parameters on this commit, or a new one run as a child of the active run."""
-    from recsys.schema import TASKS
+    from recsys.schema import task_of
 
-    if task not in TASKS:
-        raise RecsysError(f"task={task!r} is not one of {', '.join(TASKS)}")
-    params = {"dataset": "ml-100k", "task": task, "split": "random" if task == "rating" else "leave_last_out",
+    params = {"dataset": "ml-100k", "task": task, "split": task_of(task).split,
               "positive_threshold": "4", "tie_break": "random", "seed": "42"}
     exp = mlflow.active_run().info.experiment_id
     rid = find_reusable_run("prepare", params, exp)

@@ -8,6 +8,7 @@ from pathlib import Path
 import mlflow
 
 from recsys.errors import RecsysError
+from recsys.schema import TASKS
 from recsys.tracking.runs import epoch_history
 
 def experiment_id(name: str) -> str:
@@ -47,7 +48,7 @@ def finished_evaluations(experiment: str) -> list[dict]:
                 rec["train_seconds"] = train.data.metrics.get("train_seconds", float("nan"))
                 rec["config"] = {k: v for k, v in train.data.params.items()
                                  if k.startswith(("model.", "training.")) and k != "training.seed"}
-                monitor = "val/rmse" if tags.get("task") == "rating" else "val/ndcg_at_10"
+                monitor = TASKS[tags.get("task") or "rating"].key("val")
                 rec["history"] = epoch_history(rec["train_run"], ["train/loss", "val/loss", monitor])
         out.append(rec)
     return out

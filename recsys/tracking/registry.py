@@ -11,12 +11,11 @@ CHAMPION = "champion"
 def check_name(name: str) -> None:
     """A registered model name the registry will take, checked before anything is trained or logged."""
     from mlflow.exceptions import MlflowException
-    from mlflow.utils.validation import _validate_model_name
-
     from recsys.errors import RecsysError
+    from recsys.tracking.mlflow_internals import validate_model_name
 
     try:
-        _validate_model_name(name)
+        validate_model_name(name)
     except MlflowException as e:
         raise RecsysError(f"register_as={name!r} cannot name a registered model ({str(e).splitlines()[0]}); "
                           "use letters, digits, '-', '_' or '.'") from None

@@ -23,7 +23,7 @@ from recsys.data.negatives import sorted_keys
 from recsys.data.prepare import Prepared
 from recsys.errors import RecsysError
 from recsys.models import model_class
-from recsys.schema import ITEM, RATING, ROW_UPDATES_MIN_ROWS, USER
+from recsys.schema import ITEM, RATING, ROW_UPDATES_MIN_ROWS, TASKS, USER
 from recsys.training import losses
 from recsys.training.batches import LISTS, POSITIVES, SequenceBatches, TensorBatches, chunk_size
 from recsys.training.distributed import devices
@@ -61,10 +61,6 @@ class FitResult:
     world_size: int = 1
     loss: str = ""
     updates: str = "dense"
-
-
-def monitor_for(task: str) -> tuple[str, str]:
-    return ("val/rmse", "min") if task == "rating" else ("val/ndcg_at_10", "max")
 
 
 def check_trainer(cfg: TrainConfig) -> None:
@@ -157,7 +153,7 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
             shared_negatives=cfg.num_negatives if shared else 0,
             popularity=np.bincount(i, minlength=data.n_items) if shared else None)
 
-    monitor, mode = monitor_for(task)
+    monitor, mode = TASKS[task].key("val"), TASKS[task].mode
     ckpt_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="recsys-ckpt-"))
     ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
                            enable_version_counter=False)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from recsys.errors import RecsysError
-from recsys.schema import LARGE_CATALOGUE
+from recsys.schema import LARGE_CATALOGUE, task_of
 from recsys.training.batches import LISTS, PAIRS, POINTWISE, POSITIVES
 
 
@@ -105,9 +105,8 @@ def sequence_bce(model, batch, squash) -> torch.Tensor:
 
 SEQUENCE_LOSSES = {"softmax": sequence_softmax, "sampled_softmax": sequence_sampled_softmax, "bce": sequence_bce}
 
-LOSSES = {"mse": mse, "bce": bce, "bpr": bpr, "sampled_softmax": sampled_softmax, "softmax": softmax}
+LOSSES = {"mse": mse, "bce": bce, "bpr": bpr, "sampled_softmax": sampled_softmax, "softmax": softmax}  # schema.LOSS_NAMES
 BATCHES = {"mse": POINTWISE, "bce": POINTWISE, "bpr": PAIRS, "sampled_softmax": LISTS, "softmax": POSITIVES}
-IMPLICIT_ONLY = {"bce", "bpr", "sampled_softmax", "softmax"}
 
 
 def loss_function(name: str, model_cls):
@@ -138,16 +137,12 @@ def resolve(loss: str, task: str, model_cls, n_items: int = 0) -> str:
             raise RecsysError(f"loss={loss!r} does not train a sequence model; use one of auto (softmax), "
                               f"{', '.join(SEQUENCE_LOSSES)}")
         return name
-    if loss != "auto":
-        name = loss
-    elif task == "rating":
-        name = "mse"
-    else:
-        name = "sampled_softmax" if large else "bce"
+    spec = task_of(task)
+    name = loss if loss != "auto" else "sampled_softmax" if large and task == "implicit" else spec.loss
     if name not in LOSSES:
         raise RecsysError(f"loss={loss!r} is not one of auto, {', '.join(LOSSES)}")
-    if name in IMPLICIT_ONLY and task != "implicit":
-        raise RecsysError(f"loss={name} needs task=implicit data; use loss=auto (mse) for ratings")
+    if name not in spec.losses:
+        raise RecsysError(f"loss={name} needs task=implicit data; use loss=auto ({spec.loss}) for {task} data")
     if name == "softmax" and not model_cls.scores_catalogue:
         raise RecsysError("loss=softmax scores the whole catalogue and needs a model that scores it in one product "
                           "(mf); use sampled_softmax (against num_negatives sampled items), bce or bpr")

@@ -60,7 +60,7 @@ class Recommender(pl.LightningModule):
         if updates == "rows":
             use_row_updates(self.model)
         self.lo, self.hi = scoring.rating_range(rating_min, rating_max)
-        self.loss_name = loss if loss != "auto" else ("mse" if task == "rating" else "bce")  # older checkpoints
+        self.loss_name = loss  # resolved by fit (losses.resolve)
         self.ranking_context = None  # set by fit() for the implicit task's validation ranking
         self.train_batches = None  # set by fit(): its epoch follows the trainer's (a resumed run goes on)
         self.epoch_lines = False  # one printed line per epoch (set by fit)

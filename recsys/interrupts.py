@@ -1,0 +1,232 @@
+"""SIGINT and SIGTERM, in one module: every signal handler of the project is installed here.
+
+- `defer()`: from a step's first import until its run exists, a signal is remembered (`pending()`), so the
+  run still ends KILLED with its `error` tag instead of a KeyboardInterrupt traceback;
+- `step(...)`: while a step's run is open, a signal raises `Interrupted` (Lightning would turn SIGTERM
+  into a clean exit), a watcher stops the step when the process that launched it is gone, and
+  `wind_down` starts the guard (recsys/tracking/guard.py, a program of its own) that leaves the run
+  KILLED whatever happens next, plus a timer that ends a step whose store hangs;
+- `Sweep`: inside a tune trial a signal interrupts it; between trials it only stops the sweep;
+- `worker()`: a process a multi-process strategy started has no run and stops at once;
+- `stop_trees(procs)`: child steps and everything they started, stopped and waited for.
+
+No MLflow here (it is imported after `defer()` must already hold): the guard is given the tracking URI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from recsys.errors import Interrupted
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+ROOT = Path(__file__).resolve().parents[1]  # the project root: where the guard runs from
+_PENDING: list[int] = []  # signals that came before a step's run existed (while it was importing)
+_STEP: dict = {}  # the running step: name, run id, launcher, tracking URI, checkpoint, wind-down seconds
+
+
+def defer() -> None:
+    """Until a step's run exists, SIGINT and SIGTERM are remembered, not raised."""
+    for sig in SIGNALS:
+        signal.signal(sig, lambda signum, frame: _PENDING.append(signum))
+
+
+def pending() -> int | None:
+    return _PENDING[0] if _PENDING else None
+
+
+def ignore() -> None:
+    """While a step winds down after an interrupt, a second Ctrl-C must not cut its bookkeeping short."""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def worker() -> None:
+    """A worker process of a multi-process strategy: no run to end KILLED, so a signal stops it at once,
+    as rank 0's teardown expects."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def message(signum: int) -> str:
+    """The one line (and `error` tag) of an interrupted step; train's offers the resume once it can."""
+    msg = f"interrupted by {signal.Signals(signum).name}; what was logged is kept"
+    if _STEP.get("name") != "train":
+        return msg
+    checkpoint = _STEP.get("checkpoint")
+    if checkpoint is not None and Path(checkpoint).exists():
+        return msg + f" (continue with -P resume_from={_STEP['run_id']})"
+    return msg + " (before its first epoch ended: there is no checkpoint to resume from; train again)"
+
+
+def resume_point(checkpoint: Path) -> None:
+    """Where the running train step writes the checkpoint an interrupted run is resumed from: the
+    interrupt's message offers `resume_from` only once that file exists."""
+    _STEP["checkpoint"] = checkpoint
+
+
+LAUNCHER = os.getppid()  # the process that started this one (read at import, before it can be gone)
+
+
+@contextlib.contextmanager
+def step(name: str, run_id: str, launched: bool, tracking_uri: str, wind_down_s: float = 60.0):
+    """While a step's run is open: signals raise `Interrupted`; the step stops when its launcher goes.
+    `launched`: the launcher (`mlflow run`, or main) created the run, so the guard waits for it too."""
+    _STEP.clear()
+    _STEP.update(name=name, run_id=run_id, launcher=LAUNCHER if launched else None, tracking_uri=tracking_uri,
+                 wind_down_s=wind_down_s)
+
+    def handler(signum, frame):
+        wind_down(signum)
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
+    stop = threading.Event()
+    threading.Thread(target=_watch_launcher, args=(stop,), daemon=True).start()
+    try:
+        if pending() is not None:  # it came while the step was importing
+            raise Interrupted(pending())
+        yield
+    except Interrupted as e:
+        ignore()  # from here on the step only records how it ended
+        wind_down(e.signum)  # when it came another way than through the handler (while importing, from tune)
+        e.message = message(e.signum)
+        raise
+    finally:
+        stop.set()
+        _STEP.clear()
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            for sig, h in previous.items():
+                signal.signal(sig, h)
+
+
+def wind_down(signum: int) -> None:
+    """Once per step, when an interrupt arrives: start the guard that leaves its run KILLED whatever
+    happens next, and a timer that ends the process if recording the interrupt hangs (a stuck store, a
+    library's teardown)."""
+    if not _STEP or _STEP.get("winding_down"):
+        return
+    _STEP["winding_down"] = signum
+    _start_guard(_STEP["run_id"], message(signum), _STEP["launcher"], _STEP["tracking_uri"])
+    timer = threading.Timer(_STEP["wind_down_s"], exit_now, (128 + signum,))
+    timer.daemon = True
+    timer.start()
+
+
+def exit_now(code: int) -> None:
+    """Leave at once once an interrupt is recorded: no library's exit hook or lingering thread can keep
+    an interrupted step alive (everything it promised is written; temporary folders are already gone)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _watch_launcher(stop: threading.Event, every_s: float = 0.5) -> None:
+    """A step never outlives the command that started it: when its parent process is gone (SIGTERM to
+    `mlflow run` ends it at once, without passing the signal on), the step stops as if interrupted."""
+    while not stop.wait(every_s):
+        if os.getppid() != LAUNCHER:
+            wind_down(signal.SIGTERM)  # from here too: the main thread may be stuck outside Python
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
+def _start_guard(run_id: str, msg: str, launcher: int | None, tracking_uri: str) -> None:
+    """The detached guard (recsys/tracking/guard.py) gets only the tracking settings of the environment."""
+    keep = ("PATH", "HOME", "PYTHONPATH", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+    env = {k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "AWS_", "AZURE_", "GOOGLE_")) or k in keep}
+    env.pop("MLFLOW_RUN_ID", None)
+    env["MLFLOW_TRACKING_URI"] = tracking_uri
+    pids = [os.getpid()] + ([launcher] if launcher and launcher == os.getppid() else [])  # a launcher still there
+    try:
+        subprocess.Popen([sys.executable, "-m", "recsys.tracking.guard", run_id, msg[:5000], *map(str, pids)],
+                         env=env, cwd=ROOT, start_new_session=True, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        pass
+
+
+class Sweep:
+    """Signals during a tune sweep: inside a trial they interrupt it (the sweep records it FAIL); during the
+    study's bookkeeping between trials they only stop the sweep before the next one, so its storage is
+    never left half-written. `signum` says which signal came, if any; the step winds down either way."""
+
+    def __init__(self):
+        self.in_trial, self.signum = False, None
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        wind_down(signum)  # the step's run ends KILLED whatever happens next
+        if self.in_trial:  # Interrupted, not a KeyboardInterrupt: Lightning would turn that into sys.exit(1)
+            raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def trial(self):
+        self.in_trial = True
+        try:
+            yield
+        finally:
+            self.in_trial = False
+
+    def __enter__(self):
+        self._previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+        return False
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid`'s living child processes and theirs (Linux /proc), children first."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[-1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def stop_trees(procs: list[subprocess.Popen], grace_s: float = 30) -> None:
+    """SIGTERM to child processes and everything they started; wait until all of them are gone (SIGKILL
+    after `grace_s`): a step inside gets the time to mark its own run KILLED."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10)):
+        tree = [p for proc in procs if proc.poll() is None for p in (proc.pid, *descendants(proc.pid))]
+        tree += [p for proc in procs for p in descendants(proc.pid)]  # what an exited one left behind
+        for pid in dict.fromkeys(tree):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            for proc in procs:
+                proc.poll()  # reap it, or it lingers as a zombie
+            if not [p for p in tree if _alive(p)]:
+                return
+            time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """A zombie (exited, not yet reaped by its parent) is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False

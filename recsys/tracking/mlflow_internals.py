@@ -1,0 +1,57 @@
+"""MLflow's non-public pieces this project relies on, in one place: an MLflow upgrade that moves one
+breaks here (and in tests/test_mlflow_internals.py), not across the project.
+
+- the MLproject file as MLflow reads it (entry points, the params `mlflow run` logs);
+- starting an entry point the way `mlflow.projects.run(..., synchronous=True)` does (the local backend
+  runs the entry point's command itself) without waiting for it, so the caller holds the process;
+- the registry's rule for a model name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+
+
+def load_project(root: Path):
+    from mlflow.projects import _project_spec
+
+    return _project_spec.load_project(str(root))
+
+
+def entry_points(root: Path) -> dict:
+    """name -> MLflow's EntryPoint (`.parameters`: name -> Parameter with `.type`, `.default`)."""
+    return load_project(root)._entry_points
+
+
+def entry_params(root: Path, entry: str, params: dict) -> dict[str, str]:
+    """The params `mlflow run` logs for `entry` given `params`: every declared one (its default where not
+    given) and every extra one."""
+    spec = load_project(root).get_entry_point(entry)
+    final, extra = spec.compute_parameters({k: str(v) for k, v in params.items()}, storage_dir=None)
+    return {k: str(v) for k, v in {**final, **extra}.items()}
+
+
+def start_entry_point(root: Path, entry: str, params: dict, env_manager: str, experiment_id: str):
+    """Create the entry point's run (a child of the active run, its params and project tags as
+    `mlflow run` writes them) and start its command in a process; return MLflow's LocalSubmittedRun
+    (`.run_id`, `.command_proc`) without waiting. No second `mlflow run` CLI is started."""
+    from mlflow.projects.backend.local import LocalBackend
+    from mlflow.projects.utils import (PROJECT_BUILD_IMAGE, PROJECT_DOCKER_ARGS, PROJECT_DOCKER_AUTH,
+                                       PROJECT_ENV_MANAGER, PROJECT_STORAGE_DIR, PROJECT_SYNCHRONOUS)
+    from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_BACKEND
+
+    config = {PROJECT_ENV_MANAGER: env_manager, PROJECT_SYNCHRONOUS: True, PROJECT_DOCKER_ARGS: {},
+              PROJECT_STORAGE_DIR: None, PROJECT_BUILD_IMAGE: False, PROJECT_DOCKER_AUTH: None}
+    sub = LocalBackend().run(str(root), entry, {k: str(v) for k, v in params.items()}, None, config,
+                             mlflow.get_tracking_uri(), experiment_id)
+    mlflow.MlflowClient().set_tag(sub.run_id, MLFLOW_PROJECT_BACKEND, "local")
+    return sub
+
+
+def validate_model_name(name: str) -> None:
+    """Raises MlflowException when the registry would refuse `name`."""
+    from mlflow.utils.validation import _validate_model_name
+
+    _validate_model_name(name)
