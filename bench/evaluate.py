@@ -66,7 +66,7 @@ print("| model | full ranking s | users/s | naive loop users/s | vs naive | own 
 print("|---|---|---|---|---|---|---|---|")
 for name in a.models.split(","):
     hp, cfg = config.load(name, task="implicit")
-    module = training.Recommender(model_name=name, n_users=data.n_users, n_items=data.n_items,
+    module = training.TrainingModule(model_name=name, n_users=data.n_users, n_items=data.n_items,
                                   features=tables.spec(), model_hparams=hp, task="implicit", rating_min=1.0,
                                   rating_max=5.0, lr=cfg.lr, weight_decay=0.0, optimizer="adam", scheduler="none",
                                   loss="bce", total_steps=1).eval()

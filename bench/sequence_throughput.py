@@ -35,7 +35,7 @@ data = prep.prepare(raw, task="implicit", split="leave_last_out", positive_thres
 
 
 def module_for(name, hp, cfg, steps):
-    m = training.Recommender(model_name=name, n_users=data.n_users, n_items=data.n_items, features={},
+    m = training.TrainingModule(model_name=name, n_users=data.n_users, n_items=data.n_items, features={},
                              model_hparams=hp, task="implicit", rating_min=1.0, rating_max=5.0, lr=cfg.lr,
                              weight_decay=cfg.weight_decay, optimizer=cfg.optimizer, scheduler="none", loss="softmax",
                              total_steps=steps)

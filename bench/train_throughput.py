@@ -39,7 +39,7 @@ n = len(u)
 
 
 def module_for(name, hp, cfg, steps):
-    m = training.Recommender(model_name=name, n_users=data.n_users, n_items=data.n_items, features=tables.spec(),
+    m = training.TrainingModule(model_name=name, n_users=data.n_users, n_items=data.n_items, features=tables.spec(),
                              model_hparams=hp, task="rating", rating_min=1.0, rating_max=5.0, lr=cfg.lr,
                              weight_decay=cfg.weight_decay, optimizer=cfg.optimizer, scheduler="none", loss="mse",
                              total_steps=steps)

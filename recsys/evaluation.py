@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from recsys import metrics, ranking
-from recsys.data.prepare import Prepared
+from recsys.data.artifact import Prepared
 from recsys.errors import RecsysError
 from recsys.schema import ITEM, RATING, USER
 

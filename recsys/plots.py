@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+class _Pyplot:
+    """matplotlib.pyplot, imported (headless) when the first plot is drawn: a step that draws none pays nothing."""
+
+    def __getattr__(self, name):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot
+
+        return getattr(matplotlib.pyplot, name)
+
+
+plt = _Pyplot()
 
 
 def _save(fig, path: Path) -> Path:
@@ -82,3 +93,27 @@ def popularity(item_counts: np.ndarray, recommended: np.ndarray, path: Path, tit
     ax.set(xlabel="item popularity decile (9 = most popular)", ylabel="share", title=f"{title}: popularity")
     ax.legend()
     return _save(fig, path)
+
+
+def evaluation_plots(ev, data, split: str, tmp: Path):
+    """The plots an evaluate run logs: predictions and calibration (ratings) or the popularity of what is
+    recommended (ranking), and the headline metric by user activity."""
+    from recsys import evaluation
+    from recsys.schema import ITEM
+
+    if ev.predictions is not None:
+        pr = ev.predictions
+        yield rating_histogram(pr["actual"].to_numpy(), pr["predicted"].to_numpy(), tmp / "predictions_histogram.png", split)
+        yield calibration(pr["actual"].to_numpy(), pr["predicted"].to_numpy(), tmp / "calibration.png", split)
+        metric = "rmse"
+    else:
+        metric = "ndcg_at_10"
+        if ev.top_items is not None:
+            counts = np.bincount(data.train[ITEM], minlength=data.n_items)
+            yield popularity(counts, ev.top_items[:, :10], tmp / "popularity.png", split)
+    vals = {b: ev.metrics[f"{split}/activity_{b}/{metric}"] for _, _, b in evaluation.ACTIVITY_BUCKETS
+            if f"{split}/activity_{b}/{metric}" in ev.metrics}
+    counts = {b: int(ev.metrics.get(f"{split}/activity_{b}/n_rows", ev.metrics.get(f"{split}/activity_{b}/n_users", 0)))
+              for b in vals}
+    if vals:
+        yield by_bucket(vals, counts, tmp / "by_activity.png", metric, split)

@@ -7,7 +7,6 @@ leaderboard, also printed) and `headline.md` (the best rows and baselines of eac
 training time and each model's learning curve). Metrics: `groups`, `runs`.
 """
 
-import argparse
 import tempfile
 from pathlib import Path
 
@@ -17,15 +16,17 @@ import mlflow
 
 from recsys import report, report_page, tracking
 from recsys.errors import RecsysError
+from steps import ArgParser
 
-p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+p = ArgParser(prog="report", description=__doc__.splitlines()[0])
 p.add_argument("--experiment", required=True)
 p.add_argument("--output", default="report")
 
 
 def main(argv=None):
-    a = p.parse_args(argv)
-    with tracking.step_run(f"report {a.experiment}") as run:
+    with tracking.step_run("report") as run:
+        a = p.parse_args(argv)
+        mlflow.set_tag("mlflow.runName", f"report {a.experiment}")
         if not a.output or Path(a.output).name != a.output or a.output in (".", ".."):
             raise RecsysError(f"output={a.output!r} must be a file name without folders (it names report.md and .html)")
         records = tracking.finished_evaluations(a.experiment)

@@ -24,13 +24,11 @@ from pathlib import Path
 
 import mlflow
 
-from recsys import config, evaluation, interrupts, plots, scoring, serving, tracking, training
+from recsys import config, evaluation, interrupts, tracking, training
 from recsys.data import prepare as prep
 from recsys.errors import Interrupted, RecsysError
-from recsys.models import model_class
 from recsys.schema import TASKS
-from recsys.training import losses
-from steps import ArgParser, flag, local_config
+from steps import ArgParser, flag, given, integer, local_config
 
 OVERRIDES = ["lr", "epochs", "batch_size", "embedding_dim", "weight_decay", "num_negatives", "min_epochs",
              "patience", "seed", "accelerator", "devices", "strategy", "num_nodes"]
@@ -79,7 +77,7 @@ def worker(argv=None) -> None:
             cfg_file = None if a.config in ("", "default") else local_config(a.config, tmp)
             hp, cfg = config.load(a.model, cfg_file, overrides, task=task, n_items=prep.load(data_dir).n_items)
             spec = {"data_dir": str(data_dir), "model": a.model, "hp": hp, "cfg": cfg.model_dump(), "resume_from": "",
-                    "val_users": int(a.eval_users or 0)}
+                    "val_users": integer("eval_users", a.eval_users or 0)}
         training.fit(prep.load(spec["data_dir"]), spec["model"], spec["hp"], TrainConfig.model_validate(spec["cfg"]), None,
                      Path(tmp) / "checkpoints", resume_from=Path(spec["resume_from"]) if spec["resume_from"] else None,
                      val_users=spec.get("val_users", 0))
@@ -91,31 +89,18 @@ def main(argv=None):
     with tracking.step_run("train") as run, tempfile.TemporaryDirectory(prefix="recsys-train-") as tmp:
         tmp = Path(tmp)
         a, rest = p.parse_known_args(argv)
-        # MLproject's defaults for "not given" (an empty string would show as a '' param in the UI)
-        a.data, a.model, a.config, a.task, a.resume_from, a.register_as = (
-            "" if v in ("auto", "default", "none") else v
-            for v in (a.data, a.model, a.config, a.task, a.resume_from, a.register_as))
+        a.data, a.model, a.config, a.task, a.resume_from, a.register_as = map(given, (
+            a.data, a.model, a.config, a.task, a.resume_from, a.register_as))
         if a.register_as:
             tracking.check_name(a.register_as)
         score_test = flag("test", a.test)
         a.config = local_config(a.config, tmp) if a.config else ""
         overrides = given_overrides(a, rest)
-        try:
-            eval_users = int(a.eval_users)
-        except ValueError:
-            eval_users = -1
-        if eval_users < 0:
-            raise RecsysError(f"eval_users={a.eval_users!r} must be an integer >= 0 (0 = rank for every test user)")
+        eval_users = integer("eval_users", a.eval_users)
         resume = None
         if a.resume_from:
-            old = tracking.resumable(a.resume_from, a.model)
-            a.data, a.model = old["data"], old["model"]
-            if not a.config:  # the interrupted run's own resolved config, then what is given now
-                a.config = str(config.resolved_file(tracking.download(f"runs:/{a.resume_from}/config.yaml", "config",
-                                                                      tmp / "resumed"), tmp / "resumed.yaml"))
-            else:
-                overrides = {**old["overrides"], **overrides}
-            resume = tracking.download(f"runs:/{a.resume_from}/checkpoint/last.ckpt", "checkpoint", tmp / "resume")
+            a.data, a.model, a.config, overrides, resume = tracking.resume_request(a.resume_from, a.model, a.config,
+                                                                                   overrides, tmp)
         a.model = a.model or "mf"
         mlflow.set_tag("mlflow.runName", f"train {a.model}")
         config.load(a.model, a.config or None, overrides)  # fail on a bad config before fetching data
@@ -124,8 +109,6 @@ def main(argv=None):
         data = prep.load(data_dir)
         tracking.check_data(data_uri, data.meta["content_hash"])
         task = data.meta["task"]
-        if eval_users and task != "implicit":
-            raise RecsysError("eval_users samples the users to rank and applies to the implicit task; leave it at 0")
         if a.task and a.task != task:
             raise RecsysError(f"data {data_uri} holds the {task} task, not {a.task}; prepare it with task={a.task}")
         hp, cfg = config.load(a.model, a.config or None, overrides, task=task, n_items=data.n_items)
@@ -133,10 +116,7 @@ def main(argv=None):
             import torch
 
             torch.set_num_threads(cfg.runtime.threads)
-        training.check_trainer(cfg)  # every setting validated before the first param is logged
-        if resume is not None:
-            training.check_more_epochs(resume, cfg.epochs, a.resume_from)
-        losses.resolve(cfg.loss, task, model_class(a.model), data.n_items)
+        training.check_request(a.model, cfg, task, data.n_items, eval_users, resume, a.resume_from)
         tracking.log_params({**config.flat(hp, cfg), "model": a.model, "data": data_uri, "data_uri": data_uri, "task": task,
                              **({"resume_from": a.resume_from} if a.resume_from else {}),
                              **({"eval_users": eval_users} if eval_users else {})})
@@ -153,42 +133,14 @@ def main(argv=None):
                                   progress=sys.stderr.isatty(), resume_from=resume, epoch_lines=not sys.stderr.isatty(),
                                   val_users=eval_users)
         except Interrupted:
-            interrupts.ignore()
             if (ckpts / "last.ckpt").exists():  # what `resume_from` continues from
                 mlflow.log_artifact(ckpts / "last.ckpt", "checkpoint")
             raise
-        if result.best_score != result.best_score or abs(result.best_score) == float("inf"):
-            raise RecsysError(f"training diverged: the best {result.monitor} is {result.best_score} (lr={cfg.lr}); "
-                              "lower lr or raise the weight decays")
         # test only when asked (eval_users: a seeded sample of users where full ranking would take hours)
         ev = evaluation.evaluate(result.module, data, "test", [10], "both", eval_users) if score_test else None
-        mlflow.set_tags({"world_size": result.world_size, "loss": result.loss, "updates": result.updates})
-        tracking.log_metrics({**(ev.metrics if ev else {}), "train_seconds": result.seconds, "epochs_run": result.epochs,
-                              f"best_{result.monitor.replace('/', '_')}": result.best_score})
-        mlflow.log_artifact(result.checkpoint, "checkpoint")
-        if (ckpts / "last.ckpt").exists():
-            mlflow.log_artifact(ckpts / "last.ckpt", "checkpoint")
-        monitor = TASKS[task].key("val")
-        history = tracking.epoch_history(run.info.run_id, ["train/loss", "val/loss", monitor])
-        mlflow.log_artifact(plots.learning_curve(history, tmp / "learning_curve.png", a.model), "plots")
-        if task == "rating":  # predicted vs actual on validation (test only when asked)
-            pr = (ev or evaluation.evaluate(result.module, data, "val", [10], "both")).predictions
-            mlflow.log_artifact(plots.rating_histogram(pr["actual"].to_numpy(), pr["predicted"].to_numpy(),
-                                                         tmp / "predictions_histogram.png", a.model), "plots")
-        known = None
-        if result.module.model.uses_history:  # the served model answers a known user from all of their history
-            from recsys.data import history
-
-            known = history.histories([data.train, data.val, data.test], data.n_users, result.module.model.max_len)
-        weights = scoring.export_weights(result.checkpoint, tmp / "model.ckpt", known)
-        model_uri = tracking.log_model(weights, serving.export(data, tmp / "serving"), a.register_as,
-                                       {"model": a.model, "dataset": data.meta.get("name", ""), "task": task})
-        mlflow.set_tags({"model_uri": model_uri})
+        model_uri = tracking.log_trained(result, data, a.model, cfg.lr, run.info.run_id, tmp, a.register_as, ev)
         key = TASKS[task].key("test")
-        scored = f", {key} = {ev.metrics[key]:.4f}" if ev else ""
-        mlflow.set_tag("mlflow.note.content", f"{a.model} on {data.meta.get('name')} ({task}, {data.meta['split']}): "
-                       f"{result.epochs} epochs, {monitor} = {result.best_score:.4f}{scored}")
-        print(f"{a.model} ({task}): {result.epochs} epochs in {result.seconds:.1f}s, {monitor}={result.best_score:.4f}"
+        print(f"{a.model} ({task}): {result.epochs} epochs in {result.seconds:.1f}s, {result.monitor}={result.best_score:.4f}"
               + (f", {key}={ev.metrics[key]:.4f}" if ev else ""))
         print(f"model URI: runs:/{run.info.run_id}/model ({model_uri})")
     return run.info.run_id

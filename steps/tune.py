@@ -31,7 +31,7 @@ from recsys import config, evaluation, interrupts, search, tracking, training, t
 from recsys.data import prepare as prep
 from recsys.errors import Interrupted, RecsysError
 from recsys.schema import TASKS
-from steps import ArgParser, flag, local_config
+from steps import ArgParser, flag, given, integer, local_config
 
 p = ArgParser(prog="tune", description=__doc__.splitlines()[0])
 for name, default in (("model", "mf"), ("trials", "20"), ("data", "auto"), ("task", "auto"), ("config", "default"),
@@ -40,24 +40,13 @@ for name, default in (("model", "mf"), ("trials", "20"), ("data", "auto"), ("tas
     p.add_argument(f"--{name}", default=default)
 
 
-def _int(name, text, minimum):
-    try:
-        value = int(float(text))
-    except ValueError:
-        value = None
-    if value is None or value < minimum or float(text) != value:
-        raise RecsysError(f"{name}={text!r} must be an integer >= {minimum}")
-    return value
-
-
 def main(argv=None):
     with tracking.step_run("tune") as run, tempfile.TemporaryDirectory(prefix="recsys-tune-") as tmp:
         tmp = Path(tmp)
         a = p.parse_args(argv)
-        a.data, a.task, a.config, a.storage, a.study = (
-            "" if v in ("auto", "default") else v for v in (a.data, a.task, a.config, a.storage, a.study))
-        trials, timeout, seed = _int("trials", a.trials, 1), _int("timeout", a.timeout, 0), _int("seed", a.seed, 0)
-        repeats = _int("repeats", a.repeats, 1)
+        a.data, a.task, a.config, a.storage, a.study = map(given, (a.data, a.task, a.config, a.storage, a.study))
+        trials, timeout, seed = integer("trials", a.trials, 1), integer("timeout", a.timeout), integer("seed", a.seed)
+        repeats = integer("repeats", a.repeats, 1)
         score_test = flag("test", a.test)
         cfg_path = Path(local_config(a.config, tmp)) if a.config else config.CONFIG_DIR / f"{a.model}.yaml"
         search.check_search(a.model, cfg_path, a.task)  # before any data is fetched or prepared

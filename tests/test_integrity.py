@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from recsys import config, tracking, training
+from recsys import config, scoring, tracking, training
 from recsys.data import parsers, sources
 from recsys.data import prepare as prep
 from recsys.errors import RecsysError
@@ -86,13 +86,13 @@ class _Payload:
 def test_a_pickle_payload_in_a_checkpoint_is_refused_and_never_runs(tmp_path, implicit_data):
     hp, cfg = config.load("mf", overrides={"epochs": 1, "min_epochs": 0}, task="implicit")
     result = training.fit(implicit_data, "mf", hp, cfg, checkpoint_dir=tmp_path / "ck")
-    assert training.load_module(result.checkpoint) is not None  # a real checkpoint loads
+    assert scoring.load_scorer(result.checkpoint) is not None  # a real checkpoint loads
     marker = tmp_path / "pwned"
     ck = torch.load(result.checkpoint, weights_only=True)
     ck["hyper_parameters"]["extra"] = _Payload(str(marker))
     torch.save(ck, result.checkpoint)
     with pytest.raises(RecsysError, match="was refused"):
-        training.load_module(result.checkpoint)
+        scoring.load_scorer(result.checkpoint)
     with pytest.raises(RecsysError, match="was refused"):  # resume: one line, before Lightning reads it
         training.fit(implicit_data, "mf", hp, cfg, checkpoint_dir=tmp_path / "ck2", resume_from=result.checkpoint)
     assert not marker.exists()

@@ -3,7 +3,7 @@ import pytest
 import torch
 import yaml
 
-from recsys import config, training
+from recsys import config, scoring, training
 from recsys.data import features
 from recsys.errors import RecsysError
 from recsys.models import MODELS, build_model
@@ -23,7 +23,7 @@ def _model(name, data, **overrides):
 
 
 def _module(name, data, hp, **kw):
-    return training.Recommender(model_name=name, n_users=data.n_users, n_items=data.n_items,
+    return training.TrainingModule(model_name=name, n_users=data.n_users, n_items=data.n_items,
                                 features=features.build(data.users, data.items).spec(), model_hparams=hp, task="rating",
                                 rating_min=1.0, rating_max=5.0, scheduler="none", loss="mse", total_steps=10, **kw)
 
@@ -58,7 +58,7 @@ def test_fit_and_checkpoint_round_trip_give_identical_predictions(name, task, ra
     data = rating_data if task == "rating" else implicit_data
     hp, cfg = config.load(name, overrides=FAST, task=task)
     result = training.fit(data, name, hp, cfg)
-    back = training.load_module(result.checkpoint)
+    back = scoring.load_scorer(result.checkpoint)
     u, i = torch.arange(20) % data.n_users, torch.arange(20) % data.n_items
     with torch.no_grad():
         assert torch.equal(result.module(u, i), back(u, i))

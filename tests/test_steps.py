@@ -203,7 +203,7 @@ def test_train_and_evaluate_log_the_data_as_input_and_model_metrics(chain):
 
 @pytest.mark.parametrize("step, argv, match", [
     ("evaluate", ["--model-uri", "runs:/0123456789abcdef0123456789abcdef/model", "--eval-users", "-1"],
-     "eval_users=-1 must be >= 0"),
+     "eval_users='-1' must be an integer >= 0"),
     ("prepare", ["--dataset", "synthetic", "--seed", "-3"], "seed=-3 must be >= 0"),
     ("main", ["--models", " , "], "models= names no model"),
     ("main", ["--seed", "-1"], "seed='-1' must be an integer >= 0"),

@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 
 from recsys.errors import RecsysError
 from recsys.schema import RAW_ID
 
-if TYPE_CHECKING:
-    from recsys.data.prepare import Prepared
-
 FORMAT_VERSION = 3  # 2: every file hashed (file_hashes in dataset.json); 3: each history's order (position)
 
 
-def ids_hash(p: Prepared) -> str:
+def ids_hash(p: "Prepared") -> str:
     """Hash of the raw-id maps alone: data with the same ids can be scored by the same model."""
     h = hashlib.sha256()
     for t in (p.users, p.items):
@@ -53,7 +48,7 @@ def _meta_hash(meta: dict) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=_json_default).encode()).hexdigest()
 
 
-def file_hashes(p: Prepared) -> dict[str, str]:
+def file_hashes(p: "Prepared") -> dict[str, str]:
     """A hash per file of the artifact: each table's values, and dataset.json's other fields."""
     tables = {"train": p.train, "val": p.val, "test": p.test, "negatives": p.negatives, "users": p.users,
               "items": p.items}
@@ -62,7 +57,7 @@ def file_hashes(p: Prepared) -> dict[str, str]:
     return out
 
 
-def content_hash(p: Prepared) -> str:
+def content_hash(p: "Prepared") -> str:
     """sha256 over the per-file hashes (every table, every feature, title and metadata field)."""
     return hashlib.sha256(json.dumps(p.meta["file_hashes"], sort_keys=True).encode()).hexdigest()
 
@@ -75,7 +70,7 @@ def _json_default(o):
 
 
 
-def verify_hashes(p: Prepared, where: str = "data") -> None:
+def verify_hashes(p: "Prepared", where: str = "data") -> None:
     """Refuse an artifact any file of which changed after prepare hashed it, naming the file."""
     if p.meta.get("format_version", 1) < FORMAT_VERSION:
         raise RecsysError(f"the data artifact was made by an older prepare (format {p.meta.get('format_version', 1)}, "

@@ -129,6 +129,30 @@ def check_data(data_uri: str, content_hash: str) -> None:
                           "(the artifact changed after it was logged); run prepare again and pass its data URI")
 
 
+def trained_by(model_uri: str) -> tuple[str, dict]:
+    """The train run behind a model URI and its tags; a one-line error for a model this project did not train."""
+    train_run = run_id_of_model(model_uri)
+    tags = run_tags(train_run)
+    if tags.get("step") != "train":  # the true reason first, before any advice about its data
+        raise RecsysError(f"model URI {model_uri!r} is not a recsys model (its run {train_run} is not a train "
+                          "run of this project); pass the model a train run logged, runs:/<train_run_id>/model")
+    return train_run, tags
+
+
+def check_scorable(train_tags: dict, data, data_uri: str, k: int = 0) -> None:
+    """Data a trained model can be scored on: as recorded (check_data), of its task, with its ids, and
+    with at least `k` items."""
+    check_data(data_uri, data.meta["content_hash"])
+    if train_tags.get("task") and train_tags["task"] != data.meta["task"]:
+        raise RecsysError(f"the model was trained for the {train_tags['task']} task but {data_uri} holds "
+                          f"{data.meta['task']} data; evaluate it on data prepared with task={train_tags['task']}")
+    if train_tags.get("ids_hash") and train_tags["ids_hash"] != data.meta["ids_hash"]:
+        raise RecsysError(f"{data_uri} is another dataset than the model was trained on (user/item ids differ); "
+                          "pass data prepared from the same dataset and filters")
+    if k > data.n_items:
+        raise RecsysError(f"k={k} is more than the {data.n_items:,} items of {data_uri}; use k <= {data.n_items}")
+
+
 def run_tags(run_id: str) -> dict:
     try:
         return mlflow.get_run(run_id).data.tags

@@ -40,7 +40,7 @@ class RequestError(MlflowException):
 
 MANIFEST, MANIFEST_TAG = "model_files.json", "model_files_hash"
 
-class RecommenderModel(mlflow.pyfunc.PythonModel):
+class PyfuncModel(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper: input rows with `user` (raw id, string or integer) and optionally `item`.
 
     Without `item`: the top-`k` (param, default 10) unseen items per user with rank, score, title,
@@ -208,7 +208,7 @@ def load_model(model_uri: str, dst: Path | None = None):
 def load_bundle(model_uri: str, dst: Path | None = None):
     """The serving bundle (scorer and tables) of a recsys model, or a one-line error for any other pyfunc."""
     inner = load_model(model_uri, dst).unwrap_python_model()
-    if type(inner).__name__ != RecommenderModel.__name__ or not hasattr(inner, "bundle"):
+    if type(inner).__name__ != PyfuncModel.__name__ or not hasattr(inner, "bundle"):
         raise RecsysError(f"model URI {model_uri!r} is not a recsys model (its pyfunc is {type(inner).__name__}); "
                           "pass the model a train run of this project logged, runs:/<train_run_id>/model")
     return inner.bundle

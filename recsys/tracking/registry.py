@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
+
+from recsys.tracking.lineage import run_tags
 
 CHAMPION = "champion"
 
@@ -58,3 +62,53 @@ def tag_version(name: str, version: str, tags: dict) -> None:
     client = mlflow.MlflowClient()
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, str(v))
+
+
+def promote(name: str, version: str, module, data, protocol: str, eval_users: int, tmp: Path) -> str:
+    """Move `champion` to this version only when it is significantly better than the current champion on
+    the validation split: both scored here on the same rows and protocol, the report's paired per-user
+    test (the difference's 95% interval excludes 0). Test decides nothing. The evidence goes on the run
+    and on the model version."""
+    from recsys import evaluation, report
+    from recsys.schema import TASKS
+    from recsys.tracking.pyfunc import load_bundle
+
+    task = data.meta["task"]
+    key = TASKS[task].key("val")
+    setup = {k: v for k, v in evaluation.setup_tags(data.meta, "val", protocol).items()
+             if k in ("dataset", "task", "data_split", "tie_break", "protocol")}
+    mine = evaluation.evaluate(module, data, "val", [10], protocol, eval_users)
+    value = mine.metrics[key]
+    tag_version(name, version, {**setup, "metric_key": key, "metric": f"{value:.6f}"})
+    champ = champion_version(name)
+    evidence = {}
+    if champ is None:
+        decision, champ_value, champ_v = "promoted: first champion", float("nan"), ""
+    elif champ[0] == version:
+        decision, champ_value, champ_v = "is the champion", value, version
+    else:
+        champ_v, champ_tags, champ_run = champ
+        other = {k: champ_tags.get(k) for k in setup}
+        champ_ids = run_tags(champ_run).get("ids_hash") if champ_run else None
+        if other != setup or champ_ids != data.meta["ids_hash"]:
+            decision, champ_value = f"kept: the champion (version {champ_v}) is for another setup {other}", float("nan")
+        else:  # score the champion here, on exactly these rows
+            champ_module = load_bundle(f"models:/{name}/{champ_v}", tmp / "champion").module
+            theirs = evaluation.evaluate(champ_module, data, "val", [10], protocol, eval_users)
+            champ_value = theirs.metrics[key]
+            test = report.paired_test(mine.per_user, theirs.per_user, task)
+            unit = "MSE" if task == "rating" else "NDCG@10"
+            evidence = {"registry.paired_delta": f"{test['delta']:.6f}", "registry.paired_se": f"{test['se']:.6f}",
+                        "registry.paired_users": str(test["n"])}
+            said = f"paired Δ{unit} {test['delta']:+.4f} ± {test['se']:.4f} over {test['n']} users on validation"
+            decision = (f"promoted over version {champ_v} ({said})" if test["better"]
+                        else f"kept version {champ_v}: not significantly better ({said})")
+    if decision.startswith("promoted"):
+        set_champion(name, version)
+    record = {"registry.model": name, "registry.version": version, "registry.champion_before": champ_v,
+              "registry.metric_key": key, "registry.champion_metric": f"{champ_value:.6f}",
+              "registry.candidate_metric": f"{value:.6f}", "registry.decision": decision, **evidence}
+    mlflow.set_tags(record)
+    tag_version(name, version, {k.replace("registry.", "promotion."): v for k, v in record.items()
+                                         if k not in ("registry.model", "registry.version")})
+    return f"{name} version {version} ({key}={value:.4f}): {decision}"

@@ -4,6 +4,8 @@ resumed run)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 
 from recsys.errors import RecsysError
@@ -36,3 +38,19 @@ def resumable(run_id: str, model: str = "") -> dict:
                           f"model={trained})")
     data = params.get("data_uri") or tags.get("data_uri") or params["data"]
     return {"data": data, "model": trained, "overrides": overrides}
+
+
+def resume_request(run_id: str, model: str, config_file: str, overrides: dict, tmp: Path):
+    """What a resumed train run trains: (data URI, model, config file, overrides, checkpoint). Its own
+    resolved config, then what is given now; a config file given now replaces it, over its overrides."""
+    from recsys import config
+    from recsys.tracking.runs import download
+
+    old = resumable(run_id, model)
+    if not config_file:
+        config_file = str(config.resolved_file(download(f"runs:/{run_id}/config.yaml", "config", tmp / "resumed"),
+                                               tmp / "resumed.yaml"))
+    else:
+        overrides = {**old["overrides"], **overrides}
+    checkpoint = download(f"runs:/{run_id}/checkpoint/last.ckpt", "checkpoint", tmp / "resume")
+    return old["data"], old["model"], config_file, overrides, checkpoint

@@ -4,6 +4,6 @@ loaded `weights_only`) and its serving tables (parquet, npz without pickles)."""
 
 import mlflow.models
 
-from recsys.tracking.pyfunc import RecommenderModel
+from recsys.tracking.pyfunc import PyfuncModel
 
-mlflow.models.set_model(RecommenderModel())
+mlflow.models.set_model(PyfuncModel())

@@ -20,14 +20,14 @@ from recsys.config import TrainConfig
 from recsys.data import features as feats
 from recsys.data import history
 from recsys.data.negatives import sorted_keys
-from recsys.data.prepare import Prepared
+from recsys.data.artifact import Prepared
 from recsys.errors import RecsysError
 from recsys.models import model_class
 from recsys.schema import ITEM, RATING, ROW_UPDATES_MIN_ROWS, TASKS, USER
 from recsys.training import losses
 from recsys.training.batches import LISTS, POSITIVES, SequenceBatches, TensorBatches, chunk_size
 from recsys.training.distributed import devices
-from recsys.training.module import Recommender
+from recsys.training.module import TrainingModule
 
 
 def seed_everything(seed: int) -> None:
@@ -52,7 +52,7 @@ class MinEpochsEarlyStopping(EarlyStopping):
 
 @dataclass
 class FitResult:
-    module: Recommender
+    module: TrainingModule
     checkpoint: Path
     seconds: float
     epochs: int
@@ -75,6 +75,19 @@ def check_trainer(cfg: TrainConfig) -> None:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RecsysError(f"accelerator={rt.accelerator!r}, devices={rt.devices!r}, strategy={rt.strategy!r}: "
                           f"{msg[:300]}") from None
+
+
+def check_request(model_name: str, cfg: TrainConfig, task: str, n_items: int, val_users: int = 0,
+                  resume: Path | None = None, resume_from: str = "") -> None:
+    """Everything a train run asks, checked before its first param is logged: the sampled validation
+    applies to ranking, the loss fits the task and model, Lightning takes the runtime, and a resume
+    has epochs left."""
+    if val_users and task != "implicit":
+        raise RecsysError("eval_users samples the users to rank and applies to the implicit task; leave it at 0")
+    losses.resolve(cfg.loss, task, model_class(model_name), n_items)
+    check_trainer(cfg)
+    if resume is not None:
+        check_more_epochs(resume, cfg.epochs, resume_from)
 
 
 def check_more_epochs(checkpoint: Path, epochs: int, run_id: str) -> None:
@@ -173,7 +186,7 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     )
     updates = resolve_updates(cfg.updates, data.n_users + data.n_items, trainer.world_size)
 
-    module = Recommender(model_name=model_name, n_users=data.n_users, n_items=data.n_items, features=tables.spec(),
+    module = TrainingModule(model_name=model_name, n_users=data.n_users, n_items=data.n_items, features=tables.spec(),
                          model_hparams=model_hp, task=task, rating_min=data.meta["rating_min"],
                          rating_max=data.meta["rating_max"], lr=cfg.lr, weight_decay=cfg.weight_decay,
                          optimizer=cfg.optimizer, scheduler=cfg.scheduler, loss=loss,

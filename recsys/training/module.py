@@ -45,7 +45,7 @@ def decay_groups(model: nn.Module, weight_decay: float, net_weight_decay: float,
     return [g for g in groups if g["params"]]
 
 
-class Recommender(pl.LightningModule):
+class TrainingModule(pl.LightningModule):
     """Wraps any registered model for either task. `loss` and `updates` (dense | rows: the embedding
     tables take sparse gradients and a row-wise step, recsys.training.optim) are resolved by fit."""
 
@@ -171,11 +171,3 @@ class Recommender(pl.LightningModule):
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=max(total, 1))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         return opt
-
-
-def load_module(checkpoint) -> Recommender:
-    """A trained module from a checkpoint file (loaded weights-only: tensors and plain values)."""
-    ck = scoring.safe_load(checkpoint)
-    module = Recommender(**ck["hyper_parameters"])
-    module.load_state_dict(ck["state_dict"])
-    return module.eval()

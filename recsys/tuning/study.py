@@ -1,8 +1,5 @@
-"""Hyper-parameter search with Optuna: a TPE sampler seeded per trial, a median pruner on the per-epoch
-validation metric, and studies in an RDB storage that several processes (or machines) share.
-
-Nothing here talks to MLflow; `steps/tune.py` logs each trial as a nested run.
-"""
+"""An Optuna study shared by every worker: its storage, a sampler seeded per trial, the study itself (refusing
+one made for something else), the shipped defaults as a trial, and drawing a trial's values."""
 
 from __future__ import annotations
 
@@ -10,10 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-import pytorch_lightning as pl
-import yaml
 
-from recsys import config
 from recsys.errors import RecsysError
 from recsys.schema import TASKS
 
@@ -134,11 +128,6 @@ def defaults_in_space(space: dict[str, dict], hp: dict, cfg, task: str) -> dict 
     return out
 
 
-def mean_and_sd(scores: list[float]) -> tuple[float, float]:
-    """A trial's objective over its training seeds: the mean, and the sd (ddof=1; 0 for one seed)."""
-    return float(np.mean(scores)), float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
-
-
 def enqueue_defaults(study, params: dict | None) -> bool:
     """Make the shipped defaults a trial of the study (once; again only if an earlier one was pruned or
     cut short): the sweep's best is then never worse on validation than what it would replace. The
@@ -166,145 +155,4 @@ def suggest(trial: optuna.Trial, space: dict[str, dict]) -> dict:
         except ValueError as e:  # a study from before spaces were recorded, whose trials drew `key` otherwise
             raise RecsysError(f"study {trial.study.study_name!r} drew {key} from another search space "
                               f"({str(e).splitlines()[0][:120]}); pick another study name or leave study=auto") from None
-    return out
-
-
-class Pruning(pl.Callback):
-    """Reports the validation metric each epoch; stops a trial the median pruner gives up on.
-
-    A one-cycle trial (`prunable=False`) is judged on its finished curve only and reports nothing per
-    epoch: its learning rate peaks mid-run, so its middle epochs look worse than a constant-rate trial's
-    at the same epoch and a median rule would cut exactly the runs that end best."""
-
-    def __init__(self, trial: optuna.Trial, monitor: str, prunable: bool = True):
-        self.trial, self.monitor, self.prunable = trial, monitor, prunable
-
-    def on_validation_epoch_end(self, trainer, pl_module):
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None or trainer.sanity_checking or not self.prunable:
-            return
-        self.trial.report(float(value), trainer.current_epoch)
-        if self.trial.should_prune() and not self.trial.user_attrs.get("defaults"):
-            raise optuna.TrialPruned(f"epoch {trainer.current_epoch + 1}: {self.monitor}={float(value):.4f}")
-
-
-def finished(study) -> list:
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return study.get_trials(deepcopy=False, states=states)
-
-
-def abandon(study, trials: list) -> None:
-    """Mark trials cut short by an interrupt FAIL, so a resumed or parallel sweep does not wait on them."""
-    for t in trials:
-        try:
-            study.tell(t, state=optuna.trial.TrialState.FAIL)
-        except (ValueError, RuntimeError):
-            pass  # already finished
-
-
-def sweep(study, objective, n: int, timeout: float | None, signals) -> int:
-    """Run trials until the study holds `n` finished ones, whoever ran them; returns how many this worker ran
-    (`signals.signum`, set by recsys.interrupts.Sweep, stops it between trials).
-
-    Optuna's own `optimize` checks the count after a trial, so two workers each starting one when the
-    study is one short leave n + 1. Here a worker claims a trial before running it: after `ask` (which
-    numbers trials in the storage), the trial runs only if fewer than `n` trials numbered before it are
-    finished or running; otherwise it is a surplus, told FAIL with the `surplus` attribute (it never ran)
-    and the worker stops. An enqueued trial (the shipped defaults) is asked like any other; a second copy
-    of it (two workers enqueued it at the same moment) is told FAIL with the `duplicate` attribute."""
-    import time
-
-    live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
-    t0, ran = time.monotonic(), 0
-    while not signals.signum and (timeout is None or time.monotonic() - t0 < timeout):
-        if len(study.get_trials(deepcopy=False, states=live)) >= n:
-            break
-        trial = study.ask()
-        if trial.user_attrs.get("defaults") and any(  # two workers enqueued the defaults at once: run them once
-                t.user_attrs.get("defaults") and t.number < trial.number for t in study.get_trials(
-                    deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING,
-                            optuna.trial.TrialState.WAITING))):
-            trial.set_user_attr("duplicate", True)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            continue
-        ahead = [t for t in study.get_trials(deepcopy=False, states=live) if t.number < trial.number]
-        if len(ahead) >= n:
-            trial.set_user_attr("surplus", True)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            break
-        try:
-            value = objective(trial)
-        except optuna.TrialPruned:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        except BaseException:
-            abandon(study, [trial])
-            raise
-        else:
-            study.tell(trial, value)
-        ran += 1
-    return ran
-
-
-def settle(study, n: int, patience: float | None = None, poll: float = 2.0) -> int:
-    """Wait for trials other workers are still running (those within the study's `n`), so every worker's
-    summary reads the same finished study. Waits at most `patience` seconds (default: three times the
-    longest finished trial, at least a minute: a worker killed without a word leaves its trial RUNNING);
-    returns how many are still running after that."""
-    import time
-
-    def running():
-        mine = [t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.FAIL]
-        return [t for t in sorted(mine, key=lambda t: t.number)[:n] if t.state == optuna.trial.TrialState.RUNNING]
-
-    if patience is None:
-        spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in finished(study)
-                 if t.datetime_complete and t.datetime_start]
-        patience = max(60.0, 3 * max(spans, default=0.0))
-    deadline = time.monotonic() + patience
-    while (left := running()) and time.monotonic() < deadline:
-        time.sleep(poll)
-    return len(left)
-
-
-def best_config(name: str, path: Path, params: dict, task: str) -> str:
-    """The model's config with the best values in place: a file `train -P config=` accepts.
-    A rating sweep writes the base sections; an implicit sweep writes the `implicit:` overrides, so
-    one task's tuning never moves the other's defaults."""
-    doc = yaml.safe_load(Path(path).read_text())
-    for key, value in params.items():
-        if task == "implicit":
-            doc["implicit"] = {**(doc.get("implicit") or {}), key: value}
-        else:
-            section = "model" if key in config.model_schema(name).model_fields else "training"
-            doc[section] = {**(doc.get(section) or {}), key: value}
-    header = (f"# {name}: best trial of a {task} tune sweep (values replace the defaults; search: kept for the "
-              "next sweep)\n")
-    return header + yaml.safe_dump(doc, sort_keys=False)
-
-
-def plots(study, folder: Path) -> list[Path]:
-    """Optimisation history and parameter importances (when there are enough finished trials)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
-
-    import warnings
-
-    out = []
-    for name, fn in (("optimization_history.png", ovm.plot_optimization_history),
-                     ("param_importances.png", ovm.plot_param_importances)):
-        try:
-            with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental
-                warnings.simplefilter("ignore")
-                ax = fn(study)
-        except (ValueError, RuntimeError, ZeroDivisionError):
-            continue  # too few complete trials for importances
-        fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
-        fig.set_size_inches(8, 4.5)
-        fig.tight_layout()
-        fig.savefig(folder / name, dpi=90)
-        plt.close(fig)
-        out.append(folder / name)
     return out

@@ -1,0 +1,51 @@
+"""What a train run logs once its fit has ended: its scores and checkpoints, the plots, and the model
+(the served bundle with the history it answers from), tagged and described."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+
+from recsys import evaluation, plots, scoring, serving
+from recsys.errors import RecsysError
+from recsys.schema import TASKS
+from recsys.tracking.pyfunc import log_model
+from recsys.tracking.runs import epoch_history, log_metrics
+
+
+def log_trained(result, data, model: str, lr: float, run_id: str, tmp: Path, register_as: str = "", ev=None) -> str:
+    """Log a finished fit (`result`, training.FitResult) of `model` on `data`; `ev` its test evaluation
+    when one was asked. Returns the logged model's URI."""
+    task = data.meta["task"]
+    if result.best_score != result.best_score or abs(result.best_score) == float("inf"):
+        raise RecsysError(f"training diverged: the best {result.monitor} is {result.best_score} (lr={lr}); "
+                          "lower lr or raise the weight decays")
+    mlflow.set_tags({"world_size": result.world_size, "loss": result.loss, "updates": result.updates})
+    log_metrics({**(ev.metrics if ev else {}), "train_seconds": result.seconds, "epochs_run": result.epochs,
+                 f"best_{result.monitor.replace('/', '_')}": result.best_score})
+    mlflow.log_artifact(result.checkpoint, "checkpoint")
+    last = Path(result.checkpoint).with_name("last.ckpt")
+    if last.exists():
+        mlflow.log_artifact(last, "checkpoint")
+    monitor = TASKS[task].key("val")
+    history = epoch_history(run_id, ["train/loss", "val/loss", monitor])
+    mlflow.log_artifact(plots.learning_curve(history, tmp / "learning_curve.png", model), "plots")
+    if task == "rating":  # predicted vs actual on validation (test only when asked)
+        pr = (ev or evaluation.evaluate(result.module, data, "val", [10], "both")).predictions
+        mlflow.log_artifact(plots.rating_histogram(pr["actual"].to_numpy(), pr["predicted"].to_numpy(),
+                                                   tmp / "predictions_histogram.png", model), "plots")
+    known = None
+    if result.module.model.uses_history:  # the served model answers a known user from all of their history
+        from recsys.data import history
+
+        known = history.histories([data.train, data.val, data.test], data.n_users, result.module.model.max_len)
+    weights = scoring.export_weights(result.checkpoint, tmp / "model.ckpt", known)
+    model_uri = log_model(weights, serving.export(data, tmp / "serving"), register_as,
+                          {"model": model, "dataset": data.meta.get("name", ""), "task": task})
+    mlflow.set_tags({"model_uri": model_uri})
+    key = TASKS[task].key("test")
+    scored = f", {key} = {ev.metrics[key]:.4f}" if ev else ""
+    mlflow.set_tag("mlflow.note.content", f"{model} on {data.meta.get('name')} ({task}, {data.meta['split']}): "
+                   f"{result.epochs} epochs, {monitor} = {result.best_score:.4f}{scored}")
+    return model_uri

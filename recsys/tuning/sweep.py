@@ -1,0 +1,110 @@
+"""Running a study's trials: pruning on the per-epoch validation metric, claiming a trial before running it
+(several workers never run more than the study's `n`), and waiting for the trials other workers run."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytorch_lightning as pl
+
+
+def mean_and_sd(scores: list[float]) -> tuple[float, float]:
+    """A trial's objective over its training seeds: the mean, and the sd (ddof=1; 0 for one seed)."""
+    return float(np.mean(scores)), float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
+
+
+class Pruning(pl.Callback):
+    """Reports the validation metric each epoch; stops a trial the median pruner gives up on.
+
+    A one-cycle trial (`prunable=False`) is judged on its finished curve only and reports nothing per
+    epoch: its learning rate peaks mid-run, so its middle epochs look worse than a constant-rate trial's
+    at the same epoch and a median rule would cut exactly the runs that end best."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str, prunable: bool = True):
+        self.trial, self.monitor, self.prunable = trial, monitor, prunable
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None or trainer.sanity_checking or not self.prunable:
+            return
+        self.trial.report(float(value), trainer.current_epoch)
+        if self.trial.should_prune() and not self.trial.user_attrs.get("defaults"):
+            raise optuna.TrialPruned(f"epoch {trainer.current_epoch + 1}: {self.monitor}={float(value):.4f}")
+
+
+def finished(study) -> list:
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return study.get_trials(deepcopy=False, states=states)
+
+
+def abandon(study, trials: list) -> None:
+    """Mark trials cut short by an interrupt FAIL, so a resumed or parallel sweep does not wait on them."""
+    for t in trials:
+        try:
+            study.tell(t, state=optuna.trial.TrialState.FAIL)
+        except (ValueError, RuntimeError):
+            pass  # already finished
+
+
+def sweep(study, objective, n: int, timeout: float | None, signals) -> int:
+    """Run trials until the study holds `n` finished ones, whoever ran them; returns how many this worker ran
+    (`signals.signum`, set by recsys.interrupts.Sweep, stops it between trials).
+
+    Optuna's own `optimize` checks the count after a trial, so two workers each starting one when the
+    study is one short leave n + 1. Here a worker claims a trial before running it: after `ask` (which
+    numbers trials in the storage), the trial runs only if fewer than `n` trials numbered before it are
+    finished or running; otherwise it is a surplus, told FAIL with the `surplus` attribute (it never ran)
+    and the worker stops. An enqueued trial (the shipped defaults) is asked like any other; a second copy
+    of it (two workers enqueued it at the same moment) is told FAIL with the `duplicate` attribute."""
+    import time
+
+    live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    t0, ran = time.monotonic(), 0
+    while not signals.signum and (timeout is None or time.monotonic() - t0 < timeout):
+        if len(study.get_trials(deepcopy=False, states=live)) >= n:
+            break
+        trial = study.ask()
+        if trial.user_attrs.get("defaults") and any(  # two workers enqueued the defaults at once: run them once
+                t.user_attrs.get("defaults") and t.number < trial.number for t in study.get_trials(
+                    deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING,
+                            optuna.trial.TrialState.WAITING))):
+            trial.set_user_attr("duplicate", True)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        ahead = [t for t in study.get_trials(deepcopy=False, states=live) if t.number < trial.number]
+        if len(ahead) >= n:
+            trial.set_user_attr("surplus", True)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            break
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        except BaseException:
+            abandon(study, [trial])
+            raise
+        else:
+            study.tell(trial, value)
+        ran += 1
+    return ran
+
+
+def settle(study, n: int, patience: float | None = None, poll: float = 2.0) -> int:
+    """Wait for trials other workers are still running (those within the study's `n`), so every worker's
+    summary reads the same finished study. Waits at most `patience` seconds (default: three times the
+    longest finished trial, at least a minute: a worker killed without a word leaves its trial RUNNING);
+    returns how many are still running after that."""
+    import time
+
+    def running():
+        mine = [t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.FAIL]
+        return [t for t in sorted(mine, key=lambda t: t.number)[:n] if t.state == optuna.trial.TrialState.RUNNING]
+
+    if patience is None:
+        spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in finished(study)
+                 if t.datetime_complete and t.datetime_start]
+        patience = max(60.0, 3 * max(spans, default=0.0))
+    deadline = time.monotonic() + patience
+    while (left := running()) and time.monotonic() < deadline:
+        time.sleep(poll)
+    return len(left)
