@@ -1,12 +1,17 @@
-"""The main pipeline end to end: a first `mlflow run .` against a second, fully reused one.
+"""The quickstart end to end: where its seconds go, a fully reused run, and models side by side.
 
-    python bench/pipeline.py [--models mf]
+    python bench/pipeline.py [--root CHECKOUT] [--models global_mean,popularity,mf,fm,ncf] [--no-parallel]
 
-Runs `mlflow run . --env-manager local -P dataset=ml-100k` twice against a fresh sqlite store (the
-ml-100k cache warm), prints both wall times and their ratio, and breaks the first run's time down from
-the child runs it recorded: each step's wall time, the work inside it (prepare_seconds,
-train_seconds, evaluation), the overhead between them (process start, imports, tracking), and the cost
-of starting a Python process that imports each step.
+In one run, against fresh sqlite stores (the ml-100k cache warm), on the checkout `--root` (default this
+one; another commit's checkout gives the before of a before/after):
+- the floor: `python -m mlflow --version` and `python -c "import mlflow"`;
+- `mlflow run . --env-manager local -P dataset=ml-100k` first (nothing to reuse) and again (all reused);
+- the first run per process: its wall time from the previous step's end (process start included), what
+  importing the step costs in a fresh process, the step's own work (prepare_seconds, train_seconds,
+  evaluate_seconds) and the rest (the run's store round trips, logging, the model's files);
+- `main -P models=...` with parallel=1 and parallel=2 (force=1, so both train), the wall-time ratio and
+  whether every test metric is the same.
+Prints the targets beside (first run <= 25 s, reused <= 6 s, parallel=2 <= 0.65 x parallel=1).
 """
 
 import argparse
@@ -19,48 +24,72 @@ from pathlib import Path
 
 from _common import ml100k
 
-ROOT = Path(__file__).resolve().parents[1]
 p = argparse.ArgumentParser()
-p.add_argument("--models", default="mf")
+p.add_argument("--root", default=str(Path(__file__).resolve().parents[1]))
+p.add_argument("--models", default="global_mean,popularity,mf,fm,ncf")
+p.add_argument("--no-parallel", action="store_true", help="skip the side-by-side comparison")
 a = p.parse_args()
+ROOT = Path(a.root).resolve()
 ml100k()  # warm cache, not timed
 
-with tempfile.TemporaryDirectory() as tmp:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
-    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local", "-P", "dataset=ml-100k",
-           "-P", f"models={a.models}"]
-    walls = []
-    for _ in range(2):
-        t = time.perf_counter()
-        r = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
-        walls.append(time.perf_counter() - t)
-        if r.returncode:
-            sys.exit(r.stderr[-3000:])
-    reused = r.stdout.count("reused run")
-    imports = {}
-    for step in ("prepare", "train", "evaluate"):
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", f"import steps.{step}"], check=True, cwd=ROOT)
-        imports[step] = time.perf_counter() - t
 
+def timed(cmd, **kw) -> float:
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if r.returncode:
+        sys.exit(f"{' '.join(map(str, cmd))} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+    return time.perf_counter() - t
+
+
+def mlflow_run(tmp, *params) -> float:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
+    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local", "-P", "dataset=ml-100k"]
+    return timed(cmd + [x for q in params for x in ("-P", q)], cwd=tmp, env=env)
+
+
+def runs_of(tmp):
     import mlflow
 
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    runs = mlflow.search_runs(search_all_experiments=True, order_by=["attributes.start_time ASC"], output_format="list")
-    first_main = next(r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "main")
-    print(f"first run {walls[0]:.1f}s, second run {walls[1]:.1f}s ({reused} steps reused): "
-          f"ratio {walls[1] / walls[0]:.2f}")
-    print("a Python process importing the step: " + ", ".join(f"{k} {v:.1f}s" for k, v in imports.items()))
-    print("| step | wall s (launch to end) | run s | work s | overhead s |")
-    print("|---|---|---|---|---|")
-    prev_end = first_main.info.start_time
-    for run in runs:
-        if run.data.tags.get("mlflow.parentRunId") != first_main.info.run_id:
-            continue
-        wall = (run.info.end_time - prev_end) / 1000  # from the previous step's end: includes `mlflow run` startup
-        own = (run.info.end_time - run.info.start_time) / 1000
-        prev_end = run.info.end_time
-        m = run.data.metrics
-        work = m.get("prepare_seconds", m.get("train_seconds", m.get("evaluate_seconds", float("nan"))))
-        label = run.data.tags["mlflow.project.entryPoint"] + (f" {run.data.tags['model']}" if "model" in run.data.tags else "")
-        print(f"| {label} | {wall:.1f} | {own:.1f} | {work:.1f} | {wall - work:.1f} |")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
+    return mlflow.search_runs(search_all_experiments=True, order_by=["attributes.start_time ASC"], output_format="list")
+
+
+floor = {"python -m mlflow --version": timed([sys.executable, "-m", "mlflow", "--version"]),
+         'python -c "import mlflow"': timed([sys.executable, "-c", "import mlflow"])}
+imports = {s: timed([sys.executable, "-c", f"import steps.{s}"], cwd=ROOT) for s in ("main", "prepare", "train", "evaluate")}
+with tempfile.TemporaryDirectory() as tmp:
+    first, reused = mlflow_run(tmp), mlflow_run(tmp)
+    runs = runs_of(tmp)
+print("floor: " + ", ".join(f"{k} {v:.1f}s" for k, v in floor.items()))
+print(f"quickstart: first run {first:.1f}s (target <= 25 s), fully reused run {reused:.1f}s (target <= 6 s)")
+main_run = next(r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "main")
+print("\n| process | wall s (from the previous end) | of it: importing the step | work | the rest |")
+print("|---|---|---|---|---|")
+prev = main_run.info.start_time
+print(f"| main (before its first child) | - | {imports['main']:.1f} | - | - |")
+for run in runs:
+    if run.data.tags.get("mlflow.parentRunId") != main_run.info.run_id:
+        continue
+    entry = run.data.tags["mlflow.project.entryPoint"]
+    wall = (run.info.end_time - prev) / 1000
+    prev = run.info.end_time
+    m = run.data.metrics
+    work = m.get("prepare_seconds", m.get("train_seconds", m.get("evaluate_seconds", 0.0)))
+    print(f"| {entry} | {wall:.1f} | {imports[entry]:.1f} | {work:.1f} | {wall - imports[entry] - work:.1f} |")
+print(f"| main (after its last child) | {(main_run.info.end_time - prev) / 1000:.1f} | - | - | - |")
+
+if not a.no_parallel:
+    walls, metrics = {}, {}
+    for n in (1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            walls[n] = mlflow_run(tmp, f"models={a.models}", f"parallel={n}", "force=1")
+            metrics[n] = {r.data.tags.get("model"): {k: round(v, 6) for k, v in r.data.metrics.items() if k.startswith("test/")}
+                          for r in runs_of(tmp) if r.data.tags.get("mlflow.project.entryPoint") == "evaluate"}
+    same = metrics[1] == metrics[2]
+    print(f"\nmain -P models={a.models}: parallel=1 {walls[1]:.1f}s, parallel=2 {walls[2]:.1f}s: "
+          f"ratio {walls[2] / walls[1]:.2f} (target <= 0.65); test metrics identical: {same}")
+    if not same:
+        for m in metrics[1]:
+            diff = {k: (v, metrics[2].get(m, {}).get(k)) for k, v in metrics[1][m].items() if metrics[2].get(m, {}).get(k) != v}
+            if diff:
+                print(f"  {m}: {dict(list(diff.items())[:4])}")

@@ -1,8 +1,10 @@
 """What a served model answers with: a scorer plus the few tables serving needs, in raw MovieLens ids.
 
-`export(data, folder)` writes those tables at training time (no splits, no test rows: id maps,
-titles/years/genres, each user's seen items, popularity and item means); `Bundle` loads them beside
-the checkpoint and answers:
+`export(data, folder)` writes those tables at training time (id maps, titles/years/genres, each user's
+seen items over train, val AND test, so a served model never recommends what a user already has, and
+popularity and item means from train); `serving.json` records how far that history reaches
+(`history_splits`): scoring the test split through the served model is not an evaluation (`evaluate` is).
+`Bundle` loads them beside the checkpoint and answers:
 - rows with `user`: the top-k unseen items per user (k larger than what is left returns all that is
   left); an unknown user gets the popularity ranking, flagged `fallback = popularity`;
 - rows with `user` and `item`: one score per row (a rating, or P(positive) for implicit); an unknown
@@ -35,6 +37,9 @@ MAX_ROWS = 10_000  # rows per request (users, or user-item pairs): more is refus
 MAX_RESULTS = 1_000_000  # rows an answer may hold (users x k): more is refused before anything is scored
 
 
+HISTORY_SPLITS = ("train", "val", "test")  # what a served model knows of each user (seen items; sequence histories)
+
+
 def export(data, folder: Path) -> Path:
     """The serving tables of a prepared dataset, into `folder` (created)."""
     folder = Path(folder)
@@ -45,7 +50,7 @@ def export(data, folder: Path) -> Path:
         if col in data.items:
             items[col] = data.items[col].astype("string") if col != YEAR else data.items[col].astype("Int64")
     items.to_parquet(folder / "items.parquet", index=False)
-    parts = [data.train, data.val, data.test]
+    parts = [data.split(s) for s in HISTORY_SPLITS]
     u = np.concatenate([t[USER].to_numpy(np.int64) for t in parts])
     i = np.concatenate([t[ITEM].to_numpy(np.int64) for t in parts])
     seen = ranking.CSR.build(u, i, data.n_users)
@@ -57,7 +62,8 @@ def export(data, folder: Path) -> Path:
                         item_mean=baselines.damped_item_means(item, rating, data.n_items))
     (folder / "serving.json").write_text(json.dumps({"task": data.meta["task"], "global_mean": mean,
                                                      "dataset": data.meta.get("name", ""),
-                                                     "content_hash": data.meta["content_hash"]}))
+                                                     "content_hash": data.meta["content_hash"],
+                                                     "history_splits": list(HISTORY_SPLITS)}))
     return folder
 
 

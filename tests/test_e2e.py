@@ -80,6 +80,25 @@ def test_main_chains_nested_runs_then_reuses_them_and_force_reproduces_metrics(c
     assert _scores(evals[0]) == _scores(evals[1])  # same params + seed -> same metrics on CPU
 
 
+def test_parallel_2_trains_two_models_side_by_side_into_one_leaderboard(clean_clone, ml100k_dir, env, tmp_path):
+    r = _mlflow_run(clean_clone, tmp_path, env, f"dataset={ml100k_dir}", "models=popularity,mf", "epochs=3",
+                    "parallel=2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    [main_run] = _runs(env, "main")
+    assert main_run.data.tags["parallel"] == "2"
+    trains, evals = _runs(env, "train"), _runs(env, "evaluate")
+    assert sorted(t.data.tags["model"] for t in trains) == ["mf", "popularity"]
+    assert len(evals) == 2 and all(x.info.status == "FINISHED" for x in trains + evals)
+    assert all(x.data.tags["mlflow.parentRunId"] == main_run.info.run_id for x in trains + evals)
+    first, second = trains
+    assert second.info.start_time < first.info.end_time  # the second started before the first ended
+    board = mlflow.artifacts.load_text(f"runs:/{main_run.info.run_id}/leaderboard.md")
+    for t in trains:
+        assert f"| {t.data.tags['model']} |" in board and t.info.run_id in board
+    # no `mlflow run` CLI between main and its steps: each step's parent process is main's
+    assert "Asynchronously launching" not in r.stderr and r.stderr.count("Running command") == 6
+
+
 def test_a_failing_child_fails_main_with_its_message(clean_clone, env, tmp_path):
     r = _mlflow_run(clean_clone, tmp_path, env, f"dataset={tmp_path / 'missing.csv'}")
     assert r.returncode != 0

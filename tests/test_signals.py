@@ -108,7 +108,7 @@ def test_sigterm_ends_train_killed_with_last_checkpoint_and_resume_matches_the_u
 
 def test_sigterm_to_main_stops_its_child_and_nothing_stays_running(env, tmp_path, ml100k_dir):
     long = tmp_path / "long.yaml"  # a training that would run for minutes
-    long.write_text("training: {epochs: 500, min_epochs: 500}\n")  # the rest from defaults.yaml
+    long.write_text("training: {epochs: 100000, min_epochs: 100000}\n")  # the rest from defaults.yaml
     main = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local", "-P", f"dataset={ml100k_dir}",
          "-P", "models=mf", "-P", f"config={long}", "-P", "force=1"],
@@ -169,7 +169,7 @@ def _training(env, tmp_path, ml100k_dir):
 
     data = prepare_step.main(["--dataset", str(ml100k_dir)])
     long = tmp_path / "long.yaml"
-    long.write_text("training: {epochs: 500, min_epochs: 500}\n")
+    long.write_text("training: {epochs: 100000, min_epochs: 100000}\n")
     proc = _mlflow_run(env, tmp_path, "train", f"data=runs:/{data}/data", f"config={long}")
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:

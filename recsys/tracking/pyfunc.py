@@ -75,11 +75,12 @@ class PyfuncModel(mlflow.pyfunc.PythonModel):
             raise RequestError(str(e), error_code=INVALID_PARAMETER_VALUE) from None
 
 
-def log_model(checkpoint: Path, serving_dir: Path, register_as: str = "", describe: dict | None = None) -> str:
+def log_model(checkpoint: Path, serving_dir: Path, register_as: str = "", describe: dict | None = None,
+              extra_tags: dict | None = None) -> str:
     """Log the pyfunc model (checkpoint + the serving tables) under `model`; return its URI. With
     `register_as`, the model is registered as a new version of that name. `describe` (model, dataset,
     task) tags the LoggedModel, so the UI's model list tells the models apart: its name stays `model`,
-    which is what `runs:/<run id>/model` resolves."""
+    which is what `runs:/<run id>/model` resolves; `extra_tags` tag it too (not its model type)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ParamSchema, ParamSpec
 
@@ -93,7 +94,7 @@ def log_model(checkpoint: Path, serving_dir: Path, register_as: str = "", descri
         code_paths=[str(PROJECT_ROOT / "recsys")],
         pip_requirements=_requirements(), signature=signature, input_example=(pd.DataFrame({"user": users}), {"k": 10}),
         registered_model_name=register_as or None,
-        tags={k: str(v) for k, v in (describe or {}).items()} or None,
+        tags={k: str(v) for k, v in {**(describe or {}), **(extra_tags or {})}.items()} or None,
         model_type=" ".join(str(v) for v in (describe or {}).values()) or None,
     )
     _record_files(info.model_uri)

@@ -39,10 +39,12 @@ def log_trained(result, data, model: str, lr: float, run_id: str, tmp: Path, reg
     if result.module.model.uses_history:  # the served model answers a known user from all of their history
         from recsys.data import history
 
-        known = history.histories([data.train, data.val, data.test], data.n_users, result.module.model.max_len)
+        known = history.histories([data.split(s) for s in serving.HISTORY_SPLITS], data.n_users,
+                                  result.module.model.max_len)
     weights = scoring.export_weights(result.checkpoint, tmp / "model.ckpt", known)
     model_uri = log_model(weights, serving.export(data, tmp / "serving"), register_as,
-                          {"model": model, "dataset": data.meta.get("name", ""), "task": task})
+                          {"model": model, "dataset": data.meta.get("name", ""), "task": task},
+                          {"history_splits": "+".join(serving.HISTORY_SPLITS)})
     mlflow.set_tags({"model_uri": model_uri})
     key = TASKS[task].key("test")
     scored = f", {key} = {ev.metrics[key]:.4f}" if ev else ""

@@ -175,11 +175,12 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
     stop = MinEpochsEarlyStopping(cfg.min_epochs, monitor=monitor, mode=mode, patience=cfg.patience,
                                   check_on_train_epoch_end=False)
-    one = cls.closed_form  # nothing to optimise: one epoch (its validation) in one process
+    one = cls.closed_form  # nothing to optimise: fitted and validated once, in this process (_closed_form)
     trainer = pl.Trainer(
-        max_epochs=1 if one else cfg.epochs, accelerator=rt.accelerator,
+        max_epochs=1 if one else cfg.epochs, accelerator="cpu" if one else rt.accelerator,
         devices=1 if one else devices(rt.devices), strategy="auto" if one else rt.strategy,
-        num_nodes=1 if one else rt.num_nodes, precision=rt.precision, logger=logger if logger is not None else False,
+        num_nodes=1 if one else rt.num_nodes, precision="32-true" if one else rt.precision,
+        logger=logger if logger is not None else False,
         callbacks=[ckpt, last, stop, *callbacks],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         deterministic=True, log_every_n_steps=max(1, len(train_batches)),
@@ -209,6 +210,8 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
         module.ranking_context = (users, vcsr.padded(users), ranking.CSR.build(u, i, data.n_users))
     if resume_from:  # a checkpoint of anything but tensors and plain values is refused in one line, here
         scoring.safe_load(resume_from)
+    if model.closed_form:
+        return _closed_form(module, data, val_sample, logger, ckpt_dir, monitor, loss, updates)
     t0 = time.perf_counter()
     module.train_batches, module.epoch_lines = train_batches, epoch_lines
     trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=_val_batches(data, val_sample),
@@ -216,10 +219,6 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     seconds = time.perf_counter() - t0
     if trainer.global_rank != 0:  # a worker process: rank 0 keeps the checkpoint, logs and evaluates
         return None
-    if not ckpt.best_model_path:  # no optimizer step was taken (closed form): Lightning saved nothing
-        trainer.save_checkpoint(ckpt_dir / "best.ckpt")
-        ckpt.best_model_path = str(ckpt_dir / "best.ckpt")
-        ckpt.best_model_score = trainer.callback_metrics.get(monitor)
     best = Path(ckpt.best_model_path)
     score = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
     if not best.exists():  # resumed, and the best epoch came before the interruption: its file stayed there,
@@ -229,3 +228,26 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     module.load_state_dict(scoring.safe_load(best)["state_dict"])
     module.to("cpu").eval()
     return FitResult(module, best, seconds, trainer.current_epoch, score, monitor, trainer.world_size, loss, updates)
+
+
+def _closed_form(module: TrainingModule, data: Prepared, val_sample, logger, ckpt_dir: Path, monitor: str, loss: str,
+                 updates: str) -> FitResult:
+    """A model with nothing to optimise (fitted above, in one pass over the training data): validated
+    once and saved as a checkpoint of the same layout, with no Trainer, no epoch loop and no process."""
+    import pytorch_lightning
+
+    t0 = time.perf_counter()
+    module.eval()
+    with torch.no_grad():
+        for batch in _val_batches(data, val_sample):
+            module.validation_step(batch, 0)
+        vals = module.validation_metrics()
+    if logger is not None:
+        logger.log_metrics({**vals, "epoch": 0}, step=0)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    state = {"epoch": 0, "global_step": 0, "pytorch-lightning_version": pytorch_lightning.__version__,
+             "state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    for name in ("best.ckpt", "last.ckpt"):
+        torch.save(state, ckpt_dir / name)
+    return FitResult(module, ckpt_dir / "best.ckpt", time.perf_counter() - t0, 1, float(vals[monitor]), monitor, 1,
+                     loss, updates)

@@ -141,6 +141,13 @@ class TrainingModule(pl.LightningModule):
         self._accumulate("val/loss", loss, len(batch["user_id"]))
 
     def on_validation_epoch_end(self):
+        vals = self.validation_metrics()
+        self._last_val, self._val_epoch = {k: float(v) for k, v in vals.items()}, self.current_epoch
+        # every process ranks the whole validation set with the same weights: identical values
+        self.log_dict(vals, on_epoch=True, prog_bar=True, sync_dist=self.trainer.world_size > 1)
+
+    def validation_metrics(self) -> dict:
+        """The validation loss accumulated by validation_step, and the task's metrics."""
         vals = self._flush("val/")
         if self.hparams.task == "rating":
             vals["val/rmse"] = math.sqrt(vals["val/loss"])
@@ -149,9 +156,7 @@ class TrainingModule(pl.LightningModule):
             ranks, _ = ranking.rank_targets(self.model, users, targets, exclude, self.hparams.n_items)
             vals["val/ndcg_at_10"] = metrics.ndcg(ranks, 10)
             vals["val/hr_at_10"] = metrics.hit_rate(ranks, 10)
-        self._last_val, self._val_epoch = {k: float(v) for k, v in vals.items()}, self.current_epoch
-        # every process ranks the whole validation set with the same weights: identical values
-        self.log_dict(vals, on_epoch=True, prog_bar=True, sync_dist=self.trainer.world_size > 1)
+        return vals
 
     def configure_optimizers(self):
         hp = self.hparams
