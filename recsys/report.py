@@ -238,12 +238,16 @@ def table(g: Group) -> tuple[list[str], list[list[str]]]:
 def headline(groups: list[Group], top: int = 3) -> str:
     """The README's results: per table its best `top` rows and its baselines, the headline metric
     (mean ± sd over seeds) and the paired difference to the best."""
+    return headline_of([(g.title, *table(g)) for g in groups], top)
+
+
+def headline_of(tables: list[tuple[str, list[str], list[list[str]]]], top: int = 3) -> str:
+    """The headline of tables given as (title, header, rows): what `headline` writes, and what a
+    check regenerates from the report's markdown (docs/results.md) to compare with the README."""
     lines = []
-    for g in groups:
-        header, body = table(g)
-        metric = header[1]
+    for title, header, body in tables:
         keep = [r for i, r in enumerate(body) if i < top or "[baseline]" in r[0]]
-        lines += [f"**{g.title}**", "", f"| model | {metric} | paired Δ vs best ± se | significant |", "|---|---|---|---|"]
+        lines += [f"**{title}**", "", f"| model | {header[1]} | paired Δ vs best ± se | significant |", "|---|---|---|---|"]
         lines += [f"| {r[0]} | {r[1]} | {r[-5].split(';')[0]} | {r[-4]} |" for r in keep]
         lines.append("")
     return "\n".join(lines)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import mlflow
 
-from recsys import evaluation, plots, scoring, serving
 from recsys.errors import RecsysError
 from recsys.schema import TASKS
 from recsys.tracking.pyfunc import log_model
@@ -17,6 +16,7 @@ from recsys.tracking.runs import epoch_history, log_metrics
 def log_trained(result, data, model: str, lr: float, run_id: str, tmp: Path, register_as: str = "", ev=None) -> str:
     """Log a finished fit (`result`, training.FitResult) of `model` on `data`; `ev` its test evaluation
     when one was asked. Returns the logged model's URI."""
+    from recsys import evaluation, plots, scoring, serving  # torch: not for the steps that only import tracking
     task = data.meta["task"]
     if result.best_score != result.best_score or abs(result.best_score) == float("inf"):
         raise RecsysError(f"training diverged: the best {result.monitor} is {result.best_score} (lr={lr}); "
