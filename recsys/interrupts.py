@@ -42,6 +42,15 @@ def pending() -> int | None:
     return _PENDING[0] if _PENDING else None
 
 
+def handlers() -> dict:
+    return {sig: signal.getsignal(sig) for sig in SIGNALS}
+
+
+def restore(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
 def ignore() -> None:
     """While a step winds down after an interrupt, a second Ctrl-C must not cut its bookkeeping short."""
     for sig in SIGNALS:
@@ -218,12 +227,12 @@ def stop_trees(procs: list[subprocess.Popen], grace_s: float = 30) -> None:
         while time.monotonic() < deadline:
             for proc in procs:
                 proc.poll()  # reap it, or it lingers as a zombie
-            if not [p for p in tree if _alive(p)]:
+            if not [p for p in tree if alive(p)]:
                 return
             time.sleep(0.05)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """A zombie (exited, not yet reaped by its parent) is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -1,16 +1,12 @@
 """What a served model answers with: a scorer plus the few tables serving needs, in raw MovieLens ids.
 
 `export(data, folder)` writes those tables at training time (id maps, titles/years/genres, each user's
-seen items over train, val AND test, so a served model never recommends what a user already has, and
-popularity and item means from train); `serving.json` records how far that history reaches
-(`history_splits`): scoring the test split through the served model is not an evaluation (`evaluate` is).
-`Bundle` loads them beside the checkpoint and answers:
-- rows with `user`: the top-k unseen items per user (k larger than what is left returns all that is
-  left); an unknown user gets the popularity ranking, flagged `fallback = popularity`;
-- rows with `user` and `item`: one score per row (a rating, or P(positive) for implicit); an unknown
-  user gets the item's fallback (damped item mean for ratings, popularity share for implicit), an
-  unknown item the global mean (ratings) or 0, each flagged.
-Bad requests raise RecsysError with one line; the pyfunc turns it into an HTTP 400.
+seen items over train, val AND test: `history_splits` in serving.json; popularity and item means from
+train); `Bundle` loads them beside the checkpoint and answers:
+- rows with `user`: the top-k unseen items per user; an unknown user gets the popularity ranking;
+- rows with `user` and `item`: one score per row (a rating, or P(positive)); an unknown user gets the
+  item's fallback (damped item mean, or popularity share), an unknown item the global mean or 0; flagged.
+Bad requests raise RecsysError with one line; the pyfunc turns it into an HTTP 400 (docs/serving.md).
 """
 
 from __future__ import annotations
@@ -29,21 +25,18 @@ from recsys.scoring import load_scorer
 
 BLOCK_USERS = 4096  # users ranked per block in batch recommendation
 HISTORY = "history"  # a request column: an anonymous user's recent items (sequence models)
-
-
-def _is_nan(value) -> bool:
-    return isinstance(value, float) and value != value
 MAX_ROWS = 10_000  # rows per request (users, or user-item pairs): more is refused in one line
 MAX_RESULTS = 1_000_000  # rows an answer may hold (users x k): more is refused before anything is scored
-
-
 HISTORY_SPLITS = ("train", "val", "test")  # what a served model knows of each user (seen items; sequence histories)
+
+
+def _is_nan(value) -> bool:  # a float NaN (an empty cell)
+    return isinstance(value, float) and value != value
 
 
 def export(data, folder: Path) -> Path:
     """The serving tables of a prepared dataset, into `folder` (created)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    (folder := Path(folder)).mkdir(parents=True, exist_ok=True)
     pd.DataFrame({RAW_ID: data.users[RAW_ID].astype(str)}).to_parquet(folder / "users.parquet", index=False)
     items = pd.DataFrame({RAW_ID: data.items[RAW_ID].astype(str)})
     for col in (TITLE, YEAR, GENRES):
@@ -82,6 +75,7 @@ class Bundle:
         self.popularity = t["popularity"]
         self.item_mean = t["item_mean"]
         self.pop_order = np.argsort(-self.popularity, kind="stable")
+        self.share = lambda items: (self.popularity[items] / max(self.popularity.max(), 1.0)).astype(np.float64)
         # titles, years, genres as objects with None where missing (JSON null, never NaN or <NA>), once
         self.described = {col: self.items[col].astype(object).where(self.items[col].notna(), None).to_numpy()
                           for col in (TITLE, YEAR, GENRES) if col in self.items}
@@ -219,7 +213,7 @@ class Bundle:
             dropped = len(codes) - len(known)
             if not len(known):
                 top = self.pop_order[:kk]
-                score = (self.popularity[top] / max(self.popularity.max(), 1.0)).astype(np.float64)
+                score = self.share(top)
                 fallback = "popularity"
             else:
                 seq = np.zeros((1, model.max_len), dtype=np.int64)
@@ -253,7 +247,7 @@ class Bundle:
             fallback[item_only] = "item_mean"
             score[i < 0] = self.meta["global_mean"]
         else:
-            score[item_only] = self.popularity[i[item_only]] / max(self.popularity.max(), 1.0)
+            score[item_only] = self.share(i[item_only])
             fallback[item_only] = "popularity"
             score[i < 0] = 0.0
         fallback[i < 0] = "global_mean" if self.task == "rating" else "unknown_item"
@@ -288,7 +282,7 @@ class Bundle:
                 score[warm] = self.module(torch.as_tensor(u[r][warm]), torch.as_tensor(items[warm])).double().numpy()
         if (~warm).any():
             score[~warm] = (self.item_mean[items[~warm]] if self.task == "rating"
-                            else self.popularity[items[~warm]] / max(self.popularity.max(), 1.0))
+                            else self.share(items[~warm]))
         rows_user = np.asarray(users, dtype=object)[r]
         rows_fb = np.where(warm, "", "popularity")
         out = pd.DataFrame({"user": rows_user, "rank": c + 1, "item": self.item_raw[items], "score": score,

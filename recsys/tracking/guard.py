@@ -16,17 +16,10 @@ from __future__ import annotations
 import sys
 import time
 
+from recsys.interrupts import alive
+
 POLL_S = 0.02
 GIVE_UP_S = 600.0
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` runs; a zombie (exited, not yet reaped by its parent) is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def mark_killed(client, run_id: str, msg: str) -> bool:

@@ -43,6 +43,7 @@ def step_run(name: str):
         sys.exit(2)
     # the guard waits for the launcher only where it would overwrite the run's end: an `mlflow run` CLI
     by_cli = launched == run.info.run_id and os.environ.get(LAUNCHER_ENV) != str(os.getppid())
+    previous = interrupts.handlers()  # put back for an in-process caller (a test, a notebook)
     try:
         with interrupts.step(name, run.info.run_id, by_cli, mlflow.get_tracking_uri(), _WIND_DOWN_S):
             yield run
@@ -61,6 +62,8 @@ def step_run(name: str):
         interrupts.ignore()
         _end(run, "FAILED", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         raise
+    finally:
+        interrupts.restore(previous)
     mlflow.end_run()
 
 

@@ -1,0 +1,67 @@
+"""The guard an interrupted step leaves behind (recsys/tracking/guard.py), on a stand-in store."""
+
+import subprocess
+import sys
+import threading
+import time
+from types import SimpleNamespace
+
+from recsys.tracking import guard
+
+
+class Store:
+    """What the guard asks of MlflowClient: get_run, set_tag, set_terminated."""
+
+    def __init__(self, status="RUNNING", tags=None):
+        self.status, self.tags, self.writes = status, dict(tags or {}), []
+
+    def get_run(self, run_id):
+        return SimpleNamespace(info=SimpleNamespace(status=self.status), data=SimpleNamespace(tags=dict(self.tags)))
+
+    def set_tag(self, run_id, key, value):
+        self.tags[key] = value
+
+    def set_terminated(self, run_id, status):
+        self.status = status
+        self.writes.append(status)
+
+
+def test_it_marks_the_run_killed_once_the_step_is_gone_and_keeps_the_steps_own_error():
+    step = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    store = Store(tags={"error": "interrupted by SIGINT; what was logged is kept"})
+    t0 = time.monotonic()
+    assert guard.guard(store, "r", "interrupted by SIGTERM", step.pid, None, time.monotonic() + 30)
+    step.wait()
+    assert time.monotonic() - t0 >= 0.25 and store.status == "KILLED"  # not before the step had exited
+    assert store.tags["error"] == "interrupted by SIGINT; what was logged is kept"
+
+
+def test_a_launcher_that_writes_failed_after_the_step_is_answered_at_once():
+    launcher = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    store = Store()
+
+    def cli():  # `mlflow run` marks the run FAILED once its command exited, then itself exits a moment later
+        time.sleep(0.5)
+        store.set_terminated("r", "FAILED")
+
+    threading.Thread(target=cli).start()
+    seen = []
+    watcher = threading.Thread(target=lambda: [seen.append(store.status) or time.sleep(0.01) for _ in range(120)])
+    watcher.start()
+    assert guard.guard(store, "r", "interrupted by SIGINT", 2**22 + 7, launcher.pid, time.monotonic() + 30)
+    launcher.wait()
+    watcher.join()
+    assert store.writes[:3] == ["KILLED", "FAILED", "KILLED"] and store.status == "KILLED"
+    assert "error" in store.tags
+    failed_for = seen.count("FAILED")
+    assert failed_for <= 5  # FAILED read back for a few polls at most, while the launcher was still there
+
+
+def test_a_store_that_refuses_is_retried_until_the_deadline():
+    class Locked(Store):
+        def get_run(self, run_id):
+            raise RuntimeError("database is locked")
+
+    t0 = time.monotonic()
+    assert not guard.guard(Locked(), "r", "x", 2**22 + 7, None, time.monotonic() + 1.0)
+    assert 0.9 < time.monotonic() - t0 < 5
