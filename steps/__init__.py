@@ -57,6 +57,15 @@ def given(value: str) -> str:
     return "" if value in ("auto", "default", "none") else value
 
 
+def overrides_given(a, names, rest: list[str]) -> dict:
+    """Config overrides from the command line: the parser's `names` that were given, and any other
+    --key value (MLflow appends an undeclared -P key=value as --key value)."""
+    if len(rest) % 2 or any(not k.startswith("--") for k in rest[::2]):
+        raise RecsysError(f"could not read parameters {rest}; pass them as -P key=value")
+    return {**{k: getattr(a, k) for k in names if getattr(a, k) != ""},
+            **{k[2:].replace("-", "_"): v for k, v in zip(rest[::2], rest[1::2])}}
+
+
 def flag(name: str, value: str) -> bool:
     """A yes/no parameter: true/false, yes/no, 1/0 (any case); anything else is refused in one line."""
     text = str(value).strip().lower()

@@ -1,21 +1,9 @@
 """train: fit one model on a prepared `data/` artifact and log it as a servable pyfunc model.
 
-Parameters: data (runs:/<prepare_run>/data; empty: reuse a complete prepare run of ml-100k for the
-task on this commit, or run one as a child), model (default mf), config (default
-configs/<model>.yaml; a path, or a URI such as runs:/<tune run>/best_config.yaml), task (rating |
-implicit: the task to prepare when data is empty; otherwise a check), resume_from (a train run id:
-continue its interrupted training from its last checkpoint with its data, model and resolved config, then
-the overrides given now), overrides lr, epochs, batch_size, embedding_dim, weight_decay,
-num_negatives, min_epochs, patience, seed, accelerator, devices, strategy; any other --key value
-must name a field of the model's config; register_as (a registered model name: the model becomes a new
-version of it); eval_users (implicit: the per-epoch validation ranking and the final test ranking for a
-seeded sample of this many users, where ranking everyone would take hours); test (true: also score the
-trained model on test, test/...; by default test is left to `evaluate`: nothing here decides on it).
-Logs: params (the resolved config as model.*, training.*, runtime.*), config.yaml, per-epoch train/loss, val/loss, val/rmse or
-val/ndcg_at_10, best_val_..., checkpoint/best.ckpt and last.ckpt,
-plots/*.png, the `model` (pyfunc; its URI is printed and tagged model_uri), the data as an input,
-tags for data, git, versions and device; `recsys.complete` last. Interrupted (SIGINT/SIGTERM): the
-run ends KILLED with checkpoint/last.ckpt logged.
+Parameters (docs/reference.md#train): data (default: a reused or new ml-100k prepare run), model, config
+(a path or a URI), task, resume_from (an interrupted train run), register_as, eval_users, test, and any
+config field as an override. Logs the resolved config (params and config.yaml), per-epoch curves,
+checkpoints, plots and the `model`; `recsys.complete` last. Interrupted: KILLED, checkpoint/last.ckpt logged.
 """
 
 import sys
@@ -23,12 +11,13 @@ import tempfile
 from pathlib import Path
 
 import mlflow
+import torch
 
 from recsys import config, evaluation, interrupts, tracking, training
 from recsys.data import prepare as prep
 from recsys.errors import Interrupted, RecsysError
 from recsys.schema import TASKS
-from steps import ArgParser, flag, given, integer, local_config
+from steps import ArgParser, flag, given, integer, local_config, overrides_given
 
 OVERRIDES = ["lr", "epochs", "batch_size", "embedding_dim", "weight_decay", "num_negatives", "min_epochs",
              "patience", "seed", "accelerator", "devices", "strategy", "num_nodes"]
@@ -45,42 +34,24 @@ for name in OVERRIDES:
     p.add_argument(f"--{name}", default="")
 
 
-def extra_overrides(rest: list[str]) -> dict:
-    if len(rest) % 2 or any(not k.startswith("--") for k in rest[::2]):
-        raise RecsysError(f"could not read parameters {rest}; pass them as -P key=value")
-    return {k[2:].replace("-", "_"): v for k, v in zip(rest[::2], rest[1::2])}
-
-
-def given_overrides(a, rest: list[str]) -> dict:
-    """The config overrides given on the command line: named ones and any other --key value."""
-    return {**{k: getattr(a, k) for k in OVERRIDES if getattr(a, k) != ""}, **extra_overrides(rest)}
-
-
 def worker(argv=None) -> None:
-    """A process a multi-process strategy started besides rank 0: it trains its shard and nothing else.
-    On rank 0's node it takes the data folder and resolved config rank 0 handed off; on another node
-    (NODE_RANK > 0, started by the user with the same command) it reads them itself, from an explicit
-    `data` URI. No run, no params, no artifacts: MLflow hears only from rank 0."""
-    from recsys.config import TrainConfig
-
+    """A process a multi-process strategy started besides rank 0: it trains its shard, with no run (MLflow
+    hears only from rank 0), from what rank 0 handed off on its node; on another node (NODE_RANK > 0,
+    started by the user with the same command) from the explicit `data` URI, read here."""
     interrupts.worker()
-    spec = training.handed_off()
     with tempfile.TemporaryDirectory(prefix="recsys-worker-") as tmp:
+        spec = training.handed_off()
         if spec is None:
             a, rest = p.parse_known_args(argv)
-            if a.data in ("", "auto"):
+            if not given(a.data):
                 raise SystemExit("error: a node with NODE_RANK > 0 needs -P data=runs:/<prepare run>/data "
                                  "(the same as rank 0's)")
-            overrides = given_overrides(a, rest)
             data_dir = tracking.download(a.data, "data", Path(tmp) / "in")
-            task = prep.load(data_dir).meta["task"]
-            cfg_file = None if a.config in ("", "default") else local_config(a.config, tmp)
-            hp, cfg = config.load(a.model, cfg_file, overrides, task=task, n_items=prep.load(data_dir).n_items)
-            spec = {"data_dir": str(data_dir), "model": a.model, "hp": hp, "cfg": cfg.model_dump(), "resume_from": "",
-                    "val_users": integer("eval_users", a.eval_users or 0)}
-        training.fit(prep.load(spec["data_dir"]), spec["model"], spec["hp"], TrainConfig.model_validate(spec["cfg"]), None,
-                     Path(tmp) / "checkpoints", resume_from=Path(spec["resume_from"]) if spec["resume_from"] else None,
-                     val_users=spec.get("val_users", 0))
+            data, model = prep.load(data_dir), given(a.model) or "mf"
+            hp, cfg = config.load(model, local_config(given(a.config), tmp) or None, overrides_given(a, OVERRIDES, rest),
+                                  task=data.meta["task"], n_items=data.n_items)
+            spec = training.worker_spec(data_dir, model, hp, cfg, None, integer("eval_users", a.eval_users or 0))
+        training.fit_worker(spec, Path(tmp) / "checkpoints")
 
 
 def main(argv=None):
@@ -95,7 +66,7 @@ def main(argv=None):
             tracking.check_name(a.register_as)
         score_test = flag("test", a.test)
         a.config = local_config(a.config, tmp) if a.config else ""
-        overrides = given_overrides(a, rest)
+        overrides = overrides_given(a, OVERRIDES, rest)
         eval_users = integer("eval_users", a.eval_users)
         resume = None
         if a.resume_from:
@@ -113,8 +84,6 @@ def main(argv=None):
             raise RecsysError(f"data {data_uri} holds the {task} task, not {a.task}; prepare it with task={a.task}")
         hp, cfg = config.load(a.model, a.config or None, overrides, task=task, n_items=data.n_items)
         if cfg.runtime.threads:  # before anything reads torch's thread count (the torch_threads tag)
-            import torch
-
             torch.set_num_threads(cfg.runtime.threads)
         training.check_request(a.model, cfg, task, data.n_items, eval_users, resume, a.resume_from)
         tracking.log_params({**config.flat(hp, cfg), "model": a.model, "data": data_uri, "data_uri": data_uri, "task": task,

@@ -1,21 +1,10 @@
 """tune: an Optuna sweep over a model's `search:` space, each trial a nested run, trained in-process.
 
-Parameters: model (default mf), trials (trials in all, across every worker of the study), data
-(default auto, as train), task (auto: rating), config (default configs/<model>.yaml), timeout (seconds
-for this worker, 0 = none), storage (an SQLAlchemy URL; default a SQLite `optuna.db` beside an SQLite
-tracking store), study (default <model>-<task>-<data hash>-<search space hash>[-r<repeats>]), seed (the
-sampler's, 42), repeats (training seeds per trial, default 1).
-The objective is the task's validation metric (val/rmse minimised, val/ndcg_at_10 maximised) over the
-config's search space for the task, with repeats > 1 its mean over training seeds seed, seed + 1, ...
-of the config (one run's implicit NDCG@10 moves ~0.004 with the seed: the best of one-seed trials is
-partly the luckiest; the first seed's curve is the one pruned and logged); the shipped defaults are
-enqueued as a trial (never pruned), so the best is never worse on validation than they are. Test is
-not looked at unless asked: test=true retrains the best configuration once at the end and scores it
-(best/test/...). Several `tune` processes on one storage and study share its trials (how a sweep goes
-past one machine; a study never runs more than `trials`); the same command resumes a sweep.
-Logs: one nested run per trial (params, per-epoch curve; pruned trials KILLED, tag optuna.state),
-best_config.yaml (accepted by `train -P config=`), best/val/..., with test=true the best configuration's
-test metrics, plots/optimization_history.png and plots/param_importances.png; prints a one-line summary.
+Parameters (docs/reference.md#tune, docs/tuning.md): model, trials (in all, across every worker of the
+study), data, task, config, timeout, storage (shared by several `tune` processes: how a sweep goes past
+one machine), study, seed, threads, repeats (training seeds per trial), test. The objective is the
+task's validation metric; the shipped defaults are a trial; test only with test=true. Logs a nested
+run per trial, best_config.yaml (for `train -P config=`), best/val/..., plots; prints a one-line summary.
 """
 
 import sys
@@ -69,15 +58,10 @@ def main(argv=None):
                              "study": study_name, "seed": seed, "timeout": timeout, "task": task, "repeats": repeats})
         tracking.log_context({"step": "tune", "model": a.model, "task": task, "dataset": data.meta.get("name"),
                               "data_uri": data_uri, "study": study_name})
-        base = {"threads": a.threads}
+        base, signals = {"threads": a.threads}, interrupts.Sweep()
 
-        signals = interrupts.Sweep()
-
+        @signals.trial()  # inside a trial a signal interrupts it; between trials it stops the sweep
         def objective(trial):
-            with signals.trial():
-                return run_trial(trial)
-
-        def run_trial(trial):
             overrides = {**base, **tuning.suggest(trial, space)}
             hp, cfg = config.load(a.model, cfg_path, overrides, task=task, n_items=data.n_items)
             key = f"best_{monitor.replace('/', '_')}"
@@ -86,17 +70,11 @@ def main(argv=None):
                                      "repeats": repeats})
                 mlflow.set_tags({"step": "tune-trial", "model": a.model, "trial": trial.number,
                                    **({"defaults": "true"} if trial.user_attrs.get("defaults") else {})})
-                scores, seconds = [], 0.0
-                for r in range(repeats):  # the first seed's curve is logged and pruned; the others only score
-                    cfg_r = cfg.model_copy(update={"seed": cfg.seed + r})
-                    result = training.fit(
-                        data, a.model, hp, cfg_r, tracking.lightning_logger(child.info.run_id) if r == 0 else None,
-                        tmp / f"trial{trial.number}-{r}",
-                        callbacks=(tuning.Pruning(trial, monitor, cfg.scheduler != "onecycle"),) if r == 0 else ())
-                    scores.append(result.best_score)
-                    seconds += result.seconds
-                    if repeats > 1:
-                        tracking.log_metrics({f"{key}_seed_{cfg_r.seed}": result.best_score})
+                scores, seconds = tuning.fit_seeds(
+                    data, a.model, hp, cfg, repeats, tmp / f"trial{trial.number}", tracking.lightning_logger(child.info.run_id),
+                    (tuning.Pruning(trial, monitor, cfg.scheduler != "onecycle"),))
+                if repeats > 1:
+                    tracking.log_metrics({f"{key}_seed_{cfg.seed + r}": v for r, v in enumerate(scores)})
                 score = tuning.mean_and_sd(scores)
                 tracking.log_metrics({key: score[0], "train_seconds": seconds,
                                       **({f"{key}_sd": score[1]} if repeats > 1 else {})})

@@ -24,9 +24,14 @@ def hand_off(data_dir: Path, model_name: str, model_hp: dict, cfg, resume_from: 
              val_users: int = 0) -> None:
     """What this node's worker processes train (they inherit the environment when Lightning launches
     them): the same data folder, model and resolved config, so they never talk to MLflow."""
-    os.environ[WORKER_ENV] = json.dumps({"data_dir": str(data_dir), "model": model_name, "hp": model_hp,
-                                         "cfg": cfg.model_dump(), "resume_from": str(resume_from or ""),
-                                         "val_users": val_users})
+    os.environ[WORKER_ENV] = json.dumps(worker_spec(data_dir, model_name, model_hp, cfg, resume_from, val_users))
+
+
+def worker_spec(data_dir: Path, model_name: str, model_hp: dict, cfg, resume_from: Path | None,
+                val_users: int = 0) -> dict:
+    """What a worker process trains (training.fit_worker): plain values."""
+    return {"data_dir": str(data_dir), "model": model_name, "hp": model_hp, "cfg": cfg.model_dump(),
+            "resume_from": str(resume_from or ""), "val_users": val_users}
 
 
 def handed_off() -> dict | None:

@@ -230,6 +230,15 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     return FitResult(module, best, seconds, trainer.current_epoch, score, monitor, trainer.world_size, loss, updates)
 
 
+def fit_worker(spec: dict, checkpoint_dir: Path) -> None:
+    """A worker process's share of a multi-process fit, from a worker spec (training.distributed)."""
+    from recsys.data.artifact import load
+
+    fit(load(Path(spec["data_dir"])), spec["model"], spec["hp"], TrainConfig.model_validate(spec["cfg"]), None,
+        checkpoint_dir, resume_from=Path(spec["resume_from"]) if spec["resume_from"] else None,
+        val_users=spec.get("val_users", 0))
+
+
 def _closed_form(module: TrainingModule, data: Prepared, val_sample, logger, ckpt_dir: Path, monitor: str, loss: str,
                  updates: str) -> FitResult:
     """A model with nothing to optimise (fitted above, in one pass over the training data): validated

@@ -12,8 +12,8 @@ recsys/interrupts.py's `Sweep`).
 from recsys.tuning.output import best_config, plots
 from recsys.tuning.study import (STORAGE_SCHEMES, TrialSeededTPE, defaults_in_space, enqueue_defaults, open_study,
                                  space_hash, storage_url, suggest)
-from recsys.tuning.sweep import Pruning, abandon, finished, mean_and_sd, settle, sweep
+from recsys.tuning.sweep import Pruning, abandon, finished, fit_seeds, mean_and_sd, settle, sweep
 
 __all__ = ["STORAGE_SCHEMES", "Pruning", "TrialSeededTPE", "abandon", "best_config", "defaults_in_space",
-           "enqueue_defaults", "finished", "mean_and_sd", "open_study", "plots", "settle", "space_hash", "storage_url",
+           "enqueue_defaults", "finished", "fit_seeds", "mean_and_sd", "open_study", "plots", "settle", "space_hash", "storage_url",
            "suggest", "sweep"]

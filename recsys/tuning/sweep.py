@@ -3,9 +3,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import optuna
 import pytorch_lightning as pl
+
+
+def fit_seeds(data, model: str, hp: dict, cfg, repeats: int, folder: Path, logger=None,
+              callbacks: tuple = ()) -> tuple[list[float], float]:
+    """A trial's training over the seeds cfg.seed, cfg.seed + 1, ...: the first with `logger` and
+    `callbacks` (its curve is logged and pruned), the others only score. The best validation scores,
+    and the seconds of training."""
+    from recsys import training
+
+    scores, seconds = [], 0.0
+    for r in range(repeats):
+        result = training.fit(data, model, hp, cfg.model_copy(update={"seed": cfg.seed + r}),
+                              logger if r == 0 else None, folder / f"seed{r}", callbacks=callbacks if r == 0 else ())
+        scores.append(result.best_score)
+        seconds += result.seconds
+    return scores, seconds
 
 
 def mean_and_sd(scores: list[float]) -> tuple[float, float]:
