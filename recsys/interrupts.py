@@ -96,7 +96,8 @@ def step(name: str, run_id: str, launched: bool, tracking_uri: str, wind_down_s:
         wind_down(signum)
         raise Interrupted(signum)
 
-    previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
+    for sig in SIGNALS:
+        signal.signal(sig, handler)
     stop = threading.Event()
     threading.Thread(target=_watch_launcher, args=(stop,), daemon=True).start()
     try:
@@ -108,12 +109,9 @@ def step(name: str, run_id: str, launched: bool, tracking_uri: str, wind_down_s:
         wind_down(e.signum)  # when it came another way than through the handler (while importing, from tune)
         e.message = message(e.signum)
         raise
-    finally:
+    finally:  # the caller (tracking.step_run) puts its own handlers back once the run's end is recorded
         stop.set()
         _STEP.clear()
-        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            for sig, h in previous.items():
-                signal.signal(sig, h)
 
 
 def wind_down(signum: int) -> None:
@@ -195,8 +193,8 @@ class Sweep:
         return False
 
 
-def descendants(pid: int) -> list[int]:
-    """`pid`'s living child processes and theirs (Linux /proc), children first."""
+def descendants(pids: list[int]) -> list[int]:
+    """The living child processes of `pids` and theirs (one pass over Linux /proc)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -206,7 +204,7 @@ def descendants(pid: int) -> list[int]:
             except (OSError, ValueError, IndexError):
                 continue
             children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
+    out, todo = [], list(pids)
     while todo:
         for c in children.get(todo.pop(), []):
             out.append(c)
@@ -215,12 +213,12 @@ def descendants(pid: int) -> list[int]:
 
 
 def stop_trees(procs: list[subprocess.Popen], grace_s: float = 30) -> None:
-    """SIGTERM to child processes and everything they started; wait until all of them are gone (SIGKILL
-    after `grace_s`): a step inside gets the time to mark its own run KILLED."""
+    """SIGTERM to the child processes still running and to everything they started; wait until all of
+    them are gone (SIGKILL after `grace_s`): a step inside gets the time to mark its own run KILLED."""
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10)):
-        tree = [p for proc in procs if proc.poll() is None for p in (proc.pid, *descendants(proc.pid))]
-        tree += [p for proc in procs for p in descendants(proc.pid)]  # what an exited one left behind
-        for pid in dict.fromkeys(tree):
+        running = [proc.pid for proc in procs if proc.poll() is None]
+        tree = running + descendants(running)
+        for pid in tree:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + wait

@@ -11,7 +11,7 @@ import mlflow
 from mlflow.exceptions import ExecutionException
 
 from recsys import interrupts
-from recsys.errors import Interrupted, RecsysError
+from recsys.errors import RecsysError
 from recsys.tracking import mlflow_internals
 from recsys.tracking.lineage import PROJECT_ROOT, REQUEST_TAG, canonical, entry_params, git_info, request_fingerprint
 from recsys.tracking.runs import COMPLETE_TAG, LAUNCHER_ENV
@@ -78,9 +78,11 @@ def start(entry: str, params: dict[str, str], env_manager: str, experiment_id: s
     environment."""
     if env_manager not in ("local", "virtualenv", "uv", "conda"):
         raise RecsysError(f"env_manager={env_manager!r} is not one of local, virtualenv, uv, conda")
-    saved = {k: os.environ.get(k) for k in (env or {})}
-    os.environ.update(env or {})
-    os.environ[LAUNCHER_ENV] = str(os.getpid())  # the step knows no `mlflow run` stands between (its guard)
+    # the local backend hands the child this process's environment: `env`, and that no `mlflow run` CLI
+    # stands between (the step's guard then waits for no launcher), are put there for the launch only
+    env = {**(env or {}), LAUNCHER_ENV: str(os.getpid())}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         sub = mlflow_internals.start_entry_point(PROJECT_ROOT, entry, params, env_manager, experiment_id)
     except Exception as e:
@@ -96,19 +98,10 @@ def start(entry: str, params: dict[str, str], env_manager: str, experiment_id: s
 
 def launch(entry: str, params: dict[str, str], env_manager: str, experiment_id: str) -> str:
     """Run an entry point as a child of the active run and wait for it; return its run id."""
-    return wait_all([start(entry, params, env_manager, experiment_id)])[0]
+    def one():
+        return (yield entry, params, entry)
 
-
-def wait_all(children: list[Child], poll_s: float = 0.05) -> list[str]:
-    """Wait for children; on SIGINT/SIGTERM stop every one still running (and what it started), mark
-    its run KILLED, and let the interrupt end this run too."""
-    try:
-        while not all(c.done() for c in children):
-            time.sleep(poll_s)
-    except Interrupted:
-        stop(children)
-        raise
-    return [c.result() for c in children]
+    return run_pipelines({entry: one()}, 1, lambda *_: None, lambda *_: None, env_manager, experiment_id)[entry]
 
 
 def stop(children: list[Child], grace_s: float = 30) -> None:
