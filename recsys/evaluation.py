@@ -32,17 +32,6 @@ class Evaluation:
     predictions: pd.DataFrame | None = None  # rating task: actual vs predicted rows
 
 
-def parse_ks(text) -> list[int]:
-    try:
-        ks = [int(x) for x in str(text).split(",") if x.strip()]
-        floats = [float(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise RecsysError(f"k={text!r} must be positive integers separated by commas, e.g. 5,10,20") from None
-    if not ks or any(k <= 0 for k in ks) or any(f != k for f, k in zip(floats, ks)):
-        raise RecsysError(f"k={text!r} must be positive integers separated by commas, e.g. 5,10,20")
-    return sorted(set(ks))
-
-
 def setup_tags(meta: dict, split: str, protocol: str, eval_users: int = 0) -> dict:
     """What makes two evaluations comparable: same data (dataset, task, split, tie rule, threshold) and
     the same protocol (a sample of `eval_users` users is a protocol of its own). The report groups runs

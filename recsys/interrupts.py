@@ -107,7 +107,7 @@ def step(name: str, run_id: str, launched: bool, tracking_uri: str, wind_down_s:
     except Interrupted as e:
         ignore()  # from here on the step only records how it ended
         wind_down(e.signum)  # when it came another way than through the handler (while importing, from tune)
-        e.message = message(e.signum)
+        e.message = _STEP["message"]
         raise
     finally:  # the caller (tracking.step_run) puts its own handlers back once the run's end is recorded
         stop.set()
@@ -121,7 +121,10 @@ def wind_down(signum: int) -> None:
     if not _STEP or _STEP.get("winding_down"):
         return
     _STEP["winding_down"] = signum
-    _start_guard(_STEP["run_id"], message(signum), _STEP["launcher"], _STEP["tracking_uri"])
+    # said as things stand now: by the time the run's end is recorded, the step's temporary folder
+    # (train's checkpoints) is gone
+    _STEP["message"] = message(signum)
+    _start_guard(_STEP["run_id"], _STEP["message"], _STEP["launcher"], _STEP["tracking_uri"])
     timer = threading.Timer(_STEP["wind_down_s"], exit_now, (128 + signum,))
     timer.daemon = True
     timer.start()

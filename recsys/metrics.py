@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from recsys.errors import RecsysError
+
 
 # --- rating ---------------------------------------------------------------------------------------
 def rmse(pred: np.ndarray, true: np.ndarray) -> float:
@@ -128,3 +130,14 @@ def popularity_percentile(top_items: np.ndarray, item_counts: np.ndarray) -> flo
     """Mean percentile (0-100, 100 = most popular) of recommended items' training popularity."""
     pct = 100.0 * item_counts.argsort().argsort() / max(len(item_counts) - 1, 1)
     return float(np.mean(pct[top_items]))
+
+
+def parse_ks(text) -> list[int]:
+    try:
+        ks = [int(x) for x in str(text).split(",") if x.strip()]
+        floats = [float(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise RecsysError(f"k={text!r} must be positive integers separated by commas, e.g. 5,10,20") from None
+    if not ks or any(k <= 0 for k in ks) or any(f != k for f, k in zip(floats, ks)):
+        raise RecsysError(f"k={text!r} must be positive integers separated by commas, e.g. 5,10,20")
+    return sorted(set(ks))

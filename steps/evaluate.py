@@ -21,7 +21,7 @@ from pathlib import Path
 
 import mlflow
 
-from recsys import evaluation, plots, tracking
+from recsys import evaluation, metrics, plots, tracking
 from recsys.data import prepare as prep
 from recsys.errors import RecsysError
 from recsys.schema import TASKS
@@ -40,7 +40,7 @@ def main(argv=None):
     with tracking.step_run("evaluate") as run, tempfile.TemporaryDirectory(prefix="recsys-evaluate-") as tmp:
         tmp = Path(tmp)
         a = p.parse_args(argv)
-        ks = evaluation.parse_ks(a.k)
+        ks = metrics.parse_ks(a.k)
         choice("split", a.split, ("test", "val"))
         choice("protocol", a.protocol, ("full", "sampled", "both"))
         a.eval_users = integer("eval_users", a.eval_users)

@@ -16,6 +16,7 @@ import mlflow
 
 from recsys import tracking
 from recsys.errors import RecsysError
+from recsys.metrics import parse_ks
 from recsys.models import check_model_name
 from recsys.schema import task_of
 from steps import ArgParser, flag, given, integer
@@ -42,6 +43,7 @@ def main(argv=None):
         for m in models:
             check_model_name(m)
         integer("seed", a.seed)
+        parse_ks(a.k)  # before anything trains: evaluate would refuse it last
         if a.register_as:
             tracking.check_name(a.register_as)
         split = given(a.split) or task_of(a.task).split

@@ -207,6 +207,7 @@ def test_train_and_evaluate_log_the_data_as_input_and_model_metrics(chain):
     ("prepare", ["--dataset", "synthetic", "--seed", "-3"], "seed=-3 must be >= 0"),
     ("main", ["--models", " , "], "models= names no model"),
     ("main", ["--seed", "-1"], "seed='-1' must be an integer >= 0"),
+    ("main", ["--k", "0"], "k='0' must be positive integers"),  # refused before anything trains
     ("main", ["--register-as", "bad name/with:x"], "register_as='bad name/with:x' cannot name a registered model"),
     ("train", ["--register_as", "bad name/with:x"], "register_as='bad name/with:x' cannot name a registered model"),
     ("report", ["--experiment", "x", "--output", "a/b"], "output='a/b' must be a file name without folders"),
