@@ -81,6 +81,9 @@ def test_sigterm_ends_train_killed_with_last_checkpoint_and_resume_matches_the_u
     assert [line for line in err.splitlines() if line.startswith("error:")][0].startswith("error: interrupted by SIGTERM")
     [killed] = _runs("train")
     assert killed.info.status == "KILLED" and "interrupted by SIGTERM" in killed.data.tags["error"]
+    # the line and the tag offer the resume (its checkpoint existed when the signal came)
+    assert killed.data.tags["error"].endswith(f"(continue with -P resume_from={killed.info.run_id})")
+    assert f"resume_from={killed.info.run_id}" in err
     assert "recsys.complete" not in killed.data.tags
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(killed.info.run_id, "checkpoint")}
     assert arts == {"checkpoint/last.ckpt"}
