@@ -71,14 +71,14 @@ class Bundle:
         self.item_raw = self.items[RAW_ID].astype(str).to_numpy()
         self.item_index = pd.Index(self.item_raw)
         t = np.load(folder / "tables.npz")
-        self.seen = ranking.CSR(t["seen_indptr"], t["seen_indices"])
-        self.popularity = t["popularity"]
-        self.item_mean = t["item_mean"]
+        self.seen, self.popularity, self.item_mean = ranking.CSR(t["seen_indptr"], t["seen_indices"]), t["popularity"], t["item_mean"]
         self.pop_order = np.argsort(-self.popularity, kind="stable")
-        self.share = lambda items: (self.popularity[items] / max(self.popularity.max(), 1.0)).astype(np.float64)
-        # titles, years, genres as objects with None where missing (JSON null, never NaN or <NA>), once
+        # titles, years, genres as objects, None where missing (JSON null, never NaN or <NA>), once
         self.described = {col: self.items[col].astype(object).where(self.items[col].notna(), None).to_numpy()
                           for col in (TITLE, YEAR, GENRES) if col in self.items}
+
+    def share(self, items: np.ndarray) -> np.ndarray:  # popularity over the top item's: implicit fallback
+        return (self.popularity[items] / max(self.popularity.max(), 1.0)).astype(np.float64)
 
     # --- requests --------------------------------------------------------------------------------
     @staticmethod

@@ -175,17 +175,15 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
     stop = MinEpochsEarlyStopping(cfg.min_epochs, monitor=monitor, mode=mode, patience=cfg.patience,
                                   check_on_train_epoch_end=False)
-    one = cls.closed_form  # nothing to optimise: fitted and validated once, in this process (_closed_form)
-    trainer = pl.Trainer(
-        max_epochs=1 if one else cfg.epochs, accelerator="cpu" if one else rt.accelerator,
-        devices=1 if one else devices(rt.devices), strategy="auto" if one else rt.strategy,
-        num_nodes=1 if one else rt.num_nodes, precision="32-true" if one else rt.precision,
-        logger=logger if logger is not None else False,
+    # a closed-form model has nothing to optimise: it is fitted and validated once, with no Trainer
+    trainer = None if cls.closed_form else pl.Trainer(
+        max_epochs=cfg.epochs, accelerator=rt.accelerator, devices=devices(rt.devices), strategy=rt.strategy,
+        num_nodes=rt.num_nodes, precision=rt.precision, logger=logger if logger is not None else False,
         callbacks=[ckpt, last, stop, *callbacks],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         deterministic=True, log_every_n_steps=max(1, len(train_batches)),
     )
-    updates = resolve_updates(cfg.updates, data.n_users + data.n_items, trainer.world_size)
+    updates = resolve_updates(cfg.updates, data.n_users + data.n_items, trainer.world_size if trainer else 1)
 
     module = TrainingModule(model_name=model_name, n_users=data.n_users, n_items=data.n_items, features=tables.spec(),
                          model_hparams=model_hp, task=task, rating_min=data.meta["rating_min"],
