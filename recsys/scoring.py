@@ -57,13 +57,20 @@ def load_scorer(checkpoint: str | Path) -> Scorer:
     ck = safe_load(checkpoint)
     try:
         hp = ck["hyper_parameters"]
-        model = build_model(hp["model_name"], hp["n_users"], hp["n_items"], hp["features"], **hp["model_hparams"])
+        if hp["model_name"] == "blend":  # finished models combined (recsys/blend.py): built from their own specs
+            from recsys import blend
+
+            model = blend.build(hp)
+        else:
+            model = build_model(hp["model_name"], hp["n_users"], hp["n_items"], hp["features"], **hp["model_hparams"])
         state = {k.removeprefix("model."): v for k, v in ck["state_dict"].items() if k.startswith("model.")}
         model.load_state_dict(state)
     except (KeyError, TypeError, RuntimeError) as e:
         raise RecsysError(f"checkpoint {Path(checkpoint).name} is not a recsys model checkpoint "
                           f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
-    return Scorer(model, hp["task"], hp["rating_min"], hp["rating_max"]).eval()
+    scorer = Scorer(model, hp["task"], hp["rating_min"], hp["rating_max"]).eval()
+    scorer.hparams = hp  # what the model was built from (a blend stores its members')
+    return scorer
 
 
 def export_weights(checkpoint: str | Path, out: str | Path, history: torch.Tensor | None = None) -> Path:

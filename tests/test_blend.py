@@ -1,0 +1,78 @@
+"""The blend step: finished train runs combined with weights fitted on validation, logged, evaluated, served."""
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from recsys import blend
+from steps import blend as blend_step
+from steps import evaluate as evaluate_step
+from steps import prepare as prepare_step
+from steps import train as train_step
+
+
+def _last(step):
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.step = '{step}'",
+                              order_by=["attributes.start_time DESC"], output_format="list")
+    return runs[0]
+
+
+def _trained(data, model, *extra):
+    train_step.main(["--data", f"runs:/{data}/data", "--model", model, "--epochs", "3", "--min_epochs", "0", *extra])
+    return _last("train").info.run_id
+
+
+def test_ridge_weights_recover_a_known_combination_and_the_grid_is_the_simplex():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3, 1, (2000, 3))
+    y = 0.6 * x[:, 0] + 0.4 * x[:, 2] + 0.5 + rng.normal(0, 0.01, 2000)
+    w, b, alpha = blend.ridge_weights(x, y)
+    assert np.allclose(w, [0.6, 0.0, 0.4], atol=0.01) and abs(b - 0.5) < 0.05 and alpha <= 1.0
+    grid = list(blend.simplex_grid(3, 0.5))
+    assert len(grid) == 6 and all(abs(g.sum() - 1) < 1e-12 and (g >= 0).all() for g in grid)
+    z = blend.standardise(torch.tensor([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]]))
+    assert torch.allclose(z[0], torch.tensor([-1.0, 0.0, 1.0])) and torch.equal(z[1], torch.zeros(3))
+
+
+@pytest.mark.parametrize("task", ["rating", "implicit"])
+def test_a_blend_is_fitted_on_validation_logged_evaluated_and_served(ml100k_dir, task):
+    extra = ["--task", "implicit", "--split", "leave_last_out", "--positive-threshold", "1",
+                                                                  "--eval-negatives", "20"] if task == "implicit" else []
+    prepare_step.main(["--dataset", str(ml100k_dir), *extra])
+    data = _last("prepare").info.run_id
+    members = [_trained(data, "mf"), _trained(data, "popularity")]
+    blend_step.main(["--runs", ",".join(members)])
+    run = _last("blend")
+    assert run.info.status == "FINISHED" and run.data.tags["recsys.complete"] == "true"
+    assert run.data.tags["model"] == "blend(mf+popularity)" and run.data.tags["blend.members"] == ",".join(members)
+    key = "best_val_rmse" if task == "rating" else "best_val_ndcg_at_10"
+    alone = [run.data.metrics[f"member_{key.removeprefix('best_')}.{m}"] for m in ("mf", "popularity")]
+    # validation decides the weights; each member alone is among the blends searched (implicit) or in reach (ridge)
+    assert (run.data.metrics[key] <= min(alone) + 1e-3) if task == "rating" else (run.data.metrics[key] >= max(alone) - 1e-12)
+    evaluate_step.main(["--model-uri", f"runs:/{run.info.run_id}/model"])
+    ev = _last("evaluate")
+    metric = "test/rmse" if task == "rating" else "test/ndcg_at_10"
+    assert ev.info.status == "FINISHED" and np.isfinite(ev.data.metrics[metric])
+    assert ev.data.tags["train_run_id"] == run.info.run_id
+    served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    out = served.predict(pd.DataFrame({"user": ["1", "2"]}), params={"k": 3})
+    assert list(out["rank"]) == [1, 2, 3, 1, 2, 3]
+
+
+def test_members_of_other_data_or_other_tasks_or_not_train_runs_are_refused(ml100k_dir, capsys):
+    prepare_step.main(["--dataset", str(ml100k_dir), "--seed", "1"])
+    first = _last("prepare").info.run_id
+    prepare_step.main(["--dataset", str(ml100k_dir), "--seed", "2"])
+    second = _last("prepare").info.run_id
+    a, b = _trained(first, "mf"), _trained(second, "global_mean")
+    for runs, match in ((f"{a},{b}", "trained on different data"), (a, "at least two finished train runs"),
+                        (f"{a},{first}", f"run {first} is not a finished train run")):
+        with pytest.raises(SystemExit) as e:
+            blend_step.main(["--runs", runs])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and [line for line in err.splitlines() if line.startswith("error:")] and match in err, err
+        failed = mlflow.search_runs(search_all_experiments=True, order_by=["attributes.start_time DESC"],
+                                    output_format="list")[0]
+        assert "Traceback" not in err and failed.info.status == "FAILED" and match in failed.data.tags["error"]
