@@ -3,7 +3,8 @@
 Parameters: dataset, task, split, positive_threshold, tie_break, models (comma-separated; `model` is an alias),
 config, lr, epochs, embedding_dim, seed, k, env_manager (forwarded to every child), force (1 = re-run
 even where a finished run could be reused), parallel (models trained and evaluated at once, each with its
-share of the cores; auto = as many as there are models and cores).
+share of the cores; auto = as many as there are models and cores), blend (1: also blend the models'
+train runs, evaluate the blend and list it).
 Steps pass URIs only (runs:/<prepare>/data, runs:/<train>/model). A FINISHED child with the same
 params, commit and diff hash is reused (tags reused.<step>). Logs leaderboard.md and tags
 <model>.train_run / <model>.eval_run; prints the leaderboard.
@@ -17,7 +18,7 @@ import mlflow
 from recsys import tracking
 from recsys.errors import RecsysError
 from recsys.metrics import parse_ks
-from recsys.models import check_model_name
+from recsys.models import check_model_name, model_class
 from recsys.schema import task_of
 from steps import ArgParser, flag, given, integer
 
@@ -25,7 +26,7 @@ p = ArgParser(prog="main", description=__doc__.splitlines()[0])
 for name, default in [("dataset", "ml-100k"), ("task", "rating"), ("split", "auto"), ("positive_threshold", "4"),
                       ("tie_break", "random"), ("models", "mf"), ("model", ""), ("config", ""), ("lr", ""),
                       ("epochs", ""), ("embedding_dim", ""), ("seed", "42"), ("k", "5,10,20"), ("env_manager", "local"),
-                      ("force", "0"), ("register_as", ""), ("parallel", "auto")]:
+                      ("force", "0"), ("register_as", ""), ("parallel", "auto"), ("blend", "0")]:
     flags = {f"--{name.replace('_', '-')}", f"--{name}"}  # MLflow appends undeclared -P key=value as --key value
     p.add_argument(*sorted(flags), dest=name, default=default)
 
@@ -47,7 +48,9 @@ def main(argv=None):
         if a.register_as:
             tracking.check_name(a.register_as)
         split = given(a.split) or task_of(a.task).split
-        force = flag("force", a.force)
+        force, blended = flag("force", a.force), flag("blend", a.blend)
+        if blended and (len(models) < 2 or any(model_class(m).uses_history for m in models)):
+            raise RecsysError("blend=1 needs two or more models that score (user, item) pairs (not sasrec, gru4rec)")
         cores = os.cpu_count() or 1
         parallel = min(len(models), cores if not given(a.parallel) else integer("parallel", a.parallel, 1))
         # side by side, each child gets its share of the cores (torch would start one thread per core in each)
@@ -83,6 +86,13 @@ def main(argv=None):
 
         results = tracking.run_pipelines({m: pipeline(m) for m in models}, parallel, found, record, a.env_manager,
                                          exp, env)
+        if blended:  # the models' train runs combined on validation, then evaluated like them
+            def combine():
+                bl = yield "blend", {"runs": ",".join(results[m][0] for m in models)}, "blend"
+                return bl, (yield "evaluate", {"model_uri": f"runs:/{bl}/model", "k": a.k}, "evaluate.blend")
+
+            results.update(tracking.run_pipelines({"blend": combine()}, 1, found, record, a.env_manager, exp))
+            models = [*models, "blend"]
         rows = []
         for m in models:
             tr, ev = results[m]

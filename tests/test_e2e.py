@@ -99,6 +99,20 @@ def test_parallel_2_trains_two_models_side_by_side_into_one_leaderboard(clean_cl
     assert "Asynchronously launching" not in r.stderr and r.stderr.count("Running command") == 6
 
 
+def test_main_blend_1_blends_its_models_evaluates_the_blend_and_lists_it(clean_clone, ml100k_dir, env, tmp_path):
+    r = _mlflow_run(clean_clone, tmp_path, env, f"dataset={ml100k_dir}", "models=popularity,mf", "epochs=3", "blend=1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    [main_run], trains = _runs(env, "main"), _runs(env, "train")
+    [bl] = _runs(env, "blend")
+    assert bl.info.status == "FINISHED" and bl.data.tags["mlflow.parentRunId"] == main_run.info.run_id
+    assert sorted(bl.data.tags["blend.members"].split(",")) == sorted(t.info.run_id for t in trains)
+    [ev] = [e for e in _runs(env, "evaluate") if e.data.tags["train_run_id"] == bl.info.run_id]
+    board = mlflow.artifacts.load_text(f"runs:/{main_run.info.run_id}/leaderboard.md")
+    assert "| blend |" in board and bl.info.run_id in board and ev.info.run_id in board
+    refused = _mlflow_run(clean_clone, tmp_path, env, f"dataset={ml100k_dir}", "models=mf", "blend=1")
+    assert refused.returncode != 0 and "blend=1 needs two or more models" in refused.stderr
+
+
 def test_a_failing_child_fails_main_with_its_message(clean_clone, env, tmp_path):
     r = _mlflow_run(clean_clone, tmp_path, env, f"dataset={tmp_path / 'missing.csv'}")
     assert r.returncode != 0
