@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 sys.path.insert(0, str(ROOT))
 p = argparse.ArgumentParser()
 p.add_argument("--task", default="rating", choices=("rating", "implicit"))
