@@ -13,8 +13,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -60,6 +58,7 @@ tmp = Path(tempfile.mkdtemp(prefix="recsys-serve-bench-"))
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
 import mlflow  # noqa: E402
 
+from _common import served  # noqa: E402
 from steps import prepare as prepare_step  # noqa: E402
 from steps import recommend as recommend_step  # noqa: E402
 from steps import train as train_step  # noqa: E402
@@ -71,20 +70,7 @@ try:
     uri = f"runs:/{train}/model"
     model = mlflow.pyfunc.load_model(uri)
     users = list(model.unwrap_python_model().bundle.user_index)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "-h", "127.0.0.1",
-                               "-p", str(port), "--env-manager", "local"], cwd=tmp, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-
+    with served(uri, tmp) as (server, port):
         def http(batch):
             body = json.dumps({"dataframe_split": {"columns": ["user"], "data": [[u] for u in batch]},
                                "params": {"k": 10}}).encode()
@@ -106,9 +92,6 @@ try:
                 lat, rps = timed(lambda: http(rows), n, clients)
                 print(f"| {label} | HTTP /invocations | {clients} | {pct(lat, 50):.1f} | {pct(lat, 99):.1f} | "
                       f"{rps:.0f} | {rps * len(rows):,.0f} |  (p50 ratio to in-process {pct(lat, 50) / pct(ref, 50):.1f}x)")
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
     t = time.perf_counter()
     run = recommend_step.main(["--model-uri", uri, "--k", "10"])

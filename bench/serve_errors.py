@@ -14,8 +14,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +31,7 @@ a = p.parse_args()
 tmp = Path(tempfile.mkdtemp(prefix="recsys-serve-errors-"))
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
 
+from _common import served  # noqa: E402
 from steps import prepare as prepare_step  # noqa: E402
 from steps import train as train_step  # noqa: E402
 
@@ -66,19 +65,7 @@ def rss_mb(session: int) -> float:
 try:
     data = prepare_step.main(["--dataset", "ml-100k"])
     train = train_step.main(["--data", f"runs:/{data}/data", "--epochs", "1", "--min_epochs", "0"])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{train}/model", "-h",
-                               "127.0.0.1", "-p", str(port), "--env-manager", "local"], cwd=tmp,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        for _ in range(360):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+    with served(f"runs:/{train}/model", tmp) as (server, port):
         rows = {"dataframe_split": {"columns": ["user"], "data": [["1"], ["2"]]}}
         cases = [("k=0", {**rows, "params": {"k": 0}}), ('k="abc"', {**rows, "params": {"k": "abc"}}),
                  ("k=2.5", {**rows, "params": {"k": 2.5}}), ("k=true", {**rows, "params": {"k": True}}),
@@ -103,8 +90,5 @@ try:
               f"{rss_mb(server.pid):.0f} MB after")
         status, _ = post(port, json.dumps({**rows, "params": {"k": 2}}).encode())
         print(f"then a normal request: HTTP {status}")
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
