@@ -3,7 +3,10 @@
 - rating: the members' predicted ratings, combined by ridge regression (an intercept and one weight per
   member; the ridge strength chosen by 5-fold cross-validation on the validation ratings);
 - implicit: each member's scores standardised per user over the catalogue (so members on different
-  scales add up), summed with weights searched on validation NDCG@10 (a grid on the simplex).
+  scales add up), summed with weights searched on validation NDCG@10 (a grid on the simplex). Members
+  may be next-item (sequence) models: each then reads the history before the split it scores (train
+  items for validation, as when it was trained), and the logged blend holds everything known of each
+  user, as a logged sequence model does.
 
 A `Blend` is an `nn.Module` like any model: it scores pairs and blocks of the catalogue, so evaluation,
 serving and the registry take it as they take a trained model. Its members are inside it (their weights
@@ -31,12 +34,15 @@ class Blend(nn.Module):
     scores_blocks = True
     uses_features = False
     closed_form = False
-    uses_history = False
+    uses_history = False  # per blend: True when a member is a sequence model (set_history passes it on)
 
     def __init__(self, members: list[nn.Module], weights: list[float], bias: float, task: str,
                  rating_min: float, rating_max: float, n_items: int):
         super().__init__()
         self.members, self.n_items = nn.ModuleList(members), n_items
+        self.sequences = [m for m in members if getattr(m, "uses_history", False)]
+        self.uses_history = bool(self.sequences)
+        self.max_len = max((m.max_len for m in self.sequences), default=0)
         self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32))
         self.bias, self.task = float(bias), task
         self.lo, self.hi = rating_range(rating_min, rating_max)
@@ -47,6 +53,21 @@ class Blend(nn.Module):
             p = ((r - self.lo) / (self.hi - self.lo)).clamp(1e-6, 1 - 1e-6)
             return torch.log(p) - torch.log1p(-p)
         return sum(w * x for w, x in zip(self.weights, raw))
+
+    def set_history(self, history: torch.Tensor) -> None:
+        """[n_users, max_len] (the longest member's): each sequence member reads its own latest columns."""
+        for m in self.sequences:
+            m.set_history(history[:, history.shape[1] - m.max_len:])
+
+    def score_sequences(self, seq: torch.Tensor) -> torch.Tensor:
+        """Histories given directly ([b, max_len], most recent last) -> [b, n_items]: a blend of sequence
+        models only (a member that scores from the user id alone cannot read a history it was not given)."""
+        if len(self.sequences) < len(self.members):
+            pair = [type(m).__name__.lower() for m in self.members if m not in self.sequences]
+            raise RecsysError(f"this blend holds {', '.join(pair)}, which recommend from the user id alone, so it "
+                              "cannot answer a `history`; send the user id only")
+        return self._combine([standardise(m.score_sequences(seq[:, seq.shape[1] - m.max_len:]).float())
+                              for m in self.members])
 
     def score_block(self, users: torch.Tensor, n_items: int) -> torch.Tensor:
         raw = [ranking.score_block(m, users, n_items).float() for m in self.members]
@@ -130,6 +151,21 @@ class _Scores(nn.Module):
         self.register_buffer("table", table)
         self.users = users  # sorted user ids: the table's rows
 
+    def set_history(self, history: torch.Tensor) -> None:
+        """[n_users, max_len] (the longest member's): each sequence member reads its own latest columns."""
+        for m in self.sequences:
+            m.set_history(history[:, history.shape[1] - m.max_len:])
+
+    def score_sequences(self, seq: torch.Tensor) -> torch.Tensor:
+        """Histories given directly ([b, max_len], most recent last) -> [b, n_items]: a blend of sequence
+        models only (a member that scores from the user id alone cannot read a history it was not given)."""
+        if len(self.sequences) < len(self.members):
+            pair = [type(m).__name__.lower() for m in self.members if m not in self.sequences]
+            raise RecsysError(f"this blend holds {', '.join(pair)}, which recommend from the user id alone, so it "
+                              "cannot answer a `history`; send the user id only")
+        return self._combine([standardise(m.score_sequences(seq[:, seq.shape[1] - m.max_len:]).float())
+                              for m in self.members])
+
     def score_block(self, users: torch.Tensor, n_items: int) -> torch.Tensor:
         return self.table[torch.as_tensor(np.searchsorted(self.users, users.cpu().numpy()))]
 
@@ -157,9 +193,6 @@ def fit(scorers: list, data, max_users: int = 10_000) -> tuple[Blend, dict]:
     from recsys.schema import ITEM, RATING, USER
 
     task, va, meta = data.meta["task"], data.val, data.meta
-    if any(s.model.uses_history for s in scorers):
-        raise RecsysError("blending next-item (sequence) models is not supported yet; blend models that score "
-                          "(user, item) pairs (mf, fm, ncf, ...)")
     models = [s.model for s in scorers]
     if task == "rating":
         u, i, y = va[USER].to_numpy(), va[ITEM].to_numpy(), va[RATING].to_numpy(np.float64)
@@ -174,14 +207,25 @@ def fit(scorers: list, data, max_users: int = 10_000) -> tuple[Blend, dict]:
     targets = ranking.CSR.build(va[USER].to_numpy(np.int64), va[ITEM].to_numpy(np.int64), data.n_users).padded(users)
     tr = data.train
     exclude = ranking.CSR.build(tr[USER].to_numpy(np.int64), tr[ITEM].to_numpy(np.int64), data.n_users)
+    blend = Blend(models, [1.0] * len(models), 0.0, task, meta["rating_min"], meta["rating_max"], data.n_items)
+    if blend.uses_history:  # validation is ranked from the train items alone, as in training
+        from recsys.data import history
+
+        blend.set_history(history.histories([tr], data.n_users, blend.max_len))
     w, ndcg = search_weights(models, users, targets, exclude, data.n_items)
     alone = [metrics.ndcg(ranking.rank_targets(m, users, targets, exclude, data.n_items)[0], 10) for m in models]
-    blend = Blend(models, list(w), 0.0, task, meta["rating_min"], meta["rating_max"], data.n_items)
+    blend.weights.copy_(torch.as_tensor(w, dtype=torch.float32))
+    if blend.uses_history:  # the logged blend answers a known user from all of their history
+        from recsys import serving
+        from recsys.data import history
+
+        blend.set_history(history.histories([data.split(s) for s in serving.HISTORY_SPLITS], data.n_users,
+                                             blend.max_len))
     return blend, {"weights": list(w), "bias": 0.0, "alpha": float("nan"), "val/ndcg_at_10": ndcg, "members": alone}
 
 
 def check_members(members: list[dict]) -> None:
-    """Members to blend: at least two, all on the same data and task, none a sequence model."""
+    """Members to blend: at least two, all on the same data and task."""
     if len(members) < 2:
         raise RecsysError(f"a blend needs at least two finished train runs; got {len(members)}")
     hashes = {m["content_hash"] for m in members}

@@ -18,7 +18,7 @@ import mlflow
 from recsys import tracking
 from recsys.errors import RecsysError
 from recsys.metrics import parse_ks
-from recsys.models import check_model_name, model_class
+from recsys.models import check_model_name
 from recsys.schema import task_of
 from steps import ArgParser, flag, given, integer
 
@@ -49,8 +49,8 @@ def main(argv=None):
             tracking.check_name(a.register_as)
         split = given(a.split) or task_of(a.task).split
         force, blended = flag("force", a.force), flag("blend", a.blend)
-        if blended and (len(models) < 2 or any(model_class(m).uses_history for m in models)):
-            raise RecsysError("blend=1 needs two or more models that score (user, item) pairs (not sasrec, gru4rec)")
+        if blended and len(set(models)) < 2:
+            raise RecsysError("blend=1 needs two or more models to blend, e.g. models=mf,fm,ncf")
         cores = os.cpu_count() or 1
         parallel = min(len(models), cores if not given(a.parallel) else integer("parallel", a.parallel, 1))
         # side by side, each child gets its share of the cores (torch would start one thread per core in each)

@@ -76,3 +76,34 @@ def test_members_of_other_data_or_other_tasks_or_not_train_runs_are_refused(ml10
         failed = mlflow.search_runs(search_all_experiments=True, order_by=["attributes.start_time DESC"],
                                     output_format="list")[0]
         assert "Traceback" not in err and failed.info.status == "FAILED" and match in failed.data.tags["error"]
+
+
+def test_sequence_members_are_blended_from_the_history_before_validation_and_served(ml100k_dir):
+    prepare_step.main(["--dataset", str(ml100k_dir), "--task", "implicit", "--split", "leave_last_out",
+                       "--positive-threshold", "1", "--eval-negatives", "20"])
+    data = _last("prepare").info.run_id
+    small = ["--embedding_dim", "16", "--max_len", "12"]
+    seq = {"sasrec": _trained(data, "sasrec", *small), "gru4rec": _trained(data, "gru4rec", "--max_len", "20")}
+    runs = {"mf": _trained(data, "mf"), **seq}
+    trained = {m: mlflow.get_run(r).data.metrics["best_val_ndcg_at_10"] for m, r in runs.items()}
+    blend_step.main(["--runs", ",".join(runs.values())])
+    run = _last("blend")
+    assert run.info.status == "FINISHED" and run.data.tags["model"] == "blend(mf+sasrec+gru4rec)"
+    # each member is scored on validation as its own training validated it: from the train items alone
+    # (had the blend read the history its logged model serves from, val items would be in it)
+    for m in runs:
+        assert abs(run.data.metrics[f"member_val_ndcg_at_10.{m}"] - trained[m]) < 1e-6, m
+    assert run.data.metrics["best_val_ndcg_at_10"] >= max(trained.values()) - 1e-12
+    evaluate_step.main(["--model-uri", f"runs:/{run.info.run_id}/model"])
+    ev = _last("evaluate")
+    assert ev.info.status == "FINISHED" and 0 < ev.data.metrics["test/ndcg_at_10"] < 1
+    served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    out = served.predict(pd.DataFrame({"user": ["1"]}), params={"k": 5})
+    assert list(out["rank"]) == [1, 2, 3, 4, 5]
+    with pytest.raises(Exception, match="recommend from the user id alone"):  # mf cannot read a history
+        served.predict(pd.DataFrame({"user": ["1"], "history": [["1", "2"]]}), params={"k": 3})
+    # a blend of sequence models answers a history: its items are not recommended back
+    blend_step.main(["--runs", ",".join(seq.values())])
+    both = mlflow.pyfunc.load_model(f"runs:/{_last('blend').info.run_id}/model")
+    out = both.predict(pd.DataFrame({"user": ["new"], "history": [["1", "2", "3"]]}), params={"k": 5})
+    assert len(out) == 5 and not set(out["item"]) & {"1", "2", "3"} and (out["fallback"] == "").all()
