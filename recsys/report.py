@@ -266,5 +266,17 @@ def markdown(groups: list[Group], experiment: str) -> str:
         header, body = table(g)
         lines += [f"## {g.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(r) + " |" for r in body]
+        lines += ["", *blend_weights(g)] if blend_weights(g) else []
         lines.append("")
     return "\n".join(lines)
+
+
+def blend_weights(g: Group) -> list[str]:
+    """A line per blend of the table: its members' weights (fitted on validation), seed by seed."""
+    out = []
+    for r in g.rows:
+        by_seed = [(x["tags"].get("seed", "?"), x["blend_weights"]) for x in r.runs if x.get("blend_weights")]
+        if by_seed:
+            out.append(f"- {r.model} weights, fitted on validation: "
+                       + "; ".join(f"seed {s}: {w}" for s, w in sorted(by_seed)))
+    return out

@@ -1,5 +1,7 @@
 """The blend step: finished train runs combined with weights fitted on validation, logged, evaluated, served."""
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -10,6 +12,7 @@ from recsys import blend
 from steps import blend as blend_step
 from steps import evaluate as evaluate_step
 from steps import prepare as prepare_step
+from steps import report as report_step
 from steps import train as train_step
 
 
@@ -97,6 +100,10 @@ def test_sequence_members_are_blended_from_the_history_before_validation_and_ser
     evaluate_step.main(["--model-uri", f"runs:/{run.info.run_id}/model"])
     ev = _last("evaluate")
     assert ev.info.status == "FINISHED" and 0 < ev.data.metrics["test/ndcg_at_10"] < 1
+    experiment = mlflow.get_experiment(ev.info.experiment_id).name
+    report = report_step.main(["--experiment", experiment])
+    md = Path(mlflow.artifacts.download_artifacts(run_id=report, artifact_path="report.md")).read_text()
+    assert f"- blend(mf+sasrec+gru4rec) weights, fitted on validation: seed 42: {run.data.tags['blend.weights']}" in md
     served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     out = served.predict(pd.DataFrame({"user": ["1"]}), params={"k": 5})
     assert list(out["rank"]) == [1, 2, 3, 4, 5]

@@ -197,3 +197,17 @@ def test_the_seed_level_t_quantiles_are_students():
     # the two-sided 95% table every statistics text prints
     for df, q in {1: 12.706, 2: 4.303, 4: 2.776, 9: 2.262, 30: 2.042}.items():
         assert round(t95(df), 3) == q
+
+
+def test_a_blend_row_lists_its_weights_seed_by_seed():
+    records, per_user = [], {}
+    for seed in (1, 2):
+        for model, value, weights in (("mf", 0.10, ""), ("blend(mf+sasrec)", 0.12, f"mf 0.{seed}000, sasrec 0.{10 - seed}000")):
+            rid = f"{model}{seed}"
+            per_user[rid] = _per_user(np.full(50, value))
+            records.append({**_record(rid, model, seed, value), "blend_weights": weights})
+    [g] = report.build(records, per_user)
+    md = report.markdown([g], "exp")
+    assert "- blend(mf+sasrec) weights, fitted on validation: seed 1: mf 0.1000, sasrec 0.9000; seed 2: mf 0.2000, " \
+           "sasrec 0.8000" in md
+    assert md.count("weights, fitted on validation") == 1  # mf is no blend

@@ -48,6 +48,8 @@ def finished_evaluations(experiment: str) -> list[dict]:
                 rec["train_seconds"] = train.data.metrics.get("train_seconds", float("nan"))
                 rec["config"] = {k: v for k, v in train.data.params.items()
                                  if k.startswith(("model.", "training.")) and k != "training.seed"}
+                if train.data.tags.get("step") == "blend":  # what the blend found on validation
+                    rec["blend_weights"] = train.data.tags.get("blend.weights", "")
                 monitor = TASKS[tags.get("task") or "rating"].key("val")
                 rec["history"] = epoch_history(rec["train_run"], ["train/loss", "val/loss", monitor])
         out.append(rec)
