@@ -6,6 +6,7 @@ Into one experiment: `mlflow run . -P task=rating` with all nine models, and `-P
 -P positive_threshold=1` with the eight models that rank under `tie_break=item_id` and under
 `tie_break=random`, once per seed (the three streams, `--parallel` at a time); then
 `bench/peers.py --all` (the libraries on each of those very splits); then `mlflow run . -e report`.
+`--blend`: each main run also blends its models (`-P blend=1`), the blend a row of its table.
 The report's markdown becomes docs/results.md (with this command and the commit in its header) and
 its headline rows the README's results block: both are generated, never edited by hand. Runs against
 $MLFLOW_TRACKING_URI (default ./mlflow.db) from a clean clone of HEAD, so the runs record a clean commit.
@@ -32,6 +33,8 @@ p.add_argument("--write-only", action="store_true", help="no runs: write the doc
 p.add_argument("--page", default="docs/results.md", help="the generated page (relative to the repo)")
 p.add_argument("--title", default="Results on real ML-100K")
 p.add_argument("--no-readme", action="store_true", help="leave the README's results block as it is")
+p.add_argument("--blend", action="store_true",
+               help="main -P blend=1: each stream's models also blended (weights on validation), the blend a row")
 p.add_argument("--seed-streams", action="store_true",
                help="each seed its own stream (seeds side by side, `--parallel` at a time)")
 a = p.parse_args()
@@ -95,8 +98,9 @@ with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(cmd, env=env, check=True)
 
     seeds = a.seeds.split(",")
-    streams = [[("task=rating", f"models={a.rating_models}", f"seed={s}") for s in seeds]] + [
-        [("task=implicit", "positive_threshold=1", f"tie_break={tie}", f"models={models}", f"seed={s}")
+    blended = ("blend=1",) if a.blend else ()
+    streams = [[("task=rating", f"models={a.rating_models}", f"seed={s}", *blended) for s in seeds]] + [
+        [("task=implicit", "positive_threshold=1", f"tie_break={tie}", f"models={models}", f"seed={s}", *blended)
          for s in seeds] for tie, models in (("item_id", a.implicit_models), ("random", a.random_tie_models))]
     # an empty model list drops its stream: e.g. `--implicit-models "" --random-tie-models ""` re-runs
     # the rating table only, into an experiment whose other tables stay as they are (the report takes

@@ -30,6 +30,7 @@ p.add_argument("--epochs", type=int, default=200)
 p.add_argument("--max-len", type=int, default=50)
 p.add_argument("--batch-size", type=int, default=2048)  # RecBole's default train_batch_size
 p.add_argument("--stopping-step", type=int, default=10)  # RecBole's default
+p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
 a = p.parse_args()
 folder = Path(a.folder)
 
@@ -59,8 +60,9 @@ config = Config(model=a.model, dataset="split", config_dict={
     "MAX_ITEM_LIST_LENGTH": a.max_len, "loss_type": "CE", "train_neg_sample_args": None,
     "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
     "metrics": ["NDCG", "Hit"], "topk": [10], "valid_metric": "NDCG@10", "epochs": a.epochs, "stopping_step": a.stopping_step,
-    "train_batch_size": a.batch_size, "eval_batch_size": 4096, "seed": a.seed, "reproducibility": True, "device": "cpu",
-    "use_gpu": False, "show_progress": False, "checkpoint_dir": str(folder / "recbole" / "saved"),
+    "train_batch_size": a.batch_size, "eval_batch_size": 4096, "seed": a.seed, "reproducibility": True,
+    # RecBole picks its device itself: the GPU gpu_id names when one is there, the CPU for an empty gpu_id
+    "gpu_id": "" if a.device == "cpu" else "0", "show_progress": False, "checkpoint_dir": str(folder / "recbole" / "saved"),
     "worker": 0, "state": "ERROR",
 })
 init_seed(config["seed"], config["reproducibility"])
