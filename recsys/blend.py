@@ -151,21 +151,6 @@ class _Scores(nn.Module):
         self.register_buffer("table", table)
         self.users = users  # sorted user ids: the table's rows
 
-    def set_history(self, history: torch.Tensor) -> None:
-        """[n_users, max_len] (the longest member's): each sequence member reads its own latest columns."""
-        for m in self.sequences:
-            m.set_history(history[:, history.shape[1] - m.max_len:])
-
-    def score_sequences(self, seq: torch.Tensor) -> torch.Tensor:
-        """Histories given directly ([b, max_len], most recent last) -> [b, n_items]: a blend of sequence
-        models only (a member that scores from the user id alone cannot read a history it was not given)."""
-        if len(self.sequences) < len(self.members):
-            pair = [type(m).__name__.lower() for m in self.members if m not in self.sequences]
-            raise RecsysError(f"this blend holds {', '.join(pair)}, which recommend from the user id alone, so it "
-                              "cannot answer a `history`; send the user id only")
-        return self._combine([standardise(m.score_sequences(seq[:, seq.shape[1] - m.max_len:]).float())
-                              for m in self.members])
-
     def score_block(self, users: torch.Tensor, n_items: int) -> torch.Tensor:
         return self.table[torch.as_tensor(np.searchsorted(self.users, users.cpu().numpy()))]
 
@@ -208,17 +193,15 @@ def fit(scorers: list, data, max_users: int = 10_000) -> tuple[Blend, dict]:
     tr = data.train
     exclude = ranking.CSR.build(tr[USER].to_numpy(np.int64), tr[ITEM].to_numpy(np.int64), data.n_users)
     blend = Blend(models, [1.0] * len(models), 0.0, task, meta["rating_min"], meta["rating_max"], data.n_items)
-    if blend.uses_history:  # validation is ranked from the train items alone, as in training
-        from recsys.data import history
+    from recsys import serving
+    from recsys.data import history
 
+    if blend.uses_history:  # validation is ranked from the train items alone, as in training
         blend.set_history(history.histories([tr], data.n_users, blend.max_len))
     w, ndcg = search_weights(models, users, targets, exclude, data.n_items)
     alone = [metrics.ndcg(ranking.rank_targets(m, users, targets, exclude, data.n_items)[0], 10) for m in models]
     blend.weights.copy_(torch.as_tensor(w, dtype=torch.float32))
     if blend.uses_history:  # the logged blend answers a known user from all of their history
-        from recsys import serving
-        from recsys.data import history
-
         blend.set_history(history.histories([data.split(s) for s in serving.HISTORY_SPLITS], data.n_users,
                                              blend.max_len))
     return blend, {"weights": list(w), "bias": 0.0, "alpha": float("nan"), "val/ndcg_at_10": ndcg, "members": alone}
