@@ -57,6 +57,7 @@ class Training(BaseModel):
     num_negatives: PositiveInt
     updates: Literal["auto", "dense", "rows"]
     val_users: NonNegativeInt
+    exclude_seen: bool
     seed: NonNegativeInt
 
 
@@ -202,6 +203,14 @@ def load(name: str, path: str | Path | None = None, overrides: dict | None = Non
     if "num_heads" in hp and hp.get("embedding_dim", 0) % hp["num_heads"]:
         raise RecsysError(f"{where}: num_heads={hp['num_heads']} must divide embedding_dim={hp['embedding_dim']} "
                           "(each head attends over embedding_dim / num_heads of it)")
+    if cfg.exclude_seen:
+        from recsys.training import losses
+
+        cls = model_class(name)
+        if not cls.uses_history or losses.resolve(cfg.loss, task, cls, n_items) != "softmax":
+            raise RecsysError(f"{where}: exclude_seen=true leaves a user's items out of a sequence model's full "
+                              "softmax (sasrec, gru4rec with loss=softmax); set exclude_seen=false for "
+                              f"{name} with loss={cfg.loss}")
     if implicit and n_items and cfg.num_negatives >= n_items:  # unless the loss it resolves to draws none
         from recsys.training import losses
 

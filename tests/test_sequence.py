@@ -110,6 +110,49 @@ def test_the_other_losses_train_too(runs, loss):
     assert np.isfinite(result.best_score)
 
 
+def test_exclude_seen_leaves_out_of_each_softmax_exactly_what_the_user_had_before_its_target():
+    from recsys.training.batches import SequenceBatches
+    from recsys.training.losses import seen_before, sequence_softmax
+
+    rng = np.random.default_rng(1)
+    rows = [(u, int(it), pos) for u in range(6) for pos, it in enumerate(rng.integers(0, 9, size=3 + 4 * u))]
+    train = pd.DataFrame(rows, columns=[USER, ITEM, POSITION])  # repeats included: an item had twice
+    max_len, n_items = 3, 9
+    seq, nxt, owners = history.windows(train, max_len)  # several windows per user: items before a window count
+    batches = SequenceBatches(seq, nxt, owners, batch_size=4, n_items=n_items, seen=history.seen(train, max_len))
+    model = build_model("gru4rec", 6, n_items, embedding_dim=8, max_len=max_len, dropout=0.0)
+    order = {u: g.sort_values(POSITION)[ITEM].tolist() for u, g in train.groupby(USER)}
+    checked = repeats = 0
+    for batch in batches:
+        target = batch["next"][batch["next"] > 0] - 1
+        mask = seen_before(batch, target)
+        for p, (w, col) in enumerate(zip(*np.nonzero((batch["next"] > 0).numpy()))):
+            items = order[int(batch["user_id"][w])]
+            place = int(batch["place"][w, col])
+            assert items[place] == int(target[p])  # the place is the target's own
+            had = set(items[:place]) - {items[place]}  # the target stays: a repeat is still the answer
+            repeats += items[place] in items[:place]
+            assert set(np.nonzero(mask[p].numpy())[0]) == had, (w, col)
+            checked += 1
+        h = model.encode(batch["seq"])[batch["next"] > 0]
+        logits = h @ model.catalogue().T
+        by_hand = torch.stack([torch.logsumexp(logits[p][~mask[p]], 0) - logits[p, target[p]]
+                               for p in range(len(target))]).mean()
+        assert torch.allclose(sequence_softmax(model, batch, None), by_hand, atol=1e-5)
+        assert not torch.allclose(sequence_softmax(model, {"seq": batch["seq"], "next": batch["next"]}, None), by_hand)
+    assert checked == int((train.groupby(USER).size() - 1).sum()) and repeats > 0
+
+
+def test_exclude_seen_trains_a_sequence_softmax_and_is_refused_elsewhere_in_one_line(runs):
+    hp, cfg = config.load("sasrec", task="implicit", overrides={"exclude_seen": "true", "epochs": 2, "min_epochs": 0,
+                                                                 "max_len": 10})
+    assert cfg.exclude_seen is True
+    assert np.isfinite(training.fit(runs, "sasrec", hp, cfg).best_score)
+    for name, over in (("mf", {}), ("sasrec", {"loss": "bce"}), ("gru4rec", {"loss": "sampled_softmax"})):
+        with pytest.raises(RecsysError, match=r"exclude_seen=true leaves .* set exclude_seen=false for " + name):
+            config.load(name, task="implicit", n_items=runs.n_items, overrides={"exclude_seen": "true", **over})
+
+
 def test_sequence_models_refuse_ratings_and_pair_losses(runs):
     rating = prep.prepare(_runs(n_users=20), task="rating", split="leave_last_out", seed=3)
     hp, cfg = config.load("sasrec", task="rating")

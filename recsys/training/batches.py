@@ -148,6 +148,7 @@ def chunk_size(batch_size: int, samples: int = 8192) -> int:
     return max(1, samples // batch_size)
 
 
+SEEN_NEVER = np.iinfo(np.int32).max  # first_seen of an item the user never had
 SEQUENCES = "sequences"  # next-item windows: seq [B, L] and next [B, L] (codes + 1, 0 = padding)
 
 
@@ -156,14 +157,17 @@ class SequenceBatches:
     chunks, shards and epochs as TensorBatches. With `shared_negatives` > 0 each minibatch also carries
     that many items drawn by popularity (with replacement) for a sampled softmax, and the table of
     their log-probabilities for its log-Q correction; with `negatives_per_position`, one uniformly drawn
-    item per position (SASRec's original BCE)."""
+    item per position (SASRec's original BCE); with `seen` (recsys.data.history.seen: `exclude_seen`),
+    `first_seen` [B, n_items] (the place of each item's first occurrence in the window's user's train
+    sequence, SEEN_NEVER if none) and `place` [B, L] (each position's target's place, -1 if none)."""
 
     kind = SEQUENCES
 
     def __init__(self, seq: torch.Tensor, nxt: torch.Tensor, users: torch.Tensor, *, batch_size: int, seed: int = 0,
                  n_items: int = 0, popularity: np.ndarray | None = None, shared_negatives: int = 0,
-                 negatives_per_position: bool = False, chunk: int = 0):
+                 negatives_per_position: bool = False, chunk: int = 0, seen: tuple | None = None):
         self.seq, self.next, self.users = seq, nxt, users
+        self.seen, self.owners = seen, users.numpy()
         self.batch_size, self.seed, self.n_items, self.chunk = batch_size, seed, n_items, chunk
         self.shared_negatives, self.negatives_per_position = shared_negatives, negatives_per_position
         self.q, self.log_q = popularity_distribution(popularity, n_items)
@@ -199,7 +203,18 @@ class SequenceBatches:
             b["log_q"] = self.log_q
         if self.negatives_per_position:
             b["neg_next"] = torch.from_numpy(rng.integers(0, self.n_items, size=tuple(b["next"].shape))).to(device) + 1
+        if self.seen is not None:
+            b["first_seen"], b["place"] = self._first_seen(idx.cpu().numpy(), device)
         return b
+
+    def _first_seen(self, idx: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
+        indptr, items, first, place = self.seen
+        owners = self.owners[idx]
+        starts, lens = indptr[owners], indptr[owners + 1] - indptr[owners]
+        at = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(lens.sum())  # the owners' CSR entries
+        dense = np.full((len(idx), self.n_items), SEEN_NEVER, dtype=np.int32)
+        dense[np.repeat(np.arange(len(idx)), lens), items[at]] = first[at]
+        return torch.from_numpy(dense).to(device), place[torch.from_numpy(idx)].to(device)
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])

@@ -154,7 +154,8 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
             seq, nxt, owners, batch_size=cfg.batch_size, seed=cfg.seed, n_items=data.n_items,
             popularity=np.bincount(i, minlength=data.n_items),
             shared_negatives=cfg.num_negatives if loss == "sampled_softmax" else 0,
-            negatives_per_position=loss == "bce", chunk=chunk_size(cfg.batch_size * max_len, 65536))
+            negatives_per_position=loss == "bce", chunk=chunk_size(cfg.batch_size * max_len, 65536),
+            seen=history.seen(tr, max_len) if cfg.exclude_seen else None)
     else:
         shared = losses.shares_negatives(loss, cls)  # mf's sampled softmax: negatives shared by a batch
         kind = POSITIVES if shared else losses.BATCHES[loss]

@@ -76,10 +76,22 @@ def _positions(model, batch):
     return h[has], batch["next"][has] - 1
 
 
+def seen_before(batch, target: torch.Tensor) -> torch.Tensor:
+    """[P, n_items]: the items the user had before each target (`exclude_seen`), the target itself not."""
+    has = batch["next"] > 0
+    mask = (batch["first_seen"][:, None, :] < batch["place"][:, :, None])[has]  # [B, L, n_items], then [P, n_items]
+    mask[torch.arange(len(target), device=mask.device), target] = False  # a repeat is still the answer
+    return mask
+
+
 def sequence_softmax(model, batch, squash) -> torch.Tensor:
-    """Cross-entropy of the next item over the whole catalogue, at every position."""
+    """Cross-entropy of the next item over the whole catalogue, at every position; with `exclude_seen`
+    the items the user had before each target are left out of it (they are never ranked for the user)."""
     h, target = _positions(model, batch)
-    return F.cross_entropy(h @ model.catalogue().T, target)  # logits [P, n_items]
+    logits = h @ model.catalogue().T  # [P, n_items]
+    if "first_seen" in batch:
+        logits = logits.masked_fill(seen_before(batch, target), float("-inf"))
+    return F.cross_entropy(logits, target)
 
 
 def sequence_sampled_softmax(model, batch, squash) -> torch.Tensor:

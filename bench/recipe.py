@@ -1,0 +1,106 @@
+"""A next-item recipe change against the shipped config, seed by seed, on real ML-100K (implicit,
+leave_last_out, positive_threshold 1, random ties): validation and test NDCG@10 of each, and the paired
+per-user test difference with its standard error.
+
+    python bench/recipe.py [--models gru4rec,sasrec] [--seeds 42,43,44] [--base exclude_seen=false]
+                           [--change exclude_seen=true] [--parallel 2]
+
+Each (model, seed, arm) is one process: prepare with that seed, `training.fit` with the shipped config
+plus the arm's overrides (and that seed), then `evaluate`'s evaluator on val and test, full ranking. The
+change is judged on validation (the protocol's rule); test is shown beside it, paired per user: mean
+over seeds ± its standard error (ddof=1 over the pooled users, and over seeds). Also prints each arm's
+training seconds (one torch thread; with --parallel 2 two fits share the 2 cores).
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+
+
+def one(model: str, seed: int, overrides: list[str], out: Path) -> None:
+    import importlib
+
+    from _common import ml100k, prep
+
+    from recsys import config, evaluation
+    from recsys.schema import USER
+
+    fit = importlib.import_module("recsys.training.fit")
+    data = prep.prepare(ml100k(), task="implicit", split="leave_last_out", positive_threshold=1, seed=seed,
+                        tie_break="random")
+    hp, cfg = config.load(model, task="implicit", n_items=data.n_items,
+                          overrides={"seed": str(seed), **dict(kv.split("=", 1) for kv in overrides)})
+    res = fit.fit(data, model, hp, cfg)
+    row = {"seconds": res.seconds, "epochs": res.epochs}
+    for split in ("val", "test"):
+        ev = evaluation.evaluate(res.module, data, split=split, ks=(10,), protocol="full")
+        row[split] = ev.metrics[f"{split}/ndcg_at_10"]
+        row[f"{split}_users"] = ev.per_user[USER].tolist()
+        row[f"{split}_ndcg"] = ev.per_user["ndcg_at_10"].tolist()
+    out.write_text(json.dumps(row))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--models", default="gru4rec,sasrec")
+    p.add_argument("--seeds", default="42,43,44")
+    p.add_argument("--base", default="exclude_seen=false", help="comma-separated key=value: the reference arm")
+    p.add_argument("--change", default="exclude_seen=true", help="comma-separated key=value: the arm judged")
+    p.add_argument("--parallel", type=int, default=2)
+    a = p.parse_args()
+    arms = {"base": [kv for kv in a.base.split(",") if kv], "change": [kv for kv in a.change.split(",") if kv]}
+    jobs = [(m, int(s), arm) for m in a.models.split(",") for s in a.seeds.split(",") for arm in arms]
+    with tempfile.TemporaryDirectory() as tmp:
+        def run(job):
+            m, s, arm = job
+            out = Path(tmp) / f"{m}-{s}-{arm}.json"
+            r = subprocess.run([sys.executable, __file__, "--one", m, str(s), out, *arms[arm]], capture_output=True,
+                               text=True)
+            if r.returncode:
+                sys.exit(f"{m} seed {s} {arm} failed:\n{r.stderr[-3000:]}")
+            return job, json.loads(out.read_text())
+
+        with ThreadPoolExecutor(a.parallel) as pool:
+            res = dict(pool.map(run, jobs))
+    print(f"real ML-100K, implicit, leave_last_out, threshold 1, random ties; base: {a.base}; change: {a.change}")
+    print("| model | arm | val NDCG@10 by seed | test NDCG@10 by seed | test mean ± sd | train s (mean) |")
+    print("|---|---|---|---|---|---|")
+    for m in a.models.split(","):
+        for arm in arms:
+            rows = [res[(m, int(s), arm)] for s in a.seeds.split(",")]
+            test = np.array([r["test"] for r in rows])
+            vals = " ".join(f"{r['val']:.4f}" for r in rows)
+            print(f"| {m} | {arm} | {vals} | {' '.join(f'{t:.4f}' for t in test)} "
+                  f"| {test.mean():.4f} ± {test.std(ddof=1) if len(test) > 1 else 0:.4f} "
+                  f"| {np.mean([r['seconds'] for r in rows]):.0f} |")
+    print()
+    for m in a.models.split(","):
+        diffs, per_seed, val_gain = [], [], []
+        for s in a.seeds.split(","):
+            b, c = res[(m, int(s), "base")], res[(m, int(s), "change")]
+            assert b["test_users"] == c["test_users"]  # the same split, the same users
+            d = np.array(c["test_ndcg"]) - np.array(b["test_ndcg"])
+            diffs.append(d)
+            per_seed.append(d.mean())
+            val_gain.append(c["val"] - b["val"])
+        pooled = np.concatenate(diffs)
+        se_users = pooled.std(ddof=1) / np.sqrt(len(pooled))
+        se_seeds = np.std(per_seed, ddof=1) / np.sqrt(len(per_seed)) if len(per_seed) > 1 else float("nan")
+        print(f"{m}: change - base, test NDCG@10 per user {np.mean(per_seed):+.4f}, se {se_users:.4f} over "
+              f"{len(pooled):,} pooled users, se {se_seeds:.4f} over {len(per_seed)} seeds (per seed "
+              f"{', '.join(f'{x:+.4f}' for x in per_seed)}); validation {', '.join(f'{x:+.4f}' for x in val_gain)}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--one":
+        one(sys.argv[2], int(sys.argv[3]), sys.argv[5:], Path(sys.argv[4]))
+    else:
+        main()
