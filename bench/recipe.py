@@ -8,7 +8,8 @@ per-user test difference with its standard error.
 Each (model, seed, arm) is one process: prepare with that seed, `training.fit` with the shipped config
 plus the arm's overrides (and that seed), then `evaluate`'s evaluator on val and test, full ranking. The
 change is judged on validation (the protocol's rule); test is shown beside it, paired per user: mean
-over seeds ± its standard error (ddof=1 over the pooled users, and over seeds). Also prints each arm's
+over seeds ± its standard error (ddof=1 over the pooled users, and over seeds), and each model's change
+against every other model's base, paired the same way. Also prints each arm's
 training seconds (one torch thread; with --parallel 2 two fits share the 2 cores).
 """
 
@@ -55,6 +56,7 @@ def main() -> None:
     p.add_argument("--base", default="exclude_seen=false", help="comma-separated key=value: the reference arm")
     p.add_argument("--change", default="exclude_seen=true", help="comma-separated key=value: the arm judged")
     p.add_argument("--parallel", type=int, default=2)
+    p.add_argument("--save", help="also write every fit's figures (and per-user NDCG) to this JSON file")
     a = p.parse_args()
     arms = {"base": [kv for kv in a.base.split(",") if kv], "change": [kv for kv in a.change.split(",") if kv]}
     jobs = [(m, int(s), arm) for m in a.models.split(",") for s in a.seeds.split(",") for arm in arms]
@@ -70,6 +72,8 @@ def main() -> None:
 
         with ThreadPoolExecutor(a.parallel) as pool:
             res = dict(pool.map(run, jobs))
+    if a.save:
+        Path(a.save).write_text(json.dumps([[*job, row] for job, row in res.items()]))
     print(f"real ML-100K, implicit, leave_last_out, threshold 1, random ties; base: {a.base}; change: {a.change}")
     print("| model | arm | val NDCG@10 by seed | test NDCG@10 by seed | test mean ± sd | train s (mean) |")
     print("|---|---|---|---|---|---|")
@@ -97,6 +101,25 @@ def main() -> None:
         print(f"{m}: change - base, test NDCG@10 per user {np.mean(per_seed):+.4f}, se {se_users:.4f} over "
               f"{len(pooled):,} pooled users, se {se_seeds:.4f} over {len(per_seed)} seeds (per seed "
               f"{', '.join(f'{x:+.4f}' for x in per_seed)}); validation {', '.join(f'{x:+.4f}' for x in val_gain)}")
+    for m in a.models.split(","):  # each model's change against the other models' base (today's configs)
+        for other in a.models.split(","):
+            if other != m:
+                paired(res, a.seeds.split(","), (m, "change"), (other, "base"))
+
+
+def paired(res: dict, seeds: list[str], x: tuple, y: tuple) -> None:
+    per_seed, pooled = [], []
+    for s in seeds:
+        a, b = res[(x[0], int(s), x[1])], res[(y[0], int(s), y[1])]
+        assert a["test_users"] == b["test_users"]
+        d = np.array(a["test_ndcg"]) - np.array(b["test_ndcg"])
+        pooled.append(d)
+        per_seed.append(d.mean())
+    pooled = np.concatenate(pooled)
+    print(f"{x[0]} {x[1]} - {y[0]} {y[1]}: test NDCG@10 per user {np.mean(per_seed):+.4f}, se "
+          f"{pooled.std(ddof=1) / np.sqrt(len(pooled)):.4f} over {len(pooled):,} pooled users, se "
+          f"{np.std(per_seed, ddof=1) / np.sqrt(len(per_seed)) if len(per_seed) > 1 else float('nan'):.4f} over "
+          f"{len(per_seed)} seeds (per seed {', '.join(f'{v:+.4f}' for v in per_seed)})")
 
 
 if __name__ == "__main__":

@@ -203,14 +203,9 @@ def load(name: str, path: str | Path | None = None, overrides: dict | None = Non
     if "num_heads" in hp and hp.get("embedding_dim", 0) % hp["num_heads"]:
         raise RecsysError(f"{where}: num_heads={hp['num_heads']} must divide embedding_dim={hp['embedding_dim']} "
                           "(each head attends over embedding_dim / num_heads of it)")
-    if cfg.exclude_seen:
-        from recsys.training import losses
-
-        cls = model_class(name)
-        if not cls.uses_history or losses.resolve(cfg.loss, task, cls, n_items) != "softmax":
-            raise RecsysError(f"{where}: exclude_seen=true leaves a user's items out of a sequence model's full "
-                              "softmax (sasrec, gru4rec with loss=softmax); set exclude_seen=false for "
-                              f"{name} with loss={cfg.loss}")
+    if cfg.exclude_seen and not model_class(name).uses_history:
+        raise RecsysError(f"{where}: exclude_seen=true leaves a user's earlier items out of a sequence model's "
+                          f"training loss (sasrec, gru4rec); set exclude_seen=false for {name}")
     if implicit and n_items and cfg.num_negatives >= n_items:  # unless the loss it resolves to draws none
         from recsys.training import losses
 

@@ -112,7 +112,7 @@ def test_the_other_losses_train_too(runs, loss):
 
 def test_exclude_seen_leaves_out_of_each_softmax_exactly_what_the_user_had_before_its_target():
     from recsys.training.batches import SequenceBatches
-    from recsys.training.losses import seen_before, sequence_softmax
+    from recsys.training.losses import seen_before, sequence_bce, sequence_softmax
 
     rng = np.random.default_rng(1)
     rows = [(u, int(it), pos) for u in range(6) for pos, it in enumerate(rng.integers(0, 9, size=3 + 4 * u))]
@@ -140,17 +140,33 @@ def test_exclude_seen_leaves_out_of_each_softmax_exactly_what_the_user_had_befor
                                for p in range(len(target))]).mean()
         assert torch.allclose(sequence_softmax(model, batch, None), by_hand, atol=1e-5)
         assert not torch.allclose(sequence_softmax(model, {"seq": batch["seq"], "next": batch["next"]}, None), by_hand)
+        some = torch.tensor([0, 2, 3, 7])  # shared negatives (sampled softmax): the same rule, on their columns
+        assert torch.equal(seen_before(batch, target, some), mask[:, some])
+        # bce: an input item drawn as a position's negative was had before it: no negative, unless it is the target
+        drawn = {**batch, "neg_next": batch["seq"].clamp(min=1)}
+        has = batch["next"] > 0
+        h = model.encode(batch["seq"])
+        pos = (h * model.item(batch["next"])).sum(-1)[has]
+        kept = has & (drawn["neg_next"] == batch["next"])
+        neg = (h * model.item(drawn["neg_next"])).sum(-1)[kept]
+        by_hand = torch.nn.functional.binary_cross_entropy_with_logits(
+            torch.cat([pos, neg]), torch.cat([torch.ones_like(pos), torch.zeros_like(neg)]))
+        assert torch.allclose(sequence_bce(model, drawn, None), by_hand, atol=1e-6)
     assert checked == int((train.groupby(USER).size() - 1).sum()) and repeats > 0
 
 
-def test_exclude_seen_trains_a_sequence_softmax_and_is_refused_elsewhere_in_one_line(runs):
-    hp, cfg = config.load("sasrec", task="implicit", overrides={"exclude_seen": "true", "epochs": 2, "min_epochs": 0,
-                                                                 "max_len": 10})
+@pytest.mark.parametrize("loss", ["softmax", "sampled_softmax", "bce"])
+def test_exclude_seen_trains_with_every_sequence_loss(runs, loss):
+    hp, cfg = config.load("sasrec", task="implicit", n_items=runs.n_items, overrides={
+        "exclude_seen": "true", "loss": loss, "num_negatives": 16, "epochs": 2, "min_epochs": 0, "max_len": 10})
     assert cfg.exclude_seen is True
     assert np.isfinite(training.fit(runs, "sasrec", hp, cfg).best_score)
-    for name, over in (("mf", {}), ("sasrec", {"loss": "bce"}), ("gru4rec", {"loss": "sampled_softmax"})):
+
+
+def test_exclude_seen_is_refused_for_a_model_that_reads_no_history_in_one_line(runs):
+    for name in ("mf", "ncf"):
         with pytest.raises(RecsysError, match=r"exclude_seen=true leaves .* set exclude_seen=false for " + name):
-            config.load(name, task="implicit", n_items=runs.n_items, overrides={"exclude_seen": "true", **over})
+            config.load(name, task="implicit", n_items=runs.n_items, overrides={"exclude_seen": "true"})
 
 
 def test_sequence_models_refuse_ratings_and_pair_losses(runs):

@@ -42,12 +42,16 @@ def rows(table: torch.nn.Embedding, idx: torch.Tensor) -> torch.Tensor:
     return F.embedding(idx, table.weight, sparse=table.sparse)
 
 
-def _shared_softmax(pos, negs, neg, target, log_q) -> torch.Tensor:
+def _shared_softmax(pos, negs, neg, target, log_q, leave_out=None) -> torch.Tensor:
     """Cross-entropy of each positive logit [P] against the shared negatives' logits [P, N], each minus
     the log of its item's sampling probability (the log-Q correction: Yi et al., RecSys 2019), so the
-    sampled softmax estimates the full one; a negative that is the row's own target is masked."""
+    sampled softmax estimates the full one; a negative that is the row's own target is masked, and so
+    is one where `leave_out` [P, N] is true."""
     pos = pos[:, None] - log_q[target, None]  # [P, 1]
-    negs = (negs - log_q[neg][None, :]).masked_fill(neg[None, :] == target[:, None], float("-inf"))  # [P, N]
+    masked = neg[None, :] == target[:, None]
+    if leave_out is not None:
+        masked = masked | leave_out
+    negs = (negs - log_q[neg][None, :]).masked_fill(masked, float("-inf"))  # [P, N]
     logits = torch.cat([pos, negs], 1)
     return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
 
@@ -76,11 +80,15 @@ def _positions(model, batch):
     return h[has], batch["next"][has] - 1
 
 
-def seen_before(batch, target: torch.Tensor) -> torch.Tensor:
-    """[P, n_items]: the items the user had before each target (`exclude_seen`), the target itself not."""
+def seen_before(batch, target: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+    """[P, n_items] (or [P, N] for the item codes `items` [N]): which the user had before each target
+    (`exclude_seen`); the target itself never counts (a repeat is still the answer)."""
     has = batch["next"] > 0
-    mask = (batch["first_seen"][:, None, :] < batch["place"][:, :, None])[has]  # [B, L, n_items], then [P, n_items]
-    mask[torch.arange(len(target), device=mask.device), target] = False  # a repeat is still the answer
+    first = batch["first_seen"] if items is None else batch["first_seen"][:, items]  # [B, n_items or N]
+    mask = (first[:, None, :] < batch["place"][:, :, None])[has]  # [B, L, .], then [P, .]
+    if items is not None:
+        return mask & (items[None, :] != target[:, None])
+    mask[torch.arange(len(target), device=mask.device), target] = False
     return mask
 
 
@@ -102,15 +110,21 @@ def sequence_sampled_softmax(model, batch, squash) -> torch.Tensor:
     neg = batch["negatives"]  # [N] item codes
     pos = (h * rows(model.item, target + 1)).sum(-1)  # [P] (row 0 of the table is padding)
     negs = h @ rows(model.item, neg + 1).T  # [P, N]
-    return _shared_softmax(pos, negs, neg, target, batch["log_q"].to(h.device))
+    leave_out = seen_before(batch, target, neg) if "first_seen" in batch else None  # exclude_seen
+    return _shared_softmax(pos, negs, neg, target, batch["log_q"].to(h.device), leave_out)
 
 
 def sequence_bce(model, batch, squash) -> torch.Tensor:
-    """SASRec's original loss: the next item (1) against one uniformly drawn item (0) at every position."""
+    """SASRec's original loss: the next item (1) against one uniformly drawn item (0) at every position;
+    with `exclude_seen` a drawn item the user had before that position is no negative (left out)."""
     h = model.encode(batch["seq"])
     has = batch["next"] > 0
     pos = (h * rows(model.item, batch["next"])).sum(-1)[has]
-    neg = (h * rows(model.item, batch["neg_next"])).sum(-1)[has]
+    negative = has
+    if "first_seen" in batch:  # the drawn item's first place in the user's sequence, against the target's
+        drawn_first = batch["first_seen"].gather(1, batch["neg_next"] - 1)  # [B, L]
+        negative = has & ~((drawn_first < batch["place"]) & (batch["neg_next"] != batch["next"]))
+    neg = (h * rows(model.item, batch["neg_next"])).sum(-1)[negative]
     return F.binary_cross_entropy_with_logits(torch.cat([pos, neg]), torch.cat([torch.ones_like(pos),
                                                                                  torch.zeros_like(neg)]))
 
