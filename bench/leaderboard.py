@@ -109,8 +109,10 @@ with tempfile.TemporaryDirectory() as tmp:
     if a.seed_streams:
         streams = [[params] for st in streams for params in st]
     # streams never share a prepare run (task or tie rule differ), so they can run side by side; the
-    # store's tables are created first (two processes creating a fresh SQLite store race in MLflow)
-    subprocess.run([sys.executable, "-c", "import mlflow; mlflow.search_experiments()"], env=env, check=True)
+    # store's tables and the experiment are created first (two processes creating a fresh SQLite store,
+    # or the same new experiment, race in MLflow: the second fails on the unique name)
+    subprocess.run([sys.executable, "-c", "import sys, mlflow; mlflow.get_experiment_by_name(sys.argv[1]) or "
+                    "mlflow.create_experiment(sys.argv[1])", a.experiment], env=env, check=True)
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(a.parallel) as pool:
