@@ -79,6 +79,7 @@ def test_members_of_other_data_or_other_tasks_or_not_train_runs_are_refused(ml10
         failed = mlflow.search_runs(search_all_experiments=True, order_by=["attributes.start_time DESC"],
                                     output_format="list")[0]
         assert "Traceback" not in err and failed.info.status == "FAILED" and match in failed.data.tags["error"]
+        assert failed.data.tags["step"] == "blend"  # said when the run starts: a refused run is found by its step
 
 
 def test_sequence_members_are_blended_from_the_history_before_validation_and_served(ml100k_dir):

@@ -35,7 +35,9 @@ def step_run(name: str):
     launched = os.environ.get("MLFLOW_RUN_ID")  # by `mlflow run` (start_run takes it out of the environment)
     try:
         run = mlflow.start_run(run_name=None if launched else name)
-        mlflow.set_tag("mlflow.runName", name)  # `mlflow run` names runs at random
+        # `mlflow run` names runs at random; the step is said at once, so a run that fails or is interrupted
+        # before its context is logged is still found by `tags.step`
+        mlflow.set_tags({"mlflow.runName": name, "step": name})
         if launched and run.data.tags.get("mlflow.project.entryPoint"):  # what reuse must match exactly
             mlflow.set_tag(REQUEST_TAG, request_fingerprint(run.data.params))
     except Exception as e:
