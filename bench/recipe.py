@@ -109,25 +109,15 @@ def report(a, arms: dict, res: dict) -> None:
                   f"| {test.mean():.4f} ± {test.std(ddof=1) if len(test) > 1 else 0:.4f} "
                   f"| {np.mean([r['seconds'] for r in rows]):.0f} |")
     print()
+    seeds = a.seeds.split(",")
     for m in a.models.split(","):
-        diffs, per_seed, val_gain = [], [], []
-        for s in a.seeds.split(","):
-            b, c = res[(m, int(s), "base")], res[(m, int(s), "change")]
-            assert b["test_users"] == c["test_users"]  # the same split, the same users
-            d = np.array(c["test_ndcg"]) - np.array(b["test_ndcg"])
-            diffs.append(d)
-            per_seed.append(d.mean())
-            val_gain.append(c["val"] - b["val"])
-        pooled = np.concatenate(diffs)
-        se_users = pooled.std(ddof=1) / np.sqrt(len(pooled))
-        se_seeds = np.std(per_seed, ddof=1) / np.sqrt(len(per_seed)) if len(per_seed) > 1 else float("nan")
-        print(f"{m}: change - base, test NDCG@10 per user {np.mean(per_seed):+.4f}, se {se_users:.4f} over "
-              f"{len(pooled):,} pooled users, se {se_seeds:.4f} over {len(per_seed)} seeds (per seed "
-              f"{', '.join(f'{x:+.4f}' for x in per_seed)}); validation {', '.join(f'{x:+.4f}' for x in val_gain)}")
+        paired(res, seeds, (m, "change"), (m, "base"))
+        gains = [res[(m, int(s), "change")]["val"] - res[(m, int(s), "base")]["val"] for s in seeds]
+        print(f"{m}: change - base on validation NDCG@10, per seed {', '.join(f'{x:+.4f}' for x in gains)}")
     for m in a.models.split(","):  # each model's change against the other models' base (today's configs)
         for other in a.models.split(","):
             if other != m:
-                paired(res, a.seeds.split(","), (m, "change"), (other, "base"))
+                paired(res, seeds, (m, "change"), (other, "base"))
 
 
 def against(a, res: dict) -> None:
@@ -151,15 +141,14 @@ def against(a, res: dict) -> None:
         seeds = a.seeds.split(",")
         if not all((model, s) in newest for s in seeds):
             continue
+        for s in seeds:  # in the bench's user order (every base arm of a seed holds the same users)
+            pu = pd.read_parquet(mlflow.artifacts.download_artifacts(
+                run_id=newest[(model, s)].info.run_id, artifact_path="per_user.parquet")).set_index(USER)
+            users = res[(a.models.split(",")[0], int(s), "base")]["test_users"]
+            if sorted(pu.index) != sorted(users):
+                sys.exit(f"{model} seed {s} was evaluated on other users than this bench's split")
+            res[(model, int(s), "run")] = {"test_users": users, "test_ndcg": pu["ndcg_at_10"].loc[users].tolist()}
         for base in a.models.split(","):
-            for s in seeds:
-                pu = pd.read_parquet(mlflow.artifacts.download_artifacts(
-                    run_id=newest[(model, s)].info.run_id, artifact_path="per_user.parquet"))
-                ref = pd.Series(res[(base, int(s), "base")]["test_ndcg"], index=res[(base, int(s), "base")]["test_users"])
-                if sorted(pu[USER]) != sorted(ref.index):
-                    sys.exit(f"{model} seed {s} was evaluated on other users than this bench's split")
-                res[(model, int(s), "run")] = {"test_users": ref.index.tolist(),
-                                               "test_ndcg": pu.set_index(USER)["ndcg_at_10"].loc[ref.index].tolist()}
             paired(res, seeds, (model, "run"), (base, "base"), f"{model} ({a.against_experiment})")
 
 
