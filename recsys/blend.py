@@ -1,125 +1,51 @@
-"""Blending finished models into one, with weights fitted on validation only.
+"""Fitting a blend of finished models (recsys/models/blend.py), its weights on validation only.
 
-- rating: the members' predicted ratings, combined by ridge regression (an intercept and one weight per
-  member; the ridge strength chosen by 5-fold cross-validation on the validation ratings);
-- implicit: each member's scores standardised per user over the catalogue (so members on different
-  scales add up), summed with weights searched on validation NDCG@10 (a grid on the simplex). Members
-  may be next-item (sequence) models: each then reads the history before the split it scores (train
-  items for validation, as when it was trained), and the logged blend holds everything known of each
-  user, as a logged sequence model does.
-
-A `Blend` is an `nn.Module` like any model: it scores pairs and blocks of the catalogue, so evaluation,
-serving and the registry take it as they take a trained model. Its members are inside it (their weights
-and tables in its state), built from their own hyper-parameters (`build`).
+- rating: the members' predicted ratings combined by ridge regression with non-negative weights (an
+  unpenalised intercept; the ridge strength chosen by 5-fold cross-validation on the validation ratings):
+  a member can be left out, never subtracted;
+- implicit: the members' per-user standardised scores summed with weights on the simplex, chosen on
+  validation NDCG@10. Each member scores the validation users once; every candidate weighting is then
+  ranked from those cached scores. Up to GRID_MEMBERS members every point of a 0.1 grid is tried; above
+  that, greedy ensemble selection with replacement (Caruana et al., ICML 2004: `step` of weight at a
+  time to the member that helps most), whose cost grows linearly with the number of members.
+  Next-item members read the history before validation (train items), as their training validated them;
+  the fitted blend holds everything known of each user, as a logged sequence model does.
 """
 
 from __future__ import annotations
 
 import itertools
+import sys
 
 import numpy as np
 import torch
+from scipy.optimize import nnls
 from torch import nn
 
 from recsys import metrics, ranking
+from recsys.data import history
 from recsys.errors import RecsysError
 from recsys.models import build_model
-from recsys.scoring import output, rating_range
+from recsys.models.blend import Blend, standardise
+from recsys.schema import ITEM, RATING, TASKS, USER
+from recsys.scoring import Scorer
 
-NAME = "blend"  # the checkpoint's model_name of a blend (no registry entry: a blend is not trained)
-
-
-class Blend(nn.Module):
-    scores_catalogue = False
-    scores_blocks = True
-    uses_features = False
-    closed_form = False
-    uses_history = False  # per blend: True when a member is a sequence model (set_history passes it on)
-
-    def __init__(self, members: list[nn.Module], weights: list[float], bias: float, task: str,
-                 rating_min: float, rating_max: float, n_items: int):
-        super().__init__()
-        self.members, self.n_items = nn.ModuleList(members), n_items
-        self.sequences = [m for m in members if getattr(m, "uses_history", False)]
-        self.uses_history = bool(self.sequences)
-        self.max_len = max((m.max_len for m in self.sequences), default=0)
-        self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32))
-        self.bias, self.task = float(bias), task
-        self.lo, self.hi = rating_range(rating_min, rating_max)
-
-    def _combine(self, raw: list[torch.Tensor]) -> torch.Tensor:
-        if self.task == "rating":  # predicted ratings, blended, back to the logit the scorer squashes
-            r = sum(w * output(x, "rating", self.lo, self.hi) for w, x in zip(self.weights, raw)) + self.bias
-            p = ((r - self.lo) / (self.hi - self.lo)).clamp(1e-6, 1 - 1e-6)
-            return torch.log(p) - torch.log1p(-p)
-        return sum(w * x for w, x in zip(self.weights, raw))
-
-    def set_history(self, history: torch.Tensor) -> None:
-        """[n_users, max_len] (the longest member's): each sequence member reads its own latest columns."""
-        for m in self.sequences:
-            m.set_history(history[:, history.shape[1] - m.max_len:])
-
-    def score_sequences(self, seq: torch.Tensor) -> torch.Tensor:
-        """Histories given directly ([b, max_len], most recent last) -> [b, n_items]: a blend of sequence
-        models only (a member that scores from the user id alone cannot read a history it was not given)."""
-        if len(self.sequences) < len(self.members):
-            pair = [type(m).__name__.lower() for m in self.members if m not in self.sequences]
-            raise RecsysError(f"this blend holds {', '.join(pair)}, which recommend from the user id alone, so it "
-                              "cannot answer a `history`; send the user id only")
-        return self._combine([standardise(m.score_sequences(seq[:, seq.shape[1] - m.max_len:]).float())
-                              for m in self.members])
-
-    def score_block(self, users: torch.Tensor, n_items: int) -> torch.Tensor:
-        raw = [ranking.score_block(m, users, n_items).float() for m in self.members]
-        if self.task != "rating":
-            raw = [standardise(x) for x in raw]
-        return self._combine(raw)
-
-    def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
-        if self.task == "rating":
-            return self._combine([m(user, item).float() for m in self.members])
-        # a pair's score on its user's standardised scale: that user's scores over the catalogue
-        uniq, inverse = torch.unique(user, return_inverse=True)
-        block = self.score_block(uniq, self.n_items)
-        return block[inverse, item]
-
-
-def standardise(scores: torch.Tensor) -> torch.Tensor:
-    """Per row (user): zero mean, unit standard deviation over the catalogue (a constant row stays 0)."""
-    mean = scores.mean(1, keepdim=True)
-    sd = scores.std(1, keepdim=True).clamp(min=1e-12)
-    return (scores - mean) / sd
-
-
-def build(hparams: dict) -> Blend:
-    """A blend from its checkpoint's hyper-parameters (its members' own, then its weights)."""
-    members = [build_model(m["model_name"], m["n_users"], m["n_items"], m["features"], **m["model_hparams"])
-               for m in hparams["model_hparams"]["members"]]
-    b = hparams["model_hparams"]
-    return Blend(members, b["weights"], b["bias"], hparams["task"], hparams["rating_min"], hparams["rating_max"],
-                 hparams["n_items"])
-
-
-def checkpoint(blend: Blend, member_hparams: list[dict], n_users: int, n_items: int) -> dict:
-    """The weights-only checkpoint of a blend, in the layout `scoring.load_scorer` reads."""
-    hp = {"model_name": NAME, "n_users": n_users, "n_items": n_items, "features": {}, "task": blend.task,
-          "rating_min": member_hparams[0]["rating_min"], "rating_max": member_hparams[0]["rating_max"],
-          "model_hparams": {"members": member_hparams, "weights": [float(w) for w in blend.weights],
-                            "bias": blend.bias}}
-    return {"hyper_parameters": hp, "state_dict": {f"model.{k}": v for k, v in blend.state_dict().items()}}
+GRID_MEMBERS = 4  # the whole 0.1 grid on the simplex up to this many members (286 points); greedy above
+MAX_MEMBERS = 16  # members one blend takes: each holds a [validation users x items] score table while fitting
 
 
 def ridge_weights(predictions: np.ndarray, target: np.ndarray, alphas=(0.01, 0.1, 1.0, 10.0, 100.0, 1000.0),
                   folds: int = 5, seed: int = 0) -> tuple[np.ndarray, float, float]:
-    """(weights, intercept, alpha): ridge regression of `target` on the members' `predictions` [n, m]
-    (centred, intercept unpenalised), alpha chosen by `folds`-fold cross-validated MSE."""
-    n = len(target)
+    """(weights >= 0, intercept, alpha): ridge regression of `target` on the members' `predictions` [n, m]
+    (centred, intercept unpenalised, non-negative weights: NNLS on the ridge-augmented system), alpha
+    chosen by `folds`-fold cross-validated MSE."""
+    n, m = predictions.shape
     fold = np.random.default_rng(seed).permutation(n) % folds
 
     def fit(x, y, alpha):
         mx, my = x.mean(0), y.mean()
-        xc = x - mx
-        w = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ (y - my))
+        a = np.vstack([x - mx, np.sqrt(alpha) * np.eye(m)])
+        w, _ = nnls(a, np.concatenate([y - my, np.zeros(m)]))
         return w, my - mx @ w
 
     def cv(alpha):
@@ -142,6 +68,25 @@ def simplex_grid(m: int, step: float = 0.1):
             yield np.array([*c, n - sum(c)], dtype=np.float64) / n
 
 
+def greedy_simplex(m: int, score, step: float = 0.1) -> tuple[np.ndarray, float]:
+    """Ensemble selection with replacement: start from the best member alone, then `1 / step - 1` times
+    add `step`-sized shares to whichever member raises `score(weights)` most (the weights are the shares'
+    counts, normalised). m * (1 / step) evaluations."""
+    n = round(1 / step)
+    counts = np.zeros(m)
+    best_value = -np.inf
+    for _ in range(n):
+        tried = []
+        for j in range(m):
+            c = counts.copy()
+            c[j] += 1
+            tried.append((score(c / c.sum()), j))
+        value, j = max(tried, key=lambda t: (t[0], -t[1]))
+        counts[j] += 1
+        best_value = max(best_value, value) if counts.sum() > 1 else value
+    return counts / counts.sum(), float(best_value)
+
+
 class _Scores(nn.Module):
     """A fixed [users x items] score table as a model `ranking.rank_targets` can rank with."""
     scores_catalogue, scores_blocks = False, True
@@ -155,62 +100,97 @@ class _Scores(nn.Module):
         return self.table[torch.as_tensor(np.searchsorted(self.users, users.cpu().numpy()))]
 
 
-def search_weights(members: list[nn.Module], users: np.ndarray, targets: np.ndarray, exclude, n_items: int,
-                   step: float = 0.1) -> tuple[np.ndarray, float]:
-    """(weights, validation NDCG@10): the point of a grid on the simplex whose weighted sum of the
-    members' standardised scores ranks the validation targets of `users` (sorted ids; targets [n, R],
-    `exclude` the training items) best, by the evaluator's full ranking."""
-    z = [standardise(ranking.score_block(m, torch.as_tensor(users), n_items).float()) for m in members]
-    best, best_ndcg = None, -1.0
-    for w in simplex_grid(len(members), step):
+def search_weights(blend: Blend, users: np.ndarray, targets: np.ndarray, exclude, n_items: int,
+                   step: float = 0.1, progress=None) -> tuple[np.ndarray, float]:
+    """(weights, validation NDCG@10): the point on the simplex whose weighted sum of the members'
+    standardised scores ranks the validation targets of `users` (sorted ids; targets [n, R], `exclude`
+    the training items) best, by the evaluator's full ranking. `progress(done, total, best)` is called
+    as candidates are tried."""
+    z = blend.member_blocks(torch.as_tensor(users), n_items)  # each member scores the users once
+    m = len(z)
+    total = sum(1 for _ in simplex_grid(m, step)) if m <= GRID_MEMBERS else m * round(1 / step)
+    tried = {"n": 0, "best": -1.0}
+
+    def ndcg(w):
         table = _Scores(sum(float(wi) * zi for wi, zi in zip(w, z)), users)
-        ranks, _ = ranking.rank_targets(table, users, targets, exclude, n_items)
-        ndcg = metrics.ndcg(ranks, 10)
-        if ndcg > best_ndcg + 1e-12:
-            best, best_ndcg = w, ndcg
+        value = metrics.ndcg(ranking.rank_targets(table, users, targets, exclude, n_items)[0], 10)
+        tried["n"] += 1
+        tried["best"] = max(tried["best"], value)
+        if progress and (tried["n"] % 25 == 0 or tried["n"] == total):
+            progress(tried["n"], total, tried["best"])
+        return value
+
+    if m > GRID_MEMBERS:
+        return greedy_simplex(m, ndcg, step)
+    best, best_ndcg = None, -1.0
+    for w in simplex_grid(m, step):
+        value = ndcg(w)
+        if value > best_ndcg + 1e-12:
+            best, best_ndcg = w, value
     return best, float(best_ndcg)
 
 
-def fit(scorers: list, data, max_users: int = 10_000) -> tuple[Blend, dict]:
-    """The blend of trained `scorers` (scoring.Scorer) on `data`, its weights fitted on the validation
-    split only, and what the fit found (weights, bias, the ridge alpha, validation metric of the blend
-    and of each member)."""
-    from recsys.schema import ITEM, RATING, USER
+def _printed(done: int, total: int, best: float) -> None:
+    print(f"blend: weight search {done}/{total} candidates, best validation NDCG@10 so far {best:.4f}",
+          file=sys.stderr, flush=True)
 
+
+def fit(scorers: list[Scorer], data, max_users: int = 10_000, progress=_printed) -> tuple[Scorer, dict]:
+    """The blend of trained `scorers` on `data` as a scorer, its weights fitted on the validation split
+    only, and what the fit found (weights, bias, the ridge alpha, validation metric of the blend and of
+    each member)."""
     task, va, meta = data.meta["task"], data.val, data.meta
-    models = [s.model for s in scorers]
+    blend = build_model("blend", data.n_users, data.n_items, members=[s.hparams for s in scorers],
+                        weights=[1.0] * len(scorers), bias=0.0, task=task, rating_min=meta["rating_min"],
+                        rating_max=meta["rating_max"])
+    for member, s in zip(blend.members, scorers):
+        member.load_state_dict(s.model.state_dict())
+    scorer = Scorer(blend, task, meta["rating_min"], meta["rating_max"]).eval()
     if task == "rating":
         u, i, y = va[USER].to_numpy(), va[ITEM].to_numpy(), va[RATING].to_numpy(np.float64)
         x = np.stack([ranking.score_pairs(s, u, i).astype(np.float64) for s in scorers], 1)
         w, b, alpha = ridge_weights(x, y)
-        blend = Blend(models, list(w), b, task, meta["rating_min"], meta["rating_max"], data.n_items)
-        scorer = type(scorers[0])(blend, task, meta["rating_min"], meta["rating_max"])
+        blend.weights.copy_(torch.as_tensor(w, dtype=torch.float32))
+        blend.bias = b
         rmse = lambda p: float(np.sqrt(np.mean((p - y) ** 2)))  # noqa: E731
-        return blend, {"weights": list(w), "bias": b, "alpha": alpha, "val/rmse": rmse(ranking.score_pairs(scorer, u, i)),
-                       "members": [rmse(x[:, j]) for j in range(len(scorers))]}
+        found = {"weights": list(w), "bias": b, "alpha": alpha, "members": [rmse(x[:, j]) for j in range(len(scorers))]}
+        return scorer, {**found, TASKS[task].key("val"): rmse(ranking.score_pairs(scorer, u, i))}
     users = ranking.sample_users(np.unique(va[USER].to_numpy(np.int64)), max_users, meta.get("seed", 0) or 0)
     targets = ranking.CSR.build(va[USER].to_numpy(np.int64), va[ITEM].to_numpy(np.int64), data.n_users).padded(users)
     tr = data.train
     exclude = ranking.CSR.build(tr[USER].to_numpy(np.int64), tr[ITEM].to_numpy(np.int64), data.n_users)
-    blend = Blend(models, [1.0] * len(models), 0.0, task, meta["rating_min"], meta["rating_max"], data.n_items)
-    from recsys import serving
-    from recsys.data import history
-
-    if blend.uses_history:  # validation is ranked from the train items alone, as in training
-        blend.set_history(history.histories([tr], data.n_users, blend.max_len))
-    w, ndcg = search_weights(models, users, targets, exclude, data.n_items)
-    alone = [metrics.ndcg(ranking.rank_targets(m, users, targets, exclude, data.n_items)[0], 10) for m in models]
+    if blend.uses_history:  # validation is ranked from the history before it, as in training
+        blend.set_history(history.histories(history.before(data, "val"), data.n_users, blend.max_len))
+    w, ndcg = search_weights(blend, users, targets, exclude, data.n_items, progress=progress)
+    alone = [metrics.ndcg(ranking.rank_targets(m, users, targets, exclude, data.n_items)[0], 10) for m in blend.members]
     blend.weights.copy_(torch.as_tensor(w, dtype=torch.float32))
     if blend.uses_history:  # the logged blend answers a known user from all of their history
-        blend.set_history(history.histories([data.split(s) for s in serving.HISTORY_SPLITS], data.n_users,
-                                             blend.max_len))
-    return blend, {"weights": list(w), "bias": 0.0, "alpha": float("nan"), "val/ndcg_at_10": ndcg, "members": alone}
+        blend.set_history(history.histories(history.before(data), data.n_users, blend.max_len))
+    return scorer, {"weights": list(w), "bias": 0.0, "alpha": float("nan"), TASKS[task].key("val"): ndcg,
+                    "members": alone}
+
+
+def checkpoint(blend: Blend, n_users: int, n_items: int) -> dict:
+    """The weights-only checkpoint of a fitted blend, in the layout `scoring.load_scorer` reads."""
+    hp = blend.hparams()
+    return {"hyper_parameters": {"model_name": "blend", "n_users": n_users, "n_items": n_items, "features": {},
+                                 "task": hp["task"], "rating_min": hp["rating_min"], "rating_max": hp["rating_max"],
+                                 "model_hparams": hp},
+            "state_dict": {f"model.{k}": v for k, v in blend.state_dict().items()}}
 
 
 def check_members(members: list[dict]) -> None:
-    """Members to blend: at least two, all on the same data and task."""
+    """Members to blend: at least two distinct runs (at most MAX_MEMBERS), all on the same data and task."""
+    ids = [m["run_id"] for m in members]
+    twice = sorted({r for r in ids if ids.count(r) > 1})
+    if twice:
+        raise RecsysError(f"run {twice[0]} is listed more than once; list each train run once (a blend of a "
+                          "model with itself is that model)")
     if len(members) < 2:
         raise RecsysError(f"a blend needs at least two finished train runs; got {len(members)}")
+    if len(members) > MAX_MEMBERS:
+        raise RecsysError(f"a blend takes at most {MAX_MEMBERS} runs (each holds a validation score table while "
+                          f"the weights are fitted); got {len(members)}: blend the best {MAX_MEMBERS}")
     hashes = {m["content_hash"] for m in members}
     if len(hashes) > 1:
         raise RecsysError("the runs were trained on different data (content hashes "
@@ -220,5 +200,10 @@ def check_members(members: list[dict]) -> None:
         raise RecsysError(f"the runs are of different tasks ({', '.join(sorted(tasks))}); blend runs of one task")
 
 
-__all__ = ["Blend", "build", "checkpoint", "check_members", "ridge_weights", "search_weights", "simplex_grid",
-           "standardise"]
+def member_keys(members: list[dict]) -> list[str]:
+    """One metric-key suffix per member that cannot collide: its model and its run id's first 8 characters."""
+    return [f"{m['model']}.{m['run_id'][:8]}" for m in members]
+
+
+__all__ = ["GRID_MEMBERS", "MAX_MEMBERS", "check_members", "checkpoint", "fit", "greedy_simplex", "member_keys",
+           "ridge_weights", "search_weights", "simplex_grid", "standardise"]

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from recsys.errors import RecsysError
 from recsys.models import MODEL_NAMES, check_model_name, model_class
-from recsys.schema import LARGE_CATALOGUE, LOSS_NAMES, TASKS
+from recsys.schema import LARGE_CATALOGUE, LOSS_NAMES, SEQUENCE_LOSS_NAMES, TASKS, task_of
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULTS = CONFIG_DIR / "defaults.yaml"
@@ -136,6 +136,11 @@ def _read(path: Path, what: str) -> dict:
     return doc
 
 
+def read_document(path: str | Path) -> dict:
+    """A config file's sections as written (a run's logged config.yaml: model, training, runtime)."""
+    return _read(Path(path), "configs/mf.yaml")
+
+
 def config_path(name: str, path: str | Path | None = None) -> Path:
     check_model_name(name)
     return Path(path) if path else CONFIG_DIR / f"{name}.yaml"
@@ -206,23 +211,44 @@ def load(name: str, path: str | Path | None = None, overrides: dict | None = Non
     if cfg.exclude_seen and not model_class(name).uses_history:
         raise RecsysError(f"{where}: exclude_seen=true leaves a user's earlier items out of a sequence model's "
                           f"training loss (sasrec, gru4rec); set exclude_seen=false for {name}")
-    if implicit and n_items and cfg.num_negatives >= n_items:  # unless the loss it resolves to draws none
-        from recsys.training import losses
-
-        if losses.resolve(cfg.loss, task, model_class(name), n_items) != "softmax":
-            raise RecsysError(f"num_negatives={cfg.num_negatives} must be below the catalogue's {n_items} items "
-                              "(negatives are drawn from it)")
+    if implicit and n_items and cfg.num_negatives >= n_items and draws_negatives(cfg.loss, task, name, n_items):
+        raise RecsysError(f"num_negatives={cfg.num_negatives} must be below the catalogue's {n_items} items "
+                          "(negatives are drawn from it)")
     return hp, cfg
 
 
-def resolved_file(logged: Path, out: Path) -> Path:
-    """A run's logged config.yaml as a config file `load` takes (a run from before the runtime section
-    logged runtime keys under training:)."""
-    doc = _read(Path(logged), "a train run's config.yaml")
-    training = dict(doc.get("training") or {})
-    runtime = {**{k: training.pop(k) for k in list(training) if k in Runtime.model_fields}, **(doc.get("runtime") or {})}
-    out.write_text(yaml.safe_dump({"model": doc.get("model") or {}, "training": training, "runtime": runtime}))
-    return out
+def resolve_loss(loss: str, task: str, model_cls, n_items: int = 0) -> str:
+    """The loss a run trains with, or a one-line error. auto: mse for ratings, bce for implicit data,
+    softmax for a sequence model; on a catalogue of over LARGE_CATALOGUE items a model that scores the
+    whole catalogue in one product (mf, the sequence models) trains with the sampled softmax instead."""
+    large = n_items > LARGE_CATALOGUE and model_cls.scores_catalogue and not model_cls.closed_form
+    if model_cls.uses_history:
+        name = ("sampled_softmax" if large else "softmax") if loss == "auto" else loss
+        if task != "implicit":
+            raise RecsysError(f"{model_cls.__name__} predicts the next item and needs task=implicit data "
+                              "(prepare with task=implicit, split=leave_last_out)")
+        if name not in SEQUENCE_LOSS_NAMES:
+            raise RecsysError(f"loss={loss!r} does not train a sequence model; use one of auto (softmax), "
+                              f"{', '.join(SEQUENCE_LOSS_NAMES)}")
+        return name
+    spec = task_of(task)
+    name = loss if loss != "auto" else "sampled_softmax" if large and task == "implicit" else spec.loss
+    if name not in LOSS_NAMES:
+        raise RecsysError(f"loss={loss!r} is not one of auto, {', '.join(LOSS_NAMES)}")
+    if name not in spec.losses:
+        raise RecsysError(f"loss={name} needs task=implicit data; use loss=auto ({spec.loss}) for {task} data")
+    if name == "softmax" and not model_cls.scores_catalogue:
+        raise RecsysError("loss=softmax scores the whole catalogue and needs a model that scores it in one product "
+                          "(mf); use sampled_softmax (against num_negatives sampled items), bce or bpr")
+    return name
+
+
+def draws_negatives(loss: str, task: str, name: str, n_items: int) -> bool:
+    """Whether training draws `num_negatives` items per positive (or per batch) from the catalogue: not
+    the full softmax, and not a sequence model's bce (one drawn item per position)."""
+    cls = model_class(name)
+    resolved = resolve_loss(loss, task, cls, n_items)
+    return resolved != "softmax" and not (cls.uses_history and resolved == "bce")
 
 
 def flat(model_hp: dict, train: TrainConfig) -> dict:

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from recsys import metrics, ranking
+from recsys.data import history
 from recsys.data.artifact import Prepared
 from recsys.errors import RecsysError
 from recsys.schema import ITEM, RATING, USER
@@ -116,10 +117,7 @@ def _implicit(module, data: Prepared, split: str, ks: list[int], protocol: str, 
     rows = data.split(split)
     model = module.model
     if model.uses_history:  # what came before the split: train items (val), train + val items (test)
-        from recsys.data import history
-
-        tables = [data.train] + ([data.val] if split == "test" else [])
-        model.set_history(history.histories(tables, data.n_users, model.max_len))
+        model.set_history(history.histories(history.before(data, split), data.n_users, model.max_len))
     every = np.unique(rows[USER].to_numpy(np.int64))
     users = ranking.sample_users(every, eval_users, data.meta.get("seed", 0) or 0)
     if len(users) < len(every):
@@ -179,7 +177,7 @@ def _implicit(module, data: Prepared, split: str, ks: list[int], protocol: str, 
 
 def _known(data: Prepared, split: str) -> ranking.CSR:
     """Items excluded from a user's ranking: train for val; train and val for test (RecBole's convention)."""
-    parts = [data.train] + ([data.val] if split == "test" else [])
+    parts = history.before(data, split)
     u = np.concatenate([t[USER].to_numpy(np.int64) for t in parts])
     i = np.concatenate([t[ITEM].to_numpy(np.int64) for t in parts])
     return ranking.CSR.build(u, i, data.n_users)

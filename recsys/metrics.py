@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from recsys.errors import RecsysError
+from recsys.values import integers
 
 
 # --- rating ---------------------------------------------------------------------------------------
@@ -133,11 +134,4 @@ def popularity_percentile(top_items: np.ndarray, item_counts: np.ndarray) -> flo
 
 
 def parse_ks(text) -> list[int]:
-    try:
-        ks = [int(x) for x in str(text).split(",") if x.strip()]
-        floats = [float(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise RecsysError(f"k={text!r} must be positive integers separated by commas, e.g. 5,10,20") from None
-    if not ks or any(k <= 0 for k in ks) or any(f != k for f, k in zip(floats, ks)):
-        raise RecsysError(f"k={text!r} must be positive integers separated by commas, e.g. 5,10,20")
-    return sorted(set(ks))
+    return integers("k", text, 1)

@@ -123,6 +123,27 @@ def rank_targets(model: torch.nn.Module, users: np.ndarray, targets: np.ndarray,
 
 
 @torch.no_grad()
+def top_k(model: torch.nn.Module, users: np.ndarray, exclude: CSR, n_items: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each user's k best items not in `exclude`, best first: (items [n, k], raw scores [n, k], valid
+    [n, k]: False past the items a user has left), one scoring pass per block of users."""
+    model.eval()
+    device = model_device(model)
+    k = min(k, n_items)
+    items = np.zeros((len(users), k), dtype=np.int64)
+    scores = np.zeros((len(users), k), dtype=np.float32)
+    bs = block_size(model, n_items)
+    for s in range(0, len(users), bs):
+        u = users[s:s + bs]
+        block = score_block(model, torch.as_tensor(u, device=device), n_items).float().clone()
+        rows, seen = exclude.pairs(u)
+        block[torch.as_tensor(rows, device=device), torch.as_tensor(seen, device=device)] = -torch.inf
+        top = block.topk(k, dim=1)
+        items[s:s + bs], scores[s:s + bs] = top.indices.cpu().numpy(), top.values.cpu().numpy()
+    valid = np.arange(k)[None, :] < (n_items - exclude.counts(np.asarray(users, dtype=np.int64)))[:, None]
+    return items, scores, valid
+
+
+@torch.no_grad()
 def score_pairs(model: torch.nn.Module, users: np.ndarray, items: np.ndarray, batch: int = PAIR_CHUNK) -> np.ndarray:
     model.eval()
     device = model_device(model)

@@ -25,6 +25,7 @@ GENRES = "genres"  # '|'-joined genre names
 RAW_ID = "raw_id"  # the dataset's own id, kept beside the contiguous index
 
 LOSS_NAMES = ("mse", "bce", "bpr", "sampled_softmax", "softmax")  # what `loss:` may name besides auto
+SEQUENCE_LOSS_NAMES = ("softmax", "sampled_softmax", "bce")  # what trains a next-item model (recsys/training/losses.py)
 
 
 @dataclass(frozen=True)

@@ -14,16 +14,7 @@ from torch import nn
 
 from recsys.errors import RecsysError
 from recsys.models import build_model
-
-
-def rating_range(rating_min: float, rating_max: float) -> tuple[float, float]:
-    """A sigmoid never reaches its limits: squash to half a star past both ends of the rating scale."""
-    return rating_min - 0.5, rating_max + 0.5
-
-
-def output(raw: torch.Tensor, task: str, lo: float, hi: float) -> torch.Tensor:
-    """Raw model scores -> predictions: a rating in (lo, hi), or P(positive) for implicit."""
-    return lo + (hi - lo) * torch.sigmoid(raw) if task == "rating" else torch.sigmoid(raw)
+from recsys.models.base import output, rating_range
 
 
 class Scorer(nn.Module):
@@ -37,6 +28,10 @@ class Scorer(nn.Module):
 
     def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
         return output(self.model(user, item), self.task, self.lo, self.hi)
+
+    def predictions(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw scores (a ranking's) -> what `forward` returns for the same pairs."""
+        return output(raw, self.task, self.lo, self.hi)
 
 
 def safe_load(checkpoint: str | Path) -> dict:
@@ -57,12 +52,7 @@ def load_scorer(checkpoint: str | Path) -> Scorer:
     ck = safe_load(checkpoint)
     try:
         hp = ck["hyper_parameters"]
-        if hp["model_name"] == "blend":  # finished models combined (recsys/blend.py): built from their own specs
-            from recsys import blend
-
-            model = blend.build(hp)
-        else:
-            model = build_model(hp["model_name"], hp["n_users"], hp["n_items"], hp["features"], **hp["model_hparams"])
+        model = build_model(hp["model_name"], hp["n_users"], hp["n_items"], hp["features"], **hp["model_hparams"])
         state = {k.removeprefix("model."): v for k, v in ck["state_dict"].items() if k.startswith("model.")}
         model.load_state_dict(state)
     except (KeyError, TypeError, RuntimeError) as e:

@@ -8,6 +8,7 @@ import warnings
 
 from recsys import interrupts
 from recsys.errors import RecsysError
+from recsys.values import integer  # noqa: F401  (the steps' integer parameters)
 
 if sys.argv[:1] == ["-m"]:  # `python -m steps.<name>` (runpy sets argv[0] once the package is imported)
     interrupts.defer()  # first, before the seconds of importing mlflow, torch and Lightning
@@ -32,17 +33,6 @@ def local_config(value: str, tmp) -> str:
     from recsys import tracking
 
     return str(tracking.download(value, "config", Path(tmp) / "config"))
-
-
-def integer(name: str, value, minimum: int = 0) -> int:
-    """An integer parameter (`3`, `3.0`), at least `minimum`; anything else is refused in one line."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not number.is_integer() or number < minimum:
-        raise RecsysError(f"{name}={value!r} must be an integer >= {minimum}")
-    return int(number)
 
 
 def choice(name: str, value: str, options) -> str:

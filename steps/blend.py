@@ -13,7 +13,7 @@ from pathlib import Path
 import mlflow
 import torch
 
-from recsys import blend, serving, tracking
+from recsys import blend, tracking
 from recsys.data import prepare as prep
 from recsys.schema import TASKS
 from steps import ArgParser, choice, given
@@ -40,9 +40,9 @@ def main(argv=None):
         data = prep.load(tracking.download(data_uri, "data", tmp / "data"))
         tracking.check_data(data_uri, data.meta["content_hash"])
         scorers = [tracking.load_bundle(f"runs:/{m['run_id']}/model", tmp / m["run_id"]).module for m in members]
-        model, found = blend.fit(scorers, data)
+        fitted, found = blend.fit(scorers, data)
         ckpt = tmp / "model.ckpt"
-        torch.save(blend.checkpoint(model, [s.hparams for s in scorers], data.n_users, data.n_items), ckpt)
+        torch.save(blend.checkpoint(fitted.model, data.n_users, data.n_items), ckpt)
         weights = ", ".join(f"{m['model']} {w:.4f}" for m, w in zip(members, found["weights"]))
         tracking.log_params({"runs": ",".join(m["run_id"] for m in members), "method": a.method,
                              "data_uri": data_uri, "task": task})
@@ -53,11 +53,10 @@ def main(argv=None):
                               "blend.members": ",".join(m["run_id"] for m in members), "blend.weights": weights,
                               "blend.bias": f"{found['bias']:.6f}", "blend.alpha": str(found["alpha"])})
         tracking.log_metrics({f"best_{key.replace('/', '_')}": found[key],
-                              **{f"member_{key.replace('/', '_')}.{m['model']}": v
-                                 for m, v in zip(members, found["members"])}})
-        model_uri = tracking.log_model(ckpt, serving.export(data, tmp / "serving"), a.register_as,
-                                       {"model": name, "dataset": data.meta.get("name", ""), "task": task},
-                                       {"history_splits": "+".join(serving.HISTORY_SPLITS)})
+                              **{f"member_{key.replace('/', '_')}.{suffix}": v
+                                 for suffix, v in zip(blend.member_keys(members), found["members"])}})
+        model_uri = tracking.log_served(ckpt, data, tmp, a.register_as,
+                                        {"model": name, "dataset": data.meta.get("name", ""), "task": task})
         mlflow.set_tags({"model_uri": model_uri, "mlflow.note.content": f"{name} on {data.meta.get('name')} ({task}): "
                          f"weights {weights}; {key} = {found[key]:.4f}"})
         members_line = ", ".join(f"{m['model']} {v:.4f}" for m, v in zip(members, found["members"]))

@@ -16,31 +16,17 @@ import mlflow
 
 from recsys import tracking
 from recsys.data import prepare as prep
-from recsys.errors import RecsysError
-from steps import ArgParser
+from steps import ArgParser, integer
 
 p = ArgParser(prog="prepare", description=__doc__.splitlines()[0])
-p.add_argument("--dataset", default="ml-100k")
-p.add_argument("--task", default="rating")
-p.add_argument("--split", default="random")
-p.add_argument("--val-frac", type=float, default=0.1)
-p.add_argument("--test-frac", type=float, default=0.1)
-p.add_argument("--positive-threshold", type=float, default=4.0)
-p.add_argument("--min-user-ratings", type=int, default=0)
-p.add_argument("--min-item-ratings", type=int, default=0)
-p.add_argument("--eval-negatives", type=int, default=99)
-p.add_argument("--seed", type=int, default=42)
-p.add_argument("--tie-break", default="random")
-p.add_argument("--n-users", type=int, default=943)
-p.add_argument("--n-items", type=int, default=1682)
-p.add_argument("--n-ratings", type=int, default=100_000)
+for name, default in prep.DEFAULTS.items():
+    kind = {float: float, int: lambda v, n=name: integer(n, v)}.get(type(default), str)
+    p.add_argument(f"--{name.replace('_', '-')}", f"--{name}", dest=name, type=kind, default=default)
 
 
 def main(argv=None):
     with tracking.step_run("prepare") as run:
         a = p.parse_args(argv)
-        if a.seed < 0:
-            raise RecsysError(f"seed={a.seed} must be >= 0")
         t0 = time.perf_counter()
         raw = prep.load_raw(a.dataset, a.n_users, a.n_items, a.n_ratings, a.seed)
         data = prep.prepare(raw, task=a.task, split=a.split, val_frac=a.val_frac, test_frac=a.test_frac,
@@ -56,7 +42,7 @@ def main(argv=None):
             mlflow.log_artifacts(out, "data")
         seconds = time.perf_counter() - t0
         tracking.log_params(vars(a))
-        tracking.log_context({"dataset": name, "task": a.task, "split": a.split,
+        tracking.log_context({"dataset": name, "task": a.task, "split": data.meta["split"],
                               "tie_break": a.tie_break, "content_hash": data.meta["content_hash"], "step": "prepare"})
         m = data.meta
         mlflow.log_metrics({"n_users": m["n_users"], "n_items": m["n_items"], "n_interactions": m["n_interactions"],

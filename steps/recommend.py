@@ -19,6 +19,7 @@ import mlflow
 
 from recsys import tracking
 from recsys.errors import RecsysError
+from recsys.serving import requests
 from steps import ArgParser
 
 p = ArgParser(prog="recommend", description=__doc__.splitlines()[0])
@@ -57,11 +58,11 @@ def main(argv=None):
         a = p.parse_args(argv)
         users = read_users(a.users)
         bundle = tracking.load_bundle(a.model_uri, tmp / "model")
-        k = bundle.parse_k(a.k)
+        k = requests.parse_k(a.k)
         mlflow.set_tag("mlflow.runName", f"recommend top-{k}")
         given = users
         # the served model's rule: a blank (CSV) or null (parquet) user is refused, naming its row
-        users = bundle.ids(given, "user") if given is not None else list(bundle.user_index)
+        users = requests.ids(given, "user") if given is not None else list(bundle.user_index)
         tracking.log_params({"model_uri": a.model_uri, "k": k, "users": a.users})
         tracking.log_context({"model_uri": a.model_uri, "step": "recommend", "dataset": bundle.meta.get("dataset", "")})
         t0 = time.perf_counter()

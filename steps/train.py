@@ -6,6 +6,7 @@ config field as an override. Logs the resolved config (params and config.yaml), 
 checkpoints, plots and the `model`; `recsys.complete` last. Interrupted: KILLED, checkpoint/last.ckpt logged.
 """
 
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -71,7 +72,7 @@ def main(argv=None):
         resume = None
         if a.resume_from:
             a.data, a.model, a.config, overrides, resume = tracking.resume_request(a.resume_from, a.model, a.config,
-                                                                                   overrides, tmp)
+                                                                                   overrides, tmp, a.data, a.task)
         a.model = a.model or "mf"
         mlflow.set_tag("mlflow.runName", f"train {a.model}")
         config.load(a.model, a.config or None, overrides)  # fail on a bad config before fetching data
@@ -92,7 +93,7 @@ def main(argv=None):
         mlflow.log_dict(config.as_document(hp, cfg), "config.yaml")
         tracking.log_context({"dataset": data.meta.get("name"), "data_uri": data_uri, "task": task, "model": a.model,
                               "content_hash": data.meta["content_hash"], "ids_hash": data.meta["ids_hash"],
-                              "step": "train", "seed": cfg.seed, "overrides": str(overrides)})
+                              "step": "train", "seed": cfg.seed, "overrides": json.dumps(overrides, sort_keys=True, default=str)})
         tracking.log_data_input(data, data_uri, "training")
         ckpts = tmp / "checkpoints"
         interrupts.resume_point(ckpts / "last.ckpt")  # an interrupt offers resume_from once it is written

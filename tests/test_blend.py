@@ -51,7 +51,7 @@ def test_a_blend_is_fitted_on_validation_logged_evaluated_and_served(ml100k_dir,
     assert run.info.status == "FINISHED" and run.data.tags["recsys.complete"] == "true"
     assert run.data.tags["model"] == "blend(mf+popularity)" and run.data.tags["blend.members"] == ",".join(members)
     key = "best_val_rmse" if task == "rating" else "best_val_ndcg_at_10"
-    alone = [run.data.metrics[f"member_{key.removeprefix('best_')}.{m}"] for m in ("mf", "popularity")]
+    alone = [run.data.metrics[f"member_{key.removeprefix('best_')}.{m}.{r[:8]}"] for m, r in zip(("mf", "popularity"), members)]
     # validation decides the weights; each member alone is among the blends searched (implicit) or in reach (ridge)
     assert (run.data.metrics[key] <= min(alone) + 1e-3) if task == "rating" else (run.data.metrics[key] >= max(alone) - 1e-12)
     evaluate_step.main(["--model-uri", f"runs:/{run.info.run_id}/model"])
@@ -96,7 +96,7 @@ def test_sequence_members_are_blended_from_the_history_before_validation_and_ser
     # each member is scored on validation as its own training validated it: from the train items alone
     # (had the blend read the history its logged model serves from, val items would be in it)
     for m in runs:
-        assert abs(run.data.metrics[f"member_val_ndcg_at_10.{m}"] - trained[m]) < 1e-6, m
+        assert abs(run.data.metrics[f"member_val_ndcg_at_10.{m}.{runs[m][:8]}"] - trained[m]) < 1e-6, m
     assert run.data.metrics["best_val_ndcg_at_10"] >= max(trained.values()) - 1e-12
     evaluate_step.main(["--model-uri", f"runs:/{run.info.run_id}/model"])
     ev = _last("evaluate")

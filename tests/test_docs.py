@@ -84,3 +84,21 @@ def test_results_are_generated_never_written_by_hand():
         rows = [[c.strip() for c in line.strip()[1:-1].split(" | ")] for line in rest.splitlines() if line.startswith("| ")]
         tables.append((title.strip(), rows[0], rows[1:]))
     assert tables and block.strip() == report.headline_of(tables).strip()
+
+
+def test_the_readme_entry_point_table_lists_exactly_mlprojects_entry_points():
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("| entry point | what it does |"):].split("\n\n")[0]
+    listed = re.findall(r"^\| `(\w+)` \|", table, flags=re.M)
+    assert sorted(listed) == sorted(ENTRY_POINTS) and len(listed) == len(set(listed)), listed
+
+
+def test_prepares_defaults_are_written_once_and_mlproject_declares_the_same():
+    from recsys.data.prepare import DEFAULTS
+    from steps import prepare as prepare_step
+
+    declared = ENTRY_POINTS["prepare"].parameters
+    assert set(declared) == set(DEFAULTS)
+    for name, default in DEFAULTS.items():
+        assert str(declared[name].default) == str(default) or float(declared[name].default) == default, name
+        assert prepare_step.p.get_default(name) == default, name

@@ -6,9 +6,11 @@ import yaml
 from recsys import config, scoring, training
 from recsys.data import features
 from recsys.errors import RecsysError
-from recsys.models import MODELS, build_model
+from recsys.models import MODEL_NAMES, build_model, model_class
 from recsys.models.base import Model
 from recsys.training.batches import LISTS, TensorBatches
+
+MODELS = {name: model_class(name) for name in MODEL_NAMES}  # every trainable model, imported
 
 FAST = {"epochs": 2, "min_epochs": 0, "patience": 5, "batch_size": 256, "threads": 1}
 

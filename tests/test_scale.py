@@ -138,12 +138,12 @@ def test_large_catalogues_get_the_large_overlay_and_the_sampled_softmax():
     for name in ("sasrec", "gru4rec"):
         assert config.load(name, task="implicit", n_items=LARGE_CATALOGUE + 1)[1].loss == "sampled_softmax"
     # auto: the same rule for a config that leaves the loss to it
-    assert losses.resolve("auto", "implicit", MF, LARGE_CATALOGUE + 1) == "sampled_softmax"
-    assert losses.resolve("auto", "implicit", MF, LARGE_CATALOGUE) == "bce"
-    assert losses.resolve("auto", "implicit", SASRec, LARGE_CATALOGUE + 1) == "sampled_softmax"
-    assert losses.resolve("auto", "implicit", SASRec, 100) == "softmax"
-    assert losses.resolve("auto", "implicit", FM, 10**6) == "bce"  # scores pairs: no catalogue to sample
-    assert losses.resolve("auto", "rating", MF, 10**6) == "mse"
+    assert config.resolve_loss("auto", "implicit", MF, LARGE_CATALOGUE + 1) == "sampled_softmax"
+    assert config.resolve_loss("auto", "implicit", MF, LARGE_CATALOGUE) == "bce"
+    assert config.resolve_loss("auto", "implicit", SASRec, LARGE_CATALOGUE + 1) == "sampled_softmax"
+    assert config.resolve_loss("auto", "implicit", SASRec, 100) == "softmax"
+    assert config.resolve_loss("auto", "implicit", FM, 10**6) == "bce"  # scores pairs: no catalogue to sample
+    assert config.resolve_loss("auto", "rating", MF, 10**6) == "mse"
 
 
 def test_row_updates_are_chosen_by_table_size_and_refused_across_processes():

@@ -203,7 +203,7 @@ def _raw(data, codes):
 
 def test_a_served_history_is_read_in_order_and_its_items_are_not_recommended(runs, served):
     b = served["gru4rec"]  # a run 10, 11 -> 12 comes next
-    hist = _raw(runs, [b.item_index.get_loc("10"), b.item_index.get_loc("11")])
+    hist = _raw(runs, [b.tables.item_index.get_loc("10"), b.tables.item_index.get_loc("11")])
     out = b.predict(pd.DataFrame({"user": ["anonymous"], "history": [hist]}), 5)
     assert list(out["item"])[0] == "12" and not set(out["item"]) & set(hist)
     assert (out["fallback"] == "").all() and (out["history_dropped"] == 0).all() and list(out["rank"]) == [1, 2, 3, 4, 5]

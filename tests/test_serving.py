@@ -32,7 +32,8 @@ def served(tmp_path_factory, ml100k_dir, empty_store):
 def _seen(model, user):
     b = model.unwrap_python_model().bundle
     u = b.user_index.get_loc(str(user))
-    return set(b.item_raw[b.seen.indices[b.seen.indptr[u]:b.seen.indptr[u + 1]]])
+    seen = b.tables.seen
+    return set(b.item_raw[seen.indices[seen.indptr[u]:seen.indptr[u + 1]]])
 
 
 def test_top_k_is_unseen_ranked_and_described(served):

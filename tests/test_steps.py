@@ -176,7 +176,7 @@ def test_evaluating_a_run_that_does_not_exist_is_one_line(chain, capsys):
 
 
 def test_a_bad_argument_is_one_line_and_a_failed_run(chain, capsys):
-    run = _fails(prepare_step.main, ["--seed", "abc"], capsys, "invalid int value: 'abc'")
+    run = _fails(prepare_step.main, ["--seed", "abc"], capsys, "seed='abc' must be an integer >= 0")
     assert "error" in run.data.tags
 
 
@@ -204,7 +204,7 @@ def test_train_and_evaluate_log_the_data_as_input_and_model_metrics(chain):
 @pytest.mark.parametrize("step, argv, match", [
     ("evaluate", ["--model-uri", "runs:/0123456789abcdef0123456789abcdef/model", "--eval-users", "-1"],
      "eval_users='-1' must be an integer >= 0"),
-    ("prepare", ["--dataset", "synthetic", "--seed", "-3"], "seed=-3 must be >= 0"),
+    ("prepare", ["--dataset", "synthetic", "--seed", "-3"], "seed='-3' must be an integer >= 0"),
     ("main", ["--models", " , "], "models= names no model"),
     ("main", ["--seed", "-1"], "seed='-1' must be an integer >= 0"),
     ("main", ["--k", "0"], "k='0' must be positive integers"),  # refused before anything trains

@@ -1,6 +1,7 @@
 """Each user's history as sequence models read it: items in the order prepare recorded (`position`:
 timestamp, then the split's tie rule), most recent last.
 
+- `before(data, split)`: the tables that come before a split (all of them: what a served model knows).
 - `histories(tables, n_users, max_len)`: [n_users, max_len] item codes + 1, left-padded with 0 (the last
   column is the latest item). Scoring val reads the train history; scoring test, train + val; a served
   model, everything prepare kept.
@@ -19,6 +20,14 @@ import torch
 
 from recsys.errors import RecsysError
 from recsys.schema import ITEM, POSITION, USER
+
+HISTORY_SPLITS = ("train", "val", "test")  # in order; all of them: what a served model knows of each user
+
+
+def before(data, split: str | None = None) -> list[pd.DataFrame]:
+    """The tables that come before `split` (`data` a prepared dataset): nothing before train, train before
+    val, train + val before test; `None`: every split, what a served model knows of each user."""
+    return [data.split(s) for s in HISTORY_SPLITS[:HISTORY_SPLITS.index(split) if split else None]]
 
 
 def _ordered(tables: list[pd.DataFrame]) -> tuple[np.ndarray, np.ndarray]:

@@ -29,13 +29,18 @@ def _is_seen(users: np.ndarray, items: np.ndarray, n_items: int, seen_keys: np.n
 
 
 def sample_eval_negatives(users: np.ndarray, n_items: int, k: int, seen_keys: np.ndarray,
-                          rng: np.random.Generator) -> np.ndarray:
-    """[len(users), k] items per user: distinct, never seen by that user; drawn once, seeded."""
+                          rng: np.random.Generator, raw_ids=None) -> np.ndarray:
+    """[len(users), k] items per user: distinct, never seen by that user; drawn once, seeded. `raw_ids`
+    (code -> the dataset's user id) names a user in the dataset's own words."""
     users = np.asarray(users, dtype=np.int64)
     seen_per_user = np.bincount((seen_keys // n_items).astype(np.int64), minlength=int(users.max(initial=0)) + 1)
     short = users[n_items - seen_per_user[users] < k]
     if len(short):
-        raise RecsysError(f"user {short[0]} has fewer than eval_negatives={k} unseen items; lower eval_negatives")
+        who = raw_ids[short[0]] if raw_ids is not None else short[0]
+        most = int(n_items - seen_per_user[users].max())
+        raise RecsysError(f"user {who} (the dataset's id) has {n_items - seen_per_user[short[0]]} unseen items, fewer than "
+                          f"eval_negatives={k} ({len(short):,} users do); lower eval_negatives to at most "
+                          f"{max(most, 0)}, or 0 to skip the sampled protocol")
     out = np.full((len(users), k), -1, dtype=np.int64)
     todo = np.arange(len(users))
     for _ in range(4):

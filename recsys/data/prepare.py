@@ -57,11 +57,18 @@ def _encode(raw: parsers.Raw) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
     return df, users, items
 
 
-def prepare(raw: parsers.Raw, *, task: str = "rating", split: str = "random", val_frac: float = 0.1,
+# prepare's parameters and their defaults, once: MLproject's prepare entry point, steps/prepare.py, main and
+# train's default data read these (tests/test_docs.py holds MLproject to them). split "auto": the task's own.
+DEFAULTS = {"dataset": "ml-100k", "task": "rating", "split": "auto", "val_frac": 0.1, "test_frac": 0.1,
+            "positive_threshold": 4.0, "min_user_ratings": 0, "min_item_ratings": 0, "eval_negatives": 99,
+            "seed": 42, "tie_break": "random", "n_users": 943, "n_items": 1682, "n_ratings": 100_000}
+
+
+def prepare(raw: parsers.Raw, *, task: str = "rating", split: str = "auto", val_frac: float = 0.1,
             test_frac: float = 0.1, positive_threshold: float = 4.0, min_user_ratings: int = 0,
             min_item_ratings: int = 0, eval_negatives: int = 99, seed: int = 42,
             tie_break: str = "random") -> Prepared:
-    task_of(task)
+    split = task_of(task).split if split in ("auto", "") else split
     if split not in SPLITS:
         raise RecsysError(f"split={split!r} is not one of {', '.join(SPLITS)}")
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1) or val_frac + test_frac >= 1:
@@ -103,7 +110,8 @@ def prepare(raw: parsers.Raw, *, task: str = "rating", split: str = "random", va
         keep = (su >= 0) & (si >= 0)
         seen_keys = sorted_keys(su[keep], si[keep], len(items))
         eval_users = np.unique(np.concatenate([parts["val"][USER].to_numpy(), parts["test"][USER].to_numpy()]))
-        negs = sample_eval_negatives(eval_users, len(items), eval_negatives, seen_keys, rng)
+        negs = sample_eval_negatives(eval_users, len(items), eval_negatives, seen_keys, rng,
+                                     users[RAW_ID].to_numpy())
         negatives = pd.DataFrame({USER: np.repeat(eval_users, eval_negatives).astype(np.int32),
                                   ITEM: negs.reshape(-1).astype(np.int32)})
 

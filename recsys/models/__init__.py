@@ -23,17 +23,19 @@ MODEL_CLASSES = {  # name -> class in recsys/models/<name>.py
     "autoint": "AutoInt",
     "sasrec": "SASRec",
     "gru4rec": "GRU4Rec",
+    "blend": "Blend",  # finished models combined (the blend step fits it; nothing trains it)
 }
-MODEL_NAMES = tuple(MODEL_CLASSES)
+MODEL_NAMES = tuple(n for n in MODEL_CLASSES if n != "blend")  # what train, tune and main take
 
 
 def check_model_name(name: str) -> None:
-    if name not in MODEL_CLASSES:
+    if name not in MODEL_NAMES:
         raise RecsysError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
 
 
 def model_class(name: str):
-    check_model_name(name)
+    if name not in MODEL_CLASSES:
+        check_model_name(name)
     return getattr(importlib.import_module(f"recsys.models.{name}"), MODEL_CLASSES[name])
 
 
@@ -41,9 +43,3 @@ def build_model(name: str, n_users: int, n_items: int, features: dict | None = N
     """`features` is FeatureTables.spec() (cardinalities and widths), used by the feature-aware models."""
     cls = model_class(name)
     return cls(n_users, n_items, **hparams, **(dict(features or {}) if cls.uses_features else {}))
-
-
-def __getattr__(attr: str):
-    if attr == "MODELS":  # name -> class, every model imported
-        return {name: model_class(name) for name in MODEL_NAMES}
-    raise AttributeError(attr)

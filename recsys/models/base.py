@@ -20,3 +20,14 @@ class Model(nn.Module):
 
     def fit(self, user: torch.Tensor, item: torch.Tensor, rating: torch.Tensor, task: str, to_logit) -> None:
         """Closed-form models: their state from the training interactions."""
+
+
+def rating_range(rating_min: float, rating_max: float) -> tuple[float, float]:
+    """A sigmoid never reaches its limits: squash to half a star past both ends of the rating scale."""
+    return rating_min - 0.5, rating_max + 0.5
+
+
+def output(raw: torch.Tensor, task: str, lo: float, hi: float) -> torch.Tensor:
+    """Raw model scores -> predictions: a rating in (lo, hi); for implicit data the sigmoid of the raw
+    score (a trained model's P(positive); a blend's squashed sum of standardised scores, a ranking score)."""
+    return lo + (hi - lo) * torch.sigmoid(raw) if task == "rating" else torch.sigmoid(raw)

@@ -17,6 +17,7 @@ from recsys.errors import RecsysError
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 REQUEST_TAG = "recsys.request"
+COMPLETE_TAG = "recsys.complete"  # written last: a run without it never counts as done, whatever its status
 
 
 def canonical(value) -> str:
@@ -137,31 +138,6 @@ def trained_by(model_uri: str) -> tuple[str, dict]:
         raise RecsysError(f"model URI {model_uri!r} is not a recsys model (its run {train_run} is not a train "
                           "run of this project); pass the model a train run logged, runs:/<train_run_id>/model")
     return train_run, tags
-
-
-def blend_members(runs: str) -> list[dict]:
-    """The finished train runs a blend is asked for: ids separated by commas, or a main run id (its
-    train runs, ran or reused); each a FINISHED train run with its completion tag, or a one-line error."""
-    from recsys.tracking.runs import COMPLETE_TAG
-
-    ids = [r.strip() for r in runs.split(",") if r.strip()]
-    if len(ids) == 1 and run_tags(ids[0]).get("mlflow.project.entryPoint") == "main":
-        tags = run_tags(ids[0])
-        ids = [v for k, v in sorted(tags.items()) if k.startswith(("ran.train.", "reused.train."))]
-    out = []
-    for rid in ids:
-        try:
-            run = mlflow.get_run(rid)
-        except Exception:
-            raise RecsysError(f"runs: no run {rid!r}; pass finished train run ids (or a main run id)") from None
-        tags = run.data.tags
-        if tags.get("step") != "train" or run.info.status != "FINISHED" or tags.get(COMPLETE_TAG) != "true":
-            raise RecsysError(f"run {rid} is not a finished train run (step {tags.get('step')!r}, status "
-                              f"{run.info.status}); pass finished train run ids (or a main run id)")
-        out.append({"run_id": rid, "model": tags.get("model", ""), "task": tags.get("task", ""),
-                    "content_hash": tags.get("content_hash", ""), "ids_hash": tags.get("ids_hash", ""),
-                    "data_uri": tags.get("data_uri", ""), "seed": tags.get("seed", "")})
-    return out
 
 
 def check_scorable(train_tags: dict, data, data_uri: str, k: int = 0) -> None:

@@ -101,6 +101,16 @@ def log_model(checkpoint: Path, serving_dir: Path, register_as: str = "", descri
     return info.model_uri
 
 
+def log_served(weights: Path, data, tmp: Path, register_as: str, describe: dict) -> str:
+    """A model as every step logs it: the weights, the serving tables of `data` exported beside them, and
+    the tag saying what it knows of each user (history_splits)."""
+    from recsys.data import history
+    from recsys.serving import export
+
+    return log_model(weights, export(data, Path(tmp) / "serving"), register_as, describe,
+                     {"history_splits": "+".join(history.HISTORY_SPLITS)})
+
+
 # written by MLflow when a registered version is downloaded (its name and number): checked on its own
 REGISTERED_META = "registered_model_meta"
 

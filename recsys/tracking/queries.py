@@ -9,6 +9,7 @@ import mlflow
 
 from recsys.errors import RecsysError
 from recsys.schema import TASKS
+from recsys.tracking.lineage import COMPLETE_TAG, run_tags
 from recsys.tracking.runs import epoch_history
 
 def experiment_id(name: str) -> str:
@@ -61,3 +62,26 @@ def download_file(run_id: str, path: str, dst: Path) -> Path | None:
         return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst)))
     except Exception:
         return None
+
+
+def blend_members(runs: str) -> list[dict]:
+    """The finished train runs a blend is asked for: ids separated by commas, or a main run id (its
+    train runs, ran or reused); each a FINISHED train run with its completion tag, or a one-line error."""
+    ids = [r.strip() for r in runs.split(",") if r.strip()]
+    if len(ids) == 1 and run_tags(ids[0]).get("mlflow.project.entryPoint") == "main":
+        tags = run_tags(ids[0])
+        ids = [v for k, v in sorted(tags.items()) if k.startswith(("ran.train.", "reused.train."))]
+    out = []
+    for rid in ids:
+        try:
+            run = mlflow.get_run(rid)
+        except Exception:
+            raise RecsysError(f"runs: no run {rid!r}; pass finished train run ids (or a main run id)") from None
+        tags = run.data.tags
+        if tags.get("step") != "train" or run.info.status != "FINISHED" or tags.get(COMPLETE_TAG) != "true":
+            raise RecsysError(f"run {rid} is not a finished train run (step {tags.get('step')!r}, status "
+                              f"{run.info.status}); pass finished train run ids (or a main run id)")
+        out.append({"run_id": rid, "model": tags.get("model", ""), "task": tags.get("task", ""),
+                    "content_hash": tags.get("content_hash", ""), "ids_hash": tags.get("ids_hash", ""),
+                    "data_uri": tags.get("data_uri", ""), "seed": tags.get("seed", "")})
+    return out

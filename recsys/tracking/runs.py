@@ -15,11 +15,9 @@ import mlflow
 
 from recsys import interrupts
 from recsys.errors import Interrupted, RecsysError
-from recsys.tracking.lineage import REQUEST_TAG, request_fingerprint
+from recsys.tracking.lineage import COMPLETE_TAG, REQUEST_TAG, request_fingerprint
 
 LAUNCHER_ENV = "RECSYS_LAUNCHER"  # the pid of the recsys step (main) that started this one directly (no `mlflow run`)
-
-COMPLETE_TAG = "recsys.complete"  # written last: a run without it never counts as done, whatever its status
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
-from recsys import ranking, scoring
+from recsys import config, ranking, scoring
 from recsys.config import TrainConfig
 from recsys.data import features as feats
 from recsys.data import history
@@ -84,7 +84,7 @@ def check_request(model_name: str, cfg: TrainConfig, task: str, n_items: int, va
     has epochs left."""
     if val_users and task != "implicit":
         raise RecsysError("eval_users samples the users to rank and applies to the implicit task; leave it at 0")
-    losses.resolve(cfg.loss, task, model_class(model_name), n_items)
+    config.resolve_loss(cfg.loss, task, model_class(model_name), n_items)
     check_trainer(cfg)
     if resume is not None:
         check_more_epochs(resume, cfg.epochs, resume_from)
@@ -140,7 +140,7 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     if rt.threads:
         torch.set_num_threads(rt.threads)
     task = data.meta["task"]
-    loss = losses.resolve(cfg.loss, task, model_class(model_name), data.n_items)
+    loss = config.resolve_loss(cfg.loss, task, model_class(model_name), data.n_items)
     val_users = val_users or cfg.val_users
     tables = feats.build(data.users, data.items)
     tr = data.train
@@ -196,7 +196,7 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     if model.uses_features:
         model.set_tables(tables.user_cont, tables.user_cat, tables.item_cont, tables.item_cat)
     if model.uses_history:  # validation ranks from the train history
-        model.set_history(history.histories([tr], data.n_users, model.max_len))
+        model.set_history(history.histories(history.before(data, "val"), data.n_users, model.max_len))
     if model.closed_form:
         model.fit(torch.as_tensor(u), torch.as_tensor(i), torch.as_tensor(tr[RATING].to_numpy()), task, module.to_logit)
     val_sample = None

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from recsys.errors import RecsysError
-from recsys.schema import LARGE_CATALOGUE, task_of
+from recsys.schema import LOSS_NAMES, SEQUENCE_LOSS_NAMES
 from recsys.training.batches import LISTS, PAIRS, POINTWISE, POSITIVES
 
 
@@ -131,7 +131,9 @@ def sequence_bce(model, batch, squash) -> torch.Tensor:
 
 SEQUENCE_LOSSES = {"softmax": sequence_softmax, "sampled_softmax": sequence_sampled_softmax, "bce": sequence_bce}
 
-LOSSES = {"mse": mse, "bce": bce, "bpr": bpr, "sampled_softmax": sampled_softmax, "softmax": softmax}  # schema.LOSS_NAMES
+LOSSES = {"mse": mse, "bce": bce, "bpr": bpr, "sampled_softmax": sampled_softmax, "softmax": softmax}
+if set(LOSSES) != set(LOSS_NAMES) or set(SEQUENCE_LOSSES) != set(SEQUENCE_LOSS_NAMES):  # the names config checks
+    raise ImportError("recsys.training.losses: LOSSES / SEQUENCE_LOSSES differ from schema's loss names")
 BATCHES = {"mse": POINTWISE, "bce": POINTWISE, "bpr": PAIRS, "sampled_softmax": LISTS, "softmax": POSITIVES}
 
 
@@ -149,27 +151,3 @@ def shares_negatives(name: str, model_cls) -> bool:
     return name == "sampled_softmax" and bool(model_cls.scores_catalogue)
 
 
-def resolve(loss: str, task: str, model_cls, n_items: int = 0) -> str:
-    """The loss a run trains with, or a one-line error. auto: mse for ratings, bce for implicit data,
-    softmax for a sequence model; on a catalogue of over LARGE_CATALOGUE items a model that scores the
-    whole catalogue in one product (mf, the sequence models) trains with the sampled softmax instead."""
-    large = n_items > LARGE_CATALOGUE and model_cls.scores_catalogue and not model_cls.closed_form
-    if getattr(model_cls, "uses_history", False):
-        name = ("sampled_softmax" if large else "softmax") if loss == "auto" else loss
-        if task != "implicit":
-            raise RecsysError(f"{model_cls.__name__} predicts the next item and needs task=implicit data "
-                              "(prepare with task=implicit, split=leave_last_out)")
-        if name not in SEQUENCE_LOSSES:
-            raise RecsysError(f"loss={loss!r} does not train a sequence model; use one of auto (softmax), "
-                              f"{', '.join(SEQUENCE_LOSSES)}")
-        return name
-    spec = task_of(task)
-    name = loss if loss != "auto" else "sampled_softmax" if large and task == "implicit" else spec.loss
-    if name not in LOSSES:
-        raise RecsysError(f"loss={loss!r} is not one of auto, {', '.join(LOSSES)}")
-    if name not in spec.losses:
-        raise RecsysError(f"loss={name} needs task=implicit data; use loss=auto ({spec.loss}) for {task} data")
-    if name == "softmax" and not model_cls.scores_catalogue:
-        raise RecsysError("loss=softmax scores the whole catalogue and needs a model that scores it in one product "
-                          "(mf); use sampled_softmax (against num_negatives sampled items), bce or bpr")
-    return name

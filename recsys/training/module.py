@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys import metrics, ranking, scoring
+from recsys import metrics, ranking
+from recsys.models.base import output, rating_range
 from recsys.models import build_model
 from recsys.models._fields import FieldEmbedding
 from recsys.training.losses import loss_function
@@ -59,7 +60,7 @@ class TrainingModule(pl.LightningModule):
         self.model = build_model(model_name, n_users, n_items, features, **model_hparams)
         if updates == "rows":
             use_row_updates(self.model)
-        self.lo, self.hi = scoring.rating_range(rating_min, rating_max)
+        self.lo, self.hi = rating_range(rating_min, rating_max)
         self.loss_name = loss  # resolved by fit (losses.resolve)
         self.ranking_context = None  # set by fit() for the implicit task's validation ranking
         self.train_batches = None  # set by fit(): its epoch follows the trainer's (a resumed run goes on)
@@ -74,7 +75,7 @@ class TrainingModule(pl.LightningModule):
         return self.squash(self.model(user, item))
 
     def squash(self, raw: torch.Tensor) -> torch.Tensor:
-        return scoring.output(raw, self.hparams.task, self.lo, self.hi)
+        return output(raw, self.hparams.task, self.lo, self.hi)
 
     def to_logit(self, rating: torch.Tensor) -> torch.Tensor:
         """The raw score a rating squashes back from (closed-form models store raw scores)."""
