@@ -4,7 +4,7 @@
   unpenalised intercept; the ridge strength chosen by 5-fold cross-validation on the validation ratings):
   a member can be left out, never subtracted;
 - implicit: the members' per-user standardised scores summed with weights on the simplex, chosen on
-  validation NDCG@10. Each member scores the validation users once; every candidate weighting is then
+  validation's ranking headline (schema.RANKING). Each member scores the validation users once; every candidate weighting is then
   ranked from those cached scores. Up to GRID_MEMBERS members every point of a 0.1 grid is tried; above
   that, greedy ensemble selection with replacement (Caruana et al., ICML 2004: `step` of weight at a
   time to the member that helps most), whose cost grows linearly with the number of members.
@@ -27,7 +27,7 @@ from recsys.data import history
 from recsys.errors import RecsysError
 from recsys.models import build_model
 from recsys.models.blend import Blend, standardise
-from recsys.schema import ITEM, RATING, TASKS, USER
+from recsys.schema import ITEM, RANKING, RANKING_K, RATING, TASKS, USER
 from recsys.scoring import Scorer
 
 GRID_MEMBERS = 4  # the whole 0.1 grid on the simplex up to this many members (286 points); greedy above
@@ -102,7 +102,7 @@ class _Scores(nn.Module):
 
 def search_weights(blend: Blend, users: np.ndarray, targets: np.ndarray, exclude, n_items: int,
                    step: float = 0.1, progress=None) -> tuple[np.ndarray, float]:
-    """(weights, validation NDCG@10): the point on the simplex whose weighted sum of the members'
+    """(weights, the validation ranking headline): the point on the simplex whose weighted sum of the members'
     standardised scores ranks the validation targets of `users` (sorted ids; targets [n, R], `exclude`
     the training items) best, by the evaluator's full ranking. `progress(done, total, best)` is called
     as candidates are tried."""
@@ -113,7 +113,7 @@ def search_weights(blend: Blend, users: np.ndarray, targets: np.ndarray, exclude
 
     def ndcg(w):
         table = _Scores(sum(float(wi) * zi for wi, zi in zip(w, z)), users)
-        value = metrics.ndcg(ranking.rank_targets(table, users, targets, exclude, n_items)[0], 10)
+        value = metrics.ndcg(ranking.rank_targets(table, users, targets, exclude, n_items)[0], RANKING_K)
         tried["n"] += 1
         tried["best"] = max(tried["best"], value)
         if progress and (tried["n"] % 25 == 0 or tried["n"] == total):
@@ -131,7 +131,7 @@ def search_weights(blend: Blend, users: np.ndarray, targets: np.ndarray, exclude
 
 
 def _printed(done: int, total: int, best: float) -> None:
-    print(f"blend: weight search {done}/{total} candidates, best validation NDCG@10 so far {best:.4f}",
+    print(f"blend: weight search {done}/{total} candidates, best validation {RANKING.label} so far {best:.4f}",
           file=sys.stderr, flush=True)
 
 
@@ -162,7 +162,8 @@ def fit(scorers: list[Scorer], data, max_users: int = 10_000, progress=_printed)
     if blend.uses_history:  # validation is ranked from the history before it, as in training
         blend.set_history(history.histories(history.before(data, "val"), data.n_users, blend.max_len))
     w, ndcg = search_weights(blend, users, targets, exclude, data.n_items, progress=progress)
-    alone = [metrics.ndcg(ranking.rank_targets(m, users, targets, exclude, data.n_items)[0], 10) for m in blend.members]
+    alone = [metrics.ndcg(ranking.rank_targets(m, users, targets, exclude, data.n_items)[0], RANKING_K)
+             for m in blend.members]
     blend.weights.copy_(torch.as_tensor(w, dtype=torch.float32))
     if blend.uses_history:  # the logged blend answers a known user from all of their history
         blend.set_history(history.histories(history.before(data), data.n_users, blend.max_len))

@@ -19,7 +19,7 @@ from recsys import metrics, ranking
 from recsys.data import history
 from recsys.data.artifact import Prepared
 from recsys.errors import RecsysError
-from recsys.schema import ITEM, RATING, USER
+from recsys.schema import ITEM, RANKING, RANKING_K, RATING, USER
 
 ACTIVITY_BUCKETS = [(0, 20, "lt20"), (20, 101, "20to100"), (101, np.inf, "gt100")]
 
@@ -139,13 +139,13 @@ def _implicit(module, data: Prepared, split: str, ks: list[int], protocol: str, 
         m.update(metrics.ranking_report(ranks, ks, p))
         for k in ks:
             per_user[f"hr_at_{k}"] = (ranks <= k).any(1).astype(float)
-        per_user["ndcg_at_10"] = metrics.ndcg_per_user(ranks, 10)
+        per_user[RANKING.metric] = metrics.ndcg_per_user(ranks, RANKING_K)
         per_user["best_rank"] = ranks.min(1)
         for _, _, name in ACTIVITY_BUCKETS:
             sel = per_user["activity"].to_numpy() == name
             if sel.any():
-                m[f"{p}activity_{name}/ndcg_at_10"] = metrics.ndcg(ranks[sel], 10)
-                m[f"{p}activity_{name}/hr_at_10"] = metrics.hit_rate(ranks[sel], 10)
+                m[f"{p}activity_{name}/{RANKING.metric}"] = metrics.ndcg(ranks[sel], RANKING_K)
+                m[f"{p}activity_{name}/hr_at_{RANKING_K}"] = metrics.hit_rate(ranks[sel], RANKING_K)
                 m[f"{p}activity_{name}/n_users"] = int(sel.sum())
         # beyond accuracy, for the model and for the popularity baseline beside it
         k10 = min(10, kmax)
@@ -163,8 +163,8 @@ def _implicit(module, data: Prepared, split: str, ks: list[int], protocol: str, 
         if len(ru):
             neg = np.stack(negs.loc[ru].to_numpy())
             sr = ranking.sampled_ranks(model, ru, ri, neg).astype(float)[:, None]
-            m[f"{p}sampled_hr_at_10"] = metrics.hit_rate(sr, 10)
-            m[f"{p}sampled_ndcg_at_10"] = metrics.ndcg(sr, 10)
+            m[f"{p}sampled_hr_at_{RANKING_K}"] = metrics.hit_rate(sr, RANKING_K)
+            m[f"{p}{RANKING.sampled}"] = metrics.ndcg(sr, RANKING_K)
             pos = ranking.score_pairs(model, ru, ri)
             negu = np.unique(ru)
             negm = np.stack(negs.loc[negu].to_numpy())

@@ -99,7 +99,7 @@ def evaluation_plots(ev, data, split: str, tmp: Path):
     """The plots an evaluate run logs: predictions and calibration (ratings) or the popularity of what is
     recommended (ranking), and the headline metric by user activity."""
     from recsys import evaluation
-    from recsys.schema import ITEM
+    from recsys.schema import ITEM, RANKING
 
     if ev.predictions is not None:
         pr = ev.predictions
@@ -107,7 +107,7 @@ def evaluation_plots(ev, data, split: str, tmp: Path):
         yield calibration(pr["actual"].to_numpy(), pr["predicted"].to_numpy(), tmp / "calibration.png", split)
         metric = "rmse"
     else:
-        metric = "ndcg_at_10"
+        metric = RANKING.metric
         if ev.top_items is not None:
             counts = np.bincount(data.train[ITEM], minlength=data.n_items)
             yield popularity(counts, ev.top_items[:, :10], tmp / "popularity.png", split)

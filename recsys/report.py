@@ -25,9 +25,17 @@ import pandas as pd
 from recsys.schema import TASKS, USER
 
 GROUP_TAGS = ("dataset", "task", "data_split", "tie_break", "positive_threshold", "protocol")
-COLUMNS = {"rating": ["test/rmse", "test/mae"],
-           "implicit": ["test/ndcg_at_10", "test/hr_at_10", "test/sampled_ndcg_at_10", "test/sampled_hr_at_10"]}
+COLUMNS = {name: [f"test/{c}" for c in t.columns] for name, t in TASKS.items()}  # schema.TASKS, on test
 HEADLINE = {name: (t.key("test"), t.metric, t.mode) for name, t in TASKS.items()}  # schema.TASKS, on test
+
+
+def ranked_by(task: str, protocol: str) -> tuple[str, str, str]:
+    """(key, metric, mode) a group is ranked by: the task's headline, or under the sampled protocol
+    (`<split>/sampled`) its sampled counterpart (a sampled evaluation ranks no full catalogue)."""
+    t = TASKS[task]
+    if protocol.split("@")[0].endswith("/sampled") and t.sampled:
+        return f"test/{t.sampled}", t.sampled, t.mode
+    return HEADLINE[task]
 BASELINES = {"global_mean", "popularity", "peer:popularity"}
 
 
@@ -68,11 +76,16 @@ class Group:
         return ", ".join(parts)
 
 
+def _has_unit(per_user: pd.DataFrame, task: str) -> bool:
+    """Whether a per-user table holds the headline's per-user figures (a sampled-only evaluation does not)."""
+    return {"rmse", "n"} <= set(per_user.columns) if task == "rating" else TASKS[task].metric in per_user.columns
+
+
 def _per_user_unit(per_user: pd.DataFrame, task: str) -> pd.Series:
-    """Per user, the quantity the headline metric averages: NDCG@10, or the squared-error sum (rating)."""
+    """Per user, the quantity the headline metric averages (the ranking headline), or the squared-error sum (rating)."""
     if task == "rating":
         return pd.Series((per_user["rmse"] ** 2 * per_user["n"]).to_numpy(), index=per_user[USER].to_numpy())
-    return pd.Series(per_user["ndcg_at_10"].to_numpy(), index=per_user[USER].to_numpy())
+    return pd.Series(per_user[TASKS[task].metric].to_numpy(), index=per_user[USER].to_numpy())
 
 
 def _interval(per_user: pd.DataFrame, task: str) -> tuple[float, float]:
@@ -82,7 +95,7 @@ def _interval(per_user: pd.DataFrame, task: str) -> tuple[float, float]:
         mse = s.sum() / n.sum()
         se = math.sqrt(((s - mse * n) ** 2).sum() / (len(s) * (len(s) - 1))) / n.mean() if len(s) > 1 else float("nan")
         return math.sqrt(max(mse - 1.96 * se, 0)), math.sqrt(mse + 1.96 * se)
-    x = per_user["ndcg_at_10"].to_numpy(float)
+    x = per_user[TASKS[task].metric].to_numpy(float)
     se = x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else float("nan")
     return x.mean() - 1.96 * se, x.mean() + 1.96 * se
 
@@ -101,7 +114,7 @@ def _paired(a: list[pd.Series], b: list[pd.Series], task: str) -> tuple[float, f
 def paired_test(candidate: pd.DataFrame, reference: pd.DataFrame, task: str) -> dict:
     """Is `candidate` significantly better than `reference` on the same users? Both are per-user tables
     of one evaluation each (`Evaluation.per_user`). The paired per-user difference in the headline
-    metric's units (MSE for ratings, NDCG@10 for ranking), its standard error (ddof=1), the users, and
+    metric's units (schema.TASKS: MSE for ratings), its standard error (ddof=1), the users, and
     `better`: the difference favours the candidate and its 95% interval excludes 0 (the report's test)."""
     mean, se, n = _paired([_per_user_unit(candidate, task)], [_per_user_unit(reference, task)], task)
     if task == "rating":  # per-user squared-error sums over mean rows per user: a difference of MSE
@@ -131,7 +144,7 @@ def build(records: list[dict], per_user: dict[str, pd.DataFrame]) -> list[Group]
     groups: dict[tuple, dict[tuple, dict[str, dict]]] = {}
     for r in records:
         t = r["tags"]
-        if t.get("eval_split", "test") != "test" or not t.get("task"):
+        if t.get("eval_split", "test") != "test" or t.get("task") not in TASKS:
             continue
         key = tuple(t.get(k, "-") for k in GROUP_TAGS)
         config = tuple(sorted((r.get("config") or {}).items()))
@@ -139,7 +152,7 @@ def build(records: list[dict], per_user: dict[str, pd.DataFrame]) -> list[Group]
     out = []
     for key, models in sorted(groups.items()):
         task = key[1]
-        metric, _, mode = HEADLINE[task]
+        metric, _, mode = ranked_by(task, key[-1])
         rows, names = [], {}
         for model in dict.fromkeys(m for m, _ in models):
             configs = sorted((c for m, c in models if m == model), key=lambda c: -len(models[(model, c)]))
@@ -153,7 +166,7 @@ def build(records: list[dict], per_user: dict[str, pd.DataFrame]) -> list[Group]
                     row.stats[m] = (v.mean(), v.std(ddof=1) if len(v) > 1 else float("nan"), len(v))
             secs = [x["train_seconds"] for x in runs if x["train_seconds"] == x["train_seconds"]]
             row.train_seconds = float(np.mean(secs)) if secs else float("nan")
-            if len(runs) == 1 and runs[0]["run_id"] in per_user:
+            if len(runs) == 1 and runs[0]["run_id"] in per_user and _has_unit(per_user[runs[0]["run_id"]], task):
                 row.interval = _interval(per_user[runs[0]["run_id"]], task)
             rows.append(row)
         rows = [r for r in rows if metric in r.stats]
@@ -170,7 +183,8 @@ def _paired_vs(row: Row, ref: Row, per_user: dict[str, pd.DataFrame], task: str,
     interval to exclude 0 and, with two or more shared seeds, the paired seed-level t-test too."""
     lead = {r["tags"].get("seed", ""): r for r in ref.runs}
     shared = [(r, lead[r["tags"].get("seed", "")]) for r in row.runs if r["tags"].get("seed", "") in lead]
-    both = [(x, y) for x, y in shared if x["run_id"] in per_user and y["run_id"] in per_user]
+    both = [(x, y) for x, y in shared if x["run_id"] in per_user and y["run_id"] in per_user
+            and _has_unit(per_user[x["run_id"]], task) and _has_unit(per_user[y["run_id"]], task)]
     diff = seed_diff = None
     if both:
         mean, se, n = _paired([_per_user_unit(per_user[x["run_id"]], task) for x, _ in both],
@@ -210,9 +224,9 @@ def _fmt_stat(s: tuple | None) -> str:
 
 def table(g: Group) -> tuple[list[str], list[list[str]]]:
     task = g.key["task"]
-    metric, short, _ = HEADLINE[task]
+    metric, short, _ = ranked_by(task, g.key["protocol"])
     cols = COLUMNS[task]
-    unit = "MSE" if task == "rating" else short
+    unit = TASKS[task].unit
     header = ["model", *[c.removeprefix("test/") for c in cols], "95% over users (1 run)",
               f"paired Δ{unit} vs best ± se", "significant", f"paired Δ{unit} vs baseline ± se", "train s", "runs"]
     body = []

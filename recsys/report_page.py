@@ -7,7 +7,7 @@ import base64
 import html
 import io
 
-from recsys.report import HEADLINE, Group, table
+from recsys.report import Group, ranked_by, table
 
 
 def _png(fig) -> str:
@@ -28,7 +28,7 @@ def figures(g: Group) -> list[tuple[str, str]]:
     import matplotlib.pyplot as plt
 
     task = g.key["task"]
-    metric, short, _ = HEADLINE[task]
+    metric, short, _ = ranked_by(task, g.key["protocol"])
     out = []
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for r in g.rows:

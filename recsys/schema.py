@@ -34,11 +34,18 @@ class Task:
 
     metric / mode: the headline metric (`<split>/<metric>`) and whether lower or higher is better; the
     model selection metric on validation, early stopping's, tuning's objective and the champion rule.
-    loss: what `loss: auto` trains a model with (sequence models and large catalogues: recsys/training/losses.py).
-    losses: the losses its data can train. split: the split prepare and main use when none is given."""
+    label: how a person reads it. unit: what a per-user paired difference of it is in (the report and the
+    registry). sampled: the headline of the sampled-negatives protocol (implicit only).
+    columns: the test metrics the report and main's leaderboard show, headline first.
+    loss: what `loss: auto` trains a model with (sequence models and large catalogues: config.resolve_loss).
+    losses: the losses its data can train. split: the split prepare (`split=auto`) and main use."""
     name: str
     metric: str
     mode: str
+    label: str
+    unit: str
+    sampled: str
+    columns: tuple[str, ...]
     loss: str
     losses: tuple[str, ...]
     split: str
@@ -54,8 +61,12 @@ class Task:
         return a < b if self.mode == "min" else a > b
 
 
-TASKS = {"rating": Task("rating", "rmse", "min", "mse", ("mse",), "random"),
-         "implicit": Task("implicit", "ndcg_at_10", "max", "bce", LOSS_NAMES, "leave_last_out")}
+TASKS = {"rating": Task("rating", "rmse", "min", "RMSE", "MSE", "", ("rmse", "mae"), "mse", ("mse",), "random"),
+         "implicit": Task("implicit", "ndcg_at_10", "max", "NDCG@10", "NDCG@10", "sampled_ndcg_at_10",
+                          ("ndcg_at_10", "hr_at_10", "sampled_ndcg_at_10", "sampled_hr_at_10", "coverage_at_10"),
+                          "bce", LOSS_NAMES, "leave_last_out")}
+RANKING = TASKS["implicit"]  # the ranking headline (its cut-off: RANKING_K), read by ranking code of either task
+RANKING_K = 10
 
 
 def task_of(name: str) -> Task:

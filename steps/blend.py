@@ -2,7 +2,7 @@
 
 Parameters (docs/reference.md#blend): runs (train run ids separated by commas, or a main run id: its
 train runs), method (linear: ridge regression of the ratings; for implicit data a weighted sum of each
-member's per-user standardised scores, the weights searched on validation NDCG@10), register_as.
+member's per-user standardised scores, the weights searched on validation's ranking headline), register_as.
 Logs the members and weights (params, tags blend.*), the validation metric of the blend and of each
 member, and the `model` as a train run logs it: `evaluate`, `report`, the registry and serving take it.
 """

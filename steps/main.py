@@ -30,8 +30,6 @@ for name, default in [("dataset", "ml-100k"), ("task", "rating"), ("split", "aut
     flags = {f"--{name.replace('_', '-')}", f"--{name}"}  # MLflow appends undeclared -P key=value as --key value
     p.add_argument(*sorted(flags), dest=name, default=default)
 
-KEYS = {"rating": ["test/rmse", "test/mae", "test/rmse_improvement"],
-        "implicit": ["test/ndcg_at_10", "test/hr_at_10", "test/sampled_hr_at_10", "test/coverage_at_10"]}
 
 
 def main(argv=None):
@@ -93,13 +91,13 @@ def main(argv=None):
 
             results.update(tracking.run_pipelines({"blend": combine()}, 1, found, record, a.env_manager, exp))
             models = [*models, "blend"]
-        rows = []
+        rows, keys = [], [f"test/{c}" for c in task_of(a.task).columns]
         for m in models:
             tr, ev = results[m]
             mt, me = mlflow.get_run(tr).data.metrics, mlflow.get_run(ev).data.metrics
-            rows.append([m, *[f"{me.get(k, float('nan')):.4f}" for k in KEYS[a.task]],
+            rows.append([m, *[f"{me.get(k, float('nan')):.4f}" for k in keys],
                          f"{mt.get('train_seconds', float('nan')):.1f}", tr, ev])
-        header = ["model", *KEYS[a.task], "train s", "train run", "eval run"]
+        header = ["model", *keys, "train s", "train run", "eval run"]
         table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                           + ["| " + " | ".join(r) + " |" for r in rows])
         mlflow.log_text(f"# Leaderboard: {a.dataset} {a.task} ({split})\n\n{table}\n\n" + "\n".join(log) + "\n",

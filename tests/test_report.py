@@ -211,3 +211,45 @@ def test_a_blend_row_lists_its_weights_seed_by_seed():
     assert "- blend(mf+sasrec) weights, fitted on validation: seed 1: mf 0.1000, sasrec 0.9000; seed 2: mf 0.2000, " \
            "sasrec 0.8000" in md
     assert md.count("weights, fitted on validation") == 1  # mf is no blend
+
+
+def test_any_mix_of_protocols_tasks_and_per_user_tables_renders_without_a_traceback():
+    """A property test: random experiments (both tasks, full / sampled / both / sampled-users protocols,
+    blends, runs missing metrics or per-user tables, per-user tables without the headline column, as a
+    sampled-only evaluation writes them) always build, render as markdown and as a page."""
+    from recsys import report_page
+
+    rng = np.random.default_rng(7)
+    protocols = {"implicit": ["leave_last_out/both", "leave_last_out/sampled", "leave_last_out/full",
+                              "leave_last_out/both@50users"], "rating": ["random/rating"]}
+    for trial in range(40):
+        records, per_user = [], {}
+        for i in range(int(rng.integers(1, 9))):
+            task = str(rng.choice(["implicit", "rating"]))
+            protocol = str(rng.choice(protocols[task]))
+            model = str(rng.choice(["mf", "popularity", "global_mean", "blend(mf+popularity)", "ncf"]))
+            rid = f"r{trial}-{i}"
+            names = [f"test/{c}" for c in report.TASKS[task].columns]
+            if protocol.endswith("/sampled"):
+                names = [n for n in names if "sampled" in n]
+            metrics = {n: float(rng.random()) for n in names if rng.random() < 0.9}
+            tags = {"dataset": "d", "task": task, "data_split": protocol.split("/")[0], "tie_break": "random",
+                    "positive_threshold": "1", "protocol": protocol, "eval_split": "test", "model": model,
+                    "seed": str(rng.integers(0, 3))}
+            records.append({"run_id": rid, "tags": tags, "metrics": metrics, "train_seconds": float(rng.random()),
+                            "history": {}, "config": {}})
+            if rng.random() < 0.7:
+                n = int(rng.integers(1, 30))
+                cols = {"user": np.arange(n)}
+                if task == "rating":
+                    cols.update(rmse=rng.random(n), n=rng.integers(1, 5, n))
+                elif not protocol.endswith("/sampled"):
+                    cols["ndcg_at_10"] = rng.random(n)
+                per_user[rid] = pd.DataFrame(cols)
+        groups = report.build(records, per_user)
+        md = report.markdown(groups, "exp")
+        assert md.startswith("#") or md
+        report_page.html_page(groups, "exp")
+        for g in groups:
+            if g.key["protocol"].endswith("/sampled") and g.rows:  # ranked by the sampled headline
+                assert all("test/sampled_ndcg_at_10" in r.stats for r in g.rows)

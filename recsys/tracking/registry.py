@@ -97,7 +97,7 @@ def promote(name: str, version: str, module, data, protocol: str, eval_users: in
             theirs = evaluation.evaluate(champ_module, data, "val", [10], protocol, eval_users)
             champ_value = theirs.metrics[key]
             test = report.paired_test(mine.per_user, theirs.per_user, task)
-            unit = "MSE" if task == "rating" else "NDCG@10"
+            unit = TASKS[task].unit
             evidence = {"registry.paired_delta": f"{test['delta']:.6f}", "registry.paired_se": f"{test['se']:.6f}",
                         "registry.paired_users": str(test["n"])}
             said = f"paired Δ{unit} {test['delta']:+.4f} ± {test['se']:.4f} over {test['n']} users on validation"

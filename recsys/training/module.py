@@ -15,6 +15,7 @@ from recsys import metrics, ranking
 from recsys.models.base import output, rating_range
 from recsys.models import build_model
 from recsys.models._fields import FieldEmbedding
+from recsys.schema import RANKING, RANKING_K
 from recsys.training.losses import loss_function
 from recsys.training.optim import RowAdam, RowAdamW, use_row_updates
 
@@ -155,8 +156,8 @@ class TrainingModule(pl.LightningModule):
         elif self.ranking_context is not None:
             users, targets, exclude = self.ranking_context
             ranks, _ = ranking.rank_targets(self.model, users, targets, exclude, self.hparams.n_items)
-            vals["val/ndcg_at_10"] = metrics.ndcg(ranks, 10)
-            vals["val/hr_at_10"] = metrics.hit_rate(ranks, 10)
+            vals[RANKING.key("val")] = metrics.ndcg(ranks, RANKING_K)
+            vals[f"val/hr_at_{RANKING_K}"] = metrics.hit_rate(ranks, RANKING_K)
         return vals
 
     def configure_optimizers(self):
