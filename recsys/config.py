@@ -15,6 +15,7 @@ hyper-parameters: they have their own section and their own `runtime.*` params.
 from __future__ import annotations
 
 import difflib
+import os
 import inspect
 from functools import lru_cache
 from pathlib import Path
@@ -208,6 +209,10 @@ def load(name: str, path: str | Path | None = None, overrides: dict | None = Non
     if "num_heads" in hp and hp.get("embedding_dim", 0) % hp["num_heads"]:
         raise RecsysError(f"{where}: num_heads={hp['num_heads']} must divide embedding_dim={hp['embedding_dim']} "
                           "(each head attends over embedding_dim / num_heads of it)")
+    cores = os.cpu_count() or 1
+    if cfg.runtime.threads > cores:  # torch would start them all; libgomp dies past what it can make
+        raise RecsysError(f"{where}: threads={cfg.runtime.threads} is more than this machine's {cores} cores; use "
+                          f"threads between 1 and {cores} (0: torch's default)")
     if cfg.exclude_seen and not model_class(name).uses_history:
         raise RecsysError(f"{where}: exclude_seen=true leaves a user's earlier items out of a sequence model's "
                           f"training loss (sasrec, gru4rec); set exclude_seen=false for {name}")

@@ -47,6 +47,14 @@ def setup_tags(meta: dict, split: str, protocol: str, eval_users: int = 0) -> di
             "eval_split": split, "data_seed": meta.get("seed", ""), "content_hash": meta["content_hash"]}
 
 
+def sample_size(data: Prepared, split: str, eval_users: int) -> int:
+    """`eval_users` as evaluated: 0 (every user, the full protocol) when the sample would hold every user
+    of the split, so a run that ranked everyone is never filed under a sampled protocol."""
+    if eval_users < 0:
+        raise RecsysError(f"eval_users={eval_users} must be >= 0 (0 = every user)")
+    return 0 if eval_users >= data.split(split)[USER].nunique() else eval_users
+
+
 def bucket(counts: np.ndarray) -> np.ndarray:
     out = np.empty(len(counts), dtype=object)
     for lo, hi, name in ACTIVITY_BUCKETS:

@@ -38,7 +38,7 @@ class Task:
     registry). sampled: the headline of the sampled-negatives protocol (implicit only).
     columns: the test metrics the report and main's leaderboard show, headline first.
     loss: what `loss: auto` trains a model with (sequence models and large catalogues: config.resolve_loss).
-    losses: the losses its data can train. split: the split prepare (`split=auto`) and main use."""
+    losses: the losses its data can train. split: the split prepare and main use when split=auto (their default)."""
     name: str
     metric: str
     mode: str

@@ -9,6 +9,8 @@ from recsys.errors import RecsysError
 def _wanted(name: str, value, minimum: int, maximum: int | None) -> RecsysError:
     what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
     upper = f" and <= {maximum:,}" if maximum is not None else ""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        value = int(value)  # 0.0 as the person sent it: MLflow hands a JSON 0 over as a double
     return RecsysError(f"{name}={value!r} must be {what}{upper}")
 
 

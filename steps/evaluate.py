@@ -52,14 +52,16 @@ def main(argv=None):
         data = prep.load(tracking.download(data_uri, "data", tmp / "data"))
         tracking.check_scorable(ttags, data, data_uri, max(ks))
         module = tracking.load_bundle(a.model_uri, tmp / "model").module
+        # a sample as large as the split is every user: the full protocol, tagged as such
+        users = evaluation.sample_size(data, a.split, a.eval_users) if data.meta["task"] == "implicit" else a.eval_users
         tracking.log_params({**vars(a), "data": data_uri, "data_uri": data_uri})
         tracking.log_context({"train_run_id": train_run, "model_uri": a.model_uri, "data_uri": data_uri,
                               "model": ttags.get("model", ""), "step": "evaluate",
                               "seed": ttags.get("seed", data.meta.get("seed", "")),
-                              **evaluation.setup_tags(data.meta, a.split, a.protocol, a.eval_users)})
+                              **evaluation.setup_tags(data.meta, a.split, a.protocol, users)})
         ds = tracking.log_data_input(data, data_uri, "evaluation")
         t0 = time.perf_counter()
-        ev = evaluation.evaluate(module, data, a.split, ks, a.protocol, a.eval_users)
+        ev = evaluation.evaluate(module, data, a.split, ks, a.protocol, users)
         tracking.log_model_metrics({**ev.metrics, "evaluate_seconds": time.perf_counter() - t0}, a.model_uri, ds)
         out = tmp / "out"
         out.mkdir()
@@ -74,7 +76,7 @@ def main(argv=None):
         value = ev.metrics.get(key, float("nan"))
         registered = tracking.registered_version(a.model_uri, train_run)
         if registered:  # decided on validation, whichever split this run reports
-            print(tracking.promote(*registered, module, data, a.protocol, a.eval_users, tmp))
+            print(tracking.promote(*registered, module, data, a.protocol, users, tmp))
         mlflow.set_tag("mlflow.note.content", f"{ttags.get('model', 'model')} on {data.meta.get('name')} {a.split} "
                        f"({data.meta['task']}, {data.meta['split']}): {key} = {value:.4f}; trained in run {train_run}")
         print(f"evaluated {a.model_uri} on {data.meta.get('name')} {a.split}: {key}={value:.4f} (run {run.info.run_id})")

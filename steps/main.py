@@ -1,6 +1,6 @@
 """main: prepare -> train -> evaluate, each its own MLflow run nested under this one.
 
-Parameters: dataset, task, split, positive_threshold, tie_break, models (comma-separated; `model` is an alias),
+Parameters: dataset, task, split, positive_threshold, tie_break, eval_negatives (passed on to prepare), models (comma-separated; `model` is an alias),
 config, lr, epochs, embedding_dim, seed, k, env_manager (forwarded to every child), force (1 = re-run
 even where a finished run could be reused), parallel (models trained and evaluated at once, each with its
 share of the cores; auto = as many as there are models and cores), blend (1: also blend the models'
@@ -26,7 +26,8 @@ p = ArgParser(prog="main", description=__doc__.splitlines()[0])
 for name, default in [("dataset", "ml-100k"), ("task", "rating"), ("split", "auto"), ("positive_threshold", "4"),
                       ("tie_break", "random"), ("models", "mf"), ("model", ""), ("config", ""), ("lr", ""),
                       ("epochs", ""), ("embedding_dim", ""), ("seed", "42"), ("k", "5,10,20"), ("env_manager", "local"),
-                      ("force", "0"), ("register_as", ""), ("parallel", "auto"), ("blend", "0")]:
+                      ("force", "0"), ("register_as", ""), ("parallel", "auto"), ("blend", "0"),
+                      ("eval_negatives", "auto")]:
     flags = {f"--{name.replace('_', '-')}", f"--{name}"}  # MLflow appends undeclared -P key=value as --key value
     p.add_argument(*sorted(flags), dest=name, default=default)
 
@@ -36,7 +37,11 @@ def main(argv=None):
     with tracking.step_run("main") as run:
         a = p.parse_args(argv)
         mlflow.set_tag("mlflow.runName", f"main {a.dataset} {a.task}")
-        models = [m.strip() for m in (a.model or a.models).split(",") if m.strip()]
+        asked = [m.strip() for m in (a.model or a.models).split(",") if m.strip()]
+        models = list(dict.fromkeys(asked))  # each model once: a model listed twice trains and blends once
+        if len(models) < len(asked):
+            print(f"models: {', '.join(sorted({m for m in asked if asked.count(m) > 1}))} listed more than once; "
+                  "each is trained once", flush=True)
         if not models:
             raise RecsysError("models= names no model; pass one or more, e.g. models=mf,ncf")
         for m in models:
@@ -69,6 +74,8 @@ def main(argv=None):
 
         prep_params = {"dataset": a.dataset, "task": a.task, "split": split, "positive_threshold": a.positive_threshold,
                        "tie_break": a.tie_break, "seed": a.seed}
+        if given(a.eval_negatives):  # passed on to prepare (its default otherwise)
+            prep_params["eval_negatives"] = integer("eval_negatives", a.eval_negatives)
         t0 = time.perf_counter()
         prep = found("prepare", prep_params, "prepare")
         if not prep:

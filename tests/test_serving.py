@@ -141,6 +141,34 @@ def test_a_bad_requests_line_survives_the_scoring_servers_rewrite():
     assert e.message == "k=0 must be a positive integer" and json.loads(e.serialize_as_json())["message"] == e.message
 
 
+def test_the_served_model_loads_and_answers_without_lightning_from_the_code_it_ships(served, tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{served['db']}")
+    local = Path(mlflow.artifacts.download_artifacts(served["uri"], dst_path=str(tmp_path)))
+    assert not any("lightning" in line.lower() for line in (local / "requirements.txt").read_text().splitlines())
+    shipped = local / "code" / "recsys"
+    assert (shipped / "scoring.py").is_file() and not (shipped / "training").exists()
+    script = ("import sys; sys.modules['pytorch_lightning'] = None; sys.modules['lightning'] = None\n"
+              "import mlflow.pyfunc\n"  # recsys is not imported before: it must come from the model's code
+              f"m = mlflow.pyfunc.load_model({str(local)!r})\n"
+              "print(len(m.predict(__import__('pandas').DataFrame({'user': ['1']}), params={'k': 4})))\n"
+              "import recsys; print(recsys.__file__)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.split()
+    assert lines[-2] == "4" and str(local) in lines[-1], out.stdout
+
+
+def test_a_k_that_is_not_a_positive_integer_gets_the_same_line_in_every_request_shape(served):
+    from mlflow.exceptions import MlflowException
+
+    for k in (2.5, 0, -3, "abc", True, None, [3], "1e400"):
+        for frame in ({"user": ["1"]}, [{"user": "1"}]):
+            with pytest.raises(MlflowException) as e:
+                served["model"].unwrap_python_model().predict(None, frame if isinstance(frame, list)
+                                                              else pd.DataFrame(frame), {"k": k})
+            assert e.value.message.startswith(f"k={k!r} must be a positive integer"), e.value.message
+
+
 def test_the_model_holds_only_what_serving_needs(served, tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{served['db']}")
     local = Path(mlflow.artifacts.download_artifacts(served["uri"], dst_path=str(tmp_path)))
@@ -210,10 +238,15 @@ def test_real_http_answers_every_request_and_keeps_answering(served, tmp_path):
             if message:
                 assert message in answer["message"] and "Traceback" not in answer["message"]
             check_alive()
-        for k in ("abc", 2.5, True):  # MLflow's own check of the params schema, as docs/serving.md quotes it
+        for k in (2.5, 0.0, -1):  # numbers reach the model's own rule: one line, the same words as in-process
             status, answer = _post(port, split({"user": ["1"]}, k=k))
             assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
-            assert "Failed to validate type and shape for 'k': long" in answer["message"], answer
+            assert answer["message"].startswith("k=") and "\n" not in answer["message"], answer
+            check_alive()
+        for k in ("abc", True):  # MLflow's own check of the params schema, as docs/serving.md quotes it
+            status, answer = _post(port, split({"user": ["1"]}, k=k))
+            assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
+            assert "Failed to validate type and shape for 'k': double" in answer["message"], answer
             check_alive()
         users = [str(u) for u in range(1, 121)] * 84  # a 10,080-row batch
         status, body = _post(port, split({"user": users[:10_000]}, k=10))

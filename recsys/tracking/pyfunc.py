@@ -19,6 +19,10 @@ from recsys.errors import RecsysError
 from recsys.tracking.lineage import PROJECT_ROOT, run_id_of_model, run_tags
 
 CODE = Path(__file__).with_name("served_model.py")
+# what a served model loads: the scoring path (models, scoring, serving) and the pyfunc's own package; not
+# training (Lightning), tuning, evaluation or reports. tests/test_serving.py loads one with Lightning blocked.
+SERVED_CODE = ("__init__.py", "errors.py", "schema.py", "values.py", "ranking.py", "baselines.py", "scoring.py",
+               "interrupts.py", "data/__init__.py", "data/history.py", "models", "serving", "tracking")
 
 
 class RequestError(MlflowException):
@@ -44,8 +48,8 @@ class PyfuncModel(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper: input rows with `user` (raw id, string or integer) and optionally `item`.
 
     Without `item`: the top-`k` (param, default 10) unseen items per user with rank, score, title,
-    year, genres and `fallback`; with `item`: one score per row (predicted rating, or P(positive) for
-    implicit). A bad request raises MLflow's exception with INVALID_PARAMETER_VALUE, which the scoring
+    year, genres and `fallback`; with `item`: one score per row (predicted rating, or for implicit the
+    sigmoid of the raw score: serving/bundle.py). A bad request raises MLflow's exception with INVALID_PARAMETER_VALUE, which the scoring
     server answers with HTTP 400 and the one-line message.
     """
 
@@ -86,12 +90,14 @@ def log_model(checkpoint: Path, serving_dir: Path, register_as: str = "", descri
 
     # no input schema: the model checks `user` / `item` itself (one-line 400s), ids come as strings or
     # integers, and MLflow's CSV parser cannot read a body against a schema of untyped columns
-    signature = ModelSignature(inputs=None, params=ParamSchema([ParamSpec("k", "long", 10)]))
+    # `k` as a double: MLflow passes any number through (2.5 included) to the model's own one-line rule; a
+    # string or a bool is refused by MLflow itself first (docs/serving.md: what a client reads then)
+    signature = ModelSignature(inputs=None, params=ParamSchema([ParamSpec("k", "double", 10.0)]))
     users = pd.read_parquet(Path(serving_dir) / "users.parquet")["raw_id"].head(2).tolist()
     info = mlflow.pyfunc.log_model(
         name="model", python_model=str(CODE),
         artifacts={"checkpoint": str(checkpoint), "serving": str(serving_dir)},
-        code_paths=[str(PROJECT_ROOT / "recsys")],
+        code_paths=[str(_served_code(Path(serving_dir).parent / "code" / "recsys"))],
         pip_requirements=_requirements(), signature=signature, input_example=(pd.DataFrame({"user": users}), {"k": 10}),
         registered_model_name=register_as or None,
         tags={k: str(v) for k, v in {**(describe or {}), **(extra_tags or {})}.items()} or None,
@@ -186,11 +192,27 @@ def verify_files(local: Path, run_id: str, model_uri: str) -> None:
                               "(nothing in it was loaded); load models only from stores you trust, or train again")
 
 
+def _served_code(out: Path) -> Path:
+    """A copy of the part of `recsys` a served model runs (SERVED_CODE), at `out`."""
+    import shutil
+
+    root = PROJECT_ROOT / "recsys"
+    for part in SERVED_CODE:
+        src, dst = root / part, out / part
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, dst)
+    return out
+
+
 def _requirements() -> list[str]:
+    """What inference imports (no Lightning: scoring.py rebuilds a model from plain weights)."""
     from importlib.metadata import version
 
     return [f"torch=={version('torch').split('+')[0]}"] + [
-        f"{p}=={version(p)}" for p in ("pytorch-lightning", "mlflow", "pandas", "pyarrow", "numpy", "pyyaml")]
+        f"{p}=={version(p)}" for p in ("mlflow", "pandas", "pyarrow", "numpy", "pyyaml")]
 
 
 def load_model(model_uri: str, dst: Path | None = None):
