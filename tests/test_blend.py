@@ -39,6 +39,24 @@ def test_ridge_weights_recover_a_known_combination_and_the_grid_is_the_simplex()
     assert torch.allclose(z[0], torch.tensor([-1.0, 0.0, 1.0])) and torch.equal(z[1], torch.zeros(3))
 
 
+def test_rating_weights_are_never_negative_and_the_search_scales_gently_with_members():
+    rng = np.random.default_rng(1)
+    y = rng.normal(3.5, 1, 80)
+    good, noise = y + rng.normal(0, 0.5, 80), rng.normal(3.5, 1, 80)
+    x = np.stack([good, good + 0.9 * (noise - good), noise], 1)  # collinear members: OLS would subtract one
+    w, _, _ = blend.ridge_weights(x, y)
+    assert (w >= 0).all() and w[0] > 0
+    calls = []
+
+    def score(weights):  # the best blend is member 2 alone
+        calls.append(weights)
+        return -float(np.abs(weights - np.eye(10)[2]).sum())
+
+    best, value = blend.greedy_simplex(10, score)
+    assert np.allclose(best, np.eye(10)[2]) and value == 0.0
+    assert len(calls) == 100 and all(abs(c.sum() - 1) < 1e-12 and (c >= 0).all() for c in calls)  # 10 x 10, not 11^9
+
+
 @pytest.mark.parametrize("task", ["rating", "implicit"])
 def test_a_blend_is_fitted_on_validation_logged_evaluated_and_served(ml100k_dir, task):
     extra = ["--task", "implicit", "--split", "leave_last_out", "--positive-threshold", "1",
@@ -71,7 +89,8 @@ def test_members_of_other_data_or_other_tasks_or_not_train_runs_are_refused(ml10
     second = _last("prepare").info.run_id
     a, b = _trained(first, "mf"), _trained(second, "global_mean")
     for runs, match in ((f"{a},{b}", "trained on different data"), (a, "at least two finished train runs"),
-                        (f"{a},{first}", f"run {first} is not a finished train run")):
+                        (f"{a},{first}", f"run {first} is not a finished train run"),
+                        (f"{a},{a}", f"run {a} is listed more than once")):
         with pytest.raises(SystemExit) as e:
             blend_step.main(["--runs", runs])
         err = capsys.readouterr().err

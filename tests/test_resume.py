@@ -57,3 +57,17 @@ def test_a_chain_of_sasrec_resumes_records_what_it_trained_and_refuses_what_cann
     # another model than the one it trained
     r = _train(env, tmp_path, f"resume_from={ids[-1]}", "model=mf", "epochs=6")
     assert r.returncode != 0 and "trained sasrec, not mf" in _latest_train().data.tags["error"]
+    # what the run was stays what it is: other data, another task, another shape, each one line, nothing logged
+    other = prepare_step.main(["--dataset", "synthetic", "--task", "implicit", "--n-users", "100", "--n-items", "120",
+                               "--n-ratings", "3000", "--positive-threshold", "1", "--eval-negatives", "5", "--seed", "7"])
+    for params, said in (([f"data=runs:/{other}/data"], f"trained on runs:/{data}/data, not runs:/{other}/data"),
+                         (["task=rating"], "trained the implicit task, not rating"),
+                         (["embedding_dim=32"], "trained with embedding_dim=16, not '32'"),
+                         (["max_len=30"], "trained with max_len=20, not '30'")):
+        r = _train(env, tmp_path, f"resume_from={ids[-1]}", "epochs=6", *params)
+        refused = _latest_train()
+        assert r.returncode != 0 and refused.info.status == "FAILED", r.stderr[-2000:]
+        assert said in refused.data.tags["error"] and "resume changes only training and runtime keys" in \
+            refused.data.tags["error"], refused.data.tags["error"]
+        assert [ln for ln in r.stderr.splitlines() if ln.startswith("error:")] and "Traceback" not in r.stderr
+        assert not [k for k in refused.data.params if k.startswith(("model.", "training."))]

@@ -208,6 +208,8 @@ def test_train_and_evaluate_log_the_data_as_input_and_model_metrics(chain):
     ("main", ["--models", " , "], "models= names no model"),
     ("main", ["--seed", "-1"], "seed='-1' must be an integer >= 0"),
     ("main", ["--k", "0"], "k='0' must be positive integers"),  # refused before anything trains
+    ("main", ["--eval-negatives", "2.5"], "eval_negatives='2.5' must be an integer >= 0"),
+    ("train", ["--threads", "1000000"], "threads=1000000 is more than this machine's"),
     ("main", ["--register-as", "bad name/with:x"], "register_as='bad name/with:x' cannot name a registered model"),
     ("train", ["--register_as", "bad name/with:x"], "register_as='bad name/with:x' cannot name a registered model"),
     ("report", ["--experiment", "x", "--output", "a/b"], "output='a/b' must be a file name without folders"),
@@ -218,6 +220,20 @@ def test_bad_parameters_fail_in_one_line_before_anything_is_logged(chain, capsys
     module = importlib.import_module(f"steps.{step}")
     run = _fails(module.main, argv, capsys, match)
     assert not run.data.params and not run.data.metrics
+
+
+def test_a_user_sample_as_large_as_the_split_is_filed_as_the_full_protocol(ml100k_dir):
+    from steps import evaluate as evaluate_step
+
+    data = prepare_step.main(["--dataset", str(ml100k_dir), "--task", "implicit", "--positive-threshold", "1",
+                              "--eval-negatives", "20"])
+    assert mlflow.get_run(data).data.tags["split"] == "leave_last_out"  # split=auto: the task's own
+    train = _train(data, "--model", "popularity")
+    tags = {}
+    for users in ("100000", "0", "50"):
+        evaluate_step.main(["--model-uri", f"runs:/{train}/model", "--eval-users", users, "--protocol", "full"])
+        tags[users] = _last_run().data.tags["protocol"]
+    assert tags["100000"] == tags["0"] == "leave_last_out/full" and tags["50"] == "leave_last_out/full@50users"
 
 
 def test_a_loss_the_task_cannot_train_fails_before_anything_is_logged(chain, capsys):

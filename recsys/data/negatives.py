@@ -39,7 +39,7 @@ def sample_eval_negatives(users: np.ndarray, n_items: int, k: int, seen_keys: np
         who = raw_ids[short[0]] if raw_ids is not None else short[0]
         most = int(n_items - seen_per_user[users].max())
         raise RecsysError(f"user {who} (the dataset's id) has {n_items - seen_per_user[short[0]]} unseen items, fewer than "
-                          f"eval_negatives={k} ({len(short):,} users do); lower eval_negatives to at most "
+                          f"eval_negatives={k} ({len(short):,} of {len(users):,} users are short); lower eval_negatives to at most "
                           f"{max(most, 0)}, or 0 to skip the sampled protocol")
     out = np.full((len(users), k), -1, dtype=np.int64)
     todo = np.arange(len(users))
