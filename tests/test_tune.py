@@ -32,7 +32,7 @@ def _fails(argv, capsys, match):
 def test_bad_sweeps_are_one_line_errors(ml100k_dir, tmp_path, capsys):
     _fails(["--model", "global_mean", "--trials", "2"], capsys, "has no search: space")
     _fails(["--model", "popularity", "--task", "implicit", "--trials", "2"], capsys, "has no search.implicit: space")
-    _fails(["--model", "mf", "--trials", "0"], capsys, "trials='0' must be an integer >= 1")
+    _fails(["--model", "mf", "--trials", "0"], capsys, "trials='0' must be a positive integer")
     _fails(["--model", "mf", "--storage", "redis://localhost/0"], capsys, "is not a database URL")
     data = prepare_step.main(["--dataset", str(ml100k_dir)])
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -305,7 +305,7 @@ def test_repeats_average_each_trial_over_training_seeds_and_keep_their_own_study
     # one seed's values cannot join a study of two-seed means
     _fails(["--model", "mf", "--data", f"runs:/{data}/data", "--storage", storage, "--study", study.study_name],
            capsys, "or the same repeats")
-    _fails(["--model", "mf", "--repeats", "0"], capsys, "repeats='0' must be an integer >= 1")
+    _fails(["--model", "mf", "--repeats", "0"], capsys, "repeats='0' must be a positive integer")
 
 
 def _asked(studies, n):
