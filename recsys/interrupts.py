@@ -149,6 +149,22 @@ def _watch_launcher(stop: threading.Event, every_s: float = 0.5) -> None:
             return
 
 
+def _deaf() -> None:
+    """In the guard's process, before it runs: SIGINT and SIGTERM ignored (kept across exec), so the
+    signal that stops the step's process tree, or main's stop_trees sweeping its child's descendants,
+    can never stop the guard that writes the step's last word (KILLED)."""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _is_guard(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"recsys.tracking.guard" in f.read()
+    except OSError:
+        return False
+
+
 def _start_guard(run_id: str, msg: str, launcher: int | None, tracking_uri: str) -> None:
     """The detached guard (recsys/tracking/guard.py) gets only the tracking settings of the environment."""
     keep = ("PATH", "HOME", "PYTHONPATH", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
@@ -159,7 +175,7 @@ def _start_guard(run_id: str, msg: str, launcher: int | None, tracking_uri: str)
     try:
         subprocess.Popen([sys.executable, "-m", "recsys.tracking.guard", run_id, msg[:5000], *map(str, pids)],
                          env=env, cwd=ROOT, start_new_session=True, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_deaf)
     except OSError:
         pass
 
@@ -220,7 +236,7 @@ def stop_trees(procs: list[subprocess.Popen], grace_s: float = 30) -> None:
     them are gone (SIGKILL after `grace_s`): a step inside gets the time to mark its own run KILLED."""
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10)):
         running = [proc.pid for proc in procs if proc.poll() is None]
-        tree = running + descendants(running)
+        tree = [p for p in running + descendants(running) if not _is_guard(p)]  # a guard outlives its step
         for pid in tree:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)

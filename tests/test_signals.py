@@ -266,3 +266,30 @@ def test_an_interrupted_step_whose_store_hangs_still_exits_and_ends_killed(env):
     run_id = proc.stdout.split()[0]
     assert _status_becomes(run_id, "KILLED"), mlflow.get_run(run_id).info.status  # the guard recorded it
     assert "interrupted by SIGTERM" in mlflow.get_run(run_id).data.tags["error"]
+
+
+def test_the_guard_outlives_the_signal_that_stops_its_steps_process_tree(env, tmp_path):
+    """The KILLED record is the last word by construction: the guard an interrupted step starts ignores
+    SIGINT and SIGTERM from its first instruction, and `stop_trees` (main stopping its child's whole tree)
+    spares it, so whichever process sees the signal first, the guard is there to write KILLED after the
+    step and its launcher are gone."""
+    from recsys import interrupts
+
+    client = mlflow.MlflowClient()
+    run_id = client.create_run(client.create_experiment("guarded")).info.run_id
+    script = ("import time; from recsys import interrupts\n"
+              f"interrupts._start_guard({run_id!r}, 'interrupted by SIGTERM; what was logged is kept', None, "
+              f"{env['MLFLOW_TRACKING_URI']!r})\n"
+              "print('guarded', flush=True); time.sleep(120)\n")
+    step = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    assert step.stdout.readline().strip() == "guarded"
+    guards = [p for p in interrupts.descendants([step.pid])
+              if b"recsys.tracking.guard" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert guards, "the step started no guard"
+    interrupts.stop_trees([step])  # SIGTERM to the step and everything it started, as main does to a child
+    os.kill(guards[0], signal.SIGTERM)  # and a stray SIGTERM of its own (a process group signalled twice)
+    deadline = time.monotonic() + 60
+    while client.get_run(run_id).info.status != "KILLED" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED" and run.data.tags["error"].startswith("interrupted by SIGTERM")
