@@ -125,6 +125,84 @@ def _val_batches(data: Prepared, users: np.ndarray | None = None) -> TensorBatch
     return TensorBatches(vu, vi, vt, batch_size=1 << 14, shuffle=False)
 
 
+OPTIMISATION = ("lr", "weight_decay", "optimizer", "scheduler", "net_weight_decay", "bias_weight_decay")  # TrainConfig's
+# keys the LightningModule takes as plain hyper-parameters (saved in every checkpoint)
+
+
+def _train_batches(data: Prepared, cls, model_hp: dict, cfg: TrainConfig, loss: str):
+    """An epoch's batches: next-item windows of each user's train items (sequence models), or the train
+    interactions with the negatives the loss draws."""
+    tr = data.train
+    u, i = tr[USER].to_numpy(np.int64), tr[ITEM].to_numpy(np.int64)
+    implicit = data.meta["task"] == "implicit"
+    if cls.uses_history:  # in their recorded order
+        max_len = int(model_hp.get("max_len", inspect.signature(cls).parameters["max_len"].default))
+        seq, nxt, owners = history.windows(tr, max_len)
+        return SequenceBatches(
+            seq, nxt, owners, batch_size=cfg.batch_size, seed=cfg.seed, n_items=data.n_items,
+            popularity=np.bincount(i, minlength=data.n_items),
+            shared_negatives=cfg.num_negatives if loss == "sampled_softmax" else 0,
+            negatives_per_position=loss == "bce", chunk=chunk_size(cfg.batch_size * max_len, 65536),
+            seen=history.seen(tr, max_len) if cfg.exclude_seen else None)
+    shared = losses.shares_negatives(loss, cls)  # mf's sampled softmax: negatives shared by a batch
+    kind = POSITIVES if shared else losses.BATCHES[loss]
+    return TensorBatches(
+        u, i, tr[RATING].to_numpy(np.float32), batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
+        n_items=data.n_items, num_negatives=cfg.num_negatives if implicit else 0,
+        seen_keys=sorted_keys(u, i, data.n_items) if implicit and not shared else None, kind=kind,
+        chunk=chunk_size(cfg.batch_size * (1 + cfg.num_negatives) if kind == LISTS else cfg.batch_size),
+        shared_negatives=cfg.num_negatives if shared else 0,
+        popularity=np.bincount(i, minlength=data.n_items) if shared else None)
+
+
+def _trainer(cfg: TrainConfig, monitor: str, mode: str, ckpt_dir: Path, logger, callbacks: tuple, progress: bool,
+             n_batches: int):
+    """(Trainer, the best-checkpoint callback): best.ckpt by the validation metric, last.ckpt every epoch,
+    early stopping after min_epochs."""
+    rt = cfg.runtime
+    ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
+                           enable_version_counter=False)
+    # last.ckpt after every epoch, whether or not it improved (Lightning's save_last only writes it when
+    # the monitored checkpoint is written, so a run would resume from its best epoch, not its last)
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
+    stop = MinEpochsEarlyStopping(cfg.min_epochs, monitor=monitor, mode=mode, patience=cfg.patience,
+                                  check_on_train_epoch_end=False)
+    trainer = pl.Trainer(
+        max_epochs=cfg.epochs, accelerator=rt.accelerator, devices=devices(rt.devices), strategy=rt.strategy,
+        num_nodes=rt.num_nodes, precision=rt.precision, logger=logger if logger is not None else False,
+        callbacks=[ckpt, last, stop, *callbacks], enable_progress_bar=progress, enable_model_summary=False,
+        num_sanity_val_steps=0, deterministic=True, log_every_n_steps=max(1, n_batches))
+    return trainer, ckpt
+
+
+def _module(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, loss: str, updates: str,
+            n_batches: int, val_users: int) -> tuple[TrainingModule, np.ndarray | None]:
+    """The LightningModule, its model given what it reads (feature tables, the history before validation;
+    a closed-form model fitted), and its validation ranking context; with the validation user sample."""
+    task, tr = data.meta["task"], data.train
+    u, i = tr[USER].to_numpy(np.int64), tr[ITEM].to_numpy(np.int64)
+    tables = feats.build(data.users, data.items)
+    module = TrainingModule(model_name=model_name, n_users=data.n_users, n_items=data.n_items, features=tables.spec(),
+                            model_hparams=model_hp, task=task, rating_min=data.meta["rating_min"],
+                            rating_max=data.meta["rating_max"], loss=loss, total_steps=cfg.epochs * n_batches,
+                            updates=updates, **{k: getattr(cfg, k) for k in OPTIMISATION})
+    model = module.model
+    if model.uses_features:
+        model.set_tables(tables.user_cont, tables.user_cat, tables.item_cont, tables.item_cat)
+    if model.uses_history:  # validation ranks from the train history
+        model.set_history(history.histories(history.before(data, "val"), data.n_users, model.max_len))
+    if model.closed_form:
+        model.fit(torch.as_tensor(u), torch.as_tensor(i), torch.as_tensor(tr[RATING].to_numpy()), task, module.to_logit)
+    if task != "implicit":
+        return module, None
+    va = data.val
+    val_user_ids = va[USER].to_numpy(np.int64)
+    vcsr = ranking.CSR.build(val_user_ids, va[ITEM].to_numpy(np.int64), data.n_users)
+    users = ranking.sample_users(np.unique(val_user_ids), val_users, data.meta.get("seed", 0) or 0)
+    module.ranking_context = (users, vcsr.padded(users), ranking.CSR.build(u, i, data.n_users))
+    return module, users if val_users else None
+
+
 def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logger=None,
         checkpoint_dir: Path | None = None, progress: bool = False, resume_from: Path | None = None,
         epoch_lines: bool = False, callbacks: tuple = (), val_users: int = 0) -> FitResult | None:
@@ -136,80 +214,22 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
     `checkpoint_dir` receives best.ckpt and last.ckpt (every epoch: what an interrupted run leaves);
     `resume_from` (a last.ckpt) restores weights, optimizer, scheduler, callbacks and the epoch."""
     seed_everything(cfg.seed)
-    rt = cfg.runtime
-    if rt.threads:
-        torch.set_num_threads(rt.threads)
-    task = data.meta["task"]
-    loss = config.resolve_loss(cfg.loss, task, model_class(model_name), data.n_items)
-    val_users = val_users or cfg.val_users
-    tables = feats.build(data.users, data.items)
-    tr = data.train
-    u, i = tr[USER].to_numpy(np.int64), tr[ITEM].to_numpy(np.int64)
-    implicit = task == "implicit"
-    cls = model_class(model_name)
-    if cls.uses_history:  # next-item windows of each user's train items, in their recorded order
-        max_len = int(model_hp.get("max_len", inspect.signature(cls).parameters["max_len"].default))
-        seq, nxt, owners = history.windows(tr, max_len)
-        train_batches = SequenceBatches(
-            seq, nxt, owners, batch_size=cfg.batch_size, seed=cfg.seed, n_items=data.n_items,
-            popularity=np.bincount(i, minlength=data.n_items),
-            shared_negatives=cfg.num_negatives if loss == "sampled_softmax" else 0,
-            negatives_per_position=loss == "bce", chunk=chunk_size(cfg.batch_size * max_len, 65536),
-            seen=history.seen(tr, max_len) if cfg.exclude_seen else None)
-    else:
-        shared = losses.shares_negatives(loss, cls)  # mf's sampled softmax: negatives shared by a batch
-        kind = POSITIVES if shared else losses.BATCHES[loss]
-        train_batches = TensorBatches(
-            u, i, tr[RATING].to_numpy(np.float32), batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
-            n_items=data.n_items, num_negatives=cfg.num_negatives if implicit else 0,
-            seen_keys=sorted_keys(u, i, data.n_items) if implicit and not shared else None, kind=kind,
-            chunk=chunk_size(cfg.batch_size * (1 + cfg.num_negatives) if kind == LISTS else cfg.batch_size),
-            shared_negatives=cfg.num_negatives if shared else 0,
-            popularity=np.bincount(i, minlength=data.n_items) if shared else None)
-
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    task, cls = data.meta["task"], model_class(model_name)
+    loss = config.resolve_loss(cfg.loss, task, cls, data.n_items)
+    train_batches = _train_batches(data, cls, model_hp, cfg, loss)
     monitor, mode = TASKS[task].key("val"), TASKS[task].mode
     ckpt_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="recsys-ckpt-"))
-    ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
-                           enable_version_counter=False)
-    # last.ckpt after every epoch, whether or not it improved (Lightning's save_last only writes it when
-    # the monitored checkpoint is written, so a run would resume from its best epoch, not its last)
-    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
-    stop = MinEpochsEarlyStopping(cfg.min_epochs, monitor=monitor, mode=mode, patience=cfg.patience,
-                                  check_on_train_epoch_end=False)
     # a closed-form model has nothing to optimise: it is fitted and validated once, with no Trainer
-    trainer = None if cls.closed_form else pl.Trainer(
-        max_epochs=cfg.epochs, accelerator=rt.accelerator, devices=devices(rt.devices), strategy=rt.strategy,
-        num_nodes=rt.num_nodes, precision=rt.precision, logger=logger if logger is not None else False,
-        callbacks=[ckpt, last, stop, *callbacks],
-        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
-        deterministic=True, log_every_n_steps=max(1, len(train_batches)),
-    )
+    trainer, ckpt = (None, None) if cls.closed_form else _trainer(cfg, monitor, mode, ckpt_dir, logger, callbacks,
+                                                                  progress, len(train_batches))
     updates = resolve_updates(cfg.updates, data.n_users + data.n_items, trainer.world_size if trainer else 1)
-
-    module = TrainingModule(model_name=model_name, n_users=data.n_users, n_items=data.n_items, features=tables.spec(),
-                         model_hparams=model_hp, task=task, rating_min=data.meta["rating_min"],
-                         rating_max=data.meta["rating_max"], lr=cfg.lr, weight_decay=cfg.weight_decay,
-                         optimizer=cfg.optimizer, scheduler=cfg.scheduler, loss=loss,
-                         total_steps=cfg.epochs * train_batches.n_batches, net_weight_decay=cfg.net_weight_decay,
-                         bias_weight_decay=cfg.bias_weight_decay, updates=updates)
-    model = module.model
-    if model.uses_features:
-        model.set_tables(tables.user_cont, tables.user_cat, tables.item_cont, tables.item_cat)
-    if model.uses_history:  # validation ranks from the train history
-        model.set_history(history.histories(history.before(data, "val"), data.n_users, model.max_len))
-    if model.closed_form:
-        model.fit(torch.as_tensor(u), torch.as_tensor(i), torch.as_tensor(tr[RATING].to_numpy()), task, module.to_logit)
-    val_sample = None
-    if implicit:
-        va = data.val
-        val_user_ids = va[USER].to_numpy(np.int64)
-        vcsr = ranking.CSR.build(val_user_ids, va[ITEM].to_numpy(np.int64), data.n_users)
-        users = ranking.sample_users(np.unique(val_user_ids), val_users, data.meta.get("seed", 0) or 0)
-        val_sample = users if val_users else None
-        module.ranking_context = (users, vcsr.padded(users), ranking.CSR.build(u, i, data.n_users))
+    module, val_sample = _module(data, model_name, model_hp, cfg, loss, updates, train_batches.n_batches,
+                                 val_users or cfg.val_users)
     if resume_from:  # a checkpoint of anything but tensors and plain values is refused in one line, here
         scoring.safe_load(resume_from)
-    if model.closed_form:
+    if cls.closed_form:
         return _closed_form(module, data, val_sample, logger, ckpt_dir, monitor, loss, updates)
     t0 = time.perf_counter()
     module.train_batches, module.epoch_lines = train_batches, epoch_lines
