@@ -59,7 +59,7 @@ seeds = [int(s) for s in a.seeds.split(",")]
 splits = {s: prep.prepare(raw, task="rating", split="random", seed=s) if a.task == "rating" else
           prep.prepare(raw, task="implicit", split="leave_last_out", positive_threshold=1, tie_break=a.tie_break, seed=s)
           for s in seeds}
-print(f"{a.model} {a.task}: validation {TASKS[a.task].key("val")} over seeds {a.seeds}")
+print(f"{a.model} {a.task}: validation {TASKS[a.task].key('val')} over seeds {a.seeds}")
 for label, overrides in candidates.items():
     hp, cfg = config.load(a.model, None, {"threads": a.threads, **overrides}, task=a.task)
     scores, t0 = [], time.perf_counter()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys.errors import RecsysError
 from recsys.values import integers
 
 

@@ -13,7 +13,7 @@ from mlflow.exceptions import ExecutionException
 from recsys import interrupts
 from recsys.errors import RecsysError
 from recsys.tracking import mlflow_internals
-from recsys.tracking.lineage import (COMPLETE_TAG, PROJECT_ROOT, REQUEST_TAG, canonical, entry_params, git_info,
+from recsys.tracking.lineage import (COMPLETE_TAG, PROJECT_ROOT, REQUEST_TAG, entry_params, git_info,
                                      request_fingerprint)
 from recsys.tracking.runs import LAUNCHER_ENV
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from recsys.errors import RecsysError
 from recsys.schema import LOSS_NAMES, SEQUENCE_LOSS_NAMES
 from recsys.training.batches import LISTS, PAIRS, POINTWISE, POSITIVES
 
