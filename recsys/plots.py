@@ -95,6 +95,18 @@ def popularity(item_counts: np.ndarray, recommended: np.ndarray, path: Path, tit
     return _save(fig, path)
 
 
+def training_plots(curves: dict[str, list[float]], module, data, ev, tmp: Path, title: str):
+    """A train run's plots: its learning curve, and for ratings predicted vs actual on validation (on
+    test, `ev`, only when the run was asked to score it)."""
+    from recsys import evaluation
+
+    yield learning_curve(curves, tmp / "learning_curve.png", title)
+    if data.meta["task"] == "rating":
+        pr = (ev or evaluation.evaluate(module, data, "val", [10], "both")).predictions
+        yield rating_histogram(pr["actual"].to_numpy(), pr["predicted"].to_numpy(), tmp / "predictions_histogram.png",
+                               title)
+
+
 def evaluation_plots(ev, data, split: str, tmp: Path):
     """The plots an evaluate run logs: predictions and calibration (ratings) or the popularity of what is
     recommended (ranking), and the headline metric by user activity."""

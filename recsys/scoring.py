@@ -63,6 +63,16 @@ def load_scorer(checkpoint: str | Path) -> Scorer:
     return scorer
 
 
+def servable(checkpoint: str | Path, module, data, out: str | Path) -> Path:
+    """A trained model's weights as it is served: a sequence model answers a known user from all of their
+    history (every split), the others as they were trained."""
+    from recsys.data import history
+
+    model = module.model
+    known = history.histories(history.before(data), data.n_users, model.max_len) if model.uses_history else None
+    return export_weights(checkpoint, out, known)
+
+
 def export_weights(checkpoint: str | Path, out: str | Path, history: torch.Tensor | None = None) -> Path:
     """The part of a training checkpoint serving needs (hyper-parameters and weights; no optimizer or
     loop state): a third of the size for Adam-trained models. A sequence model's `history` buffer is

@@ -33,32 +33,51 @@ for name, default in [("dataset", "ml-100k"), ("task", "rating"), ("split", "aut
 
 
 
+def _models(text: str) -> list[str]:
+    """The models asked for, each once (a model listed twice trains, and blends, once), each a known name."""
+    asked = [m.strip() for m in text.split(",") if m.strip()]
+    models = list(dict.fromkeys(asked))
+    if len(models) < len(asked):
+        print(f"models: {', '.join(sorted({m for m in asked if asked.count(m) > 1}))} listed more than once; "
+              "each is trained once", flush=True)
+    if not models:
+        raise RecsysError("models= names no model; pass one or more, e.g. models=mf,ncf")
+    for m in models:
+        check_model_name(m)
+    return models
+
+
+def _leaderboard(models: list[str], results: dict, task: str) -> str:
+    """A markdown table: each model's test metrics (schema.TASKS' columns), train seconds and runs."""
+    rows, keys = [], [f"test/{c}" for c in task_of(task).columns]
+    for m in models:
+        tr, ev = results[m]
+        mt, me = mlflow.get_run(tr).data.metrics, mlflow.get_run(ev).data.metrics
+        rows.append([m, *[f"{me.get(k, float('nan')):.4f}" for k in keys],
+                     f"{mt.get('train_seconds', float('nan')):.1f}", tr, ev])
+    header = ["model", *keys, "train s", "train run", "eval run"]
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(r) + " |" for r in rows])
+
+
 def main(argv=None):
     with tracking.step_run("main") as run:
         a = p.parse_args(argv)
         mlflow.set_tag("mlflow.runName", f"main {a.dataset} {a.task}")
-        asked = [m.strip() for m in (a.model or a.models).split(",") if m.strip()]
-        models = list(dict.fromkeys(asked))  # each model once: a model listed twice trains and blends once
-        if len(models) < len(asked):
-            print(f"models: {', '.join(sorted({m for m in asked if asked.count(m) > 1}))} listed more than once; "
-                  "each is trained once", flush=True)
-        if not models:
-            raise RecsysError("models= names no model; pass one or more, e.g. models=mf,ncf")
-        for m in models:
-            check_model_name(m)
+        models = _models(a.model or a.models)
         integer("seed", a.seed)
         parse_ks(a.k)  # before anything trains: evaluate would refuse it last
         if a.register_as:
             tracking.check_name(a.register_as)
         split = given(a.split) or task_of(a.task).split
         force, blended = flag("force", a.force), flag("blend", a.blend)
-        if blended and len(set(models)) < 2:
+        if blended and len(models) < 2:
             raise RecsysError("blend=1 needs two or more models to blend, e.g. models=mf,fm,ncf")
         cores = os.cpu_count() or 1
         parallel = min(len(models), cores if not given(a.parallel) else integer("parallel", a.parallel, 1))
         # side by side, each child gets its share of the cores (torch would start one thread per core in each)
         env = {"OMP_NUM_THREADS": str(max(1, cores // parallel))} if parallel > 1 else None
-        exp, log, timings, started = run.info.experiment_id, [], {}, {}
+        exp, log, timings = run.info.experiment_id, [], {}
 
         def found(entry, params, label):
             rid = None if force else tracking.find_reusable_run(entry, params, exp)
@@ -98,15 +117,7 @@ def main(argv=None):
 
             results.update(tracking.run_pipelines({"blend": combine()}, 1, found, record, a.env_manager, exp))
             models = [*models, "blend"]
-        rows, keys = [], [f"test/{c}" for c in task_of(a.task).columns]
-        for m in models:
-            tr, ev = results[m]
-            mt, me = mlflow.get_run(tr).data.metrics, mlflow.get_run(ev).data.metrics
-            rows.append([m, *[f"{me.get(k, float('nan')):.4f}" for k in keys],
-                         f"{mt.get('train_seconds', float('nan')):.1f}", tr, ev])
-        header = ["model", *keys, "train s", "train run", "eval run"]
-        table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                          + ["| " + " | ".join(r) + " |" for r in rows])
+        table = _leaderboard(models, results, a.task)
         mlflow.log_text(f"# Leaderboard: {a.dataset} {a.task} ({split})\n\n{table}\n\n" + "\n".join(log) + "\n",
                         "leaderboard.md")
         tracking.log_metrics({f"seconds.{k}": v for k, v in timings.items()})

@@ -16,8 +16,8 @@ from recsys.tracking.runs import epoch_history, log_metrics
 def log_trained(result, data, model: str, lr: float, run_id: str, tmp: Path, register_as: str = "", ev=None) -> str:
     """Log a finished fit (`result`, training.FitResult) of `model` on `data`; `ev` its test evaluation
     when one was asked. Returns the logged model's URI."""
-    from recsys import evaluation, plots, scoring  # torch: not for the steps that only import tracking
-    from recsys.data import history
+    from recsys import plots, scoring  # torch: not for the steps that only import tracking
+
     task = data.meta["task"]
     if result.best_score != result.best_score or abs(result.best_score) == float("inf"):
         raise RecsysError(f"training diverged: the best {result.monitor} is {result.best_score} (lr={lr}); "
@@ -31,15 +31,9 @@ def log_trained(result, data, model: str, lr: float, run_id: str, tmp: Path, reg
         mlflow.log_artifact(last, "checkpoint")
     monitor = TASKS[task].key("val")
     curves = epoch_history(run_id, ["train/loss", "val/loss", monitor])
-    mlflow.log_artifact(plots.learning_curve(curves, tmp / "learning_curve.png", model), "plots")
-    if task == "rating":  # predicted vs actual on validation (test only when asked)
-        pr = (ev or evaluation.evaluate(result.module, data, "val", [10], "both")).predictions
-        mlflow.log_artifact(plots.rating_histogram(pr["actual"].to_numpy(), pr["predicted"].to_numpy(),
-                                                   tmp / "predictions_histogram.png", model), "plots")
-    known = None
-    if result.module.model.uses_history:  # the served model answers a known user from all of their history
-        known = history.histories(history.before(data), data.n_users, result.module.model.max_len)
-    weights = scoring.export_weights(result.checkpoint, tmp / "model.ckpt", known)
+    for png in plots.training_plots(curves, result.module, data, ev, tmp, model):
+        mlflow.log_artifact(png, "plots")
+    weights = scoring.servable(result.checkpoint, result.module, data, tmp / "model.ckpt")
     model_uri = log_served(weights, data, tmp, register_as,
                            {"model": model, "dataset": data.meta.get("name", ""), "task": task})
     mlflow.set_tags({"model_uri": model_uri})
