@@ -18,6 +18,7 @@ import itertools
 import sys
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.optimize import nnls
 from torch import nn
@@ -27,7 +28,7 @@ from recsys.data import history
 from recsys.errors import RecsysError
 from recsys.models import build_model
 from recsys.models.blend import Blend, standardise
-from recsys.schema import ITEM, RANKING, RANKING_K, RATING, TASKS, USER
+from recsys.schema import ITEM, RANKING, RANKING_K, RATING, USER
 from recsys.scoring import Scorer
 
 GRID_MEMBERS = 4  # the whole 0.1 grid on the simplex up to this many members (286 points); greedy above
@@ -100,46 +101,96 @@ class _Scores(nn.Module):
         return self.table[torch.as_tensor(np.searchsorted(self.users, users.cpu().numpy()))]
 
 
+OOF_FILE = "oof_per_user.parquet"  # a blend run's out-of-fold per-user validation table (evaluation's layout)
+FOLDS = 5  # cross-fitting: validation users in this many folds, all of a user's rows in one
+
+
+def user_folds(users: np.ndarray, folds: int = FOLDS, seed: int = 0) -> np.ndarray:
+    """A fold number per entry of `users` (ids, repeated for a user's rows), the same for a user's rows."""
+    uniq, inverse = np.unique(users, return_inverse=True)
+    return (np.random.default_rng([int(seed), 104729]).permutation(len(uniq)) % folds)[inverse]
+
+
 def search_weights(blend: Blend, users: np.ndarray, targets: np.ndarray, exclude, n_items: int,
-                   step: float = 0.1, progress=None) -> tuple[np.ndarray, float]:
-    """(weights, the validation ranking headline): the point on the simplex whose weighted sum of the members'
-    standardised scores ranks the validation targets of `users` (sorted ids; targets [n, R], `exclude`
-    the training items) best, by the evaluator's full ranking. `progress(done, total, best)` is called
-    as candidates are tried."""
+                   step: float = 0.1, progress=None, seed: int = 0) -> tuple[np.ndarray, float, np.ndarray]:
+    """(weights, in-sample validation NDCG, out-of-fold NDCG per user): the point on the simplex whose
+    weighted sum of the members' standardised scores ranks the validation targets of `users` (sorted ids;
+    targets [n, R], `exclude` the training items) best, by the evaluator's full ranking; and, cross-fitted,
+    each user's NDCG under the weights chosen without their fold. Each member scores the users once; each
+    candidate weighting is ranked once for every user (cached), so the folds cost no more rankings on the
+    grid. `progress(done, total, best)` is called as candidates are ranked."""
     z = blend.member_blocks(torch.as_tensor(users), n_items)  # each member scores the users once
     m = len(z)
-    total = sum(1 for _ in simplex_grid(m, step)) if m <= GRID_MEMBERS else m * round(1 / step)
-    tried = {"n": 0, "best": -1.0}
+    total = sum(1 for _ in simplex_grid(m, step)) if m <= GRID_MEMBERS else (FOLDS + 1) * m * round(1 / step)
+    cache: dict[tuple, np.ndarray] = {}
 
-    def ndcg(w):
-        table = _Scores(sum(float(wi) * zi for wi, zi in zip(w, z)), users)
-        value = metrics.ndcg(ranking.rank_targets(table, users, targets, exclude, n_items)[0], RANKING_K)
-        tried["n"] += 1
-        tried["best"] = max(tried["best"], value)
-        if progress and (tried["n"] % 25 == 0 or tried["n"] == total):
-            progress(tried["n"], total, tried["best"])
-        return value
+    def per_user(w) -> np.ndarray:
+        key = tuple(np.round(w, 9))
+        if key not in cache:
+            table = _Scores(sum(float(wi) * zi for wi, zi in zip(w, z)), users)
+            cache[key] = metrics.ndcg_per_user(ranking.rank_targets(table, users, targets, exclude, n_items)[0],
+                                               RANKING_K)
+            if progress and (len(cache) % 25 == 0 or len(cache) == total):
+                progress(len(cache), total, max(float(v.mean()) for v in cache.values()))
+        return cache[key]
 
-    if m > GRID_MEMBERS:
-        return greedy_simplex(m, ndcg, step)
-    best, best_ndcg = None, -1.0
-    for w in simplex_grid(m, step):
-        value = ndcg(w)
-        if value > best_ndcg + 1e-12:
-            best, best_ndcg = w, value
-    return best, float(best_ndcg)
+    def best_on(rows: np.ndarray) -> np.ndarray:
+        score = lambda w: float(per_user(w)[rows].mean())  # noqa: E731
+        if m > GRID_MEMBERS:
+            return greedy_simplex(m, score, step)[0]
+        best, value = None, -1.0
+        for w in simplex_grid(m, step):
+            v = score(w)
+            if v > value + 1e-12:
+                best, value = w, v
+        return best
+
+    everyone = np.ones(len(users), dtype=bool)
+    weights = best_on(everyone)
+    fold = user_folds(users, FOLDS, seed)
+    oof = np.empty(len(users))
+    for f in range(FOLDS):
+        held = fold == f
+        if held.any():
+            oof[held] = per_user(best_on(~held))[held]
+    return weights, float(per_user(weights).mean()), oof
 
 
 def _printed(done: int, total: int, best: float) -> None:
-    print(f"blend: weight search {done}/{total} candidates, best validation {RANKING.label} so far {best:.4f}",
+    print(f"blend: weight search {done}/{total} candidates ranked, best validation {RANKING.label} so far {best:.4f}",
           file=sys.stderr, flush=True)
+
+
+def _rating(blend: Blend, scorers: list[Scorer], scorer: Scorer, va, seed: int) -> dict:
+    """Ridge weights on the validation ratings, and their out-of-fold predictions (folds by user)."""
+    u, i, y = va[USER].to_numpy(), va[ITEM].to_numpy(), va[RATING].to_numpy(np.float64)
+    x = np.stack([ranking.score_pairs(s, u, i).astype(np.float64) for s in scorers], 1)
+    fold = user_folds(u, FOLDS, seed)
+    oof = np.empty(len(y))
+    for f in range(FOLDS):
+        held = fold == f
+        if held.any():
+            w, b, _ = ridge_weights(x[~held], y[~held])
+            oof[held] = np.clip(x[held] @ w + b, blend.lo, blend.hi)
+    w, b, alpha = ridge_weights(x, y)
+    blend.weights.copy_(torch.as_tensor(w, dtype=torch.float32))
+    blend.bias = b
+    inside = ranking.score_pairs(scorer, u, i)
+    rmse = lambda p: float(np.sqrt(np.mean((p - y) ** 2)))  # noqa: E731
+    per_user = pd.DataFrame({USER: u, "se": (oof - y) ** 2}).groupby(USER)["se"].agg(["sum", "count"]).reset_index()
+    per_user = pd.DataFrame({USER: per_user[USER], "rmse": np.sqrt(per_user["sum"] / per_user["count"]),
+                             "n": per_user["count"]})
+    return {"weights": list(w), "bias": b, "alpha": alpha, "members": [rmse(x[:, j]) for j in range(x.shape[1])],
+            "in_sample": rmse(inside), "out_of_fold": rmse(oof), "per_user": per_user}
 
 
 def fit(scorers: list[Scorer], data, max_users: int = 10_000, progress=_printed) -> tuple[Scorer, dict]:
     """The blend of trained `scorers` on `data` as a scorer, its weights fitted on the validation split
-    only, and what the fit found (weights, bias, the ridge alpha, validation metric of the blend and of
-    each member)."""
+    only, and what the fit found: weights, bias, the ridge alpha, each member's validation metric, the
+    blend's in-sample validation metric (a training score of its weights), its cross-fitted (out-of-fold)
+    one, which is its evidence, and the out-of-fold per-user table (evaluation's layout)."""
     task, va, meta = data.meta["task"], data.val, data.meta
+    seed = int(meta.get("seed", 0) or 0)
     blend = build_model("blend", data.n_users, data.n_items, members=[s.hparams for s in scorers],
                         weights=[1.0] * len(scorers), bias=0.0, task=task, rating_min=meta["rating_min"],
                         rating_max=meta["rating_max"])
@@ -147,28 +198,32 @@ def fit(scorers: list[Scorer], data, max_users: int = 10_000, progress=_printed)
         member.load_state_dict(s.model.state_dict())
     scorer = Scorer(blend, task, meta["rating_min"], meta["rating_max"]).eval()
     if task == "rating":
-        u, i, y = va[USER].to_numpy(), va[ITEM].to_numpy(), va[RATING].to_numpy(np.float64)
-        x = np.stack([ranking.score_pairs(s, u, i).astype(np.float64) for s in scorers], 1)
-        w, b, alpha = ridge_weights(x, y)
-        blend.weights.copy_(torch.as_tensor(w, dtype=torch.float32))
-        blend.bias = b
-        rmse = lambda p: float(np.sqrt(np.mean((p - y) ** 2)))  # noqa: E731
-        found = {"weights": list(w), "bias": b, "alpha": alpha, "members": [rmse(x[:, j]) for j in range(len(scorers))]}
-        return scorer, {**found, TASKS[task].key("val"): rmse(ranking.score_pairs(scorer, u, i))}
-    users = ranking.sample_users(np.unique(va[USER].to_numpy(np.int64)), max_users, meta.get("seed", 0) or 0)
+        return scorer, _rating(blend, scorers, scorer, va, seed)
+    users = ranking.sample_users(np.unique(va[USER].to_numpy(np.int64)), max_users, seed)
     targets = ranking.CSR.build(va[USER].to_numpy(np.int64), va[ITEM].to_numpy(np.int64), data.n_users).padded(users)
     tr = data.train
     exclude = ranking.CSR.build(tr[USER].to_numpy(np.int64), tr[ITEM].to_numpy(np.int64), data.n_users)
     if blend.uses_history:  # validation is ranked from the history before it, as in training
         blend.set_history(history.histories(history.before(data, "val"), data.n_users, blend.max_len))
-    w, ndcg = search_weights(blend, users, targets, exclude, data.n_items, progress=progress)
+    w, inside, oof = search_weights(blend, users, targets, exclude, data.n_items, progress=progress, seed=seed)
     alone = [metrics.ndcg(ranking.rank_targets(m, users, targets, exclude, data.n_items)[0], RANKING_K)
              for m in blend.members]
     blend.weights.copy_(torch.as_tensor(w, dtype=torch.float32))
     if blend.uses_history:  # the logged blend answers a known user from all of their history
         blend.set_history(history.histories(history.before(data), data.n_users, blend.max_len))
-    return scorer, {"weights": list(w), "bias": 0.0, "alpha": float("nan"), TASKS[task].key("val"): ndcg,
-                    "members": alone}
+    return scorer, {"weights": list(w), "bias": 0.0, "alpha": float("nan"), "members": alone, "in_sample": inside,
+                    "out_of_fold": float(oof.mean()), "per_user": pd.DataFrame({USER: users, RANKING.metric: oof})}
+
+
+def verdict(found: dict, mode: str, share: float = 0.95) -> str:
+    """Whether a fitted blend earns its row: "" when it does; else why not (its weights put `share` or
+    more on one member, or its out-of-fold validation metric does not beat its best member's)."""
+    w = np.abs(np.asarray(found["weights"], dtype=float))
+    if w.sum() > 0 and w.max() / w.sum() >= share:
+        return f"degenerate: {w.max() / w.sum():.0%} of its weight on one member"
+    best = min(found["members"]) if mode == "min" else max(found["members"])
+    better = found["out_of_fold"] < best if mode == "min" else found["out_of_fold"] > best
+    return "" if better else "not better than its best member out of fold"
 
 
 def checkpoint(blend: Blend, n_users: int, n_items: int) -> dict:

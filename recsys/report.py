@@ -286,11 +286,16 @@ def markdown(groups: list[Group], experiment: str) -> str:
 
 
 def blend_weights(g: Group) -> list[str]:
-    """A line per blend of the table: its members' weights (fitted on validation), seed by seed."""
+    """A line per blend of the table: its members' weights (fitted on validation), seed by seed, and
+    what the blend step said where it does not earn its row (degenerate, or not better than its best
+    member out of fold)."""
     out = []
     for r in g.rows:
         by_seed = [(x["tags"].get("seed", "?"), x["blend_weights"]) for x in r.runs if x.get("blend_weights")]
         if by_seed:
             out.append(f"- {r.model} weights, fitted on validation: "
                        + "; ".join(f"seed {s}: {w}" for s, w in sorted(by_seed)))
+        said = sorted({x["blend_verdict"] for x in r.runs if x.get("blend_verdict") not in (None, "", "earns its row")})
+        if said:
+            out.append(f"- {r.model} does not earn its row: {'; '.join(said)}")
     return out

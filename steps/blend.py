@@ -3,8 +3,10 @@
 Parameters (docs/reference.md#blend): runs (train run ids separated by commas, or a main run id: its
 train runs), method (linear: ridge regression of the ratings; for implicit data a weighted sum of each
 member's per-user standardised scores, the weights searched on validation's ranking headline), register_as.
-Logs the members and weights (params, tags blend.*), the validation metric of the blend and of each
-member, and the `model` as a train run logs it: `evaluate`, `report`, the registry and serving take it.
+Logs the members and weights (params, tags blend.*), the blend's cross-fitted (out-of-fold) validation
+metric as best_val_* (its in-sample one as insample_val_*: a training score of its weights), each member's,
+blend.verdict (degenerate, or not better than its best member out of fold), oof_per_user.parquet (what
+the registry judges it by), and the `model` as a train run logs it: `evaluate`, `report`, the registry and serving take it.
 """
 
 import tempfile
@@ -46,21 +48,29 @@ def main(argv=None):
         weights = ", ".join(f"{m['model']} {w:.4f}" for m, w in zip(members, found["weights"]))
         tracking.log_params({"runs": ",".join(m["run_id"] for m in members), "method": a.method,
                              "data_uri": data_uri, "task": task})
-        key = TASKS[task].key("val")
+        key, mode = TASKS[task].key("val"), TASKS[task].mode
+        short = key.replace("/", "_")
+        verdict = blend.verdict(found, mode)
         tracking.log_context({"step": "blend", "model": name, "task": task, "data_uri": data_uri,
                               "dataset": data.meta.get("name"), "content_hash": data.meta["content_hash"],
                               "ids_hash": data.meta["ids_hash"], "seed": members[0]["seed"],
                               "blend.members": ",".join(m["run_id"] for m in members), "blend.weights": weights,
-                              "blend.bias": f"{found['bias']:.6f}", "blend.alpha": str(found["alpha"])})
-        tracking.log_metrics({f"best_{key.replace('/', '_')}": found[key],
-                              **{f"member_{key.replace('/', '_')}.{suffix}": v
+                              "blend.bias": f"{found['bias']:.6f}", "blend.alpha": str(found["alpha"]),
+                              "blend.verdict": verdict or "earns its row"})
+        # the evidence is out of fold (weights chosen without the user's fold); in-sample is a training score
+        tracking.log_metrics({f"best_{short}": found["out_of_fold"], f"insample_{short}": found["in_sample"],
+                              **{f"member_{short}.{suffix}": v
                                  for suffix, v in zip(blend.member_keys(members), found["members"])}})
+        found["per_user"].to_parquet(tmp / blend.OOF_FILE, index=False)
+        mlflow.log_artifact(tmp / blend.OOF_FILE)  # what the registry judges the blend by
         model_uri = tracking.log_served(ckpt, data, tmp, a.register_as,
                                         {"model": name, "dataset": data.meta.get("name", ""), "task": task})
-        mlflow.set_tags({"model_uri": model_uri, "mlflow.note.content": f"{name} on {data.meta.get('name')} ({task}): "
-                         f"weights {weights}; {key} = {found[key]:.4f}"})
+        said = (f"weights {weights}; {key} out of fold {found['out_of_fold']:.4f} (in-sample {found['in_sample']:.4f})"
+                + (f"; {verdict}" if verdict else ""))
+        mlflow.set_tags({"model_uri": model_uri,
+                         "mlflow.note.content": f"{name} on {data.meta.get('name')} ({task}): {said}"})
         members_line = ", ".join(f"{m['model']} {v:.4f}" for m, v in zip(members, found["members"]))
-        print(f"{name}: weights {weights}; {key}={found[key]:.4f} (members: {members_line})")
+        print(f"{name}: {said} (members: {members_line})")
         print(f"model URI: runs:/{run.info.run_id}/model ({model_uri})")
     return run.info.run_id
 

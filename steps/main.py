@@ -117,6 +117,9 @@ def main(argv=None):
 
             results.update(tracking.run_pipelines({"blend": combine()}, 1, found, record, a.env_manager, exp))
             models = [*models, "blend"]
+            verdict = mlflow.get_run(results["blend"][0]).data.tags.get("blend.verdict", "")
+            if verdict and verdict != "earns its row":
+                print(f"blend: does not earn its row ({verdict})", flush=True)
         table = _leaderboard(models, results, a.task)
         mlflow.log_text(f"# Leaderboard: {a.dataset} {a.task} ({split})\n\n{table}\n\n" + "\n".join(log) + "\n",
                         "leaderboard.md")

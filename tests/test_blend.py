@@ -39,6 +39,17 @@ def test_ridge_weights_recover_a_known_combination_and_the_grid_is_the_simplex()
     assert torch.allclose(z[0], torch.tensor([-1.0, 0.0, 1.0])) and torch.equal(z[1], torch.zeros(3))
 
 
+def test_cross_fitted_weights_are_chosen_without_the_users_fold():
+    folds = blend.user_folds(np.array([5, 1, 5, 3, 1, 9, 9, 3, 7]), 3)
+    by_user = {}
+    for u, f in zip([5, 1, 5, 3, 1, 9, 9, 3, 7], folds):
+        assert by_user.setdefault(u, f) == f  # all of a user's rows in one fold
+    found = {"weights": [0.0, 1.0], "members": [0.9, 0.95], "out_of_fold": 0.94}
+    assert blend.verdict(found, "min").startswith("degenerate")
+    assert blend.verdict({**found, "weights": [0.5, 0.5]}, "min") == "not better than its best member out of fold"
+    assert blend.verdict({**found, "weights": [0.5, 0.5], "out_of_fold": 0.89}, "min") == ""
+
+
 def test_rating_weights_are_never_negative_and_the_search_scales_gently_with_members():
     rng = np.random.default_rng(1)
     y = rng.normal(3.5, 1, 80)
@@ -71,7 +82,12 @@ def test_a_blend_is_fitted_on_validation_logged_evaluated_and_served(ml100k_dir,
     key = "best_val_rmse" if task == "rating" else "best_val_ndcg_at_10"
     alone = [run.data.metrics[f"member_{key.removeprefix('best_')}.{m}.{r[:8]}"] for m, r in zip(("mf", "popularity"), members)]
     # validation decides the weights; each member alone is among the blends searched (implicit) or in reach (ridge)
-    assert (run.data.metrics[key] <= min(alone) + 1e-3) if task == "rating" else (run.data.metrics[key] >= max(alone) - 1e-12)
+    inside = run.data.metrics[key.replace("best_", "insample_")]
+    assert (inside <= min(alone) + 1e-3) if task == "rating" else (inside >= max(alone) - 1e-12)
+    # the evidence is out of fold, never better than the fit it comes from
+    assert (run.data.metrics[key] >= inside - 1e-12) if task == "rating" else (run.data.metrics[key] <= inside + 1e-12)
+    assert run.data.tags["blend.verdict"] and "oof_per_user.parquet" in {
+        a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     evaluate_step.main(["--model-uri", f"runs:/{run.info.run_id}/model"])
     ev = _last("evaluate")
     metric = "test/rmse" if task == "rating" else "test/ndcg_at_10"
@@ -116,7 +132,8 @@ def test_sequence_members_are_blended_from_the_history_before_validation_and_ser
     # (had the blend read the history its logged model serves from, val items would be in it)
     for m in runs:
         assert abs(run.data.metrics[f"member_val_ndcg_at_10.{m}.{runs[m][:8]}"] - trained[m]) < 1e-6, m
-    assert run.data.metrics["best_val_ndcg_at_10"] >= max(trained.values()) - 1e-12
+    assert run.data.metrics["insample_val_ndcg_at_10"] >= max(trained.values()) - 1e-12
+    assert run.data.metrics["best_val_ndcg_at_10"] <= run.data.metrics["insample_val_ndcg_at_10"] + 1e-12
     evaluate_step.main(["--model-uri", f"runs:/{run.info.run_id}/model"])
     ev = _last("evaluate")
     assert ev.info.status == "FINISHED" and 0 < ev.data.metrics["test/ndcg_at_10"] < 1

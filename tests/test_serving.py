@@ -296,6 +296,17 @@ def test_champion_moves_only_on_a_significant_paired_gain_on_validation(ml100k_d
     fourth = evaluate_step.main(["--model-uri", f"runs:/{twin}/model"])
     assert mlflow.get_run(fourth).data.tags["registry.decision"].startswith("kept version 2: not significantly better")
     assert client.get_model_version_by_alias("rec", "champion").version in ("2", 2)
+    # a blend of the champion and a twin is judged by its out-of-fold validation, not by the rows its
+    # weights were fitted to: its in-sample RMSE is a training score, and the registry never reads it
+    from steps import blend as blend_step
+
+    bl = blend_step.main(["--runs", f"{strong},{twin}", "--register-as", "rec"])
+    fitted = mlflow.get_run(bl).data.metrics
+    assert fitted["best_val_rmse"] >= fitted["insample_val_rmse"] - 1e-12
+    fifth = evaluate_step.main(["--model-uri", f"runs:/{bl}/model"])
+    tags = mlflow.get_run(fifth).data.tags
+    assert float(tags["registry.candidate_metric"]) == pytest.approx(fitted["best_val_rmse"], abs=1e-6)
+    assert tags["registry.decision"].startswith("kept version 2: not significantly better")
     # the alias works wherever a model URI is accepted
     evaluate_step.main(["--model-uri", "models:/rec@champion"])
     assert mlflow.get_run(strong).info.status == "FINISHED"

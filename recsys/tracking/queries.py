@@ -51,6 +51,7 @@ def finished_evaluations(experiment: str) -> list[dict]:
                                  if k.startswith(("model.", "training.")) and k != "training.seed"}
                 if train.data.tags.get("step") == "blend":  # what the blend found on validation
                     rec["blend_weights"] = train.data.tags.get("blend.weights", "")
+                    rec["blend_verdict"] = train.data.tags.get("blend.verdict", "")
                 monitor = TASKS[tags.get("task") or "rating"].key("val")
                 rec["history"] = epoch_history(rec["train_run"], ["train/loss", "val/loss", monitor])
         out.append(rec)

@@ -64,9 +64,33 @@ def tag_version(name: str, version: str, tags: dict) -> None:
         client.set_model_version_tag(name, version, k, str(v))
 
 
+def _on_validation(name: str, version: str, module, data, protocol: str, eval_users: int, key: str, tmp: Path):
+    """(per-user table, metric) of a registered version on the validation split: a blend's cross-fitted
+    one (its weights were fitted on validation, so scoring it there again would judge it on its own
+    training rows), anything else scored here."""
+    import pandas as pd
+
+    from recsys import blend, evaluation
+    from recsys.schema import TASKS
+
+    run_id = mlflow.MlflowClient().get_model_version(name, version).run_id
+    if run_id and run_tags(run_id).get("step") == "blend":
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=blend.OOF_FILE, dst_path=str(tmp))
+        per_user = pd.read_parquet(local)
+        task = data.meta["task"]
+        if task == "rating":
+            value = float((per_user["rmse"] ** 2 * per_user["n"]).sum() / per_user["n"].sum()) ** 0.5
+        else:
+            value = float(per_user[TASKS[task].metric].mean())
+        return per_user, value
+    ev = evaluation.evaluate(module, data, "val", [10], protocol, eval_users)
+    return ev.per_user, ev.metrics[key]
+
+
 def promote(name: str, version: str, module, data, protocol: str, eval_users: int, tmp: Path) -> str:
     """Move `champion` to this version only when it is significantly better than the current champion on
-    the validation split: both scored here on the same rows and protocol, the report's paired per-user
+    the validation split: both scored here on the same rows and protocol (a blend by its out-of-fold
+    per-user table: never on the rows its weights were fitted to), the report's paired per-user
     test (the difference's 95% interval excludes 0). Test decides nothing. The evidence goes on the run
     and on the model version."""
     from recsys import evaluation, report
@@ -77,8 +101,8 @@ def promote(name: str, version: str, module, data, protocol: str, eval_users: in
     key = TASKS[task].key("val")
     setup = {k: v for k, v in evaluation.setup_tags(data.meta, "val", protocol).items()
              if k in ("dataset", "task", "data_split", "tie_break", "protocol")}
-    mine = evaluation.evaluate(module, data, "val", [10], protocol, eval_users)
-    value = mine.metrics[key]
+    mine = _on_validation(name, version, module, data, protocol, eval_users, key, tmp / "candidate")
+    value = mine[1]
     tag_version(name, version, {**setup, "metric_key": key, "metric": f"{value:.6f}"})
     champ = champion_version(name)
     evidence = {}
@@ -94,9 +118,9 @@ def promote(name: str, version: str, module, data, protocol: str, eval_users: in
             decision, champ_value = f"kept: the champion (version {champ_v}) is for another setup {other}", float("nan")
         else:  # score the champion here, on exactly these rows
             champ_module = load_bundle(f"models:/{name}/{champ_v}", tmp / "champion").module
-            theirs = evaluation.evaluate(champ_module, data, "val", [10], protocol, eval_users)
-            champ_value = theirs.metrics[key]
-            test = report.paired_test(mine.per_user, theirs.per_user, task)
+            theirs = _on_validation(name, champ_v, champ_module, data, protocol, eval_users, key, tmp / "champion")
+            champ_value = theirs[1]
+            test = report.paired_test(mine[0], theirs[0], task)
             unit = TASKS[task].unit
             evidence = {"registry.paired_delta": f"{test['delta']:.6f}", "registry.paired_se": f"{test['se']:.6f}",
                         "registry.paired_users": str(test["n"])}
