@@ -84,7 +84,8 @@ MODEL_RANGES = {"embedding_dim": PositiveInt, "mf_dim": PositiveInt, "mlp_dim": 
                 "dropout": Fraction, "deep_dropout": Fraction, "num_blocks": PositiveInt,
                 # the [n_users, max_len] history buffer and [batch, max_len, d] activations grow with it
                 "max_len": Annotated[int, Field(gt=0, le=MAX_LEN)],
-                "hidden_dim": PositiveInt}
+                "hidden_dim": PositiveInt, "k": PositiveInt, "shrink": NonNegative,
+                "l2": Annotated[float, Field(gt=0)]}
 
 
 @lru_cache(maxsize=None)
@@ -213,6 +214,11 @@ def load(name: str, path: str | Path | None = None, overrides: dict | None = Non
     if cfg.runtime.threads > cores:  # torch would start them all; libgomp dies past what it can make
         raise RecsysError(f"{where}: threads={cfg.runtime.threads} is more than this machine's {cores} cores; use "
                           f"threads between 1 and {cores} (0: torch's default)")
+    cls = model_class(name)
+    if cls.max_items and n_items > cls.max_items:
+        need = 3 * n_items ** 2 * 4 / 2 ** 30
+        raise RecsysError(f"{where}: {name} holds items x items matrices: {n_items:,} items need about {need:.1f} GiB "
+                          f"while fitting (at most {cls.max_items:,} items are taken); use itemknn (sparse neighbours)")
     if cfg.exclude_seen and not model_class(name).uses_history:
         raise RecsysError(f"{where}: exclude_seen=true leaves a user's earlier items out of a sequence model's "
                           f"training loss (sasrec, gru4rec); set exclude_seen=false for {name}")
@@ -227,6 +233,9 @@ def resolve_loss(loss: str, task: str, model_cls, n_items: int = 0) -> str:
     softmax for a sequence model; on a catalogue of over LARGE_CATALOGUE items a model that scores the
     whole catalogue in one product (mf, the sequence models) trains with the sampled softmax instead."""
     large = n_items > LARGE_CATALOGUE and model_cls.scores_catalogue and not model_cls.closed_form
+    if model_cls.implicit_only and task != "implicit":
+        raise RecsysError(f"{model_cls.__name__} ranks items from interactions and needs task=implicit data (prepare "
+                          "with task=implicit)")
     if model_cls.uses_history:
         name = ("sampled_softmax" if large else "softmax") if loss == "auto" else loss
         if task != "implicit":

@@ -55,7 +55,7 @@ def test_loss_falls_over_a_few_steps(name, rating_data):  # sequence models: tes
 
 
 @pytest.mark.parametrize("name, task", [(m, t) for m in MODELS for t in ("rating", "implicit")
-                                         if t == "implicit" or not MODELS[m].uses_history])  # next-item: implicit
+                                         if t == "implicit" or not (MODELS[m].uses_history or MODELS[m].implicit_only)])
 def test_fit_and_checkpoint_round_trip_give_identical_predictions(name, task, rating_data, implicit_data):
     data = rating_data if task == "rating" else implicit_data
     hp, cfg = config.load(name, overrides=FAST, task=task)
@@ -191,6 +191,42 @@ def test_model_capabilities_are_declared_and_match_the_methods_they_promise():
         assert cls.closed_form == (cls.fit is not Model.fit), name
         assert cls.uses_features == (cls.set_tables is not Model.set_tables), name
         assert cls.uses_history == hasattr(cls, "set_history"), name
+        assert cls.answers_histories == hasattr(cls, "score_sequences"), name
+
+
+@pytest.mark.parametrize("name", ["itemknn", "ease"])
+def test_item_item_models_equal_their_dense_formulas_and_score_a_history_like_a_user(name):
+    rng = np.random.default_rng(0)
+    u, i = rng.integers(0, 30, 400), rng.integers(0, 50, 400)
+    hp, _ = config.load(name, overrides={"k": 49} if name == "itemknn" else {}, task="implicit", n_items=50)
+    model = build_model(name, 30, 50, **hp)
+    model.fit(torch.as_tensor(u), torch.as_tensor(i), torch.ones(400), "implicit", None)
+    x = np.zeros((30, 50))
+    x[u, i] = 1.0
+    if name == "ease":  # Steck 2019, eq. 8
+        p = np.linalg.inv(x.T @ x + hp["l2"] * np.eye(50))
+        w = -p / np.diag(p)[None, :]
+    else:  # cosine with shrinkage over every neighbour (k = n_items - 1)
+        c = np.diag(x.T @ x)
+        w = (x.T @ x) / (np.sqrt(np.outer(c, c)) + hp["shrink"])
+    np.fill_diagonal(w, 0.0)
+    got = model.score_matrix(torch.arange(30)).numpy()
+    np.testing.assert_allclose(got, x @ w, rtol=1e-4, atol=1e-5)
+    seq = torch.zeros(1, 20, dtype=torch.long)  # user 3's items as a request's history (codes + 1, repeats too)
+    items = np.flatnonzero(x[3])
+    seq[0, -len(items) - 1:] = torch.as_tensor(np.r_[items[:1], items] + 1)
+    np.testing.assert_allclose(model.score_sequences(seq)[0].numpy(), got[3], rtol=1e-5, atol=1e-6)
+    again = build_model(name, 30, 50, **hp)
+    again.load_state_dict(model.state_dict())  # the interactions it holds are as long as its data's
+    assert torch.equal(again.score_matrix(torch.arange(30)), model.score_matrix(torch.arange(30)))
+
+
+def test_item_item_models_refuse_ratings_and_ease_a_catalogue_it_cannot_hold(rating_data):
+    hp, cfg = config.load("itemknn", overrides=FAST)
+    with pytest.raises(RecsysError, match="ItemKNN ranks items from interactions and needs task=implicit"):
+        training.fit(rating_data, "itemknn", hp, cfg)
+    with pytest.raises(RecsysError, match=r"25,000 items need about 7.0 GiB while fitting .*use itemknn"):
+        config.load("ease", task="implicit", n_items=25_000)
 
 
 def test_closed_form_baselines_equal_the_training_means(rating_data):

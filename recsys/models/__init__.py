@@ -23,6 +23,8 @@ MODEL_CLASSES = {  # name -> class in recsys/models/<name>.py
     "autoint": "AutoInt",
     "sasrec": "SASRec",
     "gru4rec": "GRU4Rec",
+    "itemknn": "ItemKNN",
+    "ease": "EASE",
     "blend": "Blend",  # finished models combined (the blend step fits it; nothing trains it)
 }
 MODEL_NAMES = tuple(n for n in MODEL_CLASSES if n != "blend")  # what train, tune and main take

@@ -19,6 +19,7 @@ from recsys.models.base import Model
 class SequenceModel(Model):
     scores_catalogue = True
     uses_history = True
+    answers_histories = True
 
     def __init__(self, n_users: int, n_items: int, embedding_dim: int, max_len: int):
         super().__init__()

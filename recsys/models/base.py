@@ -14,6 +14,9 @@ class Model(nn.Module):
     uses_features = False  # takes the feature widths, and set_tables() hands it the side-feature tables
     closed_form = False  # fit() sets its state from the training data; nothing to optimise
     uses_history = False  # reads each user's ordered history (recsys.models._sequence); trained on sequences
+    answers_histories = False  # score_sequences(seq [b, L] item codes + 1, 0-padded) -> [b, n_items]: a request's history
+    implicit_only = False  # ranks items from interactions: trains on the implicit task only
+    max_items: int | None = None  # the largest catalogue it can hold (config.load refuses more, naming the memory)
 
     def set_tables(self, user_cont, user_cat, item_cont, item_cat) -> None:
         """The side-feature tables (feature-aware models keep them as buffers)."""

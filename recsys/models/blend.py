@@ -43,7 +43,9 @@ class Blend(Model):
                                                  **m["model_hparams"]) for m in members)
         self.sequences = [m for m in self.members if m.uses_history]
         self.uses_history = bool(self.sequences)  # per blend: a sequence member makes it read histories
-        self.max_len = max((m.max_len for m in self.sequences), default=0)
+        # a request's history: answered when every member answers one (sequence and item-item models)
+        self.answers_histories = all(m.answers_histories for m in self.members)
+        self.max_len = max((m.max_len for m in self.members if m.answers_histories), default=0)
         self.register_buffer("weights", torch.tensor([float(w) for w in weights], dtype=torch.float32))
         self.lo, self.hi = rating_range(rating_min, rating_max)
 
@@ -67,8 +69,8 @@ class Blend(Model):
     def score_sequences(self, seq: torch.Tensor) -> torch.Tensor:
         """Histories given directly ([b, max_len], most recent last) -> [b, n_items]: a blend of sequence
         models only (a member that scores from the user id alone cannot read a history it was not given)."""
-        if len(self.sequences) < len(self.members):
-            pair = [type(m).__name__.lower() for m in self.members if not m.uses_history]
+        if not self.answers_histories:
+            pair = [type(m).__name__.lower() for m in self.members if not m.answers_histories]
             raise RecsysError(f"this blend holds {', '.join(pair)}, which recommend from the user id alone, so it "
                               "cannot answer a `history`; send the user id only")
         return self._combine([standardise(m.score_sequences(seq[:, seq.shape[1] - m.max_len:]).float())

@@ -60,9 +60,9 @@ class Bundle:
         and a history with no known item gets the popularity ranking (`fallback = popularity`). A row
         without a history is answered from its user's stored history."""
         model, n_items = self.module.model, len(self.item_raw)
-        if not model.uses_history:
-            raise RecsysError("`history` is read by the sequence models (sasrec, gru4rec); this model "
-                              "recommends from the user id alone: drop the column")
+        if not model.answers_histories:
+            raise RecsysError("`history` is read by the sequence and item-item models (sasrec, gru4rec, itemknn, "
+                              "ease); this model recommends from the user id alone: drop the column")
         frames = []
         for user, hist in zip(users, histories):
             if hist is None:
