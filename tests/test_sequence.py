@@ -251,7 +251,7 @@ def test_rows_of_only_a_history_are_anonymous_sessions(served):
 
 
 def test_a_model_that_ignores_order_refuses_a_history(served):
-    with pytest.raises(RecsysError, match="`history` is read by the sequence models"):
+    with pytest.raises(RecsysError, match="`history` is read by the sequence and item-item models"):
         served["mf"].predict(pd.DataFrame({"user": ["a"], "history": [["1", "2"]]}), 3)
 
 
@@ -313,5 +313,5 @@ def test_recommend_reads_histories_from_a_users_file(served, tmp_path):
     given = read_users(str(tmp_path / "u.csv"))
     recs = served["gru4rec"].predict(given[["user", "history"]], 3)
     assert list(recs.groupby("user", sort=False)["item"].first()) == ["12", "42"]
-    with pytest.raises(RecsysError, match="`history` is read by the sequence models"):
+    with pytest.raises(RecsysError, match="`history` is read by the sequence and item-item models"):
         served["mf"].predict(given[["user", "history"]], 3)

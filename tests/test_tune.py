@@ -84,10 +84,14 @@ def test_search_spaces_are_per_task_and_losses_must_fit_the_task(tmp_path):
             except Exception as e:  # closed form: nothing to tune; next-item models: implicit only
                 from recsys.models import model_class
 
-                nothing = model in ("global_mean", "popularity") or (model_class(model).uses_history and task == "rating")
+                cls = model_class(model)
+                nothing = model in ("global_mean", "popularity") or ((cls.uses_history or cls.implicit_only)
+                                                                     and task == "rating")
                 assert nothing and "has no search" in str(e), e
                 continue
-            assert ("loss" in space) == (task == "implicit"), (model, task)
+            from recsys.models import model_class
+
+            assert ("loss" in space) == (task == "implicit" and not model_class(model).closed_form), (model, task)
     assert search.search_space("mf", None, "implicit")["loss"]["choices"] == ["bce", "bpr", "softmax"]
     flat = _with_search(tmp_path, "mf", "search:\n  loss: {type: categorical, choices: [bce, bpr]}\n")
     assert list(search.search_space("mf", flat, "implicit")) == ["loss"]  # one space for both tasks

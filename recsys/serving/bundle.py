@@ -62,7 +62,7 @@ class Bundle:
         model, n_items = self.module.model, len(self.item_raw)
         if not model.answers_histories:
             raise RecsysError("`history` is read by the sequence and item-item models (sasrec, gru4rec, itemknn, "
-                              "ease); this model recommends from the user id alone: drop the column")
+                              "ease); this model can only recommend from the user id alone: drop the column")
         frames = []
         for user, hist in zip(users, histories):
             if hist is None:
