@@ -143,7 +143,9 @@ def fit_child(step: str, folder: Path, data):
         t = time.perf_counter()
         result = training.fit(data, step, hp, cfg, None, Path(tmp), callbacks=(timer,), epoch_lines=True)
         fit_s = time.perf_counter() - t
-    examples = result.module.train_batches.samples
+    # a closed-form model (itemknn, ease) is fitted in one pass: no batches, no epochs
+    batches = getattr(result.module, "train_batches", None)
+    examples = batches.samples if batches is not None else len(data.train)
     if step in SEQUENCE:  # the compute it needs: FLOPs of a step x steps, against the machine's matmul rate
         module = result.module.train()
         per_step = sequence_flops(module, result.module.train_batches)
@@ -368,6 +370,10 @@ def main(folder: Path):
             detail = (f"{r['iterations']} iterations at ({tried}); chosen on validation: reg {c['regularization']}, "
                       f"alpha {c['alpha']}: test NDCG@10 {r['ndcg']:.4f}, HR@10 {r['hr']:.4f} over "
                       f"{r['eval_users']:,} users in {r['eval_seconds']:.0f}s")
+        elif not r["epoch_train"]:  # closed form: one pass over the training rows, validated once
+            detail = (f"closed-form fit and validation {r['fit_seconds']:.0f}s (validation {r['best_val']:.4f}); test "
+                      f"NDCG@10 {r['ndcg']:.4f}, HR@10 {r['hr']:.4f} over {r['eval_users']:,} users in "
+                      f"{r['eval_seconds']:.0f}s")
         else:
             train_s = sorted(r["epoch_train"])[len(r["epoch_train"]) // 2]  # median training epoch
             r["rate"] = r["examples"] / train_s

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 import pytorch_lightning as pl
 import torch
@@ -65,7 +66,8 @@ class TrainingModule(pl.LightningModule):
         self.loss_name = loss  # resolved by fit (losses.resolve)
         self.ranking_context = None  # set by fit() for the implicit task's validation ranking
         self.train_batches = None  # set by fit(): its epoch follows the trainer's (a resumed run goes on)
-        self.epoch_lines = False  # one printed line per epoch (set by fit)
+        self.epoch_lines = False  # one printed line per epoch (set by fit): its seconds and the time left
+        self._epoch_seconds: list[float] = []
         self._last_val: dict[str, float] = {}
         self._val_epoch = -1
         self._sums: dict[str, list] = {}
@@ -120,6 +122,7 @@ class TrainingModule(pl.LightningModule):
                 self.train_batches.to(device)
 
     def on_train_epoch_start(self):
+        self._epoch_started = time.perf_counter()
         if self.train_batches is not None:
             self.train_batches.epoch = self.current_epoch
 
@@ -131,10 +134,17 @@ class TrainingModule(pl.LightningModule):
             self.log_dict(vals, on_epoch=True, sync_dist=self.trainer.world_size > 1)
         # one line per validated epoch (validation ran before this hook; a run resumed from a checkpoint
         # taken at the end of an epoch's validation finishes that epoch without validating it again)
+        seconds = time.perf_counter() - getattr(self, "_epoch_started", time.perf_counter())  # training + validation
+        self._epoch_seconds.append(seconds)
+        self.log("time/epoch_seconds", seconds, on_epoch=True)
         if self.epoch_lines and self.global_rank == 0 and self._val_epoch == self.current_epoch:
             shown = {**{k: float(v) for k, v in vals.items()}, **self._last_val}
             text = " ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items()) if "samples" not in k)
-            print(f"epoch {self.current_epoch + 1}/{self.trainer.max_epochs} {text}", flush=True)
+            done, total = self.current_epoch + 1, self.trainer.max_epochs
+            recent = self._epoch_seconds[-3:]  # the last few epochs: the first can carry warm-up
+            left = (total - done) * sum(recent) / len(recent)
+            print(f"epoch {done}/{total} {seconds:.1f}s (at most {duration(left)} left, early stopping may end it "
+                  f"sooner) {text}", flush=True)
 
     def validation_step(self, batch, batch_idx):
         raw = self.model(batch["user_id"], batch["item_id"])
@@ -178,3 +188,13 @@ class TrainingModule(pl.LightningModule):
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=max(total, 1))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         return opt
+
+
+def duration(seconds: float) -> str:
+    """12s, 4m 05s, 3h 07m: what a person reads at a glance."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
