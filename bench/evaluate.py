@@ -69,7 +69,7 @@ for name in a.models.split(","):
     module = training.TrainingModule(model_name=name, n_users=data.n_users, n_items=data.n_items,
                                   features=tables.spec(), model_hparams=hp, task="implicit", rating_min=1.0,
                                   rating_max=5.0, lr=cfg.lr, weight_decay=0.0, optimizer="adam", scheduler="none",
-                                  loss="bce", total_steps=1).eval()
+                                  loss="bce", total_steps=1, net_weight_decay=0.0, bias_weight_decay=0.0).eval()
     if module.model.uses_features:
         module.model.set_tables(tables.user_cont, tables.user_cat, tables.item_cont, tables.item_cat)
     t = time.perf_counter()

@@ -38,7 +38,8 @@ def module_for(name, hp, cfg, steps):
     m = training.TrainingModule(model_name=name, n_users=data.n_users, n_items=data.n_items, features={},
                              model_hparams=hp, task="implicit", rating_min=1.0, rating_max=5.0, lr=cfg.lr,
                              weight_decay=cfg.weight_decay, optimizer=cfg.optimizer, scheduler="none", loss="softmax",
-                             total_steps=steps)
+                             total_steps=steps, net_weight_decay=cfg.net_weight_decay,
+                             bias_weight_decay=cfg.bias_weight_decay)
     m.model.set_history(history.histories([data.train], data.n_users, m.model.max_len))
     return m
 

@@ -42,7 +42,8 @@ def module_for(name, hp, cfg, steps):
     m = training.TrainingModule(model_name=name, n_users=data.n_users, n_items=data.n_items, features=tables.spec(),
                              model_hparams=hp, task="rating", rating_min=1.0, rating_max=5.0, lr=cfg.lr,
                              weight_decay=cfg.weight_decay, optimizer=cfg.optimizer, scheduler="none", loss="mse",
-                             total_steps=steps)
+                             total_steps=steps, net_weight_decay=cfg.net_weight_decay,
+                             bias_weight_decay=cfg.bias_weight_decay)
     if m.model.uses_features:
         m.model.set_tables(tables.user_cont, tables.user_cat, tables.item_cont, tables.item_cat)
     return m

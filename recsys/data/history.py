@@ -34,23 +34,12 @@ def _ordered(tables: list[pd.DataFrame]) -> tuple[np.ndarray, np.ndarray]:
     """(users, items) of the tables' rows, by user, then position."""
     df = pd.concat([t[[USER, ITEM, POSITION]] for t in tables if len(t)], ignore_index=True) if any(
         len(t) for t in tables) else pd.DataFrame({USER: [], ITEM: [], POSITION: []})
-    if POSITION not in df:
-        raise RecsysError("the data artifact records no history order (made by an older prepare); run prepare "
-                          "again and pass its data URI")
     order = np.lexsort((df[POSITION].to_numpy(), df[USER].to_numpy()))
     return df[USER].to_numpy(np.int64)[order], df[ITEM].to_numpy(np.int64)[order]
 
 
-def check(table: pd.DataFrame) -> None:
-    if POSITION not in table.columns:
-        raise RecsysError("the data artifact records no history order (made by an older prepare); run prepare "
-                          "again and pass its data URI")
-
-
 def histories(tables: list[pd.DataFrame], n_users: int, max_len: int) -> torch.Tensor:
     """The last `max_len` items of each user's history over `tables`, as [n_users, max_len] codes + 1."""
-    for t in tables:
-        check(t)
     users, items = _ordered(tables)
     out = np.zeros((n_users, max_len), dtype=np.int64)
     if len(users):
@@ -65,7 +54,6 @@ def histories(tables: list[pd.DataFrame], n_users: int, max_len: int) -> torch.T
 def _geometry(train: pd.DataFrame, max_len: int):
     """The windows of `windows`: (users, items) in order, each user's first row, and per window its user,
     the index within the user of its last target, and its number of targets."""
-    check(train)
     users, items = _ordered([train])
     if not len(users):
         raise RecsysError("no training interactions to build sequences from")

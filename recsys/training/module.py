@@ -26,11 +26,10 @@ for _name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lig
 
 
 def decay_groups(model: nn.Module, weight_decay: float, net_weight_decay: float,
-                 bias_weight_decay: float | None = None) -> list[dict]:
+                 bias_weight_decay: float) -> list[dict]:
     """Optimizer parameter groups, as recommender libraries separate their regularisers (Surprise's
     reg_bu/reg_bi against reg_pu/reg_qi, libFM's bias, linear and pairwise terms): the first-order
-    terms (the modules a model marks `first_order`) decay by `bias_weight_decay` (None: as the tables,
-    which is how checkpoints from before this group trained), the other embedding tables (every
+    terms (the modules a model marks `first_order`) decay by `bias_weight_decay`, the other embedding tables (every
     `nn.Embedding` and the feature projections of a `FieldEmbedding`) by `weight_decay`, every other
     trainable weight by `net_weight_decay`."""
     table, bias = set(), set()
@@ -43,7 +42,7 @@ def decay_groups(model: nn.Module, weight_decay: float, net_weight_decay: float,
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if id(p) in table], "weight_decay": weight_decay},
               {"params": [p for p in params if id(p) in bias],
-               "weight_decay": weight_decay if bias_weight_decay is None else bias_weight_decay},
+               "weight_decay": bias_weight_decay},
               {"params": [p for p in params if id(p) not in table | bias], "weight_decay": net_weight_decay}]
     return [g for g in groups if g["params"]]
 
@@ -54,8 +53,8 @@ class TrainingModule(pl.LightningModule):
 
     def __init__(self, *, model_name: str, n_users: int, n_items: int, features: dict, model_hparams: dict,
                  task: str, rating_min: float, rating_max: float, lr: float, weight_decay: float,
-                 optimizer: str, scheduler: str, loss: str, total_steps: int, net_weight_decay: float | None = None,
-                 bias_weight_decay: float | None = None, updates: str = "dense"):
+                 optimizer: str, scheduler: str, loss: str, total_steps: int, net_weight_decay: float,
+                 bias_weight_decay: float, updates: str = "dense"):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False  # one optimizer step per minibatch of a chunk
@@ -63,7 +62,7 @@ class TrainingModule(pl.LightningModule):
         if updates == "rows":
             use_row_updates(self.model)
         self.lo, self.hi = rating_range(rating_min, rating_max)
-        self.loss_name = loss  # resolved by fit (losses.resolve)
+        self.loss_name = loss  # resolved by fit (config.resolve_loss)
         self.ranking_context = None  # set by fit() for the implicit task's validation ranking
         self.train_batches = None  # set by fit(): its epoch follows the trainer's (a resumed run goes on)
         self.epoch_lines = False  # one printed line per epoch (set by fit): its seconds and the time left
@@ -172,8 +171,7 @@ class TrainingModule(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        net_wd = hp.weight_decay if hp.get("net_weight_decay") is None else hp.net_weight_decay
-        groups = decay_groups(self.model, hp.weight_decay, net_wd, hp.get("bias_weight_decay"))
+        groups = decay_groups(self.model, hp.weight_decay, hp.net_weight_decay, hp.bias_weight_decay)
         if not groups:
             return None
         # the fused kernel: one pass over each tensor instead of a dozen (about 2.7x faster a step on CPU)
