@@ -195,11 +195,12 @@ def test_model_capabilities_are_declared_and_match_the_methods_they_promise():
         assert cls.answers_histories == hasattr(cls, "score_sequences"), name
 
 
-@pytest.mark.parametrize("name", ["itemknn", "ease"])
-def test_item_item_models_equal_their_dense_formulas_and_score_a_history_like_a_user(name):
+@pytest.mark.parametrize("name, similarity", [("itemknn", "cosine"), ("itemknn", "jaccard"), ("ease", "")])
+def test_item_item_models_equal_their_dense_formulas_and_score_a_history_like_a_user(name, similarity):
     rng = np.random.default_rng(0)
     u, i = rng.integers(0, 30, 400), rng.integers(0, 50, 400)
-    hp, _ = config.load(name, overrides={"k": 49} if name == "itemknn" else {}, task="implicit", n_items=50)
+    over = {"k": 49, "similarity": similarity} if name == "itemknn" else {}
+    hp, _ = config.load(name, overrides=over, task="implicit", n_items=50)
     model = build_model(name, 30, 50, **hp)
     model.fit(torch.as_tensor(u), torch.as_tensor(i), torch.ones(400), "implicit", None)
     x = np.zeros((30, 50))
@@ -207,9 +208,11 @@ def test_item_item_models_equal_their_dense_formulas_and_score_a_history_like_a_
     if name == "ease":  # Steck 2019, eq. 8
         p = np.linalg.inv(x.T @ x + hp["l2"] * np.eye(50))
         w = -p / np.diag(p)[None, :]
-    else:  # cosine with shrinkage over every neighbour (k = n_items - 1)
-        c = np.diag(x.T @ x)
-        w = (x.T @ x) / (np.sqrt(np.outer(c, c)) + hp["shrink"])
+    else:  # cosine or jaccard with shrinkage over every neighbour (k = n_items - 1)
+        co = x.T @ x
+        c = np.diag(co)
+        w = co / (np.sqrt(np.outer(c, c)) + hp["shrink"]) if similarity == "cosine" else \
+            co / (c[:, None] + c[None, :] - co + hp["shrink"])
     np.fill_diagonal(w, 0.0)
     got = model.score_matrix(torch.arange(30)).numpy()
     np.testing.assert_allclose(got, x @ w, rtol=1e-4, atol=1e-5)
