@@ -64,6 +64,9 @@ class Row:
 class Group:
     key: dict
     rows: list[Row]
+    # blends that do not earn a row (degenerate, or not better than their best member out of fold): kept
+    # out of the ranking, listed under the table with their figure and the blend step's reason
+    left_out: list[Row] = field(default_factory=list)
 
     @property
     def title(self) -> str:
@@ -171,10 +174,17 @@ def build(records: list[dict], per_user: dict[str, pd.DataFrame]) -> list[Group]
             rows.append(row)
         rows = [r for r in rows if metric in r.stats]
         rows.sort(key=lambda r: r.stats[metric][0] * (1 if mode == "min" else -1))
+        left_out = [r for r in rows if _not_earned(r)]
+        rows = [r for r in rows if not _not_earned(r)]
         if rows:
             _compare(rows, per_user, task, metric)
-        out.append(Group(dict(zip(GROUP_TAGS, key)), rows))
+        out.append(Group(dict(zip(GROUP_TAGS, key)), rows, left_out))
     return out
+
+
+def _not_earned(row: Row) -> list[str]:
+    """The blend step's reasons (blend.verdict) a blend row does not earn its row, over its runs."""
+    return sorted({x["blend_verdict"] for x in row.runs if x.get("blend_verdict") not in (None, "", "earns its row")})
 
 
 def _paired_vs(row: Row, ref: Row, per_user: dict[str, pd.DataFrame], task: str, metric: str) -> tuple:
@@ -286,16 +296,16 @@ def markdown(groups: list[Group], experiment: str) -> str:
 
 
 def blend_weights(g: Group) -> list[str]:
-    """A line per blend of the table: its members' weights (fitted on validation), seed by seed, and
-    what the blend step said where it does not earn its row (degenerate, or not better than its best
-    member out of fold)."""
+    """A line per blend of the table: its members' weights (fitted on validation), seed by seed; and a
+    line per blend left out of the ranking, with its figure and why (the blend step's verdict)."""
     out = []
-    for r in g.rows:
+    for r in g.rows + g.left_out:
         by_seed = [(x["tags"].get("seed", "?"), x["blend_weights"]) for x in r.runs if x.get("blend_weights")]
         if by_seed:
             out.append(f"- {r.model} weights, fitted on validation: "
                        + "; ".join(f"seed {s}: {w}" for s, w in sorted(by_seed)))
-        said = sorted({x["blend_verdict"] for x in r.runs if x.get("blend_verdict") not in (None, "", "earns its row")})
-        if said:
-            out.append(f"- {r.model} does not earn its row: {'; '.join(said)}")
+    metric = ranked_by(g.key["task"], g.key["protocol"])[0]
+    for r in g.left_out:
+        out.append(f"- {r.model} ({_fmt_stat(r.stats.get(metric))} {metric.removeprefix('test/')}) is left out of "
+                   f"the ranking: it does not earn its row ({'; '.join(_not_earned(r))})")
     return out

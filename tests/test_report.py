@@ -253,3 +253,23 @@ def test_any_mix_of_protocols_tasks_and_per_user_tables_renders_without_a_traceb
         for g in groups:
             if g.key["protocol"].endswith("/sampled") and g.rows:  # ranked by the sampled headline
                 assert all("test/sampled_ndcg_at_10" in r.stats for r in g.rows)
+
+
+def test_a_blend_that_does_not_earn_its_row_is_listed_under_the_table_not_ranked():
+    rng = np.random.default_rng(3)
+    records, per_user = [], {}
+    for seed in (1, 2):
+        for model, delta, verdict in (("mf", 0.3, None), ("blend(popularity+mf)", 0.3, "degenerate: 100% of its "
+                                      "weight on one member"), ("popularity", 0.0, None)):
+            rid = f"{model}{seed}"
+            values = np.clip(rng.random(200) * 0.2 + delta, 0, 1)
+            per_user[rid] = _per_user(values)
+            rec = _record(rid, model, seed, float(values.mean()))
+            if verdict:
+                rec.update(blend_weights="popularity 0.0000, mf 1.0000", blend_verdict=verdict)
+            records.append(rec)
+    [g] = report.build(records, per_user)
+    assert [r.model for r in g.rows] == ["mf", "popularity"] and [r.model for r in g.left_out] == ["blend(popularity+mf)"]
+    md = report.markdown([g], "exp")
+    assert "blend(popularity+mf) (" in md and "is left out of the ranking: it does not earn its row (degenerate" in md
+    assert "blend(popularity+mf)" not in report.headline([g])
