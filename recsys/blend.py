@@ -23,7 +23,7 @@ import torch
 from scipy.optimize import nnls
 from torch import nn
 
-from recsys import metrics, ranking
+from recsys import evaluation, metrics, ranking
 from recsys.data import history
 from recsys.errors import RecsysError
 from recsys.models import build_model
@@ -112,13 +112,15 @@ def user_folds(users: np.ndarray, folds: int = FOLDS, seed: int = 0) -> np.ndarr
 
 
 def search_weights(blend: Blend, users: np.ndarray, targets: np.ndarray, exclude, n_items: int,
-                   step: float = 0.1, progress=None, seed: int = 0) -> tuple[np.ndarray, float, np.ndarray]:
+                   step: float = 0.1, progress=None, seed: int = 0, cold=None,
+                   fallback=None) -> tuple[np.ndarray, float, np.ndarray]:
     """(weights, in-sample validation NDCG, out-of-fold NDCG per user): the point on the simplex whose
     weighted sum of the members' standardised scores ranks the validation targets of `users` (sorted ids;
     targets [n, R], `exclude` the training items) best, by the evaluator's full ranking; and, cross-fitted,
     each user's NDCG under the weights chosen without their fold. Each member scores the users once; each
     candidate weighting is ranked once for every user (cached), so the folds cost no more rankings on the
-    grid. `progress(done, total, best)` is called as candidates are ranked."""
+    grid. `cold` users are ranked by `fallback` instead, as evaluation ranks them. `progress(done, total,
+    best)` is called as candidates are ranked."""
     z = blend.member_blocks(torch.as_tensor(users), n_items)  # each member scores the users once
     m = len(z)
     total = sum(1 for _ in simplex_grid(m, step)) if m <= GRID_MEMBERS else (FOLDS + 1) * m * round(1 / step)
@@ -128,8 +130,8 @@ def search_weights(blend: Blend, users: np.ndarray, targets: np.ndarray, exclude
         key = tuple(np.round(w, 9))
         if key not in cache:
             table = _Scores(sum(float(wi) * zi for wi, zi in zip(w, z)), users)
-            cache[key] = metrics.ndcg_per_user(ranking.rank_targets(table, users, targets, exclude, n_items)[0],
-                                               RANKING_K)
+            ranks = ranking.rank_targets(table, users, targets, exclude, n_items, fallback=fallback, cold=cold)[0]
+            cache[key] = metrics.ndcg_per_user(ranks, RANKING_K)
             if progress and (len(cache) % 25 == 0 or len(cache) == total):
                 progress(len(cache), total, max(float(v.mean()) for v in cache.values()))
         return cache[key]
@@ -161,21 +163,26 @@ def _printed(done: int, total: int, best: float) -> None:
           file=sys.stderr, flush=True)
 
 
-def _rating(blend: Blend, scorers: list[Scorer], scorer: Scorer, va, seed: int) -> dict:
-    """Ridge weights on the validation ratings, and their out-of-fold predictions (folds by user)."""
+def _rating(blend: Blend, scorers: list[Scorer], scorer: Scorer, data, seed: int) -> dict:
+    """Ridge weights on the validation ratings, and their out-of-fold predictions (folds by user). Rows
+    evaluation answers with the training mean (a cold user or item) are answered so here, and left out
+    of the fit: no weight changes them."""
+    va = data.val
     u, i, y = va[USER].to_numpy(), va[ITEM].to_numpy(), va[RATING].to_numpy(np.float64)
+    cold, mean = evaluation.cold_rows(data, u, i)
     x = np.stack([ranking.score_pairs(s, u, i).astype(np.float64) for s in scorers], 1)
     fold = user_folds(u, FOLDS, seed)
-    oof = np.empty(len(y))
+    oof = np.full(len(y), mean)
     for f in range(FOLDS):
-        held = fold == f
-        if held.any():
-            w, b, _ = ridge_weights(x[~held], y[~held])
+        fit_on, held = (fold != f) & ~cold, (fold == f) & ~cold
+        if held.any() and fit_on.any():
+            w, b, _ = ridge_weights(x[fit_on], y[fit_on])
             oof[held] = np.clip(x[held] @ w + b, blend.lo, blend.hi)
-    w, b, alpha = ridge_weights(x, y)
+    w, b, alpha = ridge_weights(x[~cold], y[~cold])
     blend.weights.copy_(torch.as_tensor(w, dtype=torch.float32))
     blend.bias = b
-    inside = ranking.score_pairs(scorer, u, i)
+    inside = np.where(cold, mean, ranking.score_pairs(scorer, u, i))
+    x[cold] = mean  # each member as evaluation scores it
     rmse = lambda p: float(np.sqrt(np.mean((p - y) ** 2)))  # noqa: E731
     per_user = pd.DataFrame({USER: u, "se": (oof - y) ** 2}).groupby(USER)["se"].agg(["sum", "count"]).reset_index()
     per_user = pd.DataFrame({USER: per_user[USER], "rmse": np.sqrt(per_user["sum"] / per_user["count"]),
@@ -198,16 +205,18 @@ def fit(scorers: list[Scorer], data, max_users: int = 10_000, progress=_printed)
         member.load_state_dict(s.model.state_dict())
     scorer = Scorer(blend, task, meta["rating_min"], meta["rating_max"]).eval()
     if task == "rating":
-        return scorer, _rating(blend, scorers, scorer, va, seed)
+        return scorer, _rating(blend, scorers, scorer, data, seed)
     users = ranking.sample_users(np.unique(va[USER].to_numpy(np.int64)), max_users, seed)
     targets = ranking.CSR.build(va[USER].to_numpy(np.int64), va[ITEM].to_numpy(np.int64), data.n_users).padded(users)
     tr = data.train
     exclude = ranking.CSR.build(tr[USER].to_numpy(np.int64), tr[ITEM].to_numpy(np.int64), data.n_users)
     if blend.uses_history:  # validation is ranked from the history before it, as in training
         blend.set_history(history.histories(history.before(data, "val"), data.n_users, blend.max_len))
-    w, inside, oof = search_weights(blend, users, targets, exclude, data.n_items, progress=progress, seed=seed)
-    alone = [metrics.ndcg(ranking.rank_targets(m, users, targets, exclude, data.n_items)[0], RANKING_K)
-             for m in blend.members]
+    cold, popularity = evaluation.cold_users(data, users)  # ranked by popularity, as evaluation ranks them
+    w, inside, oof = search_weights(blend, users, targets, exclude, data.n_items, progress=progress, seed=seed,
+                                    cold=cold, fallback=popularity)
+    alone = [metrics.ndcg(ranking.rank_targets(m, users, targets, exclude, data.n_items, fallback=popularity,
+                                               cold=cold)[0], RANKING_K) for m in blend.members]
     blend.weights.copy_(torch.as_tensor(w, dtype=torch.float32))
     if blend.uses_history:  # the logged blend answers a known user from all of their history
         blend.set_history(history.histories(history.before(data), data.n_users, blend.max_len))

@@ -86,12 +86,25 @@ def _train_stats(data: Prepared):
     return tr, user_counts, item_counts
 
 
+def cold_rows(data: Prepared, u: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, float]:
+    """Rating rows of a user or an item with no training rating, and what they are answered with (the
+    training mean): the cold-start fallback every rating evaluation, and the blend's fit, apply."""
+    _, user_counts, item_counts = _train_stats(data)
+    return (user_counts[u] == 0) | (item_counts[i] == 0), float(data.train[RATING].mean())
+
+
+def cold_users(data: Prepared, users: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+    """Users with no training interaction, and the scores they are ranked by instead of the model's
+    (log popularity over train): the fallback every ranking evaluation, and the blend's search, apply."""
+    _, user_counts, item_counts = _train_stats(data)
+    return user_counts[users] == 0, torch.log1p(torch.as_tensor(item_counts, dtype=torch.float32))
+
+
 def _rating(module, data: Prepared, split: str) -> Evaluation:
     tr, user_counts, item_counts = _train_stats(data)
     rows = data.split(split)
     u, i, y = rows[USER].to_numpy(np.int64), rows[ITEM].to_numpy(np.int64), rows[RATING].to_numpy(np.float64)
-    mean = float(tr[RATING].mean())
-    cold = (user_counts[u] == 0) | (item_counts[i] == 0)
+    cold, mean = cold_rows(data, u, i)
     with torch.no_grad():
         pred = module(torch.as_tensor(u), torch.as_tensor(i)).double().numpy() if len(u) else np.zeros(0)
     pred = np.where(cold, mean, pred)  # cold-start fallback: the training mean
@@ -132,18 +145,17 @@ def _implicit(module, data: Prepared, split: str, ks: list[int], protocol: str, 
         rows = rows[rows[USER].isin(users)]
     targets = ranking.CSR.build(rows[USER].to_numpy(np.int64), rows[ITEM].to_numpy(np.int64), data.n_users).padded(users)
     exclude = _known(data, split)
-    cold_users = user_counts[users] == 0
-    popularity = torch.log1p(torch.as_tensor(item_counts, dtype=torch.float32))
+    cold, popularity = cold_users(data, users)
     p = f"{split}/"
-    m: dict[str, float] = {f"{p}n_users": len(users), f"{p}n_cold_users": int(cold_users.sum()),
+    m: dict[str, float] = {f"{p}n_users": len(users), f"{p}n_cold_users": int(cold.sum()),
                            f"{p}n_cold_items": int((item_counts[rows[ITEM].to_numpy()] == 0).sum())}
     per_user = pd.DataFrame({USER: users, "train_items": user_counts[users], "activity": bucket(user_counts[users]),
-                             "cold": cold_users})
+                             "cold": cold})
     tops = None
     kmax = max(ks)
     if protocol in ("full", "both"):
         ranks, tops = ranking.rank_targets(model, users, targets, exclude, data.n_items, k=kmax,
-                                           fallback=popularity, cold=cold_users)
+                                           fallback=popularity, cold=cold)
         m.update(metrics.ranking_report(ranks, ks, p))
         for k in ks:
             per_user[f"hr_at_{k}"] = (ranks <= k).any(1).astype(float)
