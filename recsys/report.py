@@ -306,6 +306,8 @@ def blend_weights(g: Group) -> list[str]:
                        + "; ".join(f"seed {s}: {w}" for s, w in sorted(by_seed)))
     metric = ranked_by(g.key["task"], g.key["protocol"])[0]
     for r in g.left_out:
+        short = [x for x in r.runs if x.get("blend_verdict") not in (None, "", "earns its row")]
         out.append(f"- {r.model} ({_fmt_stat(r.stats.get(metric))} {metric.removeprefix('test/')}) is left out of "
-                   f"the ranking: it does not earn its row ({'; '.join(_not_earned(r))})")
+                   f"the ranking: it does not earn its row on {len(short)} of its {len(r.runs)} seeds "
+                   f"({'; '.join(_not_earned(r))})")
     return out

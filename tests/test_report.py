@@ -271,5 +271,5 @@ def test_a_blend_that_does_not_earn_its_row_is_listed_under_the_table_not_ranked
     [g] = report.build(records, per_user)
     assert [r.model for r in g.rows] == ["mf", "popularity"] and [r.model for r in g.left_out] == ["blend(popularity+mf)"]
     md = report.markdown([g], "exp")
-    assert "blend(popularity+mf) (" in md and "is left out of the ranking: it does not earn its row (degenerate" in md
+    assert "blend(popularity+mf) (" in md and "is left out of the ranking: it does not earn its row on 2 of its 2 seeds (degenerate" in md
     assert "blend(popularity+mf)" not in report.headline([g])
