@@ -306,6 +306,7 @@ def test_champion_moves_only_on_a_significant_paired_gain_on_validation(ml100k_d
     fifth = evaluate_step.main(["--model-uri", f"runs:/{bl}/model"])
     tags = mlflow.get_run(fifth).data.tags
     assert float(tags["registry.candidate_metric"]) == pytest.approx(fitted["best_val_rmse"], abs=1e-6)
+    assert float(tags["registry.candidate_metric"]) != pytest.approx(fitted["insample_val_rmse"], abs=1e-9)
     assert tags["registry.decision"].startswith("kept version 2: not significantly better")
     # the alias works wherever a model URI is accepted
     evaluate_step.main(["--model-uri", "models:/rec@champion"])
