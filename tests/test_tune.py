@@ -77,20 +77,18 @@ def _with_search(tmp_path, model, text):
 
 
 def test_search_spaces_are_per_task_and_losses_must_fit_the_task(tmp_path):
+    from recsys.models import model_class
+
     for model in config.MODEL_NAMES:  # every shipped space is valid for the tasks it names
         for task in config.TASKS:
             try:
                 space = search.search_space(model, None, task)
             except Exception as e:  # closed form: nothing to tune; next-item models: implicit only
-                from recsys.models import model_class
-
                 cls = model_class(model)
                 nothing = model in ("global_mean", "popularity") or ((cls.uses_history or cls.implicit_only)
                                                                      and task == "rating")
                 assert nothing and "has no search" in str(e), e
                 continue
-            from recsys.models import model_class
-
             assert ("loss" in space) == (task == "implicit" and not model_class(model).closed_form), (model, task)
     assert search.search_space("mf", None, "implicit")["loss"]["choices"] == ["bce", "bpr", "softmax"]
     flat = _with_search(tmp_path, "mf", "search:\n  loss: {type: categorical, choices: [bce, bpr]}\n")
