@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from recsys.schema import TASKS, USER
+from recsys import paired
+from recsys.schema import TASKS
 
 GROUP_TAGS = ("dataset", "task", "data_split", "tie_break", "positive_threshold", "protocol")
 COLUMNS = {name: [f"test/{c}" for c in t.columns] for name, t in TASKS.items()}  # schema.TASKS, on test
@@ -37,13 +38,6 @@ def ranked_by(task: str, protocol: str) -> tuple[str, str, str]:
         return f"test/{t.sampled}", t.sampled, t.mode
     return HEADLINE[task]
 BASELINES = {"global_mean", "popularity", "peer:popularity"}
-
-
-def t95(df: int) -> float:
-    """The two-sided 95% quantile of Student's t with `df` degrees of freedom (paired seed-level test)."""
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, df))
 
 
 @dataclass
@@ -77,54 +71,6 @@ class Group:
         if k["positive_threshold"] not in ("-", ""):
             parts.append(f"positives rating >= {k['positive_threshold']}")
         return ", ".join(parts)
-
-
-def _has_unit(per_user: pd.DataFrame, task: str) -> bool:
-    """Whether a per-user table holds the headline's per-user figures (a sampled-only evaluation does not)."""
-    return {"rmse", "n"} <= set(per_user.columns) if task == "rating" else TASKS[task].metric in per_user.columns
-
-
-def _per_user_unit(per_user: pd.DataFrame, task: str) -> pd.Series:
-    """Per user, the quantity the headline metric averages (the ranking headline), or the squared-error sum (rating)."""
-    if task == "rating":
-        return pd.Series((per_user["rmse"] ** 2 * per_user["n"]).to_numpy(), index=per_user[USER].to_numpy())
-    return pd.Series(per_user[TASKS[task].metric].to_numpy(), index=per_user[USER].to_numpy())
-
-
-def _interval(per_user: pd.DataFrame, task: str) -> tuple[float, float]:
-    """95% interval over users of the headline metric of one run."""
-    if task == "rating":  # RMSE = sqrt(sum s_u / sum n_u): a ratio estimator over users
-        s, n = (per_user["rmse"] ** 2 * per_user["n"]).to_numpy(), per_user["n"].to_numpy(float)
-        mse = s.sum() / n.sum()
-        se = math.sqrt(((s - mse * n) ** 2).sum() / (len(s) * (len(s) - 1))) / n.mean() if len(s) > 1 else float("nan")
-        return math.sqrt(max(mse - 1.96 * se, 0)), math.sqrt(mse + 1.96 * se)
-    x = per_user[TASKS[task].metric].to_numpy(float)
-    se = x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else float("nan")
-    return x.mean() - 1.96 * se, x.mean() + 1.96 * se
-
-
-def _paired(a: list[pd.Series], b: list[pd.Series], task: str) -> tuple[float, float, int]:
-    """Per-user paired difference a - b in the headline metric's units, averaged over shared seeds.
-
-    For ratings the per-user squared-error sums are divided by the mean rows per user, so the mean
-    difference is the difference in MSE."""
-    d = pd.concat([x.sub(y).dropna() for x, y in zip(a, b)], axis=1).mean(axis=1).dropna()
-    if len(d) < 2:
-        return float("nan"), float("nan"), len(d)
-    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))), len(d)
-
-
-def paired_test(candidate: pd.DataFrame, reference: pd.DataFrame, task: str) -> dict:
-    """Is `candidate` significantly better than `reference` on the same users? Both are per-user tables
-    of one evaluation each (`Evaluation.per_user`). The paired per-user difference in the headline
-    metric's units (schema.TASKS: MSE for ratings), its standard error (ddof=1), the users, and
-    `better`: the difference favours the candidate and its 95% interval excludes 0 (the report's test)."""
-    mean, se, n = _paired([_per_user_unit(candidate, task)], [_per_user_unit(reference, task)], task)
-    if task == "rating":  # per-user squared-error sums over mean rows per user: a difference of MSE
-        mean, se = mean / float(candidate["n"].mean()), se / float(candidate["n"].mean())
-    favours = mean < 0 if TASKS[task].mode == "min" else mean > 0
-    better = bool(n > 1 and se == se and favours and abs(mean) > 1.96 * se)
-    return {"delta": mean, "se": se, "n": n, "better": better}
 
 
 def _variants(configs: list[dict]) -> list[str]:
@@ -169,8 +115,8 @@ def build(records: list[dict], per_user: dict[str, pd.DataFrame]) -> list[Group]
                     row.stats[m] = (v.mean(), v.std(ddof=1) if len(v) > 1 else float("nan"), len(v))
             secs = [x["train_seconds"] for x in runs if x["train_seconds"] == x["train_seconds"]]
             row.train_seconds = float(np.mean(secs)) if secs else float("nan")
-            if len(runs) == 1 and runs[0]["run_id"] in per_user and _has_unit(per_user[runs[0]["run_id"]], task):
-                row.interval = _interval(per_user[runs[0]["run_id"]], task)
+            if len(runs) == 1 and runs[0]["run_id"] in per_user and paired.has_unit(per_user[runs[0]["run_id"]], task):
+                row.interval = paired.interval(per_user[runs[0]["run_id"]], task)
             rows.append(row)
         rows = [r for r in rows if metric in r.stats]
         rows.sort(key=lambda r: r.stats[metric][0] * (1 if mode == "min" else -1))
@@ -182,9 +128,14 @@ def build(records: list[dict], per_user: dict[str, pd.DataFrame]) -> list[Group]
     return out
 
 
+def _short_runs(row: Row) -> list[dict]:
+    """The runs of a blend row whose blend step said it does not earn its row (blend.verdict)."""
+    return [x for x in row.runs if x.get("blend_verdict") not in (None, "", "earns its row")]
+
+
 def _not_earned(row: Row) -> list[str]:
-    """The blend step's reasons (blend.verdict) a blend row does not earn its row, over its runs."""
-    return sorted({x["blend_verdict"] for x in row.runs if x.get("blend_verdict") not in (None, "", "earns its row")})
+    """The blend step's reasons a blend row does not earn its row, over its runs."""
+    return sorted({x["blend_verdict"] for x in _short_runs(row)})
 
 
 def _paired_vs(row: Row, ref: Row, per_user: dict[str, pd.DataFrame], task: str, metric: str) -> tuple:
@@ -194,11 +145,11 @@ def _paired_vs(row: Row, ref: Row, per_user: dict[str, pd.DataFrame], task: str,
     lead = {r["tags"].get("seed", ""): r for r in ref.runs}
     shared = [(r, lead[r["tags"].get("seed", "")]) for r in row.runs if r["tags"].get("seed", "") in lead]
     both = [(x, y) for x, y in shared if x["run_id"] in per_user and y["run_id"] in per_user
-            and _has_unit(per_user[x["run_id"]], task) and _has_unit(per_user[y["run_id"]], task)]
+            and paired.has_unit(per_user[x["run_id"]], task) and paired.has_unit(per_user[y["run_id"]], task)]
     diff = seed_diff = None
     if both:
-        mean, se, n = _paired([_per_user_unit(per_user[x["run_id"]], task) for x, _ in both],
-                              [_per_user_unit(per_user[y["run_id"]], task) for _, y in both], task)
+        mean, se, n = paired.paired([paired.per_user_unit(per_user[x["run_id"]], task) for x, _ in both],
+                                     [paired.per_user_unit(per_user[y["run_id"]], task) for _, y in both], task)
         if task == "rating":  # squared-error sums per user -> MSE units
             rows_per_user = np.mean([per_user[x["run_id"]]["n"].mean() for x, _ in both])
             mean, se = mean / rows_per_user, se / rows_per_user
@@ -207,7 +158,7 @@ def _paired_vs(row: Row, ref: Row, per_user: dict[str, pd.DataFrame], task: str,
         d = np.array([x["metrics"][metric] - y["metrics"][metric] for x, y in shared])
         se = d.std(ddof=1) / math.sqrt(len(d))
         seed_diff = (float(d.mean()), float(se), len(d))
-        seed_sig = (se == 0 and d.mean() != 0) or (se > 0 and abs(d.mean()) > t95(len(d) - 1) * se)
+        seed_sig = (se == 0 and d.mean() != 0) or (se > 0 and abs(d.mean()) > paired.t95(len(d) - 1) * se)
         if diff is not None:
             diff = (*diff[:3], diff[3] and bool(seed_sig))
     return diff, seed_diff
@@ -306,8 +257,7 @@ def blend_weights(g: Group) -> list[str]:
                        + "; ".join(f"seed {s}: {w}" for s, w in sorted(by_seed)))
     metric = ranked_by(g.key["task"], g.key["protocol"])[0]
     for r in g.left_out:
-        short = [x for x in r.runs if x.get("blend_verdict") not in (None, "", "earns its row")]
         out.append(f"- {r.model} ({_fmt_stat(r.stats.get(metric))} {metric.removeprefix('test/')}) is left out of "
-                   f"the ranking: it does not earn its row on {len(short)} of its {len(r.runs)} seeds "
+                   f"the ranking: it does not earn its row on {len(_short_runs(r))} of its {len(r.runs)} seeds "
                    f"({'; '.join(_not_earned(r))})")
     return out

@@ -258,7 +258,7 @@ def test_real_http_answers_every_request_and_keeps_answering(served, tmp_path):
 
 @pytest.mark.slow
 def test_champion_moves_only_on_a_significant_paired_gain_on_validation(ml100k_dir, tmp_path):
-    from recsys import evaluation, report, tracking
+    from recsys import evaluation, paired, tracking
     from recsys.data import prepare as prep
     from steps import evaluate as evaluate_step
 
@@ -280,7 +280,7 @@ def test_champion_moves_only_on_a_significant_paired_gain_on_validation(ml100k_d
     loaded = prep.load(tracking.download(f"runs:/{data}/data", "data", tmp_path / "data"))
     ev = {v: evaluation.evaluate(tracking.load_bundle(f"models:/rec/{v}", tmp_path / v).module, loaded, "val", [10],
                                  "both") for v in ("1", "2")}
-    test = report.paired_test(ev["2"].per_user, ev["1"].per_user, "rating")
+    test = paired.paired_test(ev["2"].per_user, ev["1"].per_user, "rating")
     assert float(tags["registry.paired_delta"]) == pytest.approx(test["delta"], abs=1e-6)
     assert float(tags["registry.paired_se"]) == pytest.approx(test["se"], abs=1e-6)
     assert cand == pytest.approx(ev["2"].metrics["val/rmse"], abs=1e-6) and champ == pytest.approx(ev["1"].metrics["val/rmse"], abs=1e-6)

@@ -70,19 +70,13 @@ def _on_validation(name: str, version: str, module, data, protocol: str, eval_us
     training rows), anything else scored here."""
     import pandas as pd
 
-    from recsys import blend, evaluation
-    from recsys.schema import TASKS
+    from recsys import blend, evaluation, paired
 
     run_id = mlflow.MlflowClient().get_model_version(name, version).run_id
     if run_id and run_tags(run_id).get("step") == "blend":
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=blend.OOF_FILE, dst_path=str(tmp))
         per_user = pd.read_parquet(local)
-        task = data.meta["task"]
-        if task == "rating":
-            value = float((per_user["rmse"] ** 2 * per_user["n"]).sum() / per_user["n"].sum()) ** 0.5
-        else:
-            value = float(per_user[TASKS[task].metric].mean())
-        return per_user, value
+        return per_user, paired.metric(per_user, data.meta["task"])
     ev = evaluation.evaluate(module, data, "val", [10], protocol, eval_users)
     return ev.per_user, ev.metrics[key]
 
@@ -93,7 +87,7 @@ def promote(name: str, version: str, module, data, protocol: str, eval_users: in
     per-user table: never on the rows its weights were fitted to), the report's paired per-user
     test (the difference's 95% interval excludes 0). Test decides nothing. The evidence goes on the run
     and on the model version."""
-    from recsys import evaluation, report
+    from recsys import evaluation, paired
     from recsys.schema import TASKS
     from recsys.tracking.pyfunc import load_bundle
 
@@ -120,7 +114,7 @@ def promote(name: str, version: str, module, data, protocol: str, eval_users: in
             champ_module = load_bundle(f"models:/{name}/{champ_v}", tmp / "champion").module
             theirs = _on_validation(name, champ_v, champ_module, data, protocol, eval_users, key, tmp / "champion")
             champ_value = theirs[1]
-            test = report.paired_test(mine[0], theirs[0], task)
+            test = paired.paired_test(mine[0], theirs[0], task)
             unit = TASKS[task].unit
             evidence = {"registry.paired_delta": f"{test['delta']:.6f}", "registry.paired_se": f"{test['se']:.6f}",
                         "registry.paired_users": str(test["n"])}
