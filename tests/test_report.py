@@ -192,7 +192,7 @@ def test_report_html_renders_in_a_browser_with_tables_and_images(small_experimen
 
 
 def test_the_seed_level_t_quantiles_are_students():
-    from recsys.report import t95
+    from recsys.paired import t95
 
     # the two-sided 95% table every statistics text prints
     for df, q in {1: 12.706, 2: 4.303, 4: 2.776, 9: 2.262, 30: 2.042}.items():
