@@ -18,7 +18,7 @@ import mlflow
 from recsys import tracking
 from recsys.errors import RecsysError
 from recsys.metrics import parse_ks
-from recsys.models import check_model_name
+from recsys.models import requested
 from recsys.schema import task_of
 from steps import ArgParser, flag, given, integer
 
@@ -33,38 +33,13 @@ for name, default in [("dataset", "ml-100k"), ("task", "rating"), ("split", "aut
 
 
 
-def _models(text: str) -> list[str]:
-    """The models asked for, each once (a model listed twice trains, and blends, once), each a known name."""
-    asked = [m.strip() for m in text.split(",") if m.strip()]
-    models = list(dict.fromkeys(asked))
-    if len(models) < len(asked):
-        print(f"models: {', '.join(sorted({m for m in asked if asked.count(m) > 1}))} listed more than once; "
-              "each is trained once", flush=True)
-    if not models:
-        raise RecsysError("models= names no model; pass one or more, e.g. models=mf,ncf")
-    for m in models:
-        check_model_name(m)
-    return models
-
-
-def _leaderboard(models: list[str], results: dict, task: str) -> str:
-    """A markdown table: each model's test metrics (schema.TASKS' columns), train seconds and runs."""
-    rows, keys = [], [f"test/{c}" for c in task_of(task).columns]
-    for m in models:
-        tr, ev = results[m]
-        mt, me = mlflow.get_run(tr).data.metrics, mlflow.get_run(ev).data.metrics
-        rows.append([m, *[f"{me.get(k, float('nan')):.4f}" for k in keys],
-                     f"{mt.get('train_seconds', float('nan')):.1f}", tr, ev])
-    header = ["model", *keys, "train s", "train run", "eval run"]
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                     + ["| " + " | ".join(r) + " |" for r in rows])
-
-
 def main(argv=None):
     with tracking.step_run("main") as run:
         a = p.parse_args(argv)
         mlflow.set_tag("mlflow.runName", f"main {a.dataset} {a.task}")
-        models = _models(a.model or a.models)
+        models, repeated = requested(a.model or a.models)
+        if repeated:  # a model listed twice trains, and blends, once
+            print(f"models: {', '.join(repeated)} listed more than once; each is trained once", flush=True)
         integer("seed", a.seed)
         parse_ks(a.k)  # before anything trains: evaluate would refuse it last
         if a.register_as:
@@ -120,7 +95,7 @@ def main(argv=None):
             verdict = mlflow.get_run(results["blend"][0]).data.tags.get("blend.verdict", "")
             if verdict and verdict != "earns its row":
                 print(f"blend: does not earn its row ({verdict})", flush=True)
-        table = _leaderboard(models, results, a.task)
+        table = tracking.leaderboard(models, results, a.task)
         mlflow.log_text(f"# Leaderboard: {a.dataset} {a.task} ({split})\n\n{table}\n\n" + "\n".join(log) + "\n",
                         "leaderboard.md")
         tracking.log_metrics({f"seconds.{k}": v for k, v in timings.items()})

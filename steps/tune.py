@@ -7,7 +7,6 @@ task's validation metric; the shipped defaults are a trial; test only with test=
 run per trial, best_config.yaml (for `train -P config=`), best/val/..., plots; prints a one-line summary.
 """
 
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,55 +26,6 @@ for name, default in (("model", "mf"), ("trials", "20"), ("data", "auto"), ("tas
                       ("timeout", "0"), ("storage", "default"), ("study", "auto"), ("seed", "42"), ("threads", "1"),
                       ("repeats", "1"), ("test", "false")):
     p.add_argument(f"--{name}", default=default)
-
-
-def _objective(model: str, cfg_path: Path, space: dict, base: dict, data, study_name: str, repeats: int, tmp: Path):
-    """One trial: the suggested configuration trained (over `repeats` seeds) in a nested run; its mean
-    validation score is what the study optimises."""
-    task = data.meta["task"]
-    monitor = TASKS[task].key("val")
-    key = f"best_{monitor.replace('/', '_')}"
-
-    def objective(trial):
-        overrides = {**base, **tuning.suggest(trial, space)}
-        hp, cfg = config.load(model, cfg_path, overrides, task=task, n_items=data.n_items)
-        with tracking.child_run(f"trial {trial.number}", optuna.TrialPruned) as child:
-            tracking.log_params({**config.flat(hp, cfg), "trial": trial.number, "study": study_name,
-                                 "repeats": repeats})
-            mlflow.set_tags({"step": "tune-trial", "model": model, "trial": trial.number,
-                             **({"defaults": "true"} if trial.user_attrs.get("defaults") else {})})
-            scores, seconds = tuning.fit_seeds(
-                data, model, hp, cfg, repeats, tmp / f"trial{trial.number}", tracking.lightning_logger(child.info.run_id),
-                (tuning.Pruning(trial, monitor, cfg.scheduler != "onecycle"),))
-            if repeats > 1:
-                tracking.log_metrics({f"{key}_seed_{cfg.seed + r}": v for r, v in enumerate(scores)})
-            score = tuning.mean_and_sd(scores)
-            tracking.log_metrics({key: score[0], "train_seconds": seconds,
-                                  **({f"{key}_sd": score[1]} if repeats > 1 else {})})
-        label = " (the shipped defaults)" if trial.user_attrs.get("defaults") else ""
-        spread = f" (sd {score[1]:.4f} over {repeats} seeds)" if repeats > 1 else ""
-        print(f"trial {trial.number}{label}: {monitor}={score[0]:.4f}{spread} {trial.params}", flush=True)
-        return score[0]
-
-    return objective
-
-
-def _summarise(study, best, metrics: dict, spec, ran: int, waiting: int, seconds: float, model: str, run_id: str,
-               tmp: Path) -> None:
-    """The sweep's figures, plots and one line (the run's note and stdout)."""
-    monitor, key = spec.key("val"), spec.key("test")
-    done = tuning.finished(study)
-    pruned = len(done) - len([t for t in done if t.state == optuna.trial.TrialState.COMPLETE])
-    tracking.log_metrics({**metrics, f"best/{monitor}": best.value, "trials_finished": len(done),
-                          "trials_pruned": pruned, "trials_run_here": ran, "sweep_seconds": seconds})
-    for png in tuning.plots(study, tmp):
-        mlflow.log_artifact(png, "plots")
-    elsewhere = f", {waiting} still running in another worker" if waiting else ""
-    line = (f"tune {model} ({spec.name}): {len(done)} trials in the study ({pruned} pruned{elsewhere}), this worker "
-            f"{ran} in {seconds:.0f}s; best trial {best.number} {monitor}={best.value:.4f}"
-            + (f" -> {key}={metrics['best/' + key]:.4f}" if metrics else "") + f"; config: runs:/{run_id}/best_config.yaml")
-    mlflow.set_tag("mlflow.note.content", line)
-    print(line, file=sys.stdout)
 
 
 def main(argv=None):
@@ -107,7 +57,7 @@ def main(argv=None):
         tracking.log_context({"step": "tune", "model": a.model, "task": task, "dataset": data.meta.get("name"),
                               "data_uri": data_uri, "study": study_name})
         base, signals = {"threads": a.threads}, interrupts.Sweep()
-        objective = signals.trial()(_objective(a.model, cfg_path, space, base, data, study_name, repeats, tmp))
+        objective = signals.trial()(tracking.trial_objective(a.model, cfg_path, space, base, data, study_name, repeats, tmp))
         t0 = time.perf_counter()
         with signals:  # an interrupted trial is told FAIL; finished trials stay
             ran = tuning.sweep(study, objective, trials, timeout or None, signals)
@@ -127,7 +77,7 @@ def main(argv=None):
             hp, cfg = config.load(a.model, tmp / "best_config.yaml", base, task=task, n_items=data.n_items)
             result = training.fit(data, a.model, hp, cfg, None, tmp / "best")
             metrics = {f"best/{k}": v for k, v in evaluation.evaluate(result.module, data, "test", [10], "both").metrics.items()}
-        _summarise(study, best, metrics, spec, ran, waiting, seconds, a.model, run.info.run_id, tmp)
+        tracking.log_sweep(study, best, metrics, spec, ran, waiting, seconds, a.model, run.info.run_id, tmp)
     return run.info.run_id
 
 

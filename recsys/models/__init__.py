@@ -35,6 +35,17 @@ def check_model_name(name: str) -> None:
         raise RecsysError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
 
 
+def requested(text: str) -> tuple[list[str], list[str]]:
+    """The models a comma-separated list asks for, each once and in order, each a known name; and the
+    names listed more than once."""
+    asked = [m.strip() for m in text.split(",") if m.strip()]
+    if not asked:
+        raise RecsysError("models= names no model; pass one or more, e.g. models=mf,ncf")
+    for m in asked:
+        check_model_name(m)
+    return list(dict.fromkeys(asked)), sorted({m for m in asked if asked.count(m) > 1})
+
+
 def model_class(name: str):
     if name not in MODEL_CLASSES:
         check_model_name(name)

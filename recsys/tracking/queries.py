@@ -86,3 +86,17 @@ def blend_members(runs: str) -> list[dict]:
                     "content_hash": tags.get("content_hash", ""), "ids_hash": tags.get("ids_hash", ""),
                     "data_uri": tags.get("data_uri", ""), "seed": tags.get("seed", "")})
     return out
+
+
+def leaderboard(models: list[str], results: dict[str, tuple[str, str]], task: str) -> str:
+    """main's markdown table: each model's test metrics (schema.TASKS' columns), train seconds and its
+    (train run, evaluate run) from `results`."""
+    rows, keys = [], [f"test/{c}" for c in TASKS[task].columns]
+    for m in models:
+        tr, ev = results[m]
+        mt, me = mlflow.get_run(tr).data.metrics, mlflow.get_run(ev).data.metrics
+        rows.append([m, *[f"{me.get(k, float('nan')):.4f}" for k in keys],
+                     f"{mt.get('train_seconds', float('nan')):.1f}", tr, ev])
+    header = ["model", *keys, "train s", "train run", "eval run"]
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(r) + " |" for r in rows])
