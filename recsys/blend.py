@@ -163,7 +163,7 @@ def _printed(done: int, total: int, best: float) -> None:
           file=sys.stderr, flush=True)
 
 
-def _rating(blend: Blend, scorers: list[Scorer], scorer: Scorer, data, seed: int) -> dict:
+def _rating(blend: Blend, scorers: list[Scorer], data, seed: int) -> dict:
     """Ridge weights on the validation ratings, and their out-of-fold predictions (folds by user). Rows
     evaluation answers with the training mean (a cold user or item) are answered so here, and left out
     of the fit: no weight changes them."""
@@ -181,14 +181,14 @@ def _rating(blend: Blend, scorers: list[Scorer], scorer: Scorer, data, seed: int
     w, b, alpha = ridge_weights(x[~cold], y[~cold])
     blend.weights.copy_(torch.as_tensor(w, dtype=torch.float32))
     blend.bias = b
-    inside = np.where(cold, mean, ranking.score_pairs(scorer, u, i))
+    # the fitted blend's prediction from the members' already scored ones (its forward: the weighted sum,
+    # squashed into the rating range)
+    inside = np.where(cold, mean, np.clip(x @ w + b, blend.lo, blend.hi))
     x[cold] = mean  # each member as evaluation scores it
     rmse = lambda p: float(np.sqrt(np.mean((p - y) ** 2)))  # noqa: E731
-    per_user = pd.DataFrame({USER: u, "se": (oof - y) ** 2}).groupby(USER)["se"].agg(["sum", "count"]).reset_index()
-    per_user = pd.DataFrame({USER: per_user[USER], "rmse": np.sqrt(per_user["sum"] / per_user["count"]),
-                             "n": per_user["count"]})
     return {"weights": list(w), "bias": b, "alpha": alpha, "members": [rmse(x[:, j]) for j in range(x.shape[1])],
-            "in_sample": rmse(inside), "out_of_fold": rmse(oof), "per_user": per_user}
+            "in_sample": rmse(inside), "out_of_fold": rmse(oof),
+            "per_user": evaluation.rating_per_user(u, oof, y)}
 
 
 def fit(scorers: list[Scorer], data, max_users: int = 10_000, progress=_printed) -> tuple[Scorer, dict]:
@@ -205,7 +205,7 @@ def fit(scorers: list[Scorer], data, max_users: int = 10_000, progress=_printed)
         member.load_state_dict(s.model.state_dict())
     scorer = Scorer(blend, task, meta["rating_min"], meta["rating_max"]).eval()
     if task == "rating":
-        return scorer, _rating(blend, scorers, scorer, data, seed)
+        return scorer, _rating(blend, scorers, data, seed)
     users = ranking.sample_users(np.unique(va[USER].to_numpy(np.int64)), max_users, seed)
     targets = ranking.CSR.build(va[USER].to_numpy(np.int64), va[ITEM].to_numpy(np.int64), data.n_users).padded(users)
     tr = data.train

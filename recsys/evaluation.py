@@ -100,6 +100,13 @@ def cold_users(data: Prepared, users: np.ndarray) -> tuple[np.ndarray, torch.Ten
     return user_counts[users] == 0, torch.log1p(torch.as_tensor(item_counts, dtype=torch.float32))
 
 
+def rating_per_user(u: np.ndarray, pred: np.ndarray, y: np.ndarray) -> pd.DataFrame:
+    """Per user: rows n, RMSE and MAE of the predictions (what the report's and registry's tests read)."""
+    df = pd.DataFrame({USER: u, "err2": (pred - y) ** 2, "abs": np.abs(pred - y)})
+    return df.groupby(USER).agg(n=("err2", "size"), rmse=("err2", lambda s: float(np.sqrt(s.mean()))),
+                                mae=("abs", "mean")).reset_index()
+
+
 def _rating(module, data: Prepared, split: str) -> Evaluation:
     tr, user_counts, item_counts = _train_stats(data)
     rows = data.split(split)
@@ -122,9 +129,7 @@ def _rating(module, data: Prepared, split: str) -> Evaluation:
         if sel.any():
             m[f"{p}activity_{name}/rmse"] = metrics.rmse(pred[sel], y[sel])
             m[f"{p}activity_{name}/n_rows"] = int(sel.sum())
-    df = pd.DataFrame({USER: u, "err2": (pred - y) ** 2, "abs": np.abs(pred - y)})
-    per_user = df.groupby(USER).agg(n=("err2", "size"), rmse=("err2", lambda s: float(np.sqrt(s.mean()))),
-                                    mae=("abs", "mean")).reset_index()
+    per_user = rating_per_user(u, pred, y)
     per_user["train_ratings"] = user_counts[per_user[USER]]
     per_user["activity"] = bucket(per_user["train_ratings"].to_numpy())
     preds = pd.DataFrame({USER: u, ITEM: i, "actual": y, "predicted": pred, "cold": cold})
