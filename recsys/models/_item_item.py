@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from recsys import ranking
 from recsys.errors import RecsysError
 from recsys.models.base import Model
 
@@ -57,12 +58,10 @@ class ItemItem(Model):
         raise NotImplementedError
 
     def score_matrix(self, user: torch.Tensor) -> torch.Tensor:
-        start, end = self.seen_indptr[user], self.seen_indptr[user + 1]
-        lengths = end - start
-        rows = torch.repeat_interleave(torch.arange(len(user), device=user.device), lengths)
-        offsets = torch.repeat_interleave(start - torch.cumsum(lengths, 0) + lengths, lengths)
-        items = self.seen_items[offsets + torch.arange(int(lengths.sum()), device=user.device)]
-        return self._propagate(rows, items, len(user))
+        seen = ranking.CSR(self.seen_indptr.cpu().numpy(), self.seen_items.cpu().numpy())
+        rows, items = seen.pairs(user.cpu().numpy())  # (row in `user`, item) of each training interaction
+        return self._propagate(torch.as_tensor(rows, device=user.device), torch.as_tensor(items, device=user.device),
+                               len(user))
 
     def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
         uniq, inverse = torch.unique(user, return_inverse=True)
