@@ -4,8 +4,9 @@
   unpenalised intercept; the ridge strength chosen by 5-fold cross-validation on the validation ratings):
   a member can be left out, never subtracted;
 - implicit: the members' per-user standardised scores summed with weights on the simplex, chosen on
-  validation's ranking headline (schema.RANKING). Each member scores the validation users once; every candidate weighting is then
-  ranked from those cached scores. Up to GRID_MEMBERS members every point of a 0.1 grid is tried; above
+  validation's ranking headline (schema.RANKING). Each member scores the validation users once, in
+  blocks, into recsys/blend_search.py's store of what each target's rank depends on (memory that does
+  not grow with the catalogue); every candidate weighting is then ranked from it. Up to GRID_MEMBERS members every point of a 0.1 grid is tried; above
   that, greedy ensemble selection with replacement (Caruana et al., ICML 2004: `step` of weight at a
   time to the member that helps most), whose cost grows linearly with the number of members.
   Next-item members read the history before validation (train items), as their training validated them;
@@ -14,25 +15,23 @@
 
 from __future__ import annotations
 
-import itertools
 import sys
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy.optimize import nnls
-from torch import nn
 
-from recsys import evaluation, metrics, ranking
+from recsys import evaluation, ranking
+from recsys.blend_search import FOLDS, GRID_MEMBERS, RankStore, greedy_simplex, search_weights, simplex_grid, user_folds
 from recsys.data import history
 from recsys.errors import RecsysError
 from recsys.models import build_model
 from recsys.models.blend import Blend, standardise
-from recsys.schema import ITEM, RANKING, RANKING_K, RATING, USER
+from recsys.schema import ITEM, RANKING, RATING, USER
 from recsys.scoring import Scorer
 
-GRID_MEMBERS = 4  # the whole 0.1 grid on the simplex up to this many members (286 points); greedy above
-MAX_MEMBERS = 16  # members one blend takes: each holds a [validation users x items] score table while fitting
+MAX_MEMBERS = 16  # members one blend takes (the greedy search's cost grows with them)
 
 
 def ridge_weights(predictions: np.ndarray, target: np.ndarray, alphas=(0.01, 0.1, 1.0, 10.0, 100.0, 1000.0),
@@ -61,101 +60,7 @@ def ridge_weights(predictions: np.ndarray, target: np.ndarray, alphas=(0.01, 0.1
     return w, float(b), float(alpha)
 
 
-def simplex_grid(m: int, step: float = 0.1):
-    """Weights >= 0 summing to 1, on a grid."""
-    n = round(1 / step)
-    for c in itertools.product(range(n + 1), repeat=m - 1):
-        if sum(c) <= n:
-            yield np.array([*c, n - sum(c)], dtype=np.float64) / n
-
-
-def greedy_simplex(m: int, score, step: float = 0.1) -> tuple[np.ndarray, float]:
-    """Ensemble selection with replacement: start from the best member alone, then `1 / step - 1` times
-    add `step`-sized shares to whichever member raises `score(weights)` most (the weights are the shares'
-    counts, normalised). m * (1 / step) evaluations."""
-    n = round(1 / step)
-    counts = np.zeros(m)
-    best_value = -np.inf
-    for _ in range(n):
-        tried = []
-        for j in range(m):
-            c = counts.copy()
-            c[j] += 1
-            tried.append((score(c / c.sum()), j))
-        value, j = max(tried, key=lambda t: (t[0], -t[1]))
-        counts[j] += 1
-        best_value = max(best_value, value) if counts.sum() > 1 else value
-    return counts / counts.sum(), float(best_value)
-
-
-class _Scores(nn.Module):
-    """A fixed [users x items] score table as a model `ranking.rank_targets` can rank with."""
-    scores_catalogue, scores_blocks = False, True
-
-    def __init__(self, table: torch.Tensor, users: np.ndarray):
-        super().__init__()
-        self.register_buffer("table", table)
-        self.users = users  # sorted user ids: the table's rows
-
-    def score_block(self, users: torch.Tensor, n_items: int) -> torch.Tensor:
-        return self.table[torch.as_tensor(np.searchsorted(self.users, users.cpu().numpy()))]
-
-
 OOF_FILE = "oof_per_user.parquet"  # a blend run's out-of-fold per-user validation table (evaluation's layout)
-FOLDS = 5  # cross-fitting: validation users in this many folds, all of a user's rows in one
-
-
-def user_folds(users: np.ndarray, folds: int = FOLDS, seed: int = 0) -> np.ndarray:
-    """A fold number per entry of `users` (ids, repeated for a user's rows), the same for a user's rows."""
-    uniq, inverse = np.unique(users, return_inverse=True)
-    return (np.random.default_rng([int(seed), 104729]).permutation(len(uniq)) % folds)[inverse]
-
-
-def search_weights(blend: Blend, users: np.ndarray, targets: np.ndarray, exclude, n_items: int,
-                   step: float = 0.1, progress=None, seed: int = 0, cold=None,
-                   fallback=None) -> tuple[np.ndarray, float, np.ndarray]:
-    """(weights, in-sample validation NDCG, out-of-fold NDCG per user): the point on the simplex whose
-    weighted sum of the members' standardised scores ranks the validation targets of `users` (sorted ids;
-    targets [n, R], `exclude` the training items) best, by the evaluator's full ranking; and, cross-fitted,
-    each user's NDCG under the weights chosen without their fold. Each member scores the users once; each
-    candidate weighting is ranked once for every user (cached), so the folds cost no more rankings on the
-    grid. `cold` users are ranked by `fallback` instead, as evaluation ranks them. `progress(done, total,
-    best)` is called as candidates are ranked."""
-    z = blend.member_blocks(torch.as_tensor(users), n_items)  # each member scores the users once
-    m = len(z)
-    total = sum(1 for _ in simplex_grid(m, step)) if m <= GRID_MEMBERS else (FOLDS + 1) * m * round(1 / step)
-    cache: dict[tuple, np.ndarray] = {}
-
-    def per_user(w) -> np.ndarray:
-        key = tuple(np.round(w, 9))
-        if key not in cache:
-            table = _Scores(sum(float(wi) * zi for wi, zi in zip(w, z)), users)
-            ranks = ranking.rank_targets(table, users, targets, exclude, n_items, fallback=fallback, cold=cold)[0]
-            cache[key] = metrics.ndcg_per_user(ranks, RANKING_K)
-            if progress and (len(cache) % 25 == 0 or len(cache) == total):
-                progress(len(cache), total, max(float(v.mean()) for v in cache.values()))
-        return cache[key]
-
-    def best_on(rows: np.ndarray) -> np.ndarray:
-        score = lambda w: float(per_user(w)[rows].mean())  # noqa: E731
-        if m > GRID_MEMBERS:
-            return greedy_simplex(m, score, step)[0]
-        best, value = None, -1.0
-        for w in simplex_grid(m, step):
-            v = score(w)
-            if v > value + 1e-12:
-                best, value = w, v
-        return best
-
-    everyone = np.ones(len(users), dtype=bool)
-    weights = best_on(everyone)
-    fold = user_folds(users, FOLDS, seed)
-    oof = np.empty(len(users))
-    for f in range(FOLDS):
-        held = fold == f
-        if held.any():
-            oof[held] = per_user(best_on(~held))[held]
-    return weights, float(per_user(weights).mean()), oof
 
 
 def _printed(done: int, total: int, best: float) -> None:
@@ -213,10 +118,9 @@ def fit(scorers: list[Scorer], data, max_users: int = 10_000, progress=_printed)
     if blend.uses_history:  # validation is ranked from the history before it, as in training
         blend.set_history(history.histories(history.before(data, "val"), data.n_users, blend.max_len))
     cold, popularity = evaluation.cold_users(data, users)  # ranked by popularity, as evaluation ranks them
-    w, inside, oof = search_weights(blend, users, targets, exclude, data.n_items, progress=progress, seed=seed,
-                                    cold=cold, fallback=popularity)
-    alone = [metrics.ndcg(ranking.rank_targets(m, users, targets, exclude, data.n_items, fallback=popularity,
-                                               cold=cold)[0], RANKING_K) for m in blend.members]
+    store = RankStore(blend, users, targets, exclude, data.n_items, cold=cold, fallback=popularity)
+    w, inside, oof = search_weights(store, len(blend.members), progress=progress, seed=seed, users=users)
+    alone = [float(store.ndcg_per_user(np.eye(len(blend.members))[j]).mean()) for j in range(len(blend.members))]
     blend.weights.copy_(torch.as_tensor(w, dtype=torch.float32))
     if blend.uses_history:  # the logged blend answers a known user from all of their history
         blend.set_history(history.histories(history.before(data), data.n_users, blend.max_len))
@@ -254,8 +158,8 @@ def check_members(members: list[dict]) -> None:
     if len(members) < 2:
         raise RecsysError(f"a blend needs at least two finished train runs; got {len(members)}")
     if len(members) > MAX_MEMBERS:
-        raise RecsysError(f"a blend takes at most {MAX_MEMBERS} runs (each holds a validation score table while "
-                          f"the weights are fitted); got {len(members)}: blend the best {MAX_MEMBERS}")
+        raise RecsysError(f"a blend takes at most {MAX_MEMBERS} runs (the weight search's cost grows with each); "
+                          f"got {len(members)}: blend the best {MAX_MEMBERS}")
     hashes = {m["content_hash"] for m in members}
     if len(hashes) > 1:
         raise RecsysError("the runs were trained on different data (content hashes "
@@ -270,5 +174,5 @@ def member_keys(members: list[dict]) -> list[str]:
     return [f"{m['model']}.{m['run_id'][:8]}" for m in members]
 
 
-__all__ = ["GRID_MEMBERS", "MAX_MEMBERS", "check_members", "checkpoint", "fit", "greedy_simplex", "member_keys",
-           "ridge_weights", "search_weights", "simplex_grid", "standardise"]
+__all__ = ["FOLDS", "GRID_MEMBERS", "MAX_MEMBERS", "RankStore", "check_members", "checkpoint", "fit", "greedy_simplex",
+           "member_keys", "ridge_weights", "search_weights", "simplex_grid", "standardise", "user_folds"]

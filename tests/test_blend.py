@@ -151,3 +151,35 @@ def test_sequence_members_are_blended_from_the_history_before_validation_and_ser
     both = mlflow.pyfunc.load_model(f"runs:/{_last('blend').info.run_id}/model")
     out = both.predict(pd.DataFrame({"user": ["new"], "history": [["1", "2", "3"]]}), params={"k": 5})
     assert len(out) == 5 and not set(out["item"]) & {"1", "2", "3"} and (out["fallback"] == "").all()
+
+
+def test_the_rank_store_ranks_every_weighting_as_the_full_ranking_does_in_blocks_that_do_not_grow_with_the_catalogue():
+    from recsys import metrics, ranking
+    from recsys.blend_search import RankStore
+    from recsys.models import build_model
+
+    n_users, n_items, rng = 40, 300, np.random.default_rng(3)
+    spec = lambda dim: {"model_name": "mf", "n_users": n_users, "n_items": n_items, "features": {},  # noqa: E731
+                        "model_hparams": {"embedding_dim": dim, "init_std": 1.0}}
+    b = build_model("blend", n_users, n_items, members=[spec(4), spec(8), spec(2)], weights=[1, 1, 1], bias=0.0,
+                    task="implicit", rating_min=1.0, rating_max=5.0)
+    b.members[2].item_bias.weight.data[::7] = 50.0  # ties among items: pessimistic ranks must agree too
+    users = np.arange(n_users)
+    targets = np.where(rng.random((n_users, 3)) < 0.7, rng.integers(0, n_items, (n_users, 3)), -1)
+    targets[:, 0] = rng.integers(0, n_items, n_users)
+    seen_u = rng.integers(0, n_users, 2000)
+    seen_i = rng.integers(0, n_items, 2000)
+    keep = ~np.isin(seen_i + seen_u * n_items, targets + users[:, None] * n_items)  # a target is never seen
+    exclude = ranking.CSR.build(seen_u[keep], seen_i[keep], n_users)
+    cold = rng.random(n_users) < 0.1
+    popularity = torch.as_tensor(rng.random(n_items), dtype=torch.float32)
+    store = RankStore(b, users, targets, exclude, n_items, k=10, cold=cold, fallback=popularity,
+                      block_floats=3 * n_items * 7)  # blocks of 7 users
+    assert store.diffs.shape[0] < n_users * 3 * n_items / 4  # only the contested items are kept
+    for w in [np.eye(3)[0], np.eye(3)[2], np.array([0.2, 0.5, 0.3]), np.array([0.5, 0.0, 0.5])]:
+        b.weights.copy_(torch.as_tensor(w, dtype=torch.float32))
+        full = ranking.rank_targets(b, users, targets, exclude, n_items, fallback=popularity, cold=cold)[0]
+        mine = store.ranks(w)
+        near = full <= 10
+        assert np.array_equal(mine[near], full[near]) and (mine[~near & np.isfinite(full)] > 10).all()
+        assert np.allclose(store.ndcg_per_user(w), metrics.ndcg_per_user(full, 10))
