@@ -313,6 +313,37 @@ def test_champion_moves_only_on_a_significant_paired_gain_on_validation(ml100k_d
     assert mlflow.get_run(strong).info.status == "FINISHED"
 
 
+@pytest.mark.slow
+def test_a_blend_whose_in_sample_validation_beats_the_champion_but_out_of_fold_does_not_is_not_promoted(
+        ml100k_dir, tmp_path):
+    """The blend's weights are fitted on validation, so its in-sample score there is a training score.
+    Here its out-of-fold table is made to hold no gain (the champion's own per-user errors) while its
+    in-sample validation beats the champion by far: a registry that read the in-sample figure would
+    promote it."""
+    from recsys import blend, evaluation, paired, tracking
+    from recsys.data import prepare as prep
+    from steps import blend as blend_step
+    from steps import evaluate as evaluate_step
+
+    data = prepare_step.main(["--dataset", str(ml100k_dir)])
+    weak = train_step.main(["--data", f"runs:/{data}/data", "--model", "global_mean", "--register_as", "oof"])
+    strong = train_step.main(["--data", f"runs:/{data}/data", "--model", "mf", "--epochs", "4", "--min_epochs", "4"])
+    evaluate_step.main(["--model-uri", f"runs:/{weak}/model"])  # version 1, the first champion
+    bl = blend_step.main(["--runs", f"{strong},{weak}", "--register-as", "oof"])  # version 2
+    loaded = prep.load(tracking.download(f"runs:/{data}/data", "data", tmp_path / "data"))
+    champ = evaluation.evaluate(tracking.load_bundle("models:/oof/1", tmp_path / "1").module, loaded, "val", [10], "both")
+    inside = evaluation.evaluate(tracking.load_bundle("models:/oof/2", tmp_path / "2").module, loaded, "val", [10], "both")
+    assert paired.paired_test(inside.per_user, champ.per_user, "rating")["better"]  # in sample: far better
+    (tmp_path / "oof").mkdir()
+    champ.per_user.to_parquet(tmp_path / "oof" / blend.OOF_FILE)  # out of fold: no better than the champion
+    mlflow.MlflowClient().log_artifact(bl, str(tmp_path / "oof" / blend.OOF_FILE))
+    run = evaluate_step.main(["--model-uri", "models:/oof/2"])
+    tags = mlflow.get_run(run).data.tags
+    assert tags["registry.decision"].startswith("kept version 1: not significantly better"), tags["registry.decision"]
+    assert float(tags["registry.candidate_metric"]) == pytest.approx(champ.metrics["val/rmse"], abs=1e-6)
+    assert mlflow.MlflowClient().get_model_version_by_alias("oof", "champion").version in ("1", 1)
+
+
 def test_recommend_writes_top_k_for_every_user_or_the_listed_ones(served, tmp_path, monkeypatch, capsys):
     from steps import recommend as recommend_step
 
