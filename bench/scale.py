@@ -34,6 +34,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,6 +62,10 @@ p.add_argument("--folder", default="", help="keep the data here (reused when it 
 p.add_argument("--no-references", action="store_true", help="skip the bare loops and ALS")
 p.add_argument("--reuse-data", action="store_true", help="skip prepare where --folder holds its output")
 p.add_argument("--profile", action="store_true", help="bare-rows: print torch's profile of 10 steps")
+p.add_argument("--task", default="implicit", choices=["implicit", "rating"])
+p.add_argument("--sequences", default="", help="a real set instead of synthetic data: `user item` lines in time order")
+p.add_argument("--blend", default="", help="after the models, blend these of them (comma-separated) on validation")
+p.add_argument("--doc", default="", help="write the table, with the command that made it, to this markdown file")
 p.add_argument("--child", default="")
 a = p.parse_args()
 RATINGS, USERS, ITEMS = (a.ratings or SHAPES[a.shape][0], a.users or SHAPES[a.shape][1], a.items or SHAPES[a.shape][2])
@@ -122,27 +127,51 @@ def matmul_gflops() -> float:
     return 2 * 6400 * 256 * 256 * n / (time.perf_counter() - t) / 1e9
 
 
-def save_ndcg(folder: Path, name: str, per_user) -> None:
-    import numpy as np
+def save_per_user(folder: Path, name: str, per_user) -> None:
+    per_user.to_parquet(folder / f"per-user-{name}.parquet")
 
-    np.save(folder / f"ndcg-{name}.npy", per_user[["user", "ndcg_at_10"]].to_numpy(np.float64))
+
+def pair_compute(module, n_users: int, n_items: int) -> dict:
+    """For a model that scores user x item blocks with per-pair layers: the FLOPs a ranked pair needs
+    (torch's counter over one block, divided by its pairs), the pairs/s its ranking reaches over a few
+    blocks, and this machine's matrix-product rate measured now: the gap to the compute limit."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from recsys import ranking
+
+    model = module.model.eval()
+    if not getattr(model, "scores_blocks", False):
+        return {}
+    bs = ranking.block_size(model, n_items)
+    users = torch.arange(bs) % n_users
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        ranking.score_block(model, users, n_items)
+    flops = counter.get_total_flops() / (bs * n_items)
+    with torch.no_grad():
+        ranking.score_block(model, users, n_items)
+        t, blocks = time.perf_counter(), 0
+        while time.perf_counter() - t < 5 or blocks < 2:
+            ranking.score_block(model, (users + blocks * bs) % n_users, n_items)
+            blocks += 1
+        rate = blocks * bs * n_items / (time.perf_counter() - t)
+    return {"pair_flops": flops, "pairs_per_s": rate, "matmul_gflops": matmul_gflops()}
 
 
 def fit_child(step: str, folder: Path, data):
-    import torch
-
-    from recsys import config, evaluation, training
+    from recsys import config, training
 
     epochs = a.sequence_epochs if step in SEQUENCE else a.epochs
     over = {"threads": a.threads, "accelerator": a.accelerator, "precision": a.precision,
             **({"epochs": epochs, "min_epochs": epochs} if epochs else {})}
-    hp, cfg = config.load(step, None, over, task="implicit", n_items=data.n_items)
+    hp, cfg = config.load(step, None, over, task=a.task, n_items=data.n_items)
     timer = epoch_timer()
     extra = {}
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         result = training.fit(data, step, hp, cfg, None, Path(tmp), callbacks=(timer,), epoch_lines=True)
         fit_s = time.perf_counter() - t
+        shutil.copy(result.checkpoint, folder / f"{step}.ckpt")  # for --blend
     # a closed-form model (itemknn, ease) is fitted in one pass: no batches, no epochs
     batches = getattr(result.module, "train_batches", None)
     examples = batches.samples if batches is not None else len(data.train)
@@ -151,15 +180,43 @@ def fit_child(step: str, folder: Path, data):
         per_step = sequence_flops(module, result.module.train_batches)
         extra = {"step_gflop": per_step / 1e9, "steps": result.module.train_batches.n_batches,
                  "matmul_gflops": matmul_gflops()}
+    if a.task == "implicit":
+        extra.update(pair_compute(result.module, data.n_users, data.n_items))
+    return test_report(folder, step, result.module, data, fit_s=fit_s, epochs=result.epochs, epoch_train=timer.train,
+                       epoch_val=timer.val, examples=examples, batch=cfg.batch_size, loss=result.loss,
+                       updates=result.updates, best_val=result.best_score, **extra)
+
+
+def test_report(folder: Path, step: str, module, data, **kw):
+    """Test through the evaluator (mf: every user; others a seeded sample), its per-user table saved."""
+    import torch
+
+    from recsys import evaluation
+    from recsys.schema import TASKS
+
     t = time.perf_counter()
-    n = 0 if step == "mf" else a.eval_users
+    n = 0 if step == "mf" or a.task == "rating" else a.eval_users
     with torch.no_grad():
-        ev = evaluation.evaluate(result.module, data, "test", [10], "full", eval_users=n)
-    save_ndcg(folder, step, ev.per_user)
-    return report(step=step, fit_seconds=fit_s, epochs=result.epochs, epoch_train=timer.train, epoch_val=timer.val,
-                  examples=examples, eval_seconds=time.perf_counter() - t, eval_users=int(ev.metrics["test/n_users"]),
-                  ndcg=ev.metrics["test/ndcg_at_10"], hr=ev.metrics["test/hr_at_10"], batch=cfg.batch_size,
-                  loss=result.loss, updates=result.updates, best_val=result.best_score, **extra)
+        ev = evaluation.evaluate(module, data, "test", [10], "full", eval_users=n)
+    save_per_user(folder, step, ev.per_user)
+    m = ev.metrics
+    return report(step=step, fit_seconds=kw.pop("fit_s"), eval_seconds=time.perf_counter() - t,
+                  eval_users=int(m.get("test/n_users", len(ev.per_user))), headline=m[TASKS[a.task].key("test")],
+                  hr=m.get("test/hr_at_10", float("nan")), **kw)
+
+
+def blend_child(folder: Path, data):
+    """The blend of --blend's fitted models: its weights cross-fitted on validation, then test."""
+    from recsys import blend, scoring
+
+    scorers = [scoring.load_scorer(folder / f"{m}.ckpt") for m in a.blend.split(",")]
+    t = time.perf_counter()
+    fitted, found = blend.fit(scorers, data)
+    fit_s = time.perf_counter() - t
+    return test_report(folder, "blend", fitted, data, fit_s=fit_s, epochs=0, epoch_train=[], epoch_val=[],
+                       examples=0, batch=0, loss="", updates="", best_val=found["out_of_fold"],
+                       weights=[round(float(w), 3) for w in found["weights"]], members=found["members"],
+                       in_sample=found["in_sample"], verdict=blend.verdict(found, "min" if a.task == "rating" else "max"))
 
 
 def bare_child(step: str, data):
@@ -267,10 +324,10 @@ def als_child(folder: Path, data):
     t = time.perf_counter()
     with torch.no_grad():
         ev = evaluation.evaluate(Fitted, data, "test", [10], "full")
-    save_ndcg(folder, "als", ev.per_user)
+    save_per_user(folder, "als", ev.per_user)
     return report(step="als", fits=fits, chosen=best[0], iterations=a.als_iterations, examples=int(m.nnz),
                   eval_seconds=time.perf_counter() - t, eval_users=int(ev.metrics["test/n_users"]),
-                  ndcg=ev.metrics["test/ndcg_at_10"], hr=ev.metrics["test/hr_at_10"])
+                  headline=ev.metrics["test/ndcg_at_10"], hr=ev.metrics["test/hr_at_10"])
 
 
 def child():
@@ -282,7 +339,8 @@ def child():
     folder = Path(a.folder)
     if a.child == "prepare":
         t = time.perf_counter()
-        data = prep.prepare(prep.load_raw(str(folder / "raw")), task="implicit", split="leave_last_out", seed=42)
+        split = "leave_last_out" if a.task == "implicit" else "random"
+        data = prep.prepare(prep.load_raw(str(folder / "raw")), task=a.task, split=split, seed=42)
         prep.save(data, folder / "data")
         return report(step="prepare", seconds=time.perf_counter() - t, rows=int(data.meta["n_interactions"]),
                       train=len(data.train), users=data.n_users, items=data.n_items)
@@ -291,6 +349,8 @@ def child():
         return bare_child(a.child, data)
     if a.child == "als":
         return als_child(folder, data)
+    if a.child == "blend":
+        return blend_child(folder, data)
     return fit_child(a.child, folder, data)
 
 
@@ -299,7 +359,8 @@ def run(step, folder):
     args = [sys.executable, __file__, "--child", step, "--folder", str(folder)]
     if a.profile:
         args.append("--profile")
-    for k in ("threads", "accelerator", "precision", "sequence_epochs", "eval_users", "implicit_threads", "epochs", "als_iterations"):
+    for k in ("threads", "accelerator", "precision", "sequence_epochs", "eval_users", "implicit_threads", "epochs",
+              "als_iterations", "task", "blend"):
         args += [f"--{k.replace('_', '-')}", str(getattr(a, k))]
     # implicit's ALS asks for a single-threaded BLAS (it parallelises over users itself)
     env = {**os.environ, **({"OPENBLAS_NUM_THREADS": "1"} if step == "als" else {})}
@@ -321,27 +382,80 @@ def run(step, folder):
     return r
 
 
-def paired(folder: Path, x: str, y: str) -> str:
-    import numpy as np
+def paired(folder: Path, x: str, y: str, short: bool = False) -> str:
+    """x - y in the headline's per-user units (NDCG@10; MSE for ratings), paired over the test users both
+    ranked (mf ranks every user, the others a seeded sample of them), standard error ddof=1."""
+    import pandas as pd
 
-    a_, b_ = np.load(folder / f"ndcg-{x}.npy"), np.load(folder / f"ndcg-{y}.npy")
-    assert (a_[:, 0] == b_[:, 0]).all(), "the same users in the same order"
-    d = a_[:, 1] - b_[:, 1]
-    se = d.std(ddof=1) / math.sqrt(len(d))
-    return f"{d.mean():+.4f} ± {se:.4f} (paired over {len(d):,} test users; {d.mean() / se:+.1f} standard errors)"
+    from recsys import paired as paired_stats
+
+    px, py = (pd.read_parquet(folder / f"per-user-{m}.parquet") for m in (x, y))
+    shared = set(px["user"]) & set(py["user"])
+    t = paired_stats.paired_test(px[px["user"].isin(shared)], py[py["user"].isin(shared)], a.task)
+    if short:
+        return f"{t['delta']:+.4f} ± {t['se']:.4f}"
+    return (f"{t['delta']:+.4f} ± {t['se']:.4f} (paired over {t['n']:,} test users; "
+            f"{t['delta'] / t['se']:+.1f} standard errors)")
 
 
-def main(folder: Path):
+def write_raw(folder: Path) -> None:
+    """raw/ratings.csv (+ movies.csv): synthetic, or --sequences' `user item` lines (time = line order)."""
     from recsys.data import synthetic
 
-    if not (folder / "raw" / "ratings.csv").exists():
-        t = time.perf_counter()
+    if (folder / "raw" / "ratings.csv").exists():
+        return
+    t = time.perf_counter()
+    if not a.sequences:
         synthetic.write_ratings_csv(folder / "raw", USERS, ITEMS, RATINGS, seed=1)
         print(f"ratings.csv: {RATINGS:,} ratings, {USERS:,} x {ITEMS:,} written in {time.perf_counter() - t:.0f}s",
               flush=True)
-    print(f"{a.shape if not a.ratings else 'custom'}: torch threads {a.threads}, accelerator {a.accelerator}, "
-          f"precision {a.precision}",
-          flush=True)
+        return
+    import pandas as pd
+
+    lines = pd.read_csv(a.sequences, sep=" ", header=None, names=["userId", "movieId"])
+    (folder / "raw").mkdir(parents=True, exist_ok=True)
+    lines.assign(rating=5.0, timestamp=range(len(lines))).to_csv(folder / "raw" / "ratings.csv", index=False)
+    pd.DataFrame({"movieId": sorted(lines["movieId"].unique())}).assign(
+        title=lambda d: "item " + d["movieId"].astype(str), genres="(no genres listed)").to_csv(
+        folder / "raw" / "movies.csv", index=False)
+    print(f"{a.sequences}: {len(lines):,} interactions, {lines['userId'].nunique():,} users x "
+          f"{lines['movieId'].nunique():,} items", flush=True)
+
+
+def describe(step: str, r: dict) -> str:
+    unit = "RMSE" if a.task == "rating" else "NDCG@10"
+    test = f"test {unit} {r['headline']:.4f} over {r['eval_users']:,} users in {r['eval_seconds']:.0f}s"
+    if step == "als":
+        tried = "; ".join(f"reg {f['regularization']}, alpha {f['alpha']}: {f['seconds']:.0f}s, val {f['val_ndcg']:.4f}"
+                          for f in r["fits"])
+        return f"{r['iterations']} iterations at ({tried}); chosen on validation: {test}"
+    if step == "blend":
+        return (f"weights {r['weights']} on validation ({r['verdict'] or 'earns its row'}; out of fold "
+                f"{r['best_val']:.4f}, in sample {r['in_sample']:.4f}, members {[round(x, 4) for x in r['members']]}); "
+                f"fitted in {r['fit_seconds']:.0f}s; {test}")
+    if not r["epoch_train"]:
+        return f"closed form: fit and validation {r['fit_seconds']:.0f}s (validation {r['best_val']:.4f}); {test}"
+    train_s = sorted(r["epoch_train"])[len(r["epoch_train"]) // 2]
+    out = (f"{r['epochs']} epochs in {r['fit_seconds']:.0f}s ({r['loss']}, updates {r['updates']}, batch {r['batch']}): "
+           f"a training epoch {train_s:.1f}s ({r['examples'] / train_s:,.0f} "
+           f"{'windows' if step in SEQUENCE else 'examples'}/s), its validation "
+           f"{sum(r['epoch_val']) / max(1, len(r['epoch_val'])):.1f}s; {test}")
+    if "pair_flops" in r:
+        limit = r["matmul_gflops"] * 1e9 / r["pair_flops"]
+        out += (f"; ranking: {r['pair_flops']:,.0f} FLOPs a pair, {r['pairs_per_s'] / 1e6:.2f}M pairs/s = "
+                f"{r['pairs_per_s'] / limit:.2f} of the {limit / 1e6:.2f}M pairs/s this machine's "
+                f"{r['matmul_gflops']:.0f} GFLOP/s matmul rate allows")
+    if "step_gflop" in r:
+        need = r["step_gflop"] * r["steps"] / r["matmul_gflops"]
+        out += (f"; compute: {r['step_gflop']:.2f} GFLOP a step x {r['steps']:,} steps = {need:.0f}s at this "
+                f"machine's {r['matmul_gflops']:.0f} GFLOP/s")
+    return out
+
+
+def main(folder: Path):
+    write_raw(folder)
+    print(f"{a.sequences or (a.shape if not a.ratings else 'custom')}, task {a.task}: torch threads {a.threads}, "
+          f"accelerator {a.accelerator}, precision {a.precision}", flush=True)
     rows, results = [], {}
     if a.reuse_data and (folder / "prepare.json").exists():
         prep = json.loads((folder / "prepare.json").read_text())
@@ -351,57 +465,48 @@ def main(folder: Path):
         if prep is None:
             return
         (folder / "prepare.json").write_text(json.dumps(prep))
-    print(f"prepare: {prep['rows']:,} positives, {prep['train']:,} training rows, {prep['users']:,} users x "
+    print(f"prepare: {prep['rows']:,} rows, {prep['train']:,} training rows, {prep['users']:,} users x "
           f"{prep['items']:,} items", flush=True)
-    rows.append(("prepare", prep["wall"], prep["peak_rss_gib"], f"{prep['seconds']:.0f}s in prepare + save"))
-    for step in [*a.models.split(","), *([] if a.no_references else [*BARE, "als"])]:
+    rows.append(("prepare", prep["wall"], prep["peak_rss_gib"], f"{prep['seconds']:.0f}s in prepare + save", ""))
+    refs = [] if a.no_references else [*BARE, "als"]
+    for step in [*a.models.split(","), *(["blend"] if a.blend else []), *refs]:
         r = run(step, folder)
         if r is None:
+            rows.append((step, float("nan"), float("nan"), "failed (above)", ""))
             continue
         results[step] = r
         if step in BARE:
             r["rate"] = r["examples"] / r["seconds"]
             detail = f"1 epoch {r['seconds']:.1f}s: {r['rate']:,.0f} examples/s (batch {r['batch']})"
-        elif step == "als":
-            c = r["chosen"]
-            tried = "; ".join(f"reg {f['regularization']}, alpha {f['alpha']}: {f['seconds']:.0f}s "
-                              f"({f['seconds'] / r['iterations']:.1f}s an iteration), val {f['val_ndcg']:.4f}"
-                              for f in r["fits"])
-            detail = (f"{r['iterations']} iterations at ({tried}); chosen on validation: reg {c['regularization']}, "
-                      f"alpha {c['alpha']}: test NDCG@10 {r['ndcg']:.4f}, HR@10 {r['hr']:.4f} over "
-                      f"{r['eval_users']:,} users in {r['eval_seconds']:.0f}s")
-        elif not r["epoch_train"]:  # closed form: one pass over the training rows, validated once
-            detail = (f"closed-form fit and validation {r['fit_seconds']:.0f}s (validation {r['best_val']:.4f}); test "
-                      f"NDCG@10 {r['ndcg']:.4f}, HR@10 {r['hr']:.4f} over {r['eval_users']:,} users in "
-                      f"{r['eval_seconds']:.0f}s")
         else:
-            train_s = sorted(r["epoch_train"])[len(r["epoch_train"]) // 2]  # median training epoch
-            r["rate"] = r["examples"] / train_s
-            unit = "windows" if step in SEQUENCE else "examples"
-            detail = (f"{r['epochs']} epochs in {r['fit_seconds']:.0f}s ({r['loss']}, updates {r['updates']}, batch "
-                      f"{r['batch']}): a training epoch {train_s:.1f}s ({r['rate']:,.0f} {unit}/s), its validation "
-                      f"{sum(r['epoch_val']) / len(r['epoch_val']):.1f}s; test NDCG@10 {r['ndcg']:.4f}, HR@10 "
-                      f"{r['hr']:.4f} over {r['eval_users']:,} users in {r['eval_seconds']:.0f}s")
-            if "step_gflop" in r:
-                need = r["step_gflop"] * r["steps"] / r["matmul_gflops"]
-                detail += (f"; compute: {r['step_gflop']:.2f} GFLOP a step x {r['steps']:,} steps = "
-                           f"{need:.0f}s at this machine's {r['matmul_gflops']:.0f} GFLOP/s matmul rate")
-        rows.append((step, r["wall"], r["peak_rss_gib"], detail))
+            detail = describe(step, r)
+        rows.append((step, r["wall"], r["peak_rss_gib"], detail, ""))
         print(f"{step}: {detail}", flush=True)
-    print("\n| step | wall s | peak RSS GiB | what |\n|---|---|---|---|")
-    for name, wall, rss, detail in rows:
-        print(f"| {name} | {wall:.0f} | {rss:.2f} | {detail} |")
+    base = "mf" if "mf" in results else None
+    table = ["| step | wall s | peak RSS GiB | test − mf, paired | what |", "|---|---|---|---|---|"]
+    for name, wall, rss, detail, _ in rows:
+        diff = paired(folder, name, base, short=True) if base and name in results and name not in (*BARE, base) \
+            and (folder / f"per-user-{name}.parquet").exists() else ""
+        table.append(f"| {name} | {wall:.0f} | {rss:.2f} | {diff} | {detail} |")
+    print("\n" + "\n".join(table))
     bare = {k: results[k]["rate"] for k in BARE if k in results}
     if "mf" in results and bare:
         best = max(bare, key=bare.get)
-        print(f"\npipeline mf / fastest bare loop ({best}) examples/s: {results['mf']['rate'] / bare[best]:.2f}; "
-              + ", ".join(f"{k} {v:,.0f}/s" for k, v in bare.items()))
+        print(f"\npipeline mf / fastest bare loop ({best}) examples/s: "
+              f"{results['mf']['examples'] / sorted(results['mf']['epoch_train'])[0] / bare[best]:.2f}")
     if "mf" in results and "als" in results:
         print(f"mf - ALS test NDCG@10: {paired(folder, 'mf', 'als')}")
-    if "mf" in results:
-        total = prep["wall"] + results["mf"]["wall"]
-        print(f"prepare + mf fit + test ranking of every user: {total / 60:.1f} min, peak RSS "
-              f"{max(prep['peak_rss_gib'], results['mf']['peak_rss_gib']):.2f} GiB")
+    if a.doc:
+        args = sys.argv[1:]  # paths as their last part: the doc names no machine's folders
+        command = "python bench/scale.py " + " ".join(
+            Path(x).name if i and args[i - 1] in ("--folder", "--sequences", "--doc") else x for i, x in enumerate(args))
+        Path(a.doc).write_text(
+            f"<!-- generated by bench/scale.py: do not edit -->\n`{command}`\n\n"
+            f"{prep['rows']:,} rows, {prep['train']:,} training rows, {prep['users']:,} users x {prep['items']:,} "
+            f"items, task {a.task}; torch threads {a.threads}. The paired column is the test headline's per-user "
+            f"difference to mf ({'MSE' if a.task == 'rating' else 'NDCG@10'}; standard error ddof=1) over the users "
+            f"both ranked.\n\n" + "\n".join(table) + "\n")
+        print(f"wrote {a.doc}")
 
 
 if a.child:

@@ -4,7 +4,8 @@
     configs/defaults.yaml   training: and runtime: for every model, each key commented once
     configs/<model>.yaml    model: (its constructor's keywords), what its training: changes, and
                             optionally implicit: (keys of any section for task=implicit), large:
-                            (implicit, over LARGE_CATALOGUE items, over implicit:) and search:
+                            (implicit, over LARGE_CATALOGUE items, over implicit:), large_rating:
+                            (task=rating over LARGE_CATALOGUE items) and search:
     -P key=value            overrides, named by field
 
 Validation is pydantic's (`extra="forbid"`, no infinities or NaN), reported as one line with the fix:
@@ -148,22 +149,25 @@ def config_path(name: str, path: str | Path | None = None) -> Path:
     return Path(path) if path else CONFIG_DIR / f"{name}.yaml"
 
 
-def _layers(name: str, path: str | Path | None) -> tuple[dict, dict, dict, Path]:
-    """(the composed sections, the model file's implicit: and large: overlays, the model file's path)"""
+OVERLAYS = ("implicit", "large", "large_rating")
+
+
+def _layers(name: str, path: str | Path | None) -> tuple[dict, dict, Path]:
+    """(the composed sections, the model file's overlays by name, the model file's path)"""
     path = config_path(name, path)
     doc = _read(path, f"configs/{name}.yaml")
-    allowed = {*SECTIONS, "implicit", "large", "search"}
+    allowed = {*SECTIONS, *OVERLAYS, "search"}
     if set(doc) - allowed:
         bad = sorted(set(doc) - allowed)[0]
         close = difflib.get_close_matches(str(bad), sorted(allowed), n=1)
         raise RecsysError(f"{path.name}: unknown section {bad!r}" + (f"; did you mean {close[0]!r}?" if close else
                                                                    f"; sections: {', '.join(sorted(allowed))}"))
-    for s in (*SECTIONS, "implicit", "large"):
+    for s in (*SECTIONS, *OVERLAYS):
         if not isinstance(doc.get(s) or {}, dict):
             raise RecsysError(f"{path.name}: {s}: must map keys to values, e.g. {s}: {{lr: 0.001}}")
     base = _read(DEFAULTS, "configs/defaults.yaml")
     out = {s: {**(base.get(s) or {}), **(doc.get(s) or {})} for s in SECTIONS}
-    return out, dict(doc.get("implicit") or {}), dict(doc.get("large") or {}), path
+    return out, {o: dict(doc.get(o) or {}) for o in OVERLAYS}, path
 
 
 def _owner(key: str, name: str) -> str | None:
@@ -180,22 +184,23 @@ def valid_keys(name: str) -> list[str]:
 def load(name: str, path: str | Path | None = None, overrides: dict | None = None,
          task: str = "rating", n_items: int = 0) -> tuple[dict, TrainConfig]:
     """-> (model hyper-parameters, TrainConfig), validated; overrides win over the large overlay
-    (task=implicit, more than LARGE_CATALOGUE items), which wins over the task overlay, which wins over
-    the model's file, which wins over configs/defaults.yaml."""
-    sections, overlay, large, path = _layers(name, path)
+    (more than LARGE_CATALOGUE items: large: for task=implicit, large_rating: for ratings), which wins
+    over the task overlay, which wins over the model's file, which wins over configs/defaults.yaml."""
+    sections, overlays, path = _layers(name, path)
     where = path.name
     keys = valid_keys(name)
     # every key is checked, the overlay's whichever task loads the file; then the layers apply in order
-    for what, values in (("{where}: unknown implicit key {key!r}", overlay),
-                         ("{where}: unknown large key {key!r}", large),
+    for what, values in (*((f"{{where}}: unknown {o} key {{key!r}}", overlays[o]) for o in OVERLAYS),
                          ("unknown parameter {key!r} for model {name}", overrides or {})):
         for key in values:
             if _owner(key, name) is None:
                 close = difflib.get_close_matches(key, keys, n=1)
                 raise RecsysError(what.format(where=where, key=key, name=name)
                                   + (f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(keys)}"))
-    implicit = task == "implicit"
-    for key, value in {**(overlay if implicit else {}), **(large if implicit and n_items > LARGE_CATALOGUE else {})}.items():
+    implicit, large = task == "implicit", n_items > LARGE_CATALOGUE
+    applied = [o for o, on in (("implicit", implicit), ("large", implicit and large),
+                               ("large_rating", not implicit and large)) if on]
+    for key, value in {k: v for o in applied for k, v in overlays[o].items()}.items():
         sections[_owner(key, name)][key] = value
     for key, raw in (overrides or {}).items():  # a -P value as YAML reads it
         sections[_owner(key, name)][key] = parse_override(raw) if isinstance(raw, str) else raw

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from recsys import config, scoring, training
+from recsys.models import model_class
 from recsys.errors import RecsysError
 from recsys.models.fm import FM
 from recsys.models.mf import MF
@@ -133,7 +134,7 @@ def test_large_catalogues_get_the_large_overlay_and_the_sampled_softmax():
     big_hp, big = config.load("mf", task="implicit", n_items=LARGE_CATALOGUE + 1)
     assert small.loss == "softmax" and small.val_users == 0
     assert big.loss == "sampled_softmax" and big.val_users > 0 and big.batch_size > small.batch_size
-    assert config.load("mf", task="rating", n_items=10**6)[1] == config.load("mf", task="rating")[1]
+    assert config.load("mf", task="rating", n_items=10**6)[1].batch_size > config.load("mf", task="rating")[1].batch_size
     assert config.load("mf", overrides={"batch_size": 512}, task="implicit", n_items=10**6)[1].batch_size == 512
     for name in ("sasrec", "gru4rec"):
         assert config.load(name, task="implicit", n_items=LARGE_CATALOGUE + 1)[1].loss == "sampled_softmax"
@@ -155,3 +156,25 @@ def test_row_updates_are_chosen_by_table_size_and_refused_across_processes():
         resolve_updates("rows", 10, 2)
     with pytest.raises(RecsysError, match="updates='sometimes': is not one of auto, dense, rows"):
         config.load("mf", overrides={"updates": "sometimes"})
+
+
+TRAINABLE = [m for m in config.MODEL_NAMES if not model_class(m).closed_form]
+
+
+@pytest.mark.parametrize("name, task", [(m, t) for m in TRAINABLE for t in ("rating", "implicit")
+                                         if t == "implicit" or not model_class(m).uses_history])
+def test_every_models_large_data_path_trains_on_tiny_data(name, task, monkeypatch, rating_data, implicit_data):
+    """What ML-20M and larger get (the large: or large_rating: overlay, row-wise updates), forced on a
+    150-item catalogue by lowering the threshold: every trainable model and task trains through it."""
+    data = rating_data if task == "rating" else implicit_data
+    shipped = config.load(name, task=task, n_items=LARGE_CATALOGUE + 1)[1]
+    monkeypatch.setattr(config, "LARGE_CATALOGUE", data.n_items - 1)
+    over = {"epochs": 1, "min_epochs": 1, "threads": 1, "updates": "rows",
+            **({"num_negatives": 32} if shipped.num_negatives >= data.n_items else {})}
+    hp, cfg = config.load(name, overrides=over, task=task, n_items=data.n_items)
+    assert (cfg.batch_size, cfg.lr, cfg.val_users) == (shipped.batch_size, shipped.lr, shipped.val_users)
+    assert cfg.batch_size >= 128 and (task == "rating" or cfg.val_users == 10_000)
+    result = training.fit(data, name, hp, cfg)
+    assert result.updates == "rows" and np.isfinite(result.best_score)
+    if task == "implicit" and model_class(name).scores_catalogue:
+        assert result.loss == "sampled_softmax"

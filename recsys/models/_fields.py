@@ -97,10 +97,19 @@ def first_order(module: nn.Module) -> nn.Module:
 PAIRS_PER_CHUNK = 4096  # pairs per step of a block's scoring (cache-sized; see recsys/ranking.py)
 
 
-def by_user_chunks(n_users: int, n_items: int, fn) -> torch.Tensor:
-    """[n_users, n_items] scores from fn(slice) -> [rows * n_items], a few users at a time."""
+def by_pair_chunks(n_users: int, n_items: int, fn, like: torch.Tensor) -> torch.Tensor:
+    """[n_users, n_items] scores from fn(user slice, item slice) -> [rows * cols] (user-major), about
+    PAIRS_PER_CHUNK pairs at a time: a few users x every item on a small catalogue, one user x a run of
+    items on a large one (one user x 59,047 items would be a 15 MB temporary per layer, out of cache).
+    `like`: a tensor whose dtype and device the scores take."""
+    out = torch.empty(n_users, n_items, dtype=like.dtype, device=like.device)
     rows = max(1, PAIRS_PER_CHUNK // max(n_items, 1))
-    return torch.cat([fn(slice(s, s + rows)).view(-1, n_items) for s in range(0, n_users, rows)])
+    cols = min(n_items, max(PAIRS_PER_CHUNK, 1))
+    for s in range(0, n_users, rows):
+        for c in range(0, n_items, cols):
+            us, its = slice(s, s + rows), slice(c, c + cols)
+            out[us, its] = fn(us, its).view(-1, min(cols, n_items - c)).to(out.dtype)
+    return out
 
 
 def pair_sum(hu: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:

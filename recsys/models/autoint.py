@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys.models._fields import FieldEmbedding, by_user_chunks, first_order, mlp, pair_sum
+from recsys.models._fields import FieldEmbedding, by_pair_chunks, first_order, mlp, pair_sum
 from recsys.models.base import Model
 
 
@@ -75,14 +75,14 @@ class AutoInt(Model):
         lu, li = ((self.linear.user_side(users).sum((1, 2)), self.linear.item_side(items).sum((1, 2)))
                   if self.linear is not None else (None, None))
 
-        def chunk(sl):
-            out = self._pairs_last(u[sl], i, pu[sl], pi)  # [rows * n_items], user-major
+        def chunk(us, its):
+            out = self._pairs_last(u[us], i[its], pu[us], pi[its])  # [rows * cols], user-major
             if hu is not None:
-                out = out + self.deep_out(self.deep[1:](pair_sum(hu[sl], hi))).squeeze(-1)
+                out = out + self.deep_out(self.deep[1:](pair_sum(hu[us], hi[its]))).squeeze(-1)
             if lu is not None:
-                out = (out.view(-1, n_items) + lu[sl, None] + li[None]).view(-1)
+                out = (out.view(-1, i[its].shape[0]) + lu[us, None] + li[None, its]).view(-1)
             return out
-        return by_user_chunks(len(users), n_items, chunk)
+        return by_pair_chunks(len(users), n_items, chunk, u)
 
     def _pairs_last(self, u, i, pu, pi) -> torch.Tensor:
         fields = self.fields

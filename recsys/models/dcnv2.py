@@ -6,7 +6,7 @@ Wang et al., "DCN V2: Improved Deep & Cross Network", WWW 2021.
 import torch
 from torch import nn
 
-from recsys.models._fields import CrossAndDeep, by_user_chunks, pair_sum
+from recsys.models._fields import CrossAndDeep, by_pair_chunks, pair_sum
 
 
 class DCNv2(CrossAndDeep):
@@ -36,10 +36,10 @@ class DCNv2(CrossAndDeep):
         hu, hi = self.fields.split_linear(self.deep[0], u, i)
         cu, ci = self.fields.split_linear(self.cross[0], u, i) if len(self.cross) else (None, None)
 
-        def chunk(sl):
-            x0 = self.fields.pairs(u[sl], i).flatten(1)
+        def chunk(us, its):
+            x0 = self.fields.pairs(u[us], i[its]).flatten(1)
             x = x0
             for j, layer in enumerate(self.cross):
-                x = x0 * (pair_sum(cu[sl], ci) if j == 0 else layer(x)) + x
-            return self.out(torch.cat([x, self.deep[1:](pair_sum(hu[sl], hi))], -1)).squeeze(-1)
-        return by_user_chunks(len(users), n_items, chunk)
+                x = x0 * (pair_sum(cu[us], ci[its]) if j == 0 else layer(x)) + x
+            return self.out(torch.cat([x, self.deep[1:](pair_sum(hu[us], hi[its]))], -1)).squeeze(-1)
+        return by_pair_chunks(len(users), n_items, chunk, hu)

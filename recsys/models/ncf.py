@@ -6,7 +6,7 @@ He et al., "Neural Collaborative Filtering", WWW 2017.
 import torch
 from torch import nn
 
-from recsys.models._fields import by_user_chunks, first_order, mlp, pair_sum
+from recsys.models._fields import by_pair_chunks, first_order, mlp, pair_sum
 from recsys.models.base import Model
 
 
@@ -40,19 +40,21 @@ class NCF(Model):
     @torch.no_grad()
     def score_block(self, users: torch.Tensor, n_items: int) -> torch.Tensor:
         """[b] users x every item: the MLP's first layer split into a user part and an item part (its
-        input is the two embeddings side by side), computed per side; the rest per pair."""
+        input is the two embeddings side by side), computed per side; the GMF tower is linear in each
+        side, so its share of the output layer is one [b, n_items] matrix product (with the biases);
+        only the MLP's later layers run per pair."""
         items = torch.arange(n_items, device=users.device)
         first, d = self.mlp[0], self.mlp_user.embedding_dim
         hu = self.mlp_user(users) @ first.weight[:, :d].T
         hi = self.mlp_item(items) @ first.weight[:, d:].T + first.bias
-        gu, gi = self.gmf_user(users), self.gmf_item(items)
-        bu = self.user_bias(users).squeeze(-1) if self.user_bias is not None else torch.zeros(len(users))
-        bi = self.item_bias(items).squeeze(-1) if self.item_bias is not None else torch.zeros(n_items)
+        k, w = self.gmf_user.embedding_dim, self.out.weight[0]
+        base = (self.gmf_user(users) * w[:k]) @ self.gmf_item(items).T  # [b, n_items]
+        if self.out.bias is not None:
+            base = base + self.out.bias
+        if self.user_bias is not None:
+            base = base + self.user_bias(users) + self.item_bias(items).T
+        wd = w[k:]
 
-        def chunk(sl):
-            r = len(gu[sl])
-            gmf = (gu[sl, None] * gi[None]).reshape(r * n_items, -1)
-            deep = self.mlp[1:](pair_sum(hu[sl], hi))
-            out = self.out(torch.cat([gmf, deep], -1)).view(r, n_items)
-            return (out + bu[sl, None].to(out) + bi[None].to(out)).view(-1)
-        return by_user_chunks(len(users), n_items, chunk)
+        def chunk(us, its):
+            return (self.mlp[1:](pair_sum(hu[us], hi[its])) @ wd).view(-1, hi[its].shape[0]) + base[us, its]
+        return by_pair_chunks(len(users), n_items, chunk, base)

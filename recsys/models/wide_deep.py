@@ -6,7 +6,7 @@ Cheng et al., "Wide & Deep Learning for Recommender Systems", DLRS 2016.
 import torch
 from torch import nn
 
-from recsys.models._fields import FieldEmbedding, by_user_chunks, first_order, mlp, pair_sum
+from recsys.models._fields import FieldEmbedding, by_pair_chunks, first_order, mlp, pair_sum
 from recsys.models.base import Model
 
 
@@ -37,7 +37,7 @@ class WideDeep(Model):
         hu, hi = self.fields.split_linear(self.deep[0], self.fields.user_side(users), self.fields.item_side(items))
         wu, wi = self.wide.user_side(users).sum((1, 2)), self.wide.item_side(items).sum((1, 2))
 
-        def chunk(sl):
-            h = self.deep[1:](pair_sum(hu[sl], hi))
-            return (self.out(h).view(-1, n_items) + wu[sl, None] + wi[None]).view(-1)
-        return by_user_chunks(len(users), n_items, chunk)
+        def chunk(us, its):
+            h = self.deep[1:](pair_sum(hu[us], hi[its]))
+            return self.out(h).view(-1, hi[its].shape[0]) + wu[us, None] + wi[None, its]
+        return by_pair_chunks(len(users), n_items, chunk, hu)
