@@ -1,7 +1,7 @@
 """Score users x items in blocks, mask seen items, rank targets and take top-K.
 
 Never a Python loop over users: each block of users is one matrix product (models with
-`score_matrix`), the model's own `score_block` (NCF, FM, Wide & Deep, DCN-V2, AutoInt: whatever depends on one
+`score_matrix`), the model's own `score_block` (NCF, FM, Wide & Deep, DCN, DCN-V2, AutoInt: whatever depends on one
 side only is computed once per user and once per item, the rest per pair), or one batched forward
 over the block's user x item pairs.
 

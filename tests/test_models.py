@@ -321,7 +321,7 @@ class _PerPair(Model):
 
 
 @pytest.mark.parametrize("chunk", [4096, 64])  # 64: one user x runs of items, as on a large catalogue
-@pytest.mark.parametrize("name", ["ncf", "fm", "wide_deep", "dcnv2", "autoint", "autoint+bias", "autoint+deep"])
+@pytest.mark.parametrize("name", ["ncf", "fm", "wide_deep", "dcn", "dcnv2", "autoint", "autoint+bias", "autoint+deep"])
 def test_side_factorised_scoring_gives_the_per_pair_scores_and_identical_ranks(name, chunk, implicit_data, monkeypatch):
     from recsys import ranking
     from recsys.models import _fields

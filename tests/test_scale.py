@@ -173,7 +173,7 @@ def test_every_models_large_data_path_trains_on_tiny_data(name, task, monkeypatc
             **({"num_negatives": 32} if shipped.num_negatives >= data.n_items else {})}
     hp, cfg = config.load(name, overrides=over, task=task, n_items=data.n_items)
     assert (cfg.batch_size, cfg.lr, cfg.val_users) == (shipped.batch_size, shipped.lr, shipped.val_users)
-    assert cfg.batch_size >= 128 and (task == "rating" or cfg.val_users == 10_000)
+    assert cfg.batch_size >= 128 and (task == "rating" or cfg.val_users >= 2_000)
     result = training.fit(data, name, hp, cfg)
     assert result.updates == "rows" and np.isfinite(result.best_score)
     if task == "implicit" and model_class(name).scores_catalogue:
