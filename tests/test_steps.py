@@ -90,10 +90,28 @@ def test_evaluating_twice_gives_two_linked_runs_with_identical_metrics(chain):
     second = _last_run()
     assert first.info.run_id != second.info.run_id
     assert first.data.tags["train_run_id"] == chain["train"]
-    scores = [{k: v for k, v in r.data.metrics.items() if not k.endswith("_seconds")} for r in (first, second)]
+    scores = [{k: v for k, v in r.data.metrics.items() if not k.endswith("_seconds") and not k.startswith("system/")}
+              for r in (first, second)]
     assert scores[0] == scores[1] and "test/baseline_rmse" in scores[0]
     names = {a.path for a in mlflow.MlflowClient().list_artifacts(first.info.run_id)}
     assert {"metrics.json", "per_user.parquet", "examples.md", "plots"} <= names
+
+
+def test_train_and_evaluate_runs_carry_mlflow_system_metrics(chain, monkeypatch):
+    import mlflow.system_metrics as system
+
+    asked = []
+    start = mlflow.start_run
+    monkeypatch.setattr(mlflow, "start_run", lambda *a, **kw: asked.append(kw.get("log_system_metrics")) or start(*a, **kw))
+    system.set_system_metrics_sampling_interval(0.1)  # MLflow's default samples every 10 s
+    try:
+        train = _train(chain["data"], "--model", "mf", "--epochs", "60", "--min_epochs", "60")
+        evaluate_step.main(["--model-uri", f"runs:/{train}/model"])
+        assert asked == [True, True]  # both steps ask MLflow for them
+        metrics = mlflow.get_run(train).data.metrics  # and a run of a few seconds has its samples
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(metrics), metrics
+    finally:
+        system.set_system_metrics_sampling_interval(None)
 
 
 def test_unknown_model_fails_before_training(chain, capsys):

@@ -6,6 +6,7 @@ logs beyond MLflow's own calls (params not yet on the run, counts as tags, the L
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -17,6 +18,8 @@ from recsys import interrupts
 from recsys.errors import Interrupted, RecsysError
 from recsys.tracking.lineage import COMPLETE_TAG, REQUEST_TAG, request_fingerprint
 
+SYSTEM_METRICS_STEPS = ("train", "evaluate", "tune", "blend")  # the long ones: MLflow's CPU / memory / GPU samples
+logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # not four INFO lines a step
 LAUNCHER_ENV = "RECSYS_LAUNCHER"  # the pid of the recsys step (main) that started this one directly (no `mlflow run`)
 
 
@@ -32,7 +35,7 @@ def step_run(name: str):
     """
     launched = os.environ.get("MLFLOW_RUN_ID")  # by `mlflow run` (start_run takes it out of the environment)
     try:
-        run = mlflow.start_run(run_name=None if launched else name)
+        run = mlflow.start_run(run_name=None if launched else name, log_system_metrics=name in SYSTEM_METRICS_STEPS)
         # `mlflow run` names runs at random; the step is said at once, so a run that fails or is interrupted
         # before its context is logged is still found by `tags.step`
         mlflow.set_tags({"mlflow.runName": name, "step": name})
