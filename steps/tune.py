@@ -24,7 +24,7 @@ from steps import ArgParser, flag, given, integer, local_config
 p = ArgParser(prog="tune", description=__doc__.splitlines()[0])
 for name, default in (("model", "mf"), ("trials", "20"), ("data", "auto"), ("task", "auto"), ("config", "default"),
                       ("timeout", "0"), ("storage", "default"), ("study", "auto"), ("seed", "42"), ("threads", "1"),
-                      ("repeats", "1"), ("test", "false")):
+                      ("repeats", "1"), ("test", "false"), ("pruner", "median")):
     p.add_argument(f"--{name}", default=default)
 
 
@@ -35,6 +35,8 @@ def main(argv=None):
         a.data, a.task, a.config, a.storage, a.study = map(given, (a.data, a.task, a.config, a.storage, a.study))
         trials, timeout, seed = integer("trials", a.trials, 1), integer("timeout", a.timeout), integer("seed", a.seed)
         repeats = integer("repeats", a.repeats, 1)
+        if a.pruner not in tuning.PRUNERS:
+            raise RecsysError(f"pruner={a.pruner!r} is not one of {', '.join(tuning.PRUNERS)}")
         score_test = flag("test", a.test)
         cfg_path = Path(local_config(a.config, tmp)) if a.config else config.CONFIG_DIR / f"{a.model}.yaml"
         search.check_search(a.model, cfg_path, a.task)  # before any data is fetched or prepared
@@ -49,16 +51,19 @@ def main(argv=None):
         study_name = a.study or (f"{a.model}-{task}-{data.meta['content_hash'][:8]}-{tuning.space_hash(space)}"
                                  + (f"-r{repeats}" if repeats > 1 else ""))
         study = tuning.open_study(storage, study_name, a.model, task, data.meta["content_hash"], seed,
-                                  spec.direction, space, repeats)
+                                  spec.direction, space, repeats, a.pruner)
         # the shipped defaults are one of the trials (the first, in a new study)
         tuning.enqueue_defaults(study, tuning.defaults_in_space(space, *config.load(a.model, cfg_path, task=task, n_items=data.n_items), task))
         tracking.log_params({"model": a.model, "trials": trials, "data_uri": data_uri, "storage": storage,
-                             "study": study_name, "seed": seed, "timeout": timeout, "task": task, "repeats": repeats})
+                             "study": study_name, "seed": seed, "timeout": timeout, "task": task, "repeats": repeats,
+                             "pruner": a.pruner})
         tracking.log_context({"step": "tune", "model": a.model, "task": task, "dataset": data.meta.get("name"),
                               "data_uri": data_uri, "study": study_name})
         base, signals = {"threads": a.threads}, interrupts.Sweep()
-        objective = signals.trial()(tracking.trial_objective(a.model, cfg_path, space, base, data, study_name, repeats, tmp))
         t0 = time.perf_counter()
+        deadline = time.monotonic() + timeout if timeout else None  # trials still running then are pruned
+        objective = signals.trial()(tracking.trial_objective(a.model, cfg_path, space, base, data, study_name, repeats,
+                                                             tmp, deadline))
         with signals:  # an interrupted trial is told FAIL; finished trials stay
             ran = tuning.sweep(study, objective, trials, timeout or None, signals)
         if signals.signum is not None:  # came between trials: the sweep stopped cleanly after one

@@ -34,6 +34,7 @@ def test_bad_sweeps_are_one_line_errors(ml100k_dir, tmp_path, capsys):
     _fails(["--model", "popularity", "--task", "implicit", "--trials", "2"], capsys, "has no search.implicit: space")
     _fails(["--model", "mf", "--trials", "0"], capsys, "trials='0' must be a positive integer")
     _fails(["--model", "mf", "--storage", "redis://localhost/0"], capsys, "is not a database URL")
+    _fails(["--model", "mf", "--pruner", "asha"], capsys, "pruner='asha' is not one of median, hyperband, none")
     data = prepare_step.main(["--dataset", str(ml100k_dir)])
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     optuna.create_study(storage=storage, study_name="shared").set_user_attr("model", "ncf")
@@ -144,6 +145,28 @@ def test_the_defaults_trial_is_never_pruned(tmp_path):
         else:
             with pytest.raises(optuna.TrialPruned):
                 pruning.on_validation_epoch_end(trainer, None)
+
+
+def test_a_trial_still_running_when_the_budget_ends_is_pruned_but_the_defaults_finish(tmp_path):
+    import time
+    from types import SimpleNamespace
+
+    from recsys import tuning
+
+    study = tuning.open_study(f"sqlite:///{tmp_path / 'o.db'}", "s", "mf", "rating", "h", 0, "minimize",
+                              pruner="none")  # no rule of its own: only the budget prunes here
+    assert isinstance(study.pruner, optuna.pruners.NopPruner)
+    tuning.enqueue_defaults(study, {"lr": 0.01})
+    defaults, other = study.ask(), study.ask()
+    trainer = SimpleNamespace(callback_metrics={"val/rmse": 0.9}, sanity_checking=False, current_epoch=2)
+    before, after = time.monotonic() + 60, time.monotonic() - 1
+    tuning.Pruning(other, "val/rmse", deadline=before).on_validation_epoch_end(trainer, None)  # in budget: runs on
+    with pytest.raises(optuna.TrialPruned, match="budget ran out at epoch 3"):
+        tuning.Pruning(other, "val/rmse", prunable=False, deadline=after).on_validation_epoch_end(trainer, None)
+    tuning.Pruning(defaults, "val/rmse", deadline=after).on_validation_epoch_end(trainer, None)  # the reference
+    hyperband = tuning.open_study(f"sqlite:///{tmp_path / 'o.db'}", "h", "mf", "rating", "h", 0, "minimize",
+                                  pruner="hyperband")
+    assert isinstance(hyperband.pruner, optuna.pruners.HyperbandPruner)
 
 
 def test_a_study_without_a_recorded_space_is_still_refused_in_one_line(tmp_path):

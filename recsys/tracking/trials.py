@@ -12,9 +12,10 @@ from recsys.schema import TASKS
 from recsys.tracking.runs import child_run, lightning_logger, log_metrics, log_params
 
 
-def trial_objective(model: str, cfg_path: Path, space: dict, base: dict, data, study_name: str, repeats: int, tmp: Path):
+def trial_objective(model: str, cfg_path: Path, space: dict, base: dict, data, study_name: str, repeats: int, tmp: Path,
+                    deadline: float | None = None):
     """One trial: the suggested configuration trained (over `repeats` seeds) in a nested run; its mean
-    validation score is what the study optimises."""
+    validation score is what the study optimises. Past `deadline` (time.monotonic()) it is pruned."""
     import optuna
 
     from recsys import config, tuning  # torch and Lightning: not for the steps that only import tracking
@@ -33,7 +34,7 @@ def trial_objective(model: str, cfg_path: Path, space: dict, base: dict, data, s
                              **({"defaults": "true"} if trial.user_attrs.get("defaults") else {})})
             scores, seconds = tuning.fit_seeds(
                 data, model, hp, cfg, repeats, tmp / f"trial{trial.number}", lightning_logger(child.info.run_id),
-                (tuning.Pruning(trial, monitor, cfg.scheduler != "onecycle"),))
+                (tuning.Pruning(trial, monitor, cfg.scheduler != "onecycle", deadline),))
             if repeats > 1:
                 log_metrics({f"{key}_seed_{cfg.seed + r}": v for r, v in enumerate(scores)})
             score = tuning.mean_and_sd(scores)

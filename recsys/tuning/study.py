@@ -76,8 +76,16 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
         pass
 
 
+PRUNERS = {  # per worker (Optuna keeps a pruner with the study object, not in the storage)
+    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+    # successive halving in brackets over epochs (Li et al., JMLR 2018): rungs at 1, 3, 9... epochs
+    "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3),
+    "none": lambda: optuna.pruners.NopPruner(),
+}
+
+
 def open_study(storage: str, name: str, model: str, task: str, data_hash: str, seed: int, direction: str,
-               space: dict | None = None, repeats: int = 1):
+               space: dict | None = None, repeats: int = 1, pruner: str = "median"):
     """Create the study or join it (resume, or another worker); refuse one made for something else
     (another model, task, data or search space: Optuna cannot mix trials drawn from different spaces;
     or another number of training seeds per trial: their values are not comparable)."""
@@ -87,7 +95,7 @@ def open_study(storage: str, name: str, model: str, task: str, data_hash: str, s
         try:
             study = optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True,
                                         sampler=TrialSeededTPE(seed),
-                                        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2))
+                                        pruner=PRUNERS[pruner]())
             break
         except Exception as e:
             if attempt == 5:

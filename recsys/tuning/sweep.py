@@ -32,18 +32,26 @@ def mean_and_sd(scores: list[float]) -> tuple[float, float]:
 
 
 class Pruning(pl.Callback):
-    """Reports the validation metric each epoch; stops a trial the median pruner gives up on.
+    """Reports the validation metric each epoch; stops a trial the study's pruner gives up on, and any
+    trial but the shipped defaults' still running at the sweep's `deadline` (time.monotonic()): a
+    budget is a wall-clock promise, not only a rule for starting trials.
 
     A one-cycle trial (`prunable=False`) is judged on its finished curve only and reports nothing per
     epoch: its learning rate peaks mid-run, so its middle epochs look worse than a constant-rate trial's
     at the same epoch and a median rule would cut exactly the runs that end best."""
 
-    def __init__(self, trial: optuna.Trial, monitor: str, prunable: bool = True):
-        self.trial, self.monitor, self.prunable = trial, monitor, prunable
+    def __init__(self, trial: optuna.Trial, monitor: str, prunable: bool = True, deadline: float | None = None):
+        self.trial, self.monitor, self.prunable, self.deadline = trial, monitor, prunable, deadline
 
     def on_validation_epoch_end(self, trainer, pl_module):
+        import time
+
         value = trainer.callback_metrics.get(self.monitor)
-        if value is None or trainer.sanity_checking or not self.prunable:
+        if value is None or trainer.sanity_checking:
+            return
+        if self.deadline is not None and time.monotonic() > self.deadline and not self.trial.user_attrs.get("defaults"):
+            raise optuna.TrialPruned(f"the budget ran out at epoch {trainer.current_epoch + 1}")
+        if not self.prunable:
             return
         self.trial.report(float(value), trainer.current_epoch)
         if self.trial.should_prune() and not self.trial.user_attrs.get("defaults"):
