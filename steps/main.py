@@ -4,7 +4,8 @@ Parameters: dataset, task, split, positive_threshold, tie_break, eval_negatives 
 config, lr, epochs, embedding_dim, seed, k, env_manager (forwarded to every child), force (1 = re-run
 even where a finished run could be reused), parallel (models trained and evaluated at once, each with its
 share of the cores; auto = as many as there are models and cores), blend (1: also blend the models'
-train runs, evaluate the blend and list it).
+train runs, evaluate the blend and list it), eval_users (implicit: every model and the blend ranked for
+the same seeded sample of this many test users; 0 = every user).
 Steps pass URIs only (runs:/<prepare>/data, runs:/<train>/model). A FINISHED child with the same
 params, commit and diff hash is reused (tags reused.<step>). Logs leaderboard.md and tags
 <model>.train_run / <model>.eval_run; prints the leaderboard.
@@ -27,7 +28,7 @@ for name, default in [("dataset", "ml-100k"), ("task", "rating"), ("split", "aut
                       ("tie_break", "random"), ("models", "mf"), ("model", ""), ("config", ""), ("lr", ""),
                       ("epochs", ""), ("embedding_dim", ""), ("seed", "42"), ("k", "5,10,20"), ("env_manager", "local"),
                       ("force", "0"), ("register_as", ""), ("parallel", "auto"), ("blend", "0"),
-                      ("eval_negatives", "auto")]:
+                      ("eval_negatives", "auto"), ("eval_users", "0")]:
     flags = {f"--{name.replace('_', '-')}", f"--{name}"}  # MLflow appends undeclared -P key=value as --key value
     p.add_argument(*sorted(flags), dest=name, default=default)
 
@@ -41,6 +42,7 @@ def main(argv=None):
         if repeated:  # a model listed twice trains, and blends, once
             print(f"models: {', '.join(repeated)} listed more than once; each is trained once", flush=True)
         integer("seed", a.seed)
+        sample = {"eval_users": integer("eval_users", a.eval_users)} if integer("eval_users", a.eval_users) else {}
         parse_ks(a.k)  # before anything trains: evaluate would refuse it last
         if a.register_as:
             tracking.check_name(a.register_as)
@@ -80,7 +82,7 @@ def main(argv=None):
             tp = {"data": f"runs:/{prep}/data", "model": m, "task": a.task, "seed": a.seed,
                   **{k: getattr(a, k) for k in ("config", "lr", "epochs", "embedding_dim", "register_as") if getattr(a, k)}}
             tr = yield "train", tp, f"train.{m}"
-            ev = yield "evaluate", {"model_uri": f"runs:/{tr}/model", "k": a.k}, f"evaluate.{m}"
+            ev = yield "evaluate", {"model_uri": f"runs:/{tr}/model", "k": a.k, **sample}, f"evaluate.{m}"
             return tr, ev
 
         results = tracking.run_pipelines({m: pipeline(m) for m in models}, parallel, found, record, a.env_manager,
@@ -88,7 +90,7 @@ def main(argv=None):
         if blended:  # the models' train runs combined on validation, then evaluated like them
             def combine():
                 bl = yield "blend", {"runs": ",".join(results[m][0] for m in models)}, "blend"
-                return bl, (yield "evaluate", {"model_uri": f"runs:/{bl}/model", "k": a.k}, "evaluate.blend")
+                return bl, (yield "evaluate", {"model_uri": f"runs:/{bl}/model", "k": a.k, **sample}, "evaluate.blend")
 
             results.update(tracking.run_pipelines({"blend": combine()}, 1, found, record, a.env_manager, exp))
             models = [*models, "blend"]

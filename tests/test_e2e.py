@@ -113,6 +113,16 @@ def test_main_blend_1_blends_its_models_evaluates_the_blend_and_lists_it(clean_c
     assert refused.returncode != 0 and "blend=1 needs two or more models" in refused.stderr
 
 
+def test_main_tests_every_model_and_the_blend_on_one_seeded_sample_of_users(clean_clone, ml100k_dir, env, tmp_path):
+    r = _mlflow_run(clean_clone, tmp_path, env, f"dataset={ml100k_dir}", "task=implicit", "models=popularity,itemknn",
+                    "blend=1", "eval_users=50")
+    assert r.returncode == 0, r.stderr[-3000:]
+    evals = _runs(env, "evaluate")
+    assert len(evals) == 3  # two models and their blend, ranked for the same 50 users, the protocol saying so
+    assert len({e.data.tags["protocol"] for e in evals}) == 1 and evals[0].data.tags["protocol"].endswith("@50users")
+    assert all(e.data.metrics["test/n_users"] == 50 for e in evals)
+
+
 def test_a_failing_child_fails_main_with_its_message(clean_clone, env, tmp_path):
     r = _mlflow_run(clean_clone, tmp_path, env, f"dataset={tmp_path / 'missing.csv'}")
     assert r.returncode != 0
