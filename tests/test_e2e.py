@@ -115,7 +115,7 @@ def test_main_blend_1_blends_its_models_evaluates_the_blend_and_lists_it(clean_c
 
 def test_main_tests_every_model_and_the_blend_on_one_seeded_sample_of_users(clean_clone, ml100k_dir, env, tmp_path):
     r = _mlflow_run(clean_clone, tmp_path, env, f"dataset={ml100k_dir}", "task=implicit", "models=popularity,itemknn",
-                    "blend=1", "eval_users=50")
+                    "blend=1", "eval_users=50", "eval_negatives=20")
     assert r.returncode == 0, r.stderr[-3000:]
     evals = _runs(env, "evaluate")
     assert len(evals) == 3  # two models and their blend, ranked for the same 50 users, the protocol saying so
