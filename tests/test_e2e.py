@@ -120,7 +120,7 @@ def test_main_tests_every_model_and_the_blend_on_one_seeded_sample_of_users(clea
     evals = _runs(env, "evaluate")
     assert len(evals) == 3  # two models and their blend, ranked for the same 50 users, the protocol saying so
     assert len({e.data.tags["protocol"] for e in evals}) == 1 and evals[0].data.tags["protocol"].endswith("@50users")
-    assert all(e.data.metrics["test/n_users"] == 50 for e in evals)
+    assert all(e.data.tags["count.test/n_users"] == "50" for e in evals)
 
 
 def test_a_failing_child_fails_main_with_its_message(clean_clone, env, tmp_path):
