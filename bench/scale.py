@@ -114,16 +114,27 @@ def sequence_flops(module, batches) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_gflops() -> float:
+def sync(device) -> None:
+    import torch
+
+    if getattr(device, "type", "cpu") == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(device="cpu") -> float:
     """This machine's float32 matrix-product rate now, at a training-sized shape (the compute ceiling)."""
     import torch
 
-    x, y = torch.randn(6400, 256), torch.randn(256, 256)
+    device = torch.device(device)
+    x, y = torch.randn(6400, 256, device=device), torch.randn(256, 256, device=device)
+    n = 30 if device.type == "cpu" else 3000
     for _ in range(3):
         x @ y
-    t, n = time.perf_counter(), 30
+    sync(device)
+    t = time.perf_counter()
     for _ in range(n):
         x @ y
+    sync(device)
     return 2 * 6400 * 256 * 256 * n / (time.perf_counter() - t) / 1e9
 
 
@@ -144,18 +155,21 @@ def pair_compute(module, n_users: int, n_items: int) -> dict:
     if not getattr(model, "scores_blocks", False):
         return {}
     bs = ranking.block_size(model, n_items)
-    users = torch.arange(bs) % n_users
+    device = ranking.model_device(model)
+    users = torch.arange(bs, device=device) % n_users
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         ranking.score_block(model, users, n_items)
     flops = counter.get_total_flops() / (bs * n_items)
     with torch.no_grad():
         ranking.score_block(model, users, n_items)
+        sync(device)
         t, blocks = time.perf_counter(), 0
         while time.perf_counter() - t < 5 or blocks < 2:
             ranking.score_block(model, (users + blocks * bs) % n_users, n_items)
             blocks += 1
+            sync(device)
         rate = blocks * bs * n_items / (time.perf_counter() - t)
-    return {"pair_flops": flops, "pairs_per_s": rate, "matmul_gflops": matmul_gflops()}
+    return {"pair_flops": flops, "pairs_per_s": rate, "matmul_gflops": matmul_gflops(device)}
 
 
 def fit_child(step: str, folder: Path, data):
@@ -179,7 +193,7 @@ def fit_child(step: str, folder: Path, data):
         module = result.module.train()
         per_step = sequence_flops(module, result.module.train_batches)
         extra = {"step_gflop": per_step / 1e9, "steps": result.module.train_batches.n_batches,
-                 "matmul_gflops": matmul_gflops()}
+                 "matmul_gflops": matmul_gflops(next(module.parameters()).device)}
     if a.task == "implicit":
         extra.update(pair_compute(result.module, data.n_users, data.n_items))
     return test_report(folder, step, result.module, data, fit_s=fit_s, epochs=result.epochs, epoch_train=timer.train,
