@@ -8,24 +8,29 @@ from pathlib import Path
 from recsys.config import Training, _read, config_path, load, model_schema
 from recsys.errors import RecsysError
 from recsys.models import model_class
+from recsys import schema
 from recsys.schema import TASKS, task_of
 
 
-def search_space(name: str, path: str | Path | None = None, task: str = "rating") -> dict[str, dict]:
+def search_space(name: str, path: str | Path | None = None, task: str = "rating", n_items: int = 0) -> dict[str, dict]:
     """The `search:` space of a model's config for a task, validated: key -> {type: float|int, low,
     high, log} or {type: categorical, choices: [...]}; every key a field of the model or of training.
 
     `search:` is either one space for both tasks, or `rating:` and/or `implicit:` sub-sections
-    (a loss is only worth searching for implicit data, where bce, bpr and softmax compete)."""
+    (a loss is only worth searching for implicit data, where bce, bpr and softmax compete), and
+    optionally `large:`, the implicit space on a catalogue of over LARGE_CATALOGUE items (`n_items`),
+    where the large: overlay's training applies."""
     task_of(task)
     path = config_path(name, path)
     load(name, path)  # the file itself is valid
     space = _read(path, f"configs/{name}.yaml").get("search") or {}
-    if isinstance(space, dict) and set(space) & set(TASKS):
-        if set(space) - set(TASKS):
-            raise RecsysError(f"{path.name}: search: has per-task sections ({', '.join(TASKS)}) mixed with keys "
-                              f"{sorted(set(space) - set(TASKS))}; put every key under a task")
-        space, where_task = space.get(task) or {}, f".{task}"
+    sections = {*TASKS, "large"}
+    if isinstance(space, dict) and set(space) & sections:
+        if set(space) - sections:
+            raise RecsysError(f"{path.name}: search: has per-task sections ({', '.join(sorted(sections))}) mixed with "
+                              f"keys {sorted(set(space) - sections)}; put every key under a task")
+        large = task == "implicit" and n_items > schema.LARGE_CATALOGUE and space.get("large")
+        space, where_task = (space["large"], ".large") if large else (space.get(task) or {}, f".{task}")
     else:
         where_task = ""
     if not space:
@@ -44,7 +49,7 @@ def search_space(name: str, path: str | Path | None = None, task: str = "rating"
             if not isinstance(spec.get("choices"), list) or not spec["choices"]:
                 raise RecsysError(f"{where} needs a non-empty choices: list")
             for choice in spec["choices"]:  # each choice must be a value train would accept
-                load(name, path, {key: choice}, task)
+                load(name, path, {key: choice}, task, n_items)
             if key == "loss":
                 allowed = ("auto", *TASKS[task].losses)
                 wrong = [c for c in spec["choices"] if c not in allowed]

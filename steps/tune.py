@@ -46,7 +46,7 @@ def main(argv=None):
         data = prep.load(tracking.download(data_uri, "data", tmp / "data"))
         tracking.check_data(data_uri, data.meta["content_hash"])
         task = data.meta["task"]
-        space = search.search_space(a.model, cfg_path, task)
+        space = search.search_space(a.model, cfg_path, task, data.n_items)
         spec = TASKS[task]
         study_name = a.study or (f"{a.model}-{task}-{data.meta['content_hash'][:8]}-{tuning.space_hash(space)}"
                                  + (f"-r{repeats}" if repeats > 1 else ""))

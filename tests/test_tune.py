@@ -77,6 +77,15 @@ def _with_search(tmp_path, model, text):
     return path
 
 
+def test_a_large_catalogue_is_searched_in_its_own_space():
+    from recsys.schema import LARGE_CATALOGUE
+
+    small, large = (search.search_space("mf", None, "implicit", n) for n in (LARGE_CATALOGUE, LARGE_CATALOGUE + 1))
+    assert "loss" in small and "loss" not in large  # the sampled softmax stays: a full one is hours an epoch
+    assert min(large["num_negatives"]["choices"]) >= 128 and large != small
+    assert search.search_space("mf", None, "rating", 10**6) == search.search_space("mf", None, "rating")
+
+
 def test_search_spaces_are_per_task_and_losses_must_fit_the_task(tmp_path):
     from recsys.models import model_class
 
