@@ -397,7 +397,7 @@ def test_runtime_settings_given_as_numbers_read_as_lightning_takes_them():
 
 
 def test_each_epoch_line_says_its_seconds_and_at_most_how_long_is_left(rating_data, capsys):
-    from recsys.training.module import duration
+    from recsys.progress import duration
 
     assert [duration(s) for s in (4.4, 65, 3 * 3600 + 7 * 60 + 5)] == ["4s", "1m 05s", "3h 07m"]
     hp, cfg = config.load("mf", overrides={**FAST, "epochs": 3, "min_epochs": 3})
@@ -409,3 +409,19 @@ def test_each_epoch_line_says_its_seconds_and_at_most_how_long_is_left(rating_da
     parsed = [re.match(r"epoch (\d)/3 (\d+\.\d)s \(at most (\S+) left, early stopping may end it sooner\) ", ln)
               for ln in lines]
     assert all(parsed) and [p.group(1) for p in parsed] == ["1", "2", "3"] and parsed[-1].group(3) == "0s", lines
+
+
+def test_a_long_ranking_says_how_far_it_is_and_how_long_is_left(implicit_data, capsys, monkeypatch):
+    from recsys import progress, ranking
+
+    model = _model("ncf", implicit_data).eval()
+    clock = iter(range(0, 10_000, 20))  # each look at the clock: 20 s later
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(ranking, "block_size", lambda *a: 10)
+    users = np.arange(implicit_data.n_users)
+    targets = np.zeros((len(users), 1), dtype=np.int64)
+    ranking.rank_targets(model, users, targets, ranking.CSR.build(users[:0], users[:0], len(users)), implicit_data.n_items)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("ranking ")]
+    assert lines and all(" users, " in ln and ln.endswith(" left") for ln in lines), lines
+    # 10 users in 40 s: the other 110 at that pace
+    assert lines[0] == f"ranking {implicit_data.n_items:,} items: 10/{len(users):,} users, 40s, about 7m 20s left"

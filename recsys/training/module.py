@@ -16,6 +16,7 @@ from recsys import metrics, ranking
 from recsys.models.base import output, rating_range
 from recsys.models import build_model
 from recsys.models._fields import FieldEmbedding
+from recsys.progress import duration
 from recsys.schema import RANKING, RANKING_K
 from recsys.training.losses import loss_function
 from recsys.training.optim import RowAdam, RowAdamW, use_row_updates
@@ -186,13 +187,3 @@ class TrainingModule(pl.LightningModule):
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=max(total, 1))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         return opt
-
-
-def duration(seconds: float) -> str:
-    """12s, 4m 05s, 3h 07m: what a person reads at a glance."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
