@@ -230,7 +230,8 @@ def blend_child(folder: Path, data):
     return test_report(folder, "blend", fitted, data, fit_s=fit_s, epochs=0, epoch_train=[], epoch_val=[],
                        examples=0, batch=0, loss="", updates="", best_val=found["out_of_fold"],
                        weights=[round(float(w), 3) for w in found["weights"]], members=found["members"],
-                       in_sample=found["in_sample"], verdict=blend.verdict(found, "min" if a.task == "rating" else "max"))
+                       in_sample=found["in_sample"], verdict=blend.verdict(found, "min" if a.task == "rating" else "max"),
+                       store_mib=found.get("store_bytes", 0) / 2**20)
 
 
 def bare_child(step: str, data):
@@ -446,7 +447,7 @@ def describe(step: str, r: dict) -> str:
     if step == "blend":
         return (f"weights {r['weights']} on validation ({r['verdict'] or 'earns its row'}; out of fold "
                 f"{r['best_val']:.4f}, in sample {r['in_sample']:.4f}, members {[round(x, 4) for x in r['members']]}); "
-                f"fitted in {r['fit_seconds']:.0f}s; {test}")
+                f"fitted in {r['fit_seconds']:.0f}s, its rank store {r['store_mib']:.0f} MiB; {test}")
     if not r["epoch_train"]:
         return f"closed form: fit and validation {r['fit_seconds']:.0f}s (validation {r['best_val']:.4f}); {test}"
     train_s = sorted(r["epoch_train"])[len(r["epoch_train"]) // 2]
@@ -483,7 +484,7 @@ def main(folder: Path):
           f"{prep['items']:,} items", flush=True)
     rows.append(("prepare", prep["wall"], prep["peak_rss_gib"], f"{prep['seconds']:.0f}s in prepare + save", ""))
     refs = [] if a.no_references else [*BARE, "als"]
-    for step in [*a.models.split(","), *(["blend"] if a.blend else []), *refs]:
+    for step in [*filter(None, a.models.split(",")), *(["blend"] if a.blend else []), *refs]:
         r = run(step, folder)
         if r is None:
             rows.append((step, float("nan"), float("nan"), "failed (above)", ""))

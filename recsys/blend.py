@@ -125,7 +125,8 @@ def fit(scorers: list[Scorer], data, max_users: int = 10_000, progress=_printed)
     if blend.uses_history:  # the logged blend answers a known user from all of their history
         blend.set_history(history.histories(history.before(data), data.n_users, blend.max_len))
     return scorer, {"weights": list(w), "bias": 0.0, "alpha": float("nan"), "members": alone, "in_sample": inside,
-                    "out_of_fold": float(oof.mean()), "per_user": pd.DataFrame({USER: users, RANKING.metric: oof})}
+                    "out_of_fold": float(oof.mean()), "per_user": pd.DataFrame({USER: users, RANKING.metric: oof}),
+                    "store_bytes": store.nbytes}
 
 
 def verdict(found: dict, mode: str, share: float = 0.95) -> str:
