@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys.models._fields import FieldEmbedding, by_pair_chunks, first_order, mlp, pair_sum
+from recsys.models._fields import FieldEmbedding, by_pair_chunks, first_order, mlp, tower
 from recsys.models.base import Model
 
 
@@ -78,7 +78,7 @@ class AutoInt(Model):
         def chunk(us, its):
             out = self._pairs_last(u[us], i[its], pu[us], pi[its])  # [rows * cols], user-major
             if hu is not None:
-                out = out + self.deep_out(self.deep[1:](pair_sum(hu[us], hi[its]))).squeeze(-1)
+                out = out + self.deep_out(tower(self.deep[1:], hu[us], hi[its])).squeeze(-1)
             if lu is not None:
                 out = (out.view(-1, i[its].shape[0]) + lu[us, None] + li[None, its]).view(-1)
             return out

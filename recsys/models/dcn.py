@@ -6,7 +6,7 @@ Wang et al., "Deep & Cross Network for Ad Click Predictions", ADKDD 2017.
 import torch
 from torch import nn
 
-from recsys.models._fields import CrossAndDeep, by_pair_chunks, pair_sum
+from recsys.models._fields import CrossAndDeep, by_pair_chunks, tower
 
 
 class DCN(CrossAndDeep):
@@ -48,5 +48,5 @@ class DCN(CrossAndDeep):
         w_deep = w_out[self.width:]
 
         def chunk(us, its):
-            return (self.deep[1:](pair_sum(hu[us], hi[its])) @ w_deep).view(-1, hi[its].shape[0]) + base[us, its]
+            return (tower(self.deep[1:], hu[us], hi[its]) @ w_deep).view(-1, hi[its].shape[0]) + base[us, its]
         return by_pair_chunks(len(users), n_items, chunk, hu)

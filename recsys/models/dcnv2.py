@@ -6,7 +6,7 @@ Wang et al., "DCN V2: Improved Deep & Cross Network", WWW 2021.
 import torch
 from torch import nn
 
-from recsys.models._fields import CrossAndDeep, by_pair_chunks, pair_sum
+from recsys.models._fields import CrossAndDeep, by_pair_chunks, pair_sum, tower
 
 
 class DCNv2(CrossAndDeep):
@@ -41,5 +41,5 @@ class DCNv2(CrossAndDeep):
             x = x0
             for j, layer in enumerate(self.cross):
                 x = x0 * (pair_sum(cu[us], ci[its]) if j == 0 else layer(x)) + x
-            return self.out(torch.cat([x, self.deep[1:](pair_sum(hu[us], hi[its]))], -1)).squeeze(-1)
+            return self.out(torch.cat([x, tower(self.deep[1:], hu[us], hi[its])], -1)).squeeze(-1)
         return by_pair_chunks(len(users), n_items, chunk, hu)

@@ -6,7 +6,7 @@ He et al., "Neural Collaborative Filtering", WWW 2017.
 import torch
 from torch import nn
 
-from recsys.models._fields import by_pair_chunks, first_order, mlp, pair_sum
+from recsys.models._fields import by_pair_chunks, first_order, mlp, tower
 from recsys.models.base import Model
 
 
@@ -56,5 +56,5 @@ class NCF(Model):
         wd = w[k:]
 
         def chunk(us, its):
-            return (self.mlp[1:](pair_sum(hu[us], hi[its])) @ wd).view(-1, hi[its].shape[0]) + base[us, its]
+            return (tower(self.mlp[1:], hu[us], hi[its]) @ wd).view(-1, hi[its].shape[0]) + base[us, its]
         return by_pair_chunks(len(users), n_items, chunk, base)

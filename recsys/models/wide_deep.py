@@ -6,7 +6,7 @@ Cheng et al., "Wide & Deep Learning for Recommender Systems", DLRS 2016.
 import torch
 from torch import nn
 
-from recsys.models._fields import FieldEmbedding, by_pair_chunks, first_order, mlp, pair_sum
+from recsys.models._fields import FieldEmbedding, by_pair_chunks, first_order, mlp, tower
 from recsys.models.base import Model
 
 
@@ -38,6 +38,6 @@ class WideDeep(Model):
         wu, wi = self.wide.user_side(users).sum((1, 2)), self.wide.item_side(items).sum((1, 2))
 
         def chunk(us, its):
-            h = self.deep[1:](pair_sum(hu[us], hi[its]))
+            h = tower(self.deep[1:], hu[us], hi[its])
             return self.out(h).view(-1, hi[its].shape[0]) + wu[us, None] + wi[None, its]
         return by_pair_chunks(len(users), n_items, chunk, hu)
