@@ -390,8 +390,9 @@ def run(step, folder):
     if a.profile and step == "bare-rows":
         print(err[err.find("---"):], flush=True)
     if proc.wait() or not lines:
+        said = [ln for ln in err.strip().splitlines() if "Error: " in ln or ln.startswith("error: ")]
         print(f"{step}: failed ({err.strip().splitlines()[-3:]})", flush=True)
-        return None
+        return {"failed": (said[-1].split("Error: ", 1)[-1] if said else "see the bench's output").replace("|", "/")}
     r = json.loads(lines[-1][7:])
     r["wall"] = time.perf_counter() - t
     return r
@@ -477,7 +478,7 @@ def main(folder: Path):
         print("prepare: reused from an earlier run of this bench (its figures below are that run's)", flush=True)
     else:
         prep = run("prepare", folder)
-        if prep is None:
+        if prep is None or "failed" in prep:
             return
         (folder / "prepare.json").write_text(json.dumps(prep))
     print(f"prepare: {prep['rows']:,} rows, {prep['train']:,} training rows, {prep['users']:,} users x "
@@ -486,8 +487,8 @@ def main(folder: Path):
     refs = [] if a.no_references else [*BARE, "als"]
     for step in [*filter(None, a.models.split(",")), *(["blend"] if a.blend else []), *refs]:
         r = run(step, folder)
-        if r is None:
-            rows.append((step, float("nan"), float("nan"), "failed (above)", ""))
+        if r is None or "failed" in r:
+            rows.append((step, float("nan"), float("nan"), f"refused or failed: {r['failed'] if r else ''}", ""))
             continue
         results[step] = r
         if step in BARE:
@@ -502,7 +503,7 @@ def main(folder: Path):
     for name, wall, rss, detail, _ in rows:
         diff = paired(folder, name, base, short=True) if base and name in results and name not in (*BARE, base) \
             and (folder / f"per-user-{name}.parquet").exists() else ""
-        table.append(f"| {name} | {wall:.0f} | {rss:.2f} | {diff} | {detail} |")
+        table.append(f"| {name} | {wall:.0f} | {rss:.2f} | {diff} | {detail} |" if wall == wall else f"| {name} | - | - | | {detail} |")
     print("\n" + "\n".join(table))
     bare = {k: results[k]["rate"] for k in BARE if k in results}
     if "mf" in results and bare:
