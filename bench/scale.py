@@ -448,7 +448,8 @@ def describe(step: str, r: dict) -> str:
     if step == "blend":
         return (f"weights {r['weights']} on validation ({r['verdict'] or 'earns its row'}; out of fold "
                 f"{r['best_val']:.4f}, in sample {r['in_sample']:.4f}, members {[round(x, 4) for x in r['members']]}); "
-                f"fitted in {r['fit_seconds']:.0f}s, its rank store {r['store_mib']:.0f} MiB; {test}")
+                f"fitted in {r['fit_seconds']:.0f}s" + (f", its rank store {r['store_mib']:.0f} MiB" if a.task == "implicit"
+                                                       else "") + f"; {test}")
     if not r["epoch_train"]:
         return f"closed form: fit and validation {r['fit_seconds']:.0f}s (validation {r['best_val']:.4f}); {test}"
     train_s = sorted(r["epoch_train"])[len(r["epoch_train"]) // 2]
