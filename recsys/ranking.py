@@ -89,7 +89,8 @@ def score_block_pairs(model: torch.nn.Module, users: torch.Tensor, n_items: int)
 
 
 def block_size(model: torch.nn.Module, n_items: int, width: int = 1) -> int:
-    budget = (1 << 23 if model.scores_catalogue else 1 << 20) // max(1, width)
+    pairs = getattr(model, "block_pairs", None) or (1 << 23 if model.scores_catalogue else 1 << 20)
+    budget = pairs // max(1, width)
     return max(1, budget // n_items)
 
 

@@ -13,6 +13,7 @@ from recsys.models.base import Model
 
 class FM(Model):
     scores_blocks = True
+    block_pairs = 1 << 23  # a ranked pair costs one product: big blocks, so the item side is built less often
     uses_features = True
 
     def __init__(self, n_users: int, n_items: int, embedding_dim: int = 16, include_bias: bool = True, **features):
@@ -46,4 +47,6 @@ class FM(Model):
         if self.linear is not None:
             side_u = side_u + self.linear.user_side(users).sum((1, 2))
             side_i = side_i + self.linear.item_side(items).sum((1, 2))
-        return su @ si.T + side_u[:, None] + side_i[None]
+        one_u, one_i = torch.ones_like(side_u)[:, None], torch.ones_like(side_i)[:, None]
+        # the per-side terms ride in the product ([s_u, side_u, 1] . [s_i, 1, side_i]): one pass over the output
+        return torch.cat([su, side_u[:, None], one_u], 1) @ torch.cat([si, one_i, side_i[:, None]], 1).T
