@@ -21,8 +21,8 @@ from recsys.tracking.lineage import PROJECT_ROOT, run_id_of_model, run_tags
 CODE = Path(__file__).with_name("served_model.py")
 # what a served model loads: the scoring path (models, scoring, serving) and the pyfunc's own package; not
 # training (Lightning), tuning, evaluation or reports. tests/test_serving.py loads one with Lightning blocked.
-SERVED_CODE = ("__init__.py", "errors.py", "schema.py", "values.py", "progress.py", "ranking.py", "baselines.py", "scoring.py",
-               "interrupts.py", "data/__init__.py", "data/history.py", "models", "serving", "tracking")
+SERVED_CODE = ("__init__.py", "errors.py", "schema.py", "values.py", "progress.py", "ranking.py", "baselines.py",
+               "scoring.py", "interrupts.py", "data/__init__.py", "data/history.py", "models", "serving", "tracking")
 
 
 class RequestError(MlflowException):
