@@ -14,11 +14,12 @@ over the FLOPs a pair; the ratio is how close the ranking comes to it.
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _common import pair_compute  # noqa: E402
+
 p = argparse.ArgumentParser()
 p.add_argument("--users", type=int, default=162_541)
 p.add_argument("--items", type=int, default=59_047)
@@ -29,23 +30,10 @@ p.add_argument("--doc", default="")
 a = p.parse_args()
 
 
-def matmul_gflops() -> float:
-    import torch
-
-    x, y = torch.randn(6400, 256), torch.randn(256, 256)
-    for _ in range(3):
-        x @ y
-    t, n = time.perf_counter(), 30
-    for _ in range(n):
-        x @ y
-    return 2 * 6400 * 256 * 256 * n / (time.perf_counter() - t) / 1e9
-
-
 def main():
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
-    from recsys import config, ranking
+    from recsys import config
     from recsys.data import features, synthetic
     from recsys.data import prepare as prep
     from recsys.models import build_model
@@ -63,18 +51,8 @@ def main():
         model = build_model(name, data.n_users, data.n_items, tables.spec(), **hp).eval()
         if model.uses_features:
             model.set_tables(tables.user_cont, tables.user_cat, tables.item_cont, tables.item_cat)
-        bs = ranking.block_size(model, data.n_items)
-        users = torch.arange(bs)
-        with torch.no_grad():
-            with FlopCounterMode(display=False) as counter:
-                ranking.score_block(model, users, data.n_items)
-            flops = counter.get_total_flops() / (bs * data.n_items)
-            t, blocks = time.perf_counter(), 0
-            while time.perf_counter() - t < a.seconds or blocks < 2:
-                ranking.score_block(model, (users + blocks * bs) % data.n_users, data.n_items)
-                blocks += 1
-            rate = blocks * bs * data.n_items / (time.perf_counter() - t)
-        gflops = matmul_gflops()
+        r = pair_compute(model, data.n_users, data.n_items, a.seconds)
+        flops, rate, gflops = r["pair_flops"], r["pairs_per_s"], r["matmul_gflops"]
         limit = gflops * 1e9 / flops
         rows.append(f"| {name} | {flops:,.0f} | {rate / 1e6:.2f} | {gflops:.0f} | {limit / 1e6:.2f} | {rate / limit:.2f} | "
                     f"{data.n_users * data.n_items / rate / 3600:.2f} |")

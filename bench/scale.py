@@ -43,6 +43,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _common import matmul_gflops, pair_compute  # noqa: E402
+
 SHAPES = {"ml-25m": (25_000_095, 162_541, 59_047), "ml-32m": (32_000_204, 200_948, 87_585)}
 p = argparse.ArgumentParser()
 p.add_argument("--shape", default="ml-25m", choices=sorted(SHAPES))
@@ -117,62 +119,8 @@ def sequence_flops(module, batches) -> float:
     return float(counter.get_total_flops())
 
 
-def sync(device) -> None:
-    import torch
-
-    if getattr(device, "type", "cpu") == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_gflops(device="cpu") -> float:
-    """This machine's float32 matrix-product rate now, at a training-sized shape (the compute ceiling)."""
-    import torch
-
-    device = torch.device(device)
-    x, y = torch.randn(6400, 256, device=device), torch.randn(256, 256, device=device)
-    n = 30 if device.type == "cpu" else 3000
-    for _ in range(3):
-        x @ y
-    sync(device)
-    t = time.perf_counter()
-    for _ in range(n):
-        x @ y
-    sync(device)
-    return 2 * 6400 * 256 * 256 * n / (time.perf_counter() - t) / 1e9
-
-
 def save_per_user(folder: Path, name: str, per_user) -> None:
     per_user.to_parquet(folder / f"per-user-{name}.parquet")
-
-
-def pair_compute(module, n_users: int, n_items: int) -> dict:
-    """For a model that scores user x item blocks with per-pair layers: the FLOPs a ranked pair needs
-    (torch's counter over one block, divided by its pairs), the pairs/s its ranking reaches over a few
-    blocks, and this machine's matrix-product rate measured now: the gap to the compute limit."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from recsys import ranking
-
-    model = module.model.eval()
-    if not getattr(model, "scores_blocks", False):
-        return {}
-    bs = ranking.block_size(model, n_items)
-    device = ranking.model_device(model)
-    users = torch.arange(bs, device=device) % n_users
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        ranking.score_block(model, users, n_items)
-    flops = counter.get_total_flops() / (bs * n_items)
-    with torch.no_grad():
-        ranking.score_block(model, users, n_items)
-        sync(device)
-        t, blocks = time.perf_counter(), 0
-        while time.perf_counter() - t < 5 or blocks < 2:
-            ranking.score_block(model, (users + blocks * bs) % n_users, n_items)
-            blocks += 1
-            sync(device)
-        rate = blocks * bs * n_items / (time.perf_counter() - t)
-    return {"pair_flops": flops, "pairs_per_s": rate, "matmul_gflops": matmul_gflops(device)}
 
 
 def fit_child(step: str, folder: Path, data):
@@ -197,8 +145,8 @@ def fit_child(step: str, folder: Path, data):
         per_step = sequence_flops(module, result.module.train_batches)
         extra = {"step_gflop": per_step / 1e9, "steps": result.module.train_batches.n_batches,
                  "matmul_gflops": matmul_gflops(next(module.parameters()).device)}
-    if a.task == "implicit":
-        extra.update(pair_compute(result.module, data.n_users, data.n_items))
+    if a.task == "implicit" and getattr(result.module.model, "scores_blocks", False):  # the pair models
+        extra.update(pair_compute(result.module.model, data.n_users, data.n_items))
     return test_report(folder, step, result.module, data, fit_s=fit_s, epochs=result.epochs, epoch_train=timer.train,
                        epoch_val=timer.val, examples=examples, batch=cfg.batch_size, loss=result.loss,
                        updates=result.updates, best_val=result.best_score, **extra)

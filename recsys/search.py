@@ -8,8 +8,7 @@ from pathlib import Path
 from recsys.config import Training, _read, config_path, load, model_schema
 from recsys.errors import RecsysError
 from recsys.models import model_class
-from recsys import schema
-from recsys.schema import TASKS, task_of
+from recsys.schema import LARGE_CATALOGUE, TASKS, task_of
 
 
 def search_space(name: str, path: str | Path | None = None, task: str = "rating", n_items: int = 0) -> dict[str, dict]:
@@ -29,7 +28,7 @@ def search_space(name: str, path: str | Path | None = None, task: str = "rating"
         if set(space) - sections:
             raise RecsysError(f"{path.name}: search: has per-task sections ({', '.join(sorted(sections))}) mixed with "
                               f"keys {sorted(set(space) - sections)}; put every key under a task")
-        large = task == "implicit" and n_items > schema.LARGE_CATALOGUE and space.get("large")
+        large = task == "implicit" and n_items > LARGE_CATALOGUE and space.get("large")
         space, where_task = (space["large"], ".large") if large else (space.get(task) or {}, f".{task}")
     else:
         where_task = ""

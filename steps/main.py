@@ -42,7 +42,8 @@ def main(argv=None):
         if repeated:  # a model listed twice trains, and blends, once
             print(f"models: {', '.join(repeated)} listed more than once; each is trained once", flush=True)
         integer("seed", a.seed)
-        sample = {"eval_users": integer("eval_users", a.eval_users)} if integer("eval_users", a.eval_users) else {}
+        eval_users = integer("eval_users", a.eval_users)
+        sample = {"eval_users": eval_users} if eval_users else {}
         parse_ks(a.k)  # before anything trains: evaluate would refuse it last
         if a.register_as:
             tracking.check_name(a.register_as)

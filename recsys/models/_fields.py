@@ -146,7 +146,6 @@ class CrossAndDeep(Model):
     the MLP, so a seed gives the same initial weights in either order of reading) and `crosses(x0)`."""
 
     uses_features = True
-    scores_blocks = True
 
     def __init__(self, n_users: int, n_items: int, embedding_dim: int, cross_layers: int, deep_layers,
                  dropout: float, **features):
@@ -170,15 +169,3 @@ class CrossAndDeep(Model):
         x0 = self.fields(user, item).flatten(1)  # [B, W]
         return self.out(torch.cat([self.crosses(x0), self.deep(x0)], -1)).squeeze(-1)
 
-    @torch.no_grad()
-    def score_block(self, users: torch.Tensor, n_items: int) -> torch.Tensor:
-        """[b] users x every item: fields and the deep tower's first layer (the widest product) per side;
-        the crosses and the later layers per pair."""
-        items = torch.arange(n_items, device=users.device)
-        u, i = self.fields.user_side(users), self.fields.item_side(items)
-        hu, hi = self.fields.split_linear(self.deep[0], u, i)
-
-        def chunk(us, its):
-            x0 = self.fields.pairs(u[us], i[its]).flatten(1)
-            return self.out(torch.cat([self.crosses(x0), tower(self.deep[1:], hu[us], hi[its])], -1)).squeeze(-1)
-        return by_pair_chunks(len(users), n_items, chunk, hu)

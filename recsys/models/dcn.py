@@ -10,6 +10,7 @@ from recsys.models._fields import CrossAndDeep, by_pair_chunks, tower
 
 
 class DCN(CrossAndDeep):
+    scores_blocks = True
     def __init__(self, n_users: int, n_items: int, embedding_dim: int = 16, cross_layers: int = 3,
                  deep_layers: list[int] = (256, 128), dropout: float = 0.2, **features):
         super().__init__(n_users, n_items, embedding_dim, cross_layers, deep_layers, dropout, **features)

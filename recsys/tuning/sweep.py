@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,6 @@ class Pruning(pl.Callback):
         self.trial, self.monitor, self.prunable, self.deadline = trial, monitor, prunable, deadline
 
     def on_validation_epoch_end(self, trainer, pl_module):
-        import time
-
         value = trainer.callback_metrics.get(self.monitor)
         if value is None or trainer.sanity_checking:
             return
@@ -82,8 +81,6 @@ def sweep(study, objective, n: int, timeout: float | None, signals) -> int:
     finished or running; otherwise it is a surplus, told FAIL with the `surplus` attribute (it never ran)
     and the worker stops. An enqueued trial (the shipped defaults) is asked like any other; a second copy
     of it (two workers enqueued it at the same moment) is told FAIL with the `duplicate` attribute."""
-    import time
-
     live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
     t0, ran = time.monotonic(), 0
     while not signals.signum and (timeout is None or time.monotonic() - t0 < timeout):
@@ -120,8 +117,6 @@ def settle(study, n: int, patience: float | None = None, poll: float = 2.0) -> i
     summary reads the same finished study. Waits at most `patience` seconds (default: three times the
     longest finished trial, at least a minute: a worker killed without a word leaves its trial RUNNING);
     returns how many are still running after that."""
-    import time
-
     def running():
         mine = [t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.FAIL]
         return [t for t in sorted(mine, key=lambda t: t.number)[:n] if t.state == optuna.trial.TrialState.RUNNING]
