@@ -19,7 +19,7 @@ import torch
 from _common import prep
 
 from recsys import config, evaluation, training
-from recsys.data import history
+from recsys.data import history, known
 from recsys.training.batches import SequenceBatches, chunk_size
 from recsys.training.losses import sequence_softmax
 
@@ -40,7 +40,7 @@ def module_for(name, hp, cfg, steps):
                              weight_decay=cfg.weight_decay, optimizer=cfg.optimizer, scheduler="none", loss="softmax",
                              total_steps=steps, net_weight_decay=cfg.net_weight_decay,
                              bias_weight_decay=cfg.bias_weight_decay)
-    m.model.set_history(history.histories([data.train], data.n_users, m.model.max_len))
+    m.model.set_known(known.before(data, "val"))  # the train history
     return m
 
 

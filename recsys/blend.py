@@ -9,8 +9,8 @@
   not grow with the catalogue); every candidate weighting is then ranked from it. Up to GRID_MEMBERS members every point of a 0.1 grid is tried; above
   that, greedy ensemble selection with replacement (Caruana et al., ICML 2004: `step` of weight at a
   time to the member that helps most), whose cost grows linearly with the number of members.
-  Next-item members read the history before validation (train items), as their training validated them;
-  the fitted blend holds everything known of each user, as a logged sequence model does.
+  Members that read a history read what is known before validation (recsys/data/known.py: train items),
+  as evaluation ranks validation; the served blend is given everything known, as any served model is.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from scipy.optimize import nnls
 
 from recsys import evaluation, ranking
 from recsys.blend_search import FOLDS, GRID_MEMBERS, RankStore, greedy_simplex, search_weights, simplex_grid, user_folds
-from recsys.data import history
+from recsys.data import known
 from recsys.errors import RecsysError
 from recsys.models import build_model
 from recsys.models.blend import Blend, standardise
@@ -70,14 +70,14 @@ def _printed(done: int, total: int, best: float) -> None:
 
 def _rating(blend: Blend, scorers: list[Scorer], data, seed: int) -> dict:
     """Ridge weights on the validation ratings, and their out-of-fold predictions (folds by user). Rows
-    evaluation answers with the training mean (a cold user or item) are answered so here, and left out
-    of the fit: no weight changes them."""
+    evaluation answers with its cold-start answer (recsys/data/known.py: a cold user or item) are answered
+    so here, and left out of the fit: no weight changes them."""
     va = data.val
-    u, i, y = va[USER].to_numpy(), va[ITEM].to_numpy(), va[RATING].to_numpy(np.float64)
-    cold, mean = evaluation.cold_rows(data, u, i)
+    u, i, y = va[USER].to_numpy(np.int64), va[ITEM].to_numpy(np.int64), va[RATING].to_numpy(np.float64)
+    cold, mean = known.before(data, "val").cold_rating(u, i)
     x = np.stack([ranking.score_pairs(s, u, i).astype(np.float64) for s in scorers], 1)
     fold = user_folds(u, FOLDS, seed)
-    oof = np.full(len(y), mean)
+    oof = mean.copy()
     for f in range(FOLDS):
         fit_on, held = (fold != f) & ~cold, (fold == f) & ~cold
         if held.any() and fit_on.any():
@@ -89,7 +89,7 @@ def _rating(blend: Blend, scorers: list[Scorer], data, seed: int) -> dict:
     # the fitted blend's prediction from the members' already scored ones (its forward: the weighted sum,
     # squashed into the rating range)
     inside = np.where(cold, mean, np.clip(x @ w + b, blend.lo, blend.hi))
-    x[cold] = mean  # each member as evaluation scores it
+    x[cold] = mean[cold, None]  # each member as evaluation scores it
     rmse = lambda p: float(np.sqrt(np.mean((p - y) ** 2)))  # noqa: E731
     return {"weights": list(w), "bias": b, "alpha": alpha, "members": [rmse(x[:, j]) for j in range(x.shape[1])],
             "in_sample": rmse(inside), "out_of_fold": rmse(oof),
@@ -113,17 +113,13 @@ def fit(scorers: list[Scorer], data, max_users: int = 10_000, progress=_printed)
         return scorer, _rating(blend, scorers, data, seed)
     users = ranking.sample_users(np.unique(va[USER].to_numpy(np.int64)), max_users, seed)
     targets = ranking.CSR.build(va[USER].to_numpy(np.int64), va[ITEM].to_numpy(np.int64), data.n_users).padded(users)
-    tr = data.train
-    exclude = ranking.CSR.build(tr[USER].to_numpy(np.int64), tr[ITEM].to_numpy(np.int64), data.n_users)
-    if blend.uses_history:  # validation is ranked from the history before it, as in training
-        blend.set_history(history.histories(history.before(data, "val"), data.n_users, blend.max_len))
-    cold, popularity = evaluation.cold_users(data, users)  # ranked by popularity, as evaluation ranks them
-    store = RankStore(blend, users, targets, exclude, data.n_items, cold=cold, fallback=popularity)
+    before_val = known.before(data, "val")
+    blend.set_known(before_val)  # validation is ranked from the history before it, as evaluation ranks it
+    store = RankStore(blend, users, targets, before_val.items, data.n_items, cold=before_val.cold(
+        users, blend.answers_histories), fallback=before_val.ranking_fallback())
     w, inside, oof = search_weights(store, len(blend.members), progress=progress, seed=seed, users=users)
     alone = [float(store.ndcg_per_user(np.eye(len(blend.members))[j]).mean()) for j in range(len(blend.members))]
     blend.weights.copy_(torch.as_tensor(w, dtype=torch.float32))
-    if blend.uses_history:  # the logged blend answers a known user from all of their history
-        blend.set_history(history.histories(history.before(data), data.n_users, blend.max_len))
     return scorer, {"weights": list(w), "bias": 0.0, "alpha": float("nan"), "members": alone, "in_sample": inside,
                     "out_of_fold": float(oof.mean()), "per_user": pd.DataFrame({USER: users, RANKING.metric: oof}),
                     "store_bytes": store.nbytes}

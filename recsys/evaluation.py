@@ -3,8 +3,9 @@
 Protocols (see README): rating rows are scored as given; the implicit task ranks each user's held-out
 items against every item the user has not interacted with (full ranking: test excludes the user's
 train and val items, val excludes train items), and, as the
-sampled protocol, against the 99 negatives stored with the data. Cold-start rows are counted and
-scored by a fallback (global training mean for ratings, popularity for ranking), never dropped.
+sampled protocol, against the 99 negatives stored with the data. What is known of a user before the
+split (their history, whether they are cold, the cold-start answer) is recsys/data/known.py's, the
+definition serving applies too: cold rows are counted and answered by it, never dropped.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recsys import metrics, ranking
-from recsys.data import history
+from recsys import metrics, ranking, scoring
+from recsys.data import known as known_
 from recsys.data.artifact import Prepared
 from recsys.errors import RecsysError
 from recsys.schema import ITEM, RANKING, RANKING_K, RATING, USER
@@ -86,20 +87,6 @@ def _train_stats(data: Prepared):
     return tr, user_counts, item_counts
 
 
-def cold_rows(data: Prepared, u: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, float]:
-    """Rating rows of a user or an item with no training rating, and what they are answered with (the
-    training mean): the cold-start fallback every rating evaluation, and the blend's fit, apply."""
-    _, user_counts, item_counts = _train_stats(data)
-    return (user_counts[u] == 0) | (item_counts[i] == 0), float(data.train[RATING].mean())
-
-
-def cold_users(data: Prepared, users: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
-    """Users with no training interaction, and the scores they are ranked by instead of the model's
-    (log popularity over train): the fallback every ranking evaluation, and the blend's search, apply."""
-    _, user_counts, item_counts = _train_stats(data)
-    return user_counts[users] == 0, torch.log1p(torch.as_tensor(item_counts, dtype=torch.float32))
-
-
 def rating_per_user(u: np.ndarray, pred: np.ndarray, y: np.ndarray) -> pd.DataFrame:
     """Per user: rows n, RMSE and MAE of the predictions (what the report's and registry's tests read)."""
     df = pd.DataFrame({USER: u, "err2": (pred - y) ** 2, "abs": np.abs(pred - y)})
@@ -111,11 +98,10 @@ def _rating(module, data: Prepared, split: str) -> Evaluation:
     tr, user_counts, item_counts = _train_stats(data)
     rows = data.split(split)
     u, i, y = rows[USER].to_numpy(np.int64), rows[ITEM].to_numpy(np.int64), rows[RATING].to_numpy(np.float64)
-    cold, mean = cold_rows(data, u, i)
-    with torch.no_grad():
-        pred = module(torch.as_tensor(u), torch.as_tensor(i)).double().numpy() if len(u) else np.zeros(0)
-    pred = np.where(cold, mean, pred)  # cold-start fallback: the training mean
-    base = np.full(len(y), mean)
+    known = known_.before(data, split)
+    pred, fallback = scoring.pair_scores(module, known, u, i)
+    cold = fallback != ""
+    base = np.full(len(y), known.global_mean)
     p = f"{split}/"
     m = {f"{p}rmse": metrics.rmse(pred, y), f"{p}mae": metrics.mae(pred, y), f"{p}r2": metrics.r2(pred, y),
          f"{p}baseline_rmse": metrics.rmse(base, y), f"{p}rating_std": float(np.std(y)),
@@ -142,15 +128,15 @@ def _implicit(module, data: Prepared, split: str, ks: list[int], protocol: str, 
     tr, user_counts, item_counts = _train_stats(data)
     rows = data.split(split)
     model = module.model
-    if model.uses_history:  # what came before the split: train items (val), train + val items (test)
-        model.set_history(history.histories(history.before(data, split), data.n_users, model.max_len))
+    known = known_.before(data, split)
+    model.set_known(known)  # a model that reads a history reads what came before the split
     every = np.unique(rows[USER].to_numpy(np.int64))
     users = ranking.sample_users(every, eval_users, data.meta.get("seed", 0) or 0)
     if len(users) < len(every):
         rows = rows[rows[USER].isin(users)]
     targets = ranking.CSR.build(rows[USER].to_numpy(np.int64), rows[ITEM].to_numpy(np.int64), data.n_users).padded(users)
-    exclude = _known(data, split)
-    cold, popularity = cold_users(data, users)
+    exclude, popularity = known.items, known.ranking_fallback()
+    cold = known.cold(users, model.answers_histories)
     p = f"{split}/"
     m: dict[str, float] = {f"{p}n_users": len(users), f"{p}n_cold_users": int(cold.sum()),
                            f"{p}n_cold_items": int((item_counts[rows[ITEM].to_numpy()] == 0).sum())}
@@ -198,14 +184,6 @@ def _implicit(module, data: Prepared, split: str, ks: list[int], protocol: str, 
             prob = 1 / (1 + np.exp(-np.concatenate([pos, negscore]).astype(np.float64)))
             m[f"{p}log_loss"] = metrics.log_loss(prob, np.r_[np.ones(len(pos)), np.zeros(len(negscore))])
     return Evaluation(m, per_user, top_items=tops, users=users)
-
-
-def _known(data: Prepared, split: str) -> ranking.CSR:
-    """Items excluded from a user's ranking: train for val; train and val for test (RecBole's convention)."""
-    parts = history.before(data, split)
-    u = np.concatenate([t[USER].to_numpy(np.int64) for t in parts])
-    i = np.concatenate([t[ITEM].to_numpy(np.int64) for t in parts])
-    return ranking.CSR.build(u, i, data.n_users)
 
 
 def _popularity_topk(scores: torch.Tensor, exclude: ranking.CSR, users: np.ndarray, k: int) -> np.ndarray:

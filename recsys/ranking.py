@@ -128,9 +128,11 @@ def rank_targets(model: torch.nn.Module, users: np.ndarray, targets: np.ndarray,
 
 
 @torch.no_grad()
-def top_k(model: torch.nn.Module, users: np.ndarray, exclude: CSR, n_items: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def top_k(model: torch.nn.Module, users: np.ndarray, exclude: CSR, n_items: int, k: int,
+          fallback: torch.Tensor | None = None, cold: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each user's k best items not in `exclude`, best first: (items [n, k], raw scores [n, k], valid
-    [n, k]: False past the items a user has left), one scoring pass per block of users."""
+    [n, k]: False past the items a user has left), one scoring pass per block of users. `cold` users are
+    ranked by `fallback` ([n_items]) instead, as `rank_targets` ranks them."""
     model.eval()
     device = model_device(model)
     k = min(k, n_items)
@@ -140,6 +142,8 @@ def top_k(model: torch.nn.Module, users: np.ndarray, exclude: CSR, n_items: int,
     for s in range(0, len(users), bs):
         u = users[s:s + bs]
         block = score_block(model, torch.as_tensor(u, device=device), n_items).float().clone()
+        if cold is not None and fallback is not None and cold[s:s + bs].any():
+            block[torch.as_tensor(cold[s:s + bs], device=device)] = fallback.to(device).float()
         rows, seen = exclude.pairs(u)
         block[torch.as_tensor(rows, device=device), torch.as_tensor(seen, device=device)] = -torch.inf
         top = block.topk(k, dim=1)

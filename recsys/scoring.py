@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -63,23 +64,34 @@ def load_scorer(checkpoint: str | Path) -> Scorer:
     return scorer
 
 
-def servable(checkpoint: str | Path, module, data, out: str | Path) -> Path:
-    """A trained model's weights as it is served: a sequence model answers a known user from all of their
-    history (every split), the others as they were trained."""
-    from recsys.data import history
+def pair_scores(scorer: Scorer, known, u: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(score [n] float64, fallback [n] str) of (user, item) pairs, codes with -1 for an id the data does
+    not hold: the model's prediction, or where `known` (recsys.data.known) calls the pair cold its answer,
+    named in `fallback`. Ratings: the item's damped mean ("item_mean"; "global_mean" for an item never
+    rated); implicit: a cold user's item its popularity share ("popularity"), an unknown item 0
+    ("unknown_item"). What evaluation scores, the blend fits and a served model answers."""
+    u, i = np.asarray(u, dtype=np.int64), np.asarray(i, dtype=np.int64)
+    rating = known.task == "rating"
+    if rating:
+        cold, score = known.cold_rating(u, i)
+        unrated = (i < 0) | (known.popularity[np.maximum(i, 0)] == 0)
+        fallback = np.where(cold, np.where(unrated, "global_mean", "item_mean"), "").astype(object)
+    else:
+        item_ok = i >= 0
+        cold = known.cold(u, scorer.model.answers_histories) | ~item_ok
+        score = np.zeros(len(u))
+        score[item_ok] = known.popularity_share(i[item_ok])
+        fallback = np.where(cold, np.where(item_ok, "popularity", "unknown_item"), "").astype(object)
+    if (~cold).any():
+        with torch.no_grad():
+            score[~cold] = scorer(torch.as_tensor(u[~cold]), torch.as_tensor(i[~cold])).double().numpy()
+    return score, fallback
 
-    model = module.model
-    known = history.histories(history.before(data), data.n_users, model.max_len) if model.uses_history else None
-    return export_weights(checkpoint, out, known)
 
-
-def export_weights(checkpoint: str | Path, out: str | Path, history: torch.Tensor | None = None) -> Path:
+def servable(checkpoint: str | Path, out: str | Path) -> Path:
     """The part of a training checkpoint serving needs (hyper-parameters and weights; no optimizer or
-    loop state): a third of the size for Adam-trained models. A sequence model's `history` buffer is
-    replaced by `history` (everything known of each user: what a served model answers from)."""
+    loop state): a third of the size for Adam-trained models. What the model knows of each user is not
+    in it: the served model is given that from its tables (recsys/data/known.py), as evaluation is."""
     ck = safe_load(checkpoint)
-    state = dict(ck["state_dict"])
-    if history is not None and "model.history" in state:
-        state["model.history"] = history.to(state["model.history"].dtype)
-    torch.save({"hyper_parameters": dict(ck["hyper_parameters"]), "state_dict": state}, str(out))
+    torch.save({"hyper_parameters": dict(ck["hyper_parameters"]), "state_dict": dict(ck["state_dict"])}, str(out))
     return Path(out)

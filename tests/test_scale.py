@@ -112,7 +112,7 @@ def test_mf_learns_with_the_shared_negative_sampled_softmax(implicit_data, tmp_p
     assert loss.item() < uniform.item() - 0.2  # below a scorer that ranks every item alike: it learned
     assert r.best_score > 0.05  # validation NDCG@10 well above a random ranking's (~0.02 on 150 items)
 
-    served = scoring.load_scorer(scoring.export_weights(r.checkpoint, tmp_path / "model.ckpt"))
+    served = scoring.load_scorer(scoring.servable(r.checkpoint, tmp_path / "model.ckpt"))
     with torch.no_grad():
         assert torch.equal(served(b["user_id"], b["item_id"]), r.module(b["user_id"], b["item_id"]))
 

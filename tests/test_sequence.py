@@ -191,9 +191,7 @@ def served(runs, tmp_path_factory):
     for name, over in (("gru4rec", {"epochs": 25, "lr": 0.01, "embedding_dim": 32, "max_len": 10}), ("mf", {"epochs": 2})):
         hp, cfg = config.load(name, task="implicit", overrides={"min_epochs": 0, **over})
         result = training.fit(runs, name, hp, cfg, checkpoint_dir=folder / name)
-        known = history.histories([runs.train, runs.val, runs.test], runs.n_users, result.module.model.max_len) \
-            if result.module.model.uses_history else None
-        out[name] = serving.Bundle(scoring.export_weights(result.checkpoint, folder / f"{name}.ckpt", known), tables)
+        out[name] = serving.Bundle(scoring.servable(result.checkpoint, folder / f"{name}.ckpt"), tables)
     return out
 
 

@@ -32,7 +32,7 @@ def served(tmp_path_factory, ml100k_dir, empty_store):
 def _seen(model, user):
     b = model.unwrap_python_model().bundle
     u = b.user_index.get_loc(str(user))
-    seen = b.tables.seen
+    seen = b.known.items
     return set(b.item_raw[seen.indices[seen.indptr[u]:seen.indptr[u + 1]]])
 
 

@@ -1,10 +1,7 @@
-"""Each user's history as sequence models read it: items in the order prepare recorded (`position`:
-timestamp, then the split's tie rule), most recent last.
+"""The training sequences of the sequence models: each user's train items in the order prepare recorded
+(`position`: timestamp, then the split's tie rule), most recent last. What a model reads when it scores
+(the history before a split) is recsys/data/known.py's.
 
-- `before(data, split)`: the tables that come before a split (all of them: what a served model knows).
-- `histories(tables, n_users, max_len)`: [n_users, max_len] item codes + 1, left-padded with 0 (the last
-  column is the latest item). Scoring val reads the train history; scoring test, train + val; a served
-  model, everything prepare kept.
 - `windows(train, max_len)`: next-item training rows from train items only: every user's sequence cut
   from its end into windows of max_len + 1 items; inputs [W, max_len] and targets [W, max_len] (the
   item that followed each input position, 0 where there is none), left-padded alike, and each window's user.
@@ -21,34 +18,12 @@ import torch
 from recsys.errors import RecsysError
 from recsys.schema import ITEM, POSITION, USER
 
-HISTORY_SPLITS = ("train", "val", "test")  # in order; all of them: what a served model knows of each user
-
-
-def before(data, split: str | None = None) -> list[pd.DataFrame]:
-    """The tables that come before `split` (`data` a prepared dataset): nothing before train, train before
-    val, train + val before test; `None`: every split, what a served model knows of each user."""
-    return [data.split(s) for s in HISTORY_SPLITS[:HISTORY_SPLITS.index(split) if split else None]]
-
-
 def _ordered(tables: list[pd.DataFrame]) -> tuple[np.ndarray, np.ndarray]:
     """(users, items) of the tables' rows, by user, then position."""
     df = pd.concat([t[[USER, ITEM, POSITION]] for t in tables if len(t)], ignore_index=True) if any(
         len(t) for t in tables) else pd.DataFrame({USER: [], ITEM: [], POSITION: []})
     order = np.lexsort((df[POSITION].to_numpy(), df[USER].to_numpy()))
     return df[USER].to_numpy(np.int64)[order], df[ITEM].to_numpy(np.int64)[order]
-
-
-def histories(tables: list[pd.DataFrame], n_users: int, max_len: int) -> torch.Tensor:
-    """The last `max_len` items of each user's history over `tables`, as [n_users, max_len] codes + 1."""
-    users, items = _ordered(tables)
-    out = np.zeros((n_users, max_len), dtype=np.int64)
-    if len(users):
-        counts = np.bincount(users, minlength=n_users)
-        ends = np.cumsum(counts)
-        from_end = ends[users] - np.arange(len(users))  # 1 for the latest item of each user
-        keep = from_end <= max_len
-        out[users[keep], max_len - from_end[keep]] = items[keep] + 1
-    return torch.from_numpy(out)
 
 
 def _geometry(train: pd.DataFrame, max_len: int):

@@ -1,9 +1,10 @@
-"""What the item-item models (ItemKNN, EASE) share: a user is scored from the items they interacted with
-in training, through an item x item weight (`_propagate`), and a request's history is scored the same way.
+"""What the item-item models (ItemKNN, EASE) share: a user is scored from the items known of them before
+the split being scored (recsys.data.known: train for validation, train + val for test, everything when
+served), through an item x item weight (`_propagate`), and a request's history is scored the same way.
 
-The training interactions are kept as a CSR (`seen_indptr` [n_users + 1], `seen_items` [nnz]): their
-length is the data's, so loading a checkpoint resizes them to what it holds. Scores are raw sums (no
-probabilities); they rank.
+The known items are kept as a CSR (`seen_indptr` [n_users + 1], `seen_items` [nnz]): the training
+interactions after `fit`, replaced by `set_known`; their length is the data's, so loading a checkpoint
+resizes them to what it holds. Scores are raw sums (no probabilities); they rank.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class ItemItem(Model):
         self.seen_indptr.copy_(torch.from_numpy(np.concatenate([[0], np.cumsum(np.bincount(u, minlength=n_users))])))
         self.seen_items = torch.from_numpy(i)
         self._fit_items(u, i)
+
+    def set_known(self, known) -> None:
+        self.seen_indptr = torch.as_tensor(known.items.indptr, dtype=torch.int64)
+        self.seen_items = torch.as_tensor(known.items.indices, dtype=torch.int64)
 
     def _fit_items(self, users: np.ndarray, items: np.ndarray) -> None:
         """The item x item weights from the distinct (user, item) training pairs."""

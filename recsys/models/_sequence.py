@@ -3,9 +3,8 @@ and scoring a user as the model's state after their history times the item table
 input embeddings, as SASRec and GRU4Rec with a softmax over the catalogue do).
 
 Item i is row i + 1 of the table; row 0 is padding. `history` [n_users, max_len] holds each user's
-latest items + 1, left-padded, most recent last: set by training (train items), by evaluation (train +
-val items when scoring test) and by the exported serving model (everything known), and saved with the
-weights, so a served model answers a known user from the history it was given.
+latest items + 1, left-padded, most recent last: set from what is known of each user before the split
+being scored (recsys.data.known: train items for validation, train + val for test, everything when served).
 """
 
 from __future__ import annotations
@@ -30,9 +29,9 @@ class SequenceModel(Model):
             self.item.weight[0].zero_()
         self.register_buffer("history", torch.zeros(n_users, max_len, dtype=torch.long), persistent=True)
 
-    def set_history(self, history: torch.Tensor) -> None:
-        """[n_users, max_len] item codes + 1, left-padded (recsys.data.history.histories)."""
-        self.history = history.to(self.history.device, torch.long)
+    def set_known(self, known) -> None:
+        """The latest max_len known items of each user ([n_users, max_len] codes + 1, left-padded)."""
+        self.history = known.histories(self.max_len).to(self.history.device, torch.long)
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
         """[B, L] item codes + 1 (0 = padding) -> [B, L, d]: the state at each position, having read

@@ -14,13 +14,18 @@ class Model(nn.Module):
     uses_features = False  # takes the feature widths, and set_tables() hands it the side-feature tables
     closed_form = False  # fit() sets its state from the training data; nothing to optimise
     uses_history = False  # reads each user's ordered history (recsys.models._sequence); trained on sequences
-    answers_histories = False  # score_sequences(seq [b, L] item codes + 1, 0-padded) -> [b, n_items]: a request's history
+    answers_histories = False  # score_sequences(seq [b, L] item codes + 1, 0-padded) -> [b, n_items]: a request's history;
+    # such a model scores a user from their known items alone (set_known), so a user is cold only without any
     implicit_only = False  # ranks items from interactions: trains on the implicit task only
     max_items: int | None = None  # the largest catalogue it can hold (config.load refuses more, naming the memory)
     block_pairs: int | None = None  # user x item pairs a ranking block holds (ranking.block_size decides when None)
 
     def set_tables(self, user_cont, user_cat, item_cont, item_cat) -> None:
         """The side-feature tables (feature-aware models keep them as buffers)."""
+
+    def set_known(self, known) -> None:
+        """What is known of each user before the split being scored (recsys.data.known.Known): models that
+        score a user from their items read it (their history); the others were given all they read in training."""
 
     def fit(self, user: torch.Tensor, item: torch.Tensor, rating: torch.Tensor, task: str, to_logit) -> None:
         """Closed-form models: their state from the training interactions."""

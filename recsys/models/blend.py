@@ -7,9 +7,8 @@
   score, not a probability.
 
 Members are built from their own checkpoint hyper-parameters (`members`: each a train checkpoint's
-`hyper_parameters`), so a blend's checkpoint rebuilds it like any model. Members may be next-item
-(sequence) models: the blend then reads histories (`uses_history`) and passes each member its own
-latest columns. The weights are fitted elsewhere (recsys/blend.py); this file only scores.
+`hyper_parameters`), so a blend's checkpoint rebuilds it like any model. Members may read what is known of a user
+(sequence and item-item models): `set_known` passes it to each. The weights are fitted elsewhere (recsys/blend.py); this file only scores.
 """
 
 from __future__ import annotations
@@ -41,8 +40,6 @@ class Blend(Model):
         self.specs, self.rating_range = list(members), (rating_min, rating_max)
         self.members = nn.ModuleList(build_model(m["model_name"], m["n_users"], m["n_items"], m["features"],
                                                  **m["model_hparams"]) for m in members)
-        self.sequences = [m for m in self.members if m.uses_history]
-        self.uses_history = bool(self.sequences)  # per blend: a sequence member makes it read histories
         # a request's history: answered when every member answers one (sequence and item-item models)
         self.answers_histories = all(m.answers_histories for m in self.members)
         self.max_len = max((m.max_len for m in self.members if m.answers_histories), default=0)
@@ -61,10 +58,9 @@ class Blend(Model):
             return torch.log(p) - torch.log1p(-p)
         return sum(w * x for w, x in zip(self.weights, raw))
 
-    def set_history(self, history: torch.Tensor) -> None:
-        """[n_users, max_len] (the longest member's): each sequence member reads its own latest columns."""
-        for m in self.sequences:
-            m.set_history(history[:, history.shape[1] - m.max_len:])
+    def set_known(self, known) -> None:
+        for m in self.members:
+            m.set_known(known)
 
     def score_sequences(self, seq: torch.Tensor) -> torch.Tensor:
         """Histories given directly ([b, max_len], most recent last) -> [b, n_items]: a blend of sequence

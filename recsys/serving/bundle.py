@@ -1,9 +1,9 @@
 """A served model's answers: a scorer (recsys/scoring.py) and its tables (tables.py), in raw ids.
 
-- rows with `user`: the top-k unseen items per user; a user the model does not know gets the
-  popularity ranking (`fallback = popularity`);
-- rows with `user` and `item`: one score per row; an unknown user gets the item's cold score (damped item
-  mean, or popularity share), an unknown item the global mean or 0; flagged in `fallback`;
+- rows with `user`: the top-k unseen items per user; a cold user (recsys/data/known.py: an unknown id,
+  or one the model cannot score) gets the popularity ranking (`fallback = popularity`);
+- rows with `user` and `item`: one score per row, a cold pair answered as evaluation answers it
+  (scoring.pair_scores: a damped item mean or the global mean, a popularity share or 0), named in `fallback`;
 - rows with a `history` (sequence models): the top-k from the items it sends.
 Scores are the scorer's predictions: a rating, or for implicit data the sigmoid of the model's raw score
 (a trained model's estimate of P(positive); for a blend, a squashed sum of standardised scores: a
@@ -21,7 +21,7 @@ import torch
 
 from recsys import ranking
 from recsys.errors import RecsysError
-from recsys.scoring import load_scorer
+from recsys.scoring import load_scorer, pair_scores
 from recsys.serving import requests
 from recsys.serving.tables import Tables
 
@@ -32,6 +32,8 @@ class Bundle:
     def __init__(self, checkpoint: str | Path, serving_dir: str | Path):
         self.module = load_scorer(checkpoint)
         self.tables = Tables(serving_dir)
+        self.known = self.tables.known  # what is known of each user after every split
+        self.module.model.set_known(self.known)  # a model that reads a history reads all of it
         self.meta, self.task = self.tables.meta, self.tables.task
         self.user_index, self.item_raw = self.tables.user_index, self.tables.item_raw
 
@@ -49,10 +51,9 @@ class Bundle:
         for a users file with a history column (no request caps there)."""
         return self.recommend_from_histories(users, [requests.history(v, row) for row, v in enumerate(histories)], k)
 
-    def _popular(self, user: str, k: int) -> tuple[pd.DataFrame, np.ndarray]:
-        top = self.tables.pop_order[:min(k, len(self.item_raw))]
-        return pd.DataFrame({"user": user, "rank": np.arange(1, len(top) + 1), "item": self.item_raw[top],
-                             "score": self.tables.cold_score(top), "fallback": "popularity"}), top
+    def _popular(self, k: int) -> np.ndarray:
+        """The popularity top-k of a user nothing is known of (ranked as a cold user is, nothing excluded)."""
+        return self.known.ranking_fallback().topk(min(k, len(self.item_raw))).indices.numpy()
 
     def recommend_from_histories(self, users: list[str], histories: list[list[str] | None], k: int) -> pd.DataFrame:
         """Top-k per row from the items it sends (an anonymous user's recent history, most recent last):
@@ -71,7 +72,9 @@ class Bundle:
             codes = self.tables.item_index.get_indexer(pd.Index(hist)) if hist else np.zeros(0, dtype=np.int64)
             known = codes[codes >= 0]
             if not len(known):
-                out, top = self._popular(user, k)
+                top = self._popular(k)
+                out = pd.DataFrame({"user": user, "rank": np.arange(1, len(top) + 1), "item": self.item_raw[top],
+                                    "score": self.known.popularity_share(top), "fallback": "popularity"})
             else:
                 seq = np.zeros((1, model.max_len), dtype=np.int64)
                 tail = known[-model.max_len:]
@@ -88,19 +91,8 @@ class Bundle:
         return pd.concat(frames, ignore_index=True)
 
     def predict_pairs(self, users: list[str], items: list[str]) -> pd.DataFrame:
-        u = self.user_index.get_indexer(pd.Index(users))
         i = self.tables.item_index.get_indexer(pd.Index(items))
-        known = (u >= 0) & (i >= 0)
-        score = np.empty(len(users), dtype=np.float64)
-        if known.any():
-            with torch.no_grad():
-                score[known] = self.module(torch.as_tensor(u[known]), torch.as_tensor(i[known])).double().numpy()
-        fallback = np.full(len(users), "", dtype=object)
-        item_only = (u < 0) & (i >= 0)
-        score[item_only] = self.tables.cold_score(i[item_only])
-        fallback[item_only] = "item_mean" if self.task == "rating" else "popularity"
-        score[i < 0] = self.meta["global_mean"] if self.task == "rating" else 0.0
-        fallback[i < 0] = "global_mean" if self.task == "rating" else "unknown_item"
+        score, fallback = pair_scores(self.module, self.known, self.user_index.get_indexer(pd.Index(users)), i)
         return self.tables.describe(pd.DataFrame({"user": users, "item": items, "score": score, "fallback": fallback}), i)
 
     def recommend(self, users: list[str], k: int = 10) -> pd.DataFrame:
@@ -111,17 +103,20 @@ class Bundle:
         top = np.zeros((len(users), kk), dtype=np.int64)
         score = np.zeros((len(users), kk), dtype=np.float64)
         valid = np.zeros((len(users), kk), dtype=bool)
+        cold = self.known.cold(u, self.module.model.answers_histories)
         known = np.flatnonzero(u >= 0)
         for s in range(0, len(known), BLOCK_USERS):
             rows = known[s:s + BLOCK_USERS]
-            items, raw, ok = ranking.top_k(self.module.model, u[rows], self.tables.seen, len(self.item_raw), kk)
+            items, raw, ok = ranking.top_k(self.module.model, u[rows], self.known.items, len(self.item_raw), kk,
+                                           fallback=self.known.ranking_fallback(), cold=cold[rows])
             top[rows], valid[rows] = items, ok
-            score[rows] = self.module.predictions(torch.as_tensor(raw)).double().numpy()
-        cold = np.flatnonzero(u < 0)
-        if len(cold):
-            top[cold], valid[cold] = self.tables.pop_order[:kk], True
-            score[cold] = self.tables.cold_score(self.tables.pop_order[:kk])
+            score[rows] = np.where(cold[rows, None], self.known.popularity_share(items),
+                                   self.module.predictions(torch.as_tensor(raw)).double().numpy())
+        unknown = np.flatnonzero(u < 0)
+        if len(unknown):
+            top[unknown], valid[unknown] = self._popular(kk), True
+            score[unknown] = self.known.popularity_share(top[unknown])
         r, c = np.nonzero(valid)
         out = pd.DataFrame({"user": np.asarray(users, dtype=object)[r], "rank": c + 1, "item": self.item_raw[top[r, c]],
-                            "score": score[r, c], "fallback": np.where(u[r] >= 0, "", "popularity")})
+                            "score": score[r, c], "fallback": np.where(cold[r], "popularity", "")})
         return self.tables.describe(out, top[r, c])

@@ -1,9 +1,9 @@
 """The tables a served model answers with, in raw MovieLens ids: written beside its checkpoint at
 training time (`export`) and read back when it is served (`Tables`).
 
-id maps (users.parquet, items.parquet with titles / years / genres), each user's seen items over every
-split (`history.HISTORY_SPLITS`, named in serving.json), popularity and damped item means from train,
-and the train mean rating.
+id maps (users.parquet, items.parquet with titles / years / genres) and what is known of each user after
+every split (recsys/data/known.py: their items in recorded order, whether they trained, popularity,
+damped item means and the train mean rating), so a served model answers as evaluation scores.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys import baselines, ranking
-from recsys.data import history
-from recsys.schema import GENRES, ITEM, RATING, RAW_ID, TITLE, USER, YEAR
+from recsys import ranking
+from recsys.data import known as known_
+from recsys.schema import GENRES, RAW_ID, TITLE, YEAR
 
 
 def export(data, folder: Path) -> Path:
@@ -28,24 +28,18 @@ def export(data, folder: Path) -> Path:
         if col in data.items:
             items[col] = data.items[col].astype("string") if col != YEAR else data.items[col].astype("Int64")
     items.to_parquet(folder / "items.parquet", index=False)
-    parts = history.before(data)
-    u = np.concatenate([t[USER].to_numpy(np.int64) for t in parts])
-    i = np.concatenate([t[ITEM].to_numpy(np.int64) for t in parts])
-    seen = ranking.CSR.build(u, i, data.n_users)
-    tr = data.train
-    item, rating = tr[ITEM].to_numpy(np.int64), tr[RATING].to_numpy(np.float64)
-    np.savez_compressed(folder / "tables.npz", seen_indptr=seen.indptr, seen_indices=seen.indices,
-                        popularity=baselines.item_counts(item, data.n_items),
-                        item_mean=baselines.damped_item_means(item, rating, data.n_items))
-    (folder / "serving.json").write_text(json.dumps({"task": data.meta["task"], "global_mean": float(rating.mean()),
+    known = known_.before(data, None)
+    np.savez_compressed(folder / "tables.npz", seen_indptr=known.items.indptr, seen_indices=known.items.indices,
+                        trained=known.trained, popularity=known.popularity, item_mean=known.item_mean)
+    (folder / "serving.json").write_text(json.dumps({"task": data.meta["task"], "global_mean": known.global_mean,
                                                      "dataset": data.meta.get("name", ""),
                                                      "content_hash": data.meta["content_hash"],
-                                                     "history_splits": list(history.HISTORY_SPLITS)}))
+                                                     "history_splits": list(known_.SPLITS)}))
     return folder
 
 
 class Tables:
-    """`export`'s tables, loaded: id indexes, seen items, popularity, item means, item descriptions."""
+    """`export`'s tables, loaded: id indexes, what is known of each user (`known`), item descriptions."""
 
     def __init__(self, folder: str | Path):
         folder = Path(folder)
@@ -56,19 +50,12 @@ class Tables:
         self.item_raw = self.items[RAW_ID].astype(str).to_numpy()
         self.item_index = pd.Index(self.item_raw)
         t = np.load(folder / "tables.npz")
-        self.seen = ranking.CSR(t["seen_indptr"], t["seen_indices"])
-        self.popularity, self.item_mean = t["popularity"], t["item_mean"]
-        self.pop_order = np.argsort(-self.popularity, kind="stable")
+        self.known = known_.Known(items=ranking.CSR(t["seen_indptr"], t["seen_indices"]), trained=t["trained"],
+                                  popularity=t["popularity"], item_mean=t["item_mean"],
+                                  global_mean=float(self.meta["global_mean"]), task=self.task)
         # titles, years, genres as objects, None where missing (JSON null, never NaN or <NA>), once
         self.described = {col: self.items[col].astype(object).where(self.items[col].notna(), None).to_numpy()
                           for col in (TITLE, YEAR, GENRES) if col in self.items}
-
-    def cold_score(self, items: np.ndarray) -> np.ndarray:
-        """What a user the model does not know gets for known `items`: the damped item mean (ratings), or
-        the item's popularity over the most popular item's (implicit)."""
-        if self.task == "rating":
-            return self.item_mean[items].astype(np.float64)
-        return (self.popularity[items] / max(self.popularity.max(), 1.0)).astype(np.float64)
 
     def describe(self, out: pd.DataFrame, item_codes: np.ndarray) -> pd.DataFrame:
         """Titles, years and genres beside each item (empty for unknown items)."""

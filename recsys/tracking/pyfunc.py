@@ -22,7 +22,7 @@ CODE = Path(__file__).with_name("served_model.py")
 # what a served model loads: the scoring path (models, scoring, serving) and the pyfunc's own package; not
 # training (Lightning), tuning, evaluation or reports. tests/test_serving.py loads one with Lightning blocked.
 SERVED_CODE = ("__init__.py", "errors.py", "schema.py", "values.py", "progress.py", "ranking.py", "baselines.py",
-               "scoring.py", "interrupts.py", "data/__init__.py", "data/history.py", "models", "serving", "tracking")
+               "scoring.py", "interrupts.py", "data/__init__.py", "data/known.py", "models", "serving", "tracking")
 
 
 class RequestError(MlflowException):
@@ -110,11 +110,11 @@ def log_model(checkpoint: Path, serving_dir: Path, register_as: str = "", descri
 def log_served(weights: Path, data, tmp: Path, register_as: str, describe: dict) -> str:
     """A model as every step logs it: the weights, the serving tables of `data` exported beside them, and
     the tag saying what it knows of each user (history_splits)."""
-    from recsys.data import history
+    from recsys.data import known
     from recsys.serving import export
 
     return log_model(weights, export(data, Path(tmp) / "serving"), register_as, describe,
-                     {"history_splits": "+".join(history.HISTORY_SPLITS)})
+                     {"history_splits": "+".join(known.SPLITS)})
 
 
 # written by MLflow when a registered version is downloaded (its name and number): checked on its own

@@ -33,7 +33,7 @@ def log_trained(result, data, model: str, lr: float, run_id: str, tmp: Path, reg
     curves = epoch_history(run_id, ["train/loss", "val/loss", monitor])
     for png in plots.training_plots(curves, result.module, data, ev, tmp, model):
         mlflow.log_artifact(png, "plots")
-    weights = scoring.servable(result.checkpoint, result.module, data, tmp / "model.ckpt")
+    weights = scoring.servable(result.checkpoint, tmp / "model.ckpt")
     model_uri = log_served(weights, data, tmp, register_as,
                            {"model": model, "dataset": data.meta.get("name", ""), "task": task})
     mlflow.set_tags({"model_uri": model_uri})

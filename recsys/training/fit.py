@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from recsys import config, ranking, scoring
 from recsys.config import TrainConfig
 from recsys.data import features as feats
-from recsys.data import history
+from recsys.data import history, known
 from recsys.data.negatives import sorted_keys
 from recsys.data.artifact import Prepared
 from recsys.errors import RecsysError
@@ -189,17 +189,19 @@ def _module(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, l
     model = module.model
     if model.uses_features:
         model.set_tables(tables.user_cont, tables.user_cat, tables.item_cont, tables.item_cat)
-    if model.uses_history:  # validation ranks from the train history
-        model.set_history(history.histories(history.before(data, "val"), data.n_users, model.max_len))
     if model.closed_form:
         model.fit(torch.as_tensor(u), torch.as_tensor(i), torch.as_tensor(tr[RATING].to_numpy()), task, module.to_logit)
+    before_val = known.before(data, "val")
+    model.set_known(before_val)  # validation ranks from the train history, as evaluation's does
     if task != "implicit":
         return module, None
     va = data.val
     val_user_ids = va[USER].to_numpy(np.int64)
     vcsr = ranking.CSR.build(val_user_ids, va[ITEM].to_numpy(np.int64), data.n_users)
     users = ranking.sample_users(np.unique(val_user_ids), val_users, data.meta.get("seed", 0) or 0)
-    module.ranking_context = (users, vcsr.padded(users), ranking.CSR.build(u, i, data.n_users))
+    # ranked as evaluation ranks validation: the same exclusions, the same cold users by popularity
+    module.ranking_context = (users, vcsr.padded(users), before_val.items,
+                              before_val.cold(users, model.answers_histories), before_val.ranking_fallback())
     return module, users if val_users else None
 
 

@@ -164,8 +164,9 @@ class TrainingModule(pl.LightningModule):
         if self.hparams.task == "rating":
             vals["val/rmse"] = math.sqrt(vals["val/loss"])
         elif self.ranking_context is not None:
-            users, targets, exclude = self.ranking_context
-            ranks, _ = ranking.rank_targets(self.model, users, targets, exclude, self.hparams.n_items)
+            users, targets, exclude, cold, fallback = self.ranking_context
+            ranks, _ = ranking.rank_targets(self.model, users, targets, exclude, self.hparams.n_items,
+                                            fallback=fallback, cold=cold)
             vals[RANKING.key("val")] = metrics.ndcg(ranks, RANKING_K)
             vals[f"val/hr_at_{RANKING_K}"] = metrics.hit_rate(ranks, RANKING_K)
         return vals
