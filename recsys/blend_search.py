@@ -7,6 +7,9 @@ of always-ahead items A and the members' differences on the items that are ahead
 not all (the contested items); a target with A > K is outside the top K for every weighting (its
 NDCG@K is 0 whatever the weights) and needs nothing more. The members score the users in blocks of at
 most BLOCK_FLOATS scores, which are then dropped: the peak is that block plus the contested store.
+Members that agree contest few items whatever the catalogue; members that disagree (or a cold user's
+fallback against none) can contest many, so the store is capped at `cap` bytes (STORE_BYTES) and a fit
+past it is refused in one line naming what to lower.
 
 The store gives exactly the ranks the evaluator's full ranking gives (up to float rounding in exact
 ties), so every candidate weighting costs one product over the contested items, not a ranking of the
@@ -21,9 +24,11 @@ import numpy as np
 import torch
 
 from recsys import metrics
+from recsys.errors import RecsysError
 from recsys.schema import RANKING_K
 
 BLOCK_FLOATS = 1 << 25  # member scores held at once while building the store (128 MiB of float32)
+STORE_BYTES = 1 << 30  # the store's cap: past it the fit is refused in one line (fewer users, or fewer members)
 FOLDS = 5  # cross-fitting: validation users in this many folds, all of a user's rows in one
 GRID_MEMBERS = 4  # the whole 0.1 grid on the simplex up to this many members (286 points); greedy above
 
@@ -39,10 +44,11 @@ def simplex_grid(m: int, step: float = 0.1):
 def greedy_simplex(m: int, score, step: float = 0.1) -> tuple[np.ndarray, float]:
     """Ensemble selection with replacement (Caruana et al., ICML 2004): start from the best member alone,
     then `1 / step - 1` times add a `step`-sized share to whichever member raises `score(weights)` most
-    (the weights are the shares' counts, normalised). m * (1 / step) evaluations."""
+    (the weights are the shares' counts, normalised); returns the best step's weights and value (a later
+    step can score lower: every step must add a share). m * (1 / step) evaluations."""
     n = round(1 / step)
     counts = np.zeros(m)
-    best_value = -np.inf
+    best, best_value = None, -np.inf
     for _ in range(n):
         tried = []
         for j in range(m):
@@ -51,8 +57,9 @@ def greedy_simplex(m: int, score, step: float = 0.1) -> tuple[np.ndarray, float]
             tried.append((score(c / c.sum()), j))
         value, j = max(tried, key=lambda t: (t[0], -t[1]))
         counts[j] += 1
-        best_value = max(best_value, value) if counts.sum() > 1 else value
-    return counts / counts.sum(), float(best_value)
+        if value > best_value:  # the weights of the best step, not the last one's
+            best, best_value = counts / counts.sum(), value
+    return best, float(best_value)
 
 
 def user_folds(users: np.ndarray, folds: int = FOLDS, seed: int = 0) -> np.ndarray:
@@ -69,12 +76,12 @@ class RankStore:
     """
 
     def __init__(self, blend, users: np.ndarray, targets: np.ndarray, exclude, n_items: int, k: int = RANKING_K,
-                 cold=None, fallback=None, block_floats: int = BLOCK_FLOATS):
+                 cold=None, fallback=None, block_floats: int = BLOCK_FLOATS, cap: int = STORE_BYTES):
         m = len(blend.members)
         n, r_max = targets.shape
         self.shape, self.k = (n, r_max), k
         self.always = np.full((n, r_max), np.inf)
-        diffs, owners = [], []
+        diffs, owners, held = [], [], self.always.nbytes
         bs = max(1, block_floats // (m * n_items))
         for s in range(0, n, bs):
             u = users[s:s + bs]
@@ -98,6 +105,12 @@ class RankStore:
                 if len(b_idx):
                     diffs.append((z[:, b_idx, j_idx] - zt[:, b_idx, 0]).T.numpy().astype(np.float32))
                     owners.append(((s + b_idx.numpy()) * r_max + col).astype(np.int64))
+                    held += diffs[-1].nbytes + owners[-1].nbytes
+                    if held > cap:
+                        raise RecsysError(
+                            f"the blend's members disagree on too many items to search their weights in "
+                            f"{cap / 2 ** 30:.1f} GiB (past {min(s + bs, n):,} of {n:,} validation users); blend fewer "
+                            "members, or leave out the one that ranks least like the others")
             del z
         self.diffs = np.concatenate(diffs) if diffs else np.zeros((0, m), np.float32)
         self.owner = np.concatenate(owners) if owners else np.zeros(0, np.int64)

@@ -181,6 +181,15 @@ def valid_keys(name: str) -> list[str]:
     return [*model_schema(name).model_fields, *Training.model_fields, *Runtime.model_fields]
 
 
+def available_bytes() -> int | None:
+    """The memory the machine has available now (Linux's MemAvailable), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
 def load(name: str, path: str | Path | None = None, overrides: dict | None = None,
          task: str = "rating", n_items: int = 0) -> tuple[dict, TrainConfig]:
     """-> (model hyper-parameters, TrainConfig), validated; overrides win over the large overlay
@@ -220,10 +229,11 @@ def load(name: str, path: str | Path | None = None, overrides: dict | None = Non
         raise RecsysError(f"{where}: threads={cfg.runtime.threads} is more than this machine's {cores} cores; use "
                           f"threads between 1 and {cores} (0: torch's default)")
     cls = model_class(name)
-    if cls.max_items and n_items > cls.max_items:
-        need = 3 * n_items ** 2 * 4 / 2 ** 30
-        raise RecsysError(f"{where}: {name} holds items x items matrices: {n_items:,} items need about {need:.1f} GiB "
-                          f"while fitting (at most {cls.max_items:,} items are taken); use itemknn (sparse neighbours)")
+    have = available_bytes()
+    if cls.fit_bytes and n_items and have is not None and cls.fit_bytes(n_items) > have:
+        raise RecsysError(f"{where}: {name} holds an items x items matrix: {n_items:,} items need about "
+                          f"{cls.fit_bytes(n_items) / 2 ** 30:.1f} GiB while fitting and this machine has "
+                          f"{have / 2 ** 30:.1f} GiB available; use itemknn (sparse neighbours)")
     if cfg.exclude_seen and not model_class(name).uses_history:
         raise RecsysError(f"{where}: exclude_seen=true leaves a user's earlier items out of a sequence model's "
                           f"training loss (sasrec, gru4rec); set exclude_seen=false for {name}")

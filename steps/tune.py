@@ -61,11 +61,12 @@ def main(argv=None):
                               "data_uri": data_uri, "study": study_name})
         base, signals = {"threads": a.threads}, interrupts.Sweep()
         t0 = time.perf_counter()
-        deadline = time.monotonic() + timeout if timeout else None  # trials still running then are pruned
+        deadline = time.monotonic() + timeout if timeout else None  # the budget's one clock: no trial starts
+        # after it, and any trial (every seed of it) still running then is pruned at its next epoch
         objective = signals.trial()(tracking.trial_objective(a.model, cfg_path, space, base, data, study_name, repeats,
                                                              tmp, deadline))
         with signals:  # an interrupted trial is told FAIL; finished trials stay
-            ran = tuning.sweep(study, objective, trials, timeout or None, signals)
+            ran = tuning.sweep(study, objective, trials, deadline, signals)
         if signals.signum is not None:  # came between trials: the sweep stopped cleanly after one
             raise Interrupted(signals.signum)
         seconds = time.perf_counter() - t0

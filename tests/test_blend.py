@@ -183,3 +183,65 @@ def test_the_rank_store_ranks_every_weighting_as_the_full_ranking_does_in_blocks
         near = full <= 10
         assert np.array_equal(mine[near], full[near]) and (mine[~near & np.isfinite(full)] > 10).all()
         assert np.allclose(store.ndcg_per_user(w), metrics.ndcg_per_user(full, 10))
+
+
+def test_greedy_selection_returns_the_weights_of_its_best_step_not_its_last():
+    from recsys.blend_search import greedy_simplex
+
+    # member 0 alone scores best; every later step must add a share, and each lowers the score
+    w, value = greedy_simplex(2, lambda w: 1.0 - abs(w[1] - 0.0) - 0.5 * abs(w[0] - 1.0), step=0.25)
+    assert value == 1.0 and list(w) == [1.0, 0.0]
+
+
+class _Store:
+    """A rank store stand-in: each user's NDCG under weights w is a fixed function of w."""
+
+    def __init__(self, prefers: np.ndarray):
+        self.prefers, self.shape = prefers, (len(prefers), 1)
+
+    def ndcg_per_user(self, w):
+        return np.where(self.prefers == 0, w[0], w[1]) * np.where(self.prefers == 0, 10.0, 1.0)
+
+
+def test_the_weights_a_held_fold_is_scored_with_never_see_that_fold():
+    from recsys.blend_search import FOLDS, search_weights, user_folds
+
+    users = np.arange(50)
+    fold = user_folds(users, FOLDS, seed=0)
+    held = fold == 0
+    # the held fold's users want member 0 ten times as strongly as everyone else wants member 1: were
+    # their rows seen, the weights would go to member 0
+    prefers = np.where(held, 0, 1)
+    _, _, oof = search_weights(_Store(prefers), 2, seed=0, users=users)
+    assert np.allclose(oof[held], 0.0)  # scored with the others' choice (member 1 alone): 0 for them
+    flipped = _Store(np.where(held, 1, 1))  # only the held fold's rows change
+    _, _, again = search_weights(flipped, 2, seed=0, users=users)
+    assert np.allclose(again[held], 1.0)  # the same weights (member 1), now scoring them 1
+    _, inside, _ = search_weights(_Store(prefers), 2, seed=0, users=users)
+    assert inside > 1.0  # in sample, the held fold's strong preference does move the weights
+
+
+def test_the_rank_store_stays_under_its_cap_as_the_catalogue_grows_and_refuses_past_it():
+    from recsys import ranking
+    from recsys.blend_search import RankStore
+    from recsys.errors import RecsysError
+    from recsys.models import build_model
+
+    sizes = []
+    for n_items in (200, 800, 3200):
+        spec = {"model_name": "mf", "n_users": 30, "n_items": n_items, "features": {},
+                "model_hparams": {"embedding_dim": 4, "init_std": 1.0}}
+        b = build_model("blend", 30, n_items, members=[spec, spec], weights=[1, 1], bias=0.0, task="implicit",
+                        rating_min=1.0, rating_max=5.0)
+        b.members[1].load_state_dict(b.members[0].state_dict())  # members that agree contest nothing
+        with torch.no_grad():  # each user's target: member 0's best item (ahead of few, for it)
+            targets = b.members[0].score_matrix(torch.arange(30)).argmax(1).numpy()[:, None]
+        empty = ranking.CSR.build(np.zeros(0, np.int64), np.zeros(0, np.int64), 30)
+        store = RankStore(b, np.arange(30), targets, empty, n_items, cap=4096)
+        sizes.append(store.nbytes)
+        torch.manual_seed(n_items)
+        b.members[1].reset_parameters() if hasattr(b.members[1], "reset_parameters") else [
+            p.data.normal_() for p in b.members[1].parameters()]
+        with pytest.raises(RecsysError, match=r"disagree on too many items .* blend fewer members"):
+            RankStore(b, np.arange(30), targets, empty, n_items, cap=4096)  # members that disagree: refused
+    assert max(sizes) <= 4096 and len(set(sizes)) == 1  # the same bytes whatever the catalogue

@@ -229,8 +229,28 @@ def test_item_item_models_refuse_ratings_and_ease_a_catalogue_it_cannot_hold(rat
     hp, cfg = config.load("itemknn", overrides=FAST)
     with pytest.raises(RecsysError, match="ItemKNN ranks items from interactions and needs task=implicit"):
         training.fit(rating_data, "itemknn", hp, cfg)
-    with pytest.raises(RecsysError, match=r"25,000 items need about 7.0 GiB while fitting .*use itemknn"):
-        config.load("ease", task="implicit", n_items=25_000)
+    config.load("ease", task="implicit", n_items=25_000)  # 2.3 GiB: taken where the memory is there
+    with pytest.raises(RecsysError, match=r"500,000 items need about 93\d\.\d GiB while fitting and this machine has "
+                                          r"\d+\.\d GiB available; use itemknn"):
+        config.load("ease", task="implicit", n_items=500_000)
+
+
+def test_ease_fits_in_one_float32_matrix_in_place_and_prints_its_estimate(capsys):
+    from recsys.models import ease
+
+    rng = np.random.default_rng(0)
+    u, i = rng.integers(0, 200, 5000), rng.integers(0, 300, 5000)
+    model = build_model("ease", 200, 300, l2=20.0)
+    model.fit(torch.as_tensor(u), torch.as_tensor(i), torch.ones(5000), "implicit", None)
+    x = np.zeros((200, 300))
+    x[u, i] = 1.0
+    p = np.linalg.inv(x.T @ x + 20.0 * np.eye(300))
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    assert model.B.dtype == torch.float32
+    np.testing.assert_allclose(model.B.numpy(), b, atol=1e-6)
+    assert "ease: fitting 300 x 300 items in float32, about 0.00 GiB" in capsys.readouterr().err
+    assert ease.fit_bytes(20_000) / 2 ** 30 == pytest.approx(1.74, abs=0.01)  # one matrix + blocks of columns
 
 
 def test_closed_form_baselines_equal_the_training_means(rating_data):

@@ -150,13 +150,13 @@ def test_the_defaults_trial_is_never_pruned(tmp_path):
         trainer = SimpleNamespace(callback_metrics={"val/rmse": 5.0}, sanity_checking=False, current_epoch=0)
         pruning = tuning.Pruning(trial, "val/rmse")
         if trial is defaults:
-            pruning.on_validation_epoch_end(trainer, None)  # above the threshold, but the defaults run on
+            pruning.on_validation_end(trainer, None)  # above the threshold, but the defaults run on
         else:
             with pytest.raises(optuna.TrialPruned):
-                pruning.on_validation_epoch_end(trainer, None)
+                pruning.on_validation_end(trainer, None)
 
 
-def test_a_trial_still_running_when_the_budget_ends_is_pruned_but_the_defaults_finish(tmp_path):
+def test_a_trial_still_running_when_the_budget_ends_is_pruned_whichever_seed_it_trains_defaults_included(tmp_path):
     import time
     from types import SimpleNamespace
 
@@ -169,10 +169,13 @@ def test_a_trial_still_running_when_the_budget_ends_is_pruned_but_the_defaults_f
     defaults, other = study.ask(), study.ask()
     trainer = SimpleNamespace(callback_metrics={"val/rmse": 0.9}, sanity_checking=False, current_epoch=2)
     before, after = time.monotonic() + 60, time.monotonic() - 1
-    tuning.Pruning(other, "val/rmse", deadline=before).on_validation_epoch_end(trainer, None)  # in budget: runs on
+    tuning.Pruning(other, "val/rmse", deadline=before).on_validation_end(trainer, None)  # in budget: runs on
     with pytest.raises(optuna.TrialPruned, match="budget ran out at epoch 3"):
-        tuning.Pruning(other, "val/rmse", prunable=False, deadline=after).on_validation_epoch_end(trainer, None)
-    tuning.Pruning(defaults, "val/rmse", deadline=after).on_validation_epoch_end(trainer, None)  # the reference
+        tuning.Pruning(other, "val/rmse", prunable=False, deadline=after).on_validation_end(trainer, None)
+    with pytest.raises(optuna.TrialPruned, match="budget ran out"):  # the reference too: the budget is a promise
+        tuning.Pruning(defaults, "val/rmse", deadline=after).on_validation_end(trainer, None)
+    with pytest.raises(optuna.TrialPruned, match="budget ran out"):  # a later seed's training, not reported
+        tuning.Pruning(other, "val/rmse", deadline=after).deadline_only().on_validation_end(trainer, None)
     hyperband = tuning.open_study(f"sqlite:///{tmp_path / 'o.db'}", "h", "mf", "rating", "h", 0, "minimize",
                                   pruner="hyperband")
     assert isinstance(hyperband.pruner, optuna.pruners.HyperbandPruner)
@@ -199,8 +202,8 @@ def test_one_cycle_trials_are_judged_on_their_finished_curve(tmp_path):
     constant, one_cycle = study.ask(), study.ask()
     trainer = SimpleNamespace(callback_metrics={"val/rmse": 5.0}, sanity_checking=False, current_epoch=0)
     with pytest.raises(optuna.TrialPruned):
-        tuning.Pruning(constant, "val/rmse").on_validation_epoch_end(trainer, None)
-    tuning.Pruning(one_cycle, "val/rmse", prunable=False).on_validation_epoch_end(trainer, None)  # runs on
+        tuning.Pruning(constant, "val/rmse").on_validation_end(trainer, None)
+    tuning.Pruning(one_cycle, "val/rmse", prunable=False).on_validation_end(trainer, None)  # runs on
     study.tell(one_cycle, 0.9)
     kept = study.trials[one_cycle.number]
     assert kept.intermediate_values == {} and kept.state == optuna.trial.TrialState.COMPLETE  # no mid-cycle values
@@ -421,3 +424,23 @@ def test_a_surplus_trial_is_told_fail_and_never_runs(tmp_path):
     assert tuning.sweep(study, lambda t: 1.0, 2, None, interrupts.Sweep()) == 0
     last = real_get()[-1]
     assert last.number == 2 and last.state.name == "FAIL" and last.user_attrs.get("surplus")
+
+
+def test_every_seed_of_a_trial_stops_at_the_budget_not_only_the_first(rating_data, tmp_path):
+    import time
+
+    study = tuning.open_study(f"sqlite:///{tmp_path / 'b.db'}", "s", "mf", "rating", "h", 0, "minimize", pruner="none")
+    trial = study.ask()
+    hp, cfg = config.load("mf", overrides={"epochs": 3, "min_epochs": 3})
+    ends = []
+
+    class Seen(tuning.Pruning):
+        def on_validation_end(self, trainer, pl_module):
+            ends.append(trainer.current_epoch)
+            super().on_validation_end(trainer, pl_module)
+
+    pruning = Seen(trial, "val/rmse", deadline=time.monotonic() + 3600)
+    later = Seen(trial, "val/rmse", prunable=False, deadline=time.monotonic() - 1)  # the budget ends between seeds
+    with pytest.raises(optuna.TrialPruned, match="budget ran out at epoch"):
+        tuning.fit_seeds(rating_data, "mf", hp, cfg, 2, tmp_path, callbacks=(pruning,), later=(later,))
+    assert ends == [0, 1, 2, 0], ends  # the first seed's three epochs, then the second seed's first: pruned there

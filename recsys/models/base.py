@@ -17,7 +17,7 @@ class Model(nn.Module):
     answers_histories = False  # score_sequences(seq [b, L] item codes + 1, 0-padded) -> [b, n_items]: a request's history;
     # such a model scores a user from their known items alone (set_known), so a user is cold only without any
     implicit_only = False  # ranks items from interactions: trains on the implicit task only
-    max_items: int | None = None  # the largest catalogue it can hold (config.load refuses more, naming the memory)
+    fit_bytes = None  # fit_bytes(n_items) -> the bytes its fit holds (config.load refuses what the machine lacks)
     block_pairs: int | None = None  # user x item pairs a ranking block holds (ranking.block_size decides when None)
 
     def set_tables(self, user_cont, user_cat, item_cont, item_cat) -> None:

@@ -15,7 +15,8 @@ from recsys.tracking.runs import child_run, lightning_logger, log_metrics, log_p
 def trial_objective(model: str, cfg_path: Path, space: dict, base: dict, data, study_name: str, repeats: int, tmp: Path,
                     deadline: float | None = None):
     """One trial: the suggested configuration trained (over `repeats` seeds) in a nested run; its mean
-    validation score is what the study optimises. Past `deadline` (time.monotonic()) it is pruned."""
+    validation score is what the study optimises. Past `deadline` (time.monotonic()) it is pruned, whichever
+    seed it is training."""
     import optuna
 
     from recsys import config, tuning  # torch and Lightning: not for the steps that only import tracking
@@ -32,9 +33,10 @@ def trial_objective(model: str, cfg_path: Path, space: dict, base: dict, data, s
                                  "repeats": repeats})
             mlflow.set_tags({"step": "tune-trial", "model": model, "trial": trial.number,
                              **({"defaults": "true"} if trial.user_attrs.get("defaults") else {})})
+            pruning = tuning.Pruning(trial, monitor, cfg.scheduler != "onecycle", deadline)
             scores, seconds = tuning.fit_seeds(
                 data, model, hp, cfg, repeats, tmp / f"trial{trial.number}", lightning_logger(child.info.run_id),
-                (tuning.Pruning(trial, monitor, cfg.scheduler != "onecycle", deadline),))
+                (pruning,), (pruning.deadline_only(),))
             if repeats > 1:
                 log_metrics({f"{key}_seed_{cfg.seed + r}": v for r, v in enumerate(scores)})
             score = tuning.mean_and_sd(scores)

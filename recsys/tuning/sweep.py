@@ -12,16 +12,16 @@ import pytorch_lightning as pl
 
 
 def fit_seeds(data, model: str, hp: dict, cfg, repeats: int, folder: Path, logger=None,
-              callbacks: tuple = ()) -> tuple[list[float], float]:
+              callbacks: tuple = (), later: tuple = ()) -> tuple[list[float], float]:
     """A trial's training over the seeds cfg.seed, cfg.seed + 1, ...: the first with `logger` and
-    `callbacks` (its curve is logged and pruned), the others only score. The best validation scores,
-    and the seconds of training."""
+    `callbacks` (its curve is logged and pruned), the others with `later` only (the budget's deadline).
+    The best validation scores, and the seconds of training."""
     from recsys import training
 
     scores, seconds = [], 0.0
     for r in range(repeats):
         result = training.fit(data, model, hp, cfg.model_copy(update={"seed": cfg.seed + r}),
-                              logger if r == 0 else None, folder / f"seed{r}", callbacks=callbacks if r == 0 else ())
+                              logger if r == 0 else None, folder / f"seed{r}", callbacks=callbacks if r == 0 else later)
         scores.append(result.best_score)
         seconds += result.seconds
     return scores, seconds
@@ -34,8 +34,10 @@ def mean_and_sd(scores: list[float]) -> tuple[float, float]:
 
 class Pruning(pl.Callback):
     """Reports the validation metric each epoch; stops a trial the study's pruner gives up on, and any
-    trial but the shipped defaults' still running at the sweep's `deadline` (time.monotonic()): a
-    budget is a wall-clock promise, not only a rule for starting trials.
+    trial, whichever seed it is training, still running at the sweep's `deadline` (time.monotonic(), the
+    one clock of the budget, `sweep`'s too): a budget is a wall-clock promise, not only a rule for
+    starting trials. The shipped defaults' trial, the reference, is never pruned by the pruner, but the
+    budget holds for it too.
 
     A one-cycle trial (`prunable=False`) is judged on its finished curve only and reports nothing per
     epoch: its learning rate peaks mid-run, so its middle epochs look worse than a constant-rate trial's
@@ -44,12 +46,20 @@ class Pruning(pl.Callback):
     def __init__(self, trial: optuna.Trial, monitor: str, prunable: bool = True, deadline: float | None = None):
         self.trial, self.monitor, self.prunable, self.deadline = trial, monitor, prunable, deadline
 
-    def on_validation_epoch_end(self, trainer, pl_module):
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None or trainer.sanity_checking:
+    def deadline_only(self) -> "Pruning":
+        """The same budget for a trial's later seeds (their epochs are not reported: one curve a trial)."""
+        return Pruning(self.trial, self.monitor, prunable=False, deadline=self.deadline)
+
+    def on_validation_end(self, trainer, pl_module):
+        # not on_validation_epoch_end: Lightning calls callbacks' before the module's, which logs this
+        # epoch's metric, so a callback there reads the previous epoch's value
+        if trainer.sanity_checking:
             return
-        if self.deadline is not None and time.monotonic() > self.deadline and not self.trial.user_attrs.get("defaults"):
+        if self.deadline is not None and time.monotonic() > self.deadline:
             raise optuna.TrialPruned(f"the budget ran out at epoch {trainer.current_epoch + 1}")
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            return
         if not self.prunable:
             return
         self.trial.report(float(value), trainer.current_epoch)
@@ -71,8 +81,9 @@ def abandon(study, trials: list) -> None:
             pass  # already finished
 
 
-def sweep(study, objective, n: int, timeout: float | None, signals) -> int:
-    """Run trials until the study holds `n` finished ones, whoever ran them; returns how many this worker ran
+def sweep(study, objective, n: int, deadline: float | None, signals) -> int:
+    """Run trials until the study holds `n` finished ones, whoever ran them, or until `deadline`
+    (time.monotonic(); the trials' Pruning reads the same one); returns how many this worker ran
     (`signals.signum`, set by recsys.interrupts.Sweep, stops it between trials).
 
     Optuna's own `optimize` checks the count after a trial, so two workers each starting one when the
@@ -82,8 +93,8 @@ def sweep(study, objective, n: int, timeout: float | None, signals) -> int:
     and the worker stops. An enqueued trial (the shipped defaults) is asked like any other; a second copy
     of it (two workers enqueued it at the same moment) is told FAIL with the `duplicate` attribute."""
     live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
-    t0, ran = time.monotonic(), 0
-    while not signals.signum and (timeout is None or time.monotonic() - t0 < timeout):
+    ran = 0
+    while not signals.signum and (deadline is None or time.monotonic() < deadline):
         if len(study.get_trials(deepcopy=False, states=live)) >= n:
             break
         trial = study.ask()
