@@ -32,6 +32,8 @@ from recsys.schema import ITEM, RANKING, RATING, USER
 from recsys.scoring import Scorer
 
 MAX_MEMBERS = 16  # members one blend takes (the greedy search's cost grows with them)
+MIN_ROWS = 4 * FOLDS  # validation ratings (warm pairs) or users the weights are fitted on, at least: each of the
+# FOLDS cross-fitting folds then fits on 16 and is judged on 4
 
 
 def ridge_weights(predictions: np.ndarray, target: np.ndarray, alphas=(0.01, 0.1, 1.0, 10.0, 100.0, 1000.0),
@@ -75,6 +77,7 @@ def _rating(blend: Blend, scorers: list[Scorer], data, seed: int) -> dict:
     va = data.val
     u, i, y = va[USER].to_numpy(np.int64), va[ITEM].to_numpy(np.int64), va[RATING].to_numpy(np.float64)
     cold, mean = known.before(data, "val").cold_rating(u, i)
+    _enough(int((~cold).sum()), "validation ratings of users and items seen in training")
     x = np.stack([ranking.score_pairs(s, u, i).astype(np.float64) for s in scorers], 1)
     fold = user_folds(u, FOLDS, seed)
     oof = mean.copy()
@@ -96,6 +99,12 @@ def _rating(blend: Blend, scorers: list[Scorer], data, seed: int) -> dict:
             "per_user": evaluation.rating_per_user(u, oof, y)}
 
 
+def _enough(n: int, what: str) -> None:
+    if n < MIN_ROWS:
+        raise RecsysError(f"a blend's weights are fitted and cross-fitted on at least {MIN_ROWS} {what}; this "
+                          f"data has {n}: prepare more data (or a split with a larger validation share) to blend")
+
+
 def fit(scorers: list[Scorer], data, max_users: int = 10_000, progress=_printed) -> tuple[Scorer, dict]:
     """The blend of trained `scorers` on `data` as a scorer, its weights fitted on the validation split
     only, and what the fit found: weights, bias, the ridge alpha, each member's validation metric, the
@@ -112,6 +121,7 @@ def fit(scorers: list[Scorer], data, max_users: int = 10_000, progress=_printed)
     if task == "rating":
         return scorer, _rating(blend, scorers, data, seed)
     users = ranking.sample_users(np.unique(va[USER].to_numpy(np.int64)), max_users, seed)
+    _enough(len(users), "validation users")
     targets = ranking.CSR.build(va[USER].to_numpy(np.int64), va[ITEM].to_numpy(np.int64), data.n_users).padded(users)
     before_val = known.before(data, "val")
     blend.set_known(before_val)  # validation is ranked from the history before it, as evaluation ranks it

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from recsys.errors import RecsysError
 from recsys.models import MODEL_NAMES, check_model_name, model_class
@@ -36,16 +36,27 @@ LOSSES = ("auto", *LOSS_NAMES)
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 MAX_LEN = 1024  # longest history a sequence model reads (SASRec's papers use 50-200)
 
-NonNegative = Annotated[float, Field(ge=0)]
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-Fraction = Annotated[float, Field(ge=0, lt=1)]
+
+
+def _not_bool(value):
+    """true / false is not a number here (pydantic's lax mode would read it as 1 / 0): the one integer rule
+    (recsys/values.py) refuses it everywhere else."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+NotBool = BeforeValidator(_not_bool)
+NonNegative = Annotated[float, Field(ge=0), NotBool]
+PositiveInt = Annotated[int, Field(gt=0), NotBool]
+NonNegativeInt = Annotated[int, Field(ge=0), NotBool]
+Fraction = Annotated[float, Field(ge=0, lt=1), NotBool]
 
 
 class Training(BaseModel):
     """The optimisation; defaults in configs/defaults.yaml (where each key is explained)."""
     model_config = STRICT
-    lr: Annotated[float, Field(gt=0, le=1e6)]  # beyond, an optimizer step overflows float32
+    lr: Annotated[float, Field(gt=0, le=1e6), NotBool]  # beyond, an optimizer step overflows float32
     epochs: PositiveInt
     min_epochs: NonNegativeInt
     patience: NonNegativeInt
@@ -84,9 +95,9 @@ MODEL_RANGES = {"embedding_dim": PositiveInt, "mf_dim": PositiveInt, "mlp_dim": 
                 "num_layers": PositiveInt, "cross_layers": PositiveInt, "damping": NonNegative, "init_std": NonNegative,
                 "dropout": Fraction, "deep_dropout": Fraction, "num_blocks": PositiveInt,
                 # the [n_users, max_len] history buffer and [batch, max_len, d] activations grow with it
-                "max_len": Annotated[int, Field(gt=0, le=MAX_LEN)],
+                "max_len": Annotated[int, Field(gt=0, le=MAX_LEN), NotBool],
                 "hidden_dim": PositiveInt, "k": PositiveInt, "shrink": NonNegative,
-                "l2": Annotated[float, Field(gt=0)]}
+                "l2": Annotated[float, Field(gt=0), NotBool]}
 
 
 @lru_cache(maxsize=None)
@@ -114,6 +125,8 @@ def _one_line(e: ValidationError, where: str, valid: list[str]) -> RecsysError:
     if err["type"] == "missing":
         return RecsysError(f"{where}: {key} is missing")
     msg = err["msg"][0].lower() + err["msg"][1:]
+    if err["type"] == "value_error":
+        msg = msg.removeprefix("value error, ")
     if err["type"] == "literal_error":
         msg = "is not one of " + err["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
     return RecsysError(f"{where}: {key}={err['input']!r}: {msg}")
@@ -274,8 +287,11 @@ def resolve_loss(loss: str, task: str, model_cls, n_items: int = 0) -> str:
 
 def draws_negatives(loss: str, task: str, name: str, n_items: int) -> bool:
     """Whether training draws `num_negatives` items per positive (or per batch) from the catalogue: not
-    the full softmax, and not a sequence model's bce (one drawn item per position)."""
+    the full softmax, not a sequence model's bce (one drawn item per position), and not a closed-form
+    model (nothing is optimised: global mean, popularity, itemknn, ease)."""
     cls = model_class(name)
+    if cls.closed_form:
+        return False
     resolved = resolve_loss(loss, task, cls, n_items)
     return resolved != "softmax" and not (cls.uses_history and resolved == "bce")
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 from recsys.errors import RecsysError
 
 
@@ -19,11 +21,16 @@ def integer(name: str, value, minimum: int = 0, maximum: int | None = None) -> i
     refused in one line."""
     if isinstance(value, bool) or type(value).__name__ == "bool_":
         raise _wanted(name, value, minimum, maximum)
-    try:
-        number = float(str(value).strip()) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError, OverflowError):
-        raise _wanted(name, value, minimum, maximum) from None
-    if not number.is_integer() or number < minimum or (maximum is not None and number > maximum):
+    if isinstance(value, numbers.Integral) or (isinstance(value, str) and value.strip().lstrip("+-").isdigit()):
+        number = int(value)  # exactly: a float holds integers only up to 2^53 (a seed of 2^53 + 1 stays itself)
+    else:
+        try:
+            number = float(str(value).strip()) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise _wanted(name, value, minimum, maximum) from None
+        if not number.is_integer():
+            raise _wanted(name, value, minimum, maximum)
+    if number < minimum or (maximum is not None and number > maximum):
         raise _wanted(name, value, minimum, maximum)
     return int(number)
 

@@ -80,4 +80,5 @@ def test_every_mutated_file_parses_or_fails_in_one_line(tmp_path, ml100k_dir, fm
             assert list(inter.columns) == ["user", "item", "rating", "timestamp"]
             assert np.isfinite(inter["rating"].to_numpy()).all()
             ok += 1
-    assert ok + failed == CASES and time.perf_counter() - t0 < 30
+    # no parse hangs: a generous bound (about 2 s quiet, under 30 s on two busy cores)
+    assert ok + failed == CASES and time.perf_counter() - t0 < 300

@@ -25,8 +25,15 @@ def test_values_that_would_fail_inside_torch_are_one_line_config_errors(model, o
 
 
 def test_a_full_softmax_draws_no_negatives_so_their_number_is_not_checked():
-    config.load("sasrec", task="implicit", n_items=50)  # num_negatives 256 > 50 items: unused by the softmax
-    config.load("mf", overrides={"num_negatives": 100}, task="implicit", n_items=50)  # mf's implicit loss: softmax
+    _, cfg = config.load("sasrec", task="implicit", n_items=50)  # num_negatives 256 > 50 items: unused by the softmax
+    assert cfg.num_negatives == 256 and config.resolve_loss(cfg.loss, "implicit", config.model_class("sasrec"), 50) == "softmax"
+    _, cfg = config.load("mf", overrides={"num_negatives": 100}, task="implicit", n_items=50)
+    assert cfg.num_negatives == 100 and not config.draws_negatives(cfg.loss, "implicit", "mf", 50)  # mf's: softmax
+    for name in ("itemknn", "ease", "popularity"):  # closed form: nothing drawn, even from a 2-item catalogue
+        _, cfg = config.load(name, task="implicit", n_items=2)
+        assert cfg.num_negatives == 4 and not config.draws_negatives(cfg.loss, "implicit", name, 2)
+    with pytest.raises(RecsysError, match=r"num_negatives=\d must be below the catalogue's 2 items"):
+        config.load("ncf", task="implicit", n_items=2)  # a pair model draws them: refused
 
 
 def test_train_refuses_them_before_it_logs_a_param(implicit_data, tmp_path, capsys):

@@ -173,8 +173,16 @@ def test_model_files_hold_only_what_differs_from_the_defaults():
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_every_shipped_config_loads_for_both_tasks(name):
+    import yaml
+
     for task in ("rating", "implicit"):
-        config.load(name, task=task)
+        hp, cfg = config.load(name, task=task)
+        doc = yaml.safe_load((config.CONFIG_DIR / f"{name}.yaml").read_text()) or {}
+        layered = {**(doc.get("model") or {}), **(doc.get("training") or {}),
+                   **((doc.get("implicit") or {}) if task == "implicit" else {})}
+        assert layered  # every model's file sets something
+        for key, value in layered.items():  # what the file sets is what loads (no layer lost on the way)
+            assert (getattr(cfg, key) if key in cfg.model_fields else hp[key]) == value, (name, task, key)
 
 
 def test_bpr_loss_trains_mf_on_implicit_data_and_is_refused_for_ratings(implicit_data, rating_data):

@@ -71,3 +71,25 @@ def test_a_chain_of_sasrec_resumes_records_what_it_trained_and_refuses_what_cann
             refused.data.tags["error"], refused.data.tags["error"]
         assert [ln for ln in r.stderr.splitlines() if ln.startswith("error:")] and "Traceback" not in r.stderr
         assert not [k for k in refused.data.params if k.startswith(("model.", "training."))]
+
+
+def test_resuming_a_one_cycle_run_past_the_epochs_its_cycle_was_laid_over_is_one_line(tmp_path):
+    import torch
+
+    from recsys.errors import RecsysError
+    from recsys.training.fit import check_more_epochs
+
+    ck = tmp_path / "last.ckpt"
+    torch.save({"epoch": 2, "global_step": 30, "hyper_parameters": {"scheduler": "onecycle", "total_steps": 30}}, ck)
+    for epochs in (3, 5):  # a finished one-cycle run (what the scheduler would meet as 'Tried to step 31 times')
+        with pytest.raises(RecsysError, match=r"finished its one-cycle schedule \(3 epochs\); .* start a new run "
+                                              rf"with epochs={max(epochs, 4)}$"):
+            check_more_epochs(ck, epochs, "r1")
+    # interrupted after 3 of the 6 epochs its cycle was laid over: on to 6, not past
+    torch.save({"epoch": 2, "global_step": 30, "hyper_parameters": {"scheduler": "onecycle", "total_steps": 60}}, ck)
+    check_more_epochs(ck, 6, "r1")
+    with pytest.raises(RecsysError, match=r"laid over 6 epochs .* resume with epochs=6 at most, or start a new run "
+                                          r"with epochs=8"):
+        check_more_epochs(ck, 8, "r1")
+    torch.save({"epoch": 2, "global_step": 30, "hyper_parameters": {"scheduler": "none", "total_steps": 30}}, ck)
+    check_more_epochs(ck, 5, "r1")  # a constant rate trains on for the extra epochs

@@ -92,10 +92,21 @@ def check_request(model_name: str, cfg: TrainConfig, task: str, n_items: int, va
 
 def check_more_epochs(checkpoint: Path, epochs: int, run_id: str) -> None:
     """A resume must have epochs left: a last.ckpt is written after each epoch's validation."""
-    done = int(scoring.safe_load(checkpoint).get("epoch", -1)) + 1
+    ck = scoring.safe_load(checkpoint)
+    done = int(ck.get("epoch", -1)) + 1
+    hp, steps = ck.get("hyper_parameters", {}), int(ck.get("global_step", 0))
+    # a one-cycle schedule is laid over the epochs it was planned for: its learning rate reaches 0 there
+    planned = round(hp["total_steps"] * done / steps) if hp.get("scheduler") == "onecycle" and steps and done else None
+    if planned is not None and done >= planned:
+        raise RecsysError(f"run {run_id} finished its one-cycle schedule ({planned} epochs); a one-cycle run cannot "
+                          f"train past it: start a new run with epochs={max(epochs, planned + 1)}")
     if epochs <= done:
         raise RecsysError(f"run {run_id} already trained {done} epochs; pass epochs > {done} to train on from its "
                           "last checkpoint")
+    if planned is not None and epochs > planned:
+        raise RecsysError(f"run {run_id} trains with a one-cycle schedule laid over {planned} epochs (its learning "
+                          f"rate reaches 0 there), so it cannot train past them; resume with epochs={planned} "
+                          f"at most, or start a new run with epochs={epochs}")
 
 
 def resolve_updates(updates: str, n_rows: int, world_size: int) -> str:
