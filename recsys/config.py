@@ -70,6 +70,7 @@ class Training(BaseModel):
     num_negatives: PositiveInt
     updates: Literal["auto", "dense", "rows"]
     val_users: NonNegativeInt
+    epoch_tflop: Annotated[float, Field(gt=0), NotBool]
     exclude_seen: bool
     seed: NonNegativeInt
 
@@ -257,15 +258,16 @@ def load(name: str, path: str | Path | None = None, overrides: dict | None = Non
 
 
 def resolve_loss(loss: str, task: str, model_cls, n_items: int = 0) -> str:
-    """The loss a run trains with, or a one-line error. auto: mse for ratings, bce for implicit data,
-    softmax for a sequence model; on a catalogue of over LARGE_CATALOGUE items a model that scores the
-    whole catalogue in one product (mf, the sequence models) trains with the sampled softmax instead."""
+    """The loss a run trains with, or a one-line error. auto: mse for ratings, bce for implicit data; for a
+    sequence model the full or the sampled softmax, chosen at fit time by the epoch's work
+    (training/recipe.py; `softmax` here); mf on a catalogue of over LARGE_CATALOGUE items the sampled
+    softmax (its `large:` overlay)."""
     large = n_items > LARGE_CATALOGUE and model_cls.scores_catalogue and not model_cls.closed_form
     if model_cls.implicit_only and task != "implicit":
         raise RecsysError(f"{model_cls.__name__} ranks items from interactions and needs task=implicit data (prepare "
                           "with task=implicit)")
-    if model_cls.uses_history:
-        name = ("sampled_softmax" if large else "softmax") if loss == "auto" else loss
+    if model_cls.uses_history:  # auto: decided at fit time from the data's work (training/recipe.py)
+        name = "softmax" if loss == "auto" else loss
         if task != "implicit":
             raise RecsysError(f"{model_cls.__name__} predicts the next item and needs task=implicit data "
                               "(prepare with task=implicit, split=leave_last_out)")
@@ -290,7 +292,7 @@ def draws_negatives(loss: str, task: str, name: str, n_items: int) -> bool:
     the full softmax, not a sequence model's bce (one drawn item per position), and not a closed-form
     model (nothing is optimised: global mean, popularity, itemknn, ease)."""
     cls = model_class(name)
-    if cls.closed_form:
+    if cls.closed_form or (cls.uses_history and loss == "auto"):  # the recipe draws fewer than the catalogue
         return False
     resolved = resolve_loss(loss, task, cls, n_items)
     return resolved != "softmax" and not (cls.uses_history and resolved == "bce")

@@ -125,7 +125,7 @@ def test_exclude_seen_leaves_out_of_each_softmax_exactly_what_the_user_had_befor
     checked = repeats = 0
     for batch in batches:
         target = batch["next"][batch["next"] > 0] - 1
-        mask = seen_before(batch, target)
+        mask = seen_before(batch, target, torch.arange(n_items))
         for p, (w, col) in enumerate(zip(*np.nonzero((batch["next"] > 0).numpy()))):
             items = order[int(batch["user_id"][w])]
             place = int(batch["place"][w, col])
@@ -313,3 +313,74 @@ def test_recommend_reads_histories_from_a_users_file(served, tmp_path):
     assert list(recs.groupby("user", sort=False)["item"].first()) == ["12", "42"]
     with pytest.raises(RecsysError, match="`history` is read by the sequence and item-item models"):
         served["mf"].predict(given[["user", "history"]], 3)
+
+
+def test_the_chunked_catalogue_softmax_equals_the_whole_one_in_value_and_gradient(monkeypatch):
+    from recsys.training import losses
+
+    monkeypatch.setattr(losses, "LOGIT_CHUNK", 7 * 11)  # chunks of 7 positions over 11 items: many chunks
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(30, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(11, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 11, (30,), generator=g)
+    rows = torch.tensor([0, 0, 3, 8, 8, 8, 29])  # left out of those positions' softmax (sorted by position)
+    items = torch.tensor([1, 2, 5, 0, 4, 9, 10])
+    items = torch.where(items == target[rows], (items + 1) % 11, items)  # never the target itself
+    mine = losses.CatalogueCrossEntropy.apply(h, table, target, rows, items)
+    mine.backward()
+    got = (h.grad.clone(), table.grad.clone())
+    h.grad = table.grad = None
+    logits = (h @ table.T).index_put((rows, items), torch.tensor(float("-inf"), dtype=torch.float64))
+    whole = torch.nn.functional.cross_entropy(logits, target)
+    whole.backward()
+    assert torch.allclose(mine, whole) and torch.allclose(got[0], h.grad) and torch.allclose(got[1], table.grad)
+
+
+def test_the_recipe_follows_the_work_full_softmax_where_it_fits_sampled_where_it_does_not():
+    from recsys.training.recipe import choose
+
+    # the Video Games set's shape: 194,292 positions x 23,715 items x 64 = 2.36 TFLOP an epoch
+    video = choose("auto", 256, 0, 10, 5, 3.0, 194_292, 23_715, 31_013, 64, 244)
+    assert video.loss == "softmax" and video.val_users == 0 and "2.36 TFLOP" in video.why
+    assert (video.min_epochs, video.patience) == (5, 3)  # epochs of 244 steps count for 2.44 of 100
+    # ML-25M's shape: 25M positions, 59,047 items: the sampled path, with today's 256 negatives
+    ml25m = choose("auto", 256, 0, 10, 5, 3.0, 24_838_000, 59_047, 162_541, 64, 200_000)
+    assert ml25m.loss == "sampled_softmax" and ml25m.num_negatives == 256 and 0 < ml25m.val_users < 162_541
+    assert (ml25m.min_epochs, ml25m.patience) == (1, 2)
+    # the budget moves the choice: a third of it samples on Video, with as many negatives as fit
+    tight = choose("auto", 256, 0, 10, 5, 1.0, 194_292, 23_715, 31_013, 64, 244)
+    assert tight.loss == "sampled_softmax" and tight.num_negatives == 8192
+    assert 8 * 194_292 * 8192 * 64 <= 1e12 < 8 * 194_292 * 16384 * 64
+    # ML-100K keeps its configured schedule; an asked loss is kept with its negatives
+    small = choose("bce", 100, 0, 10, 5, 3.0, 90_000, 1_682, 943, 64, 20)
+    assert (small.loss, small.num_negatives, small.min_epochs, small.patience) == ("bce", 100, 10, 5)
+
+
+def test_a_sequence_model_on_small_data_trains_the_full_softmax_and_records_why(runs):
+    hp, cfg = config.load("sasrec", task="implicit", overrides={"epochs": 1, "min_epochs": 0, "max_len": 5})
+    assert cfg.loss == "auto"
+    result = training.fit(runs, "sasrec", hp, cfg, epoch_lines=True)
+    assert result.loss == "softmax" and result.recipe.loss == "softmax"
+    assert result.recipe.why.startswith("full softmax:") and "within the 3 TFLOP budget" in result.recipe.why
+    hp, cfg = config.load("sasrec", task="implicit", overrides={"epochs": 1, "min_epochs": 0, "max_len": 5,
+                                                                "epoch_tflop": 1e-9})
+    result = training.fit(runs, "sasrec", hp, cfg)
+    assert result.loss == "sampled_softmax" and result.recipe.num_negatives == runs.n_items // 2
+
+
+def test_sasrec_batches_drop_padded_columns_and_its_states_do_not_change(runs):
+    from recsys.training.batches import SequenceBatches
+
+    seq, nxt, owners = history.windows(runs.train, max_len=12)
+    model = build_model("sasrec", runs.n_users, runs.n_items, embedding_dim=8, max_len=12, dropout=0.0).eval()
+    batches = SequenceBatches(seq, nxt, owners, batch_size=3, trim=True, seen=history.seen(runs.train, 12))
+    seen, widths = [], set()
+    for b in batches:
+        keep = b["seq"].shape[1]
+        widths.add(keep)
+        assert (b["next"] > 0).sum(1).max() == keep and b["place"].shape == b["seq"].shape
+        full = torch.nn.functional.pad(b["seq"], (12 - keep, 0))  # the same windows at max_len
+        has = b["next"] > 0
+        assert torch.allclose(model.encode(b["seq"])[has], model.encode(full)[:, -keep:][has], atol=1e-5)
+        seen += b["user_id"].tolist()
+    assert sorted(seen) == sorted(owners.tolist()) and len(widths) > 1  # every window once, at several widths

@@ -16,6 +16,7 @@ class Model(nn.Module):
     uses_history = False  # reads each user's ordered history (recsys.models._sequence); trained on sequences
     answers_histories = False  # score_sequences(seq [b, L] item codes + 1, 0-padded) -> [b, n_items]: a request's history;
     # such a model scores a user from their known items alone (set_known), so a user is cold only without any
+    pads_inertly = False  # a sequence model whose left padding changes nothing (masked): batches may trim it
     implicit_only = False  # ranks items from interactions: trains on the implicit task only
     fit_bytes = None  # fit_bytes(n_items) -> the bytes its fit holds (config.load refuses what the machine lacks)
     block_pairs: int | None = None  # user x item pairs a ranking block holds (ranking.block_size decides when None)

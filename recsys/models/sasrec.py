@@ -36,6 +36,7 @@ class Block(nn.Module):
 
 
 class SASRec(SequenceModel):
+    pads_inertly = True  # padding is masked out of attention and zeroed: a batch may drop its padded columns
     def __init__(self, n_users: int, n_items: int, embedding_dim: int = 64, max_len: int = 50, num_blocks: int = 2,
                  num_heads: int = 1, dropout: float = 0.2):
         super().__init__(n_users, n_items, embedding_dim, max_len)

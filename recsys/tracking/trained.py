@@ -22,7 +22,10 @@ def log_trained(result, data, model: str, lr: float, run_id: str, tmp: Path, reg
     if result.best_score != result.best_score or abs(result.best_score) == float("inf"):
         raise RecsysError(f"training diverged: the best {result.monitor} is {result.best_score} (lr={lr}); "
                           "lower lr or raise the weight decays")
-    mlflow.set_tags({"world_size": result.world_size, "loss": result.loss, "updates": result.updates})
+    mlflow.set_tags({"world_size": result.world_size, "loss": result.loss, "updates": result.updates,
+                     **({"recipe": result.recipe.why} if result.recipe else {})})
+    if result.recipe:  # what a next-item model's data chose (recsys/training/recipe.py)
+        mlflow.log_params(result.recipe.params())
     log_metrics({**(ev.metrics if ev else {}), "train_seconds": result.seconds, "epochs_run": result.epochs,
                  f"best_{result.monitor.replace('/', '_')}": result.best_score})
     mlflow.log_artifact(result.checkpoint, "checkpoint")

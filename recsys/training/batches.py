@@ -148,7 +148,7 @@ def chunk_size(batch_size: int, samples: int = 8192) -> int:
     return max(1, samples // batch_size)
 
 
-SEEN_NEVER = np.iinfo(np.int32).max  # first_seen of an item the user never had
+BUCKET_BATCHES = 64  # trimmed sequence batches: windows sorted by length within runs of this many batches
 SEQUENCES = "sequences"  # next-item windows: seq [B, L] and next [B, L] (codes + 1, 0 = padding)
 
 
@@ -158,15 +158,23 @@ class SequenceBatches:
     that many items drawn by popularity (with replacement) for a sampled softmax, and the table of
     their log-probabilities for its log-Q correction; with `negatives_per_position`, one uniformly drawn
     item per position (SASRec's original BCE); with `seen` (recsys.data.history.seen: `exclude_seen`),
-    `first_seen` [B, n_items] (the place of each item's first occurrence in the window's user's train
-    sequence, SEEN_NEVER if none) and `place` [B, L] (each position's target's place, -1 if none)."""
+    the pairs `seen_window`, `seen_item`, `seen_first` [S] (each window's user's distinct train items and
+    the place of each one's first occurrence in the user's sequence) and `place` [B, L] (each position's
+    target's place, -1 if none).
+
+    `trim` (a model whose padding changes nothing: SASRec masks it): each epoch's shuffled windows are
+    sorted by length within runs of BUCKET_BATCHES batches and the batches' order shuffled again, and a
+    batch keeps only the columns its longest window fills: short windows are not computed at max_len.
+    The same windows in an epoch, each once; only which windows share a batch changes."""
 
     kind = SEQUENCES
 
     def __init__(self, seq: torch.Tensor, nxt: torch.Tensor, users: torch.Tensor, *, batch_size: int, seed: int = 0,
                  n_items: int = 0, popularity: np.ndarray | None = None, shared_negatives: int = 0,
-                 negatives_per_position: bool = False, chunk: int = 0, seen: tuple | None = None):
-        self.seq, self.next, self.users = seq, nxt, users
+                 negatives_per_position: bool = False, chunk: int = 0, seen: tuple | None = None,
+                 trim: bool = False):
+        self.seq, self.next, self.users, self.trim = seq, nxt, users, trim
+        self.lengths = (nxt > 0).sum(1).numpy()  # [W] targets per window
         self.seen, self.owners = seen, users.numpy()
         self.batch_size, self.seed, self.n_items, self.chunk = batch_size, seed, n_items, chunk
         self.shared_negatives, self.negatives_per_position = shared_negatives, negatives_per_position
@@ -198,23 +206,29 @@ class SequenceBatches:
         device = self.seq.device
         idx = idx.to(device)
         b = {"user_id": self.users[idx], "seq": self.seq[idx], "next": self.next[idx]}
+        if self.trim:  # left-padded: the columns a batch's longest window fills are the last ones
+            keep = max(1, int(self.lengths[idx.cpu().numpy()].max()))
+            b["seq"], b["next"] = b["seq"][:, -keep:], b["next"][:, -keep:]
         if self.shared_negatives:
             b["negatives"] = torch.from_numpy(rng.choice(self.n_items, self.shared_negatives, p=self.q)).to(device)
             b["log_q"] = self.log_q
         if self.negatives_per_position:
             b["neg_next"] = torch.from_numpy(rng.integers(0, self.n_items, size=tuple(b["next"].shape))).to(device) + 1
         if self.seen is not None:
-            b["first_seen"], b["place"] = self._first_seen(idx.cpu().numpy(), device)
+            b.update(self._first_seen(idx.cpu().numpy(), device))
+            b["place"] = b["place"][:, -b["seq"].shape[1]:]
         return b
 
-    def _first_seen(self, idx: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _first_seen(self, idx: np.ndarray, device) -> dict:
+        """The windows' users' distinct train items as pairs (window row, item, its first place), and each
+        position's place: sparse, so its cost follows the users' items, not the catalogue."""
         indptr, items, first, place = self.seen
         owners = self.owners[idx]
         starts, lens = indptr[owners], indptr[owners + 1] - indptr[owners]
         at = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(lens.sum())  # the owners' CSR entries
-        dense = np.full((len(idx), self.n_items), SEEN_NEVER, dtype=np.int32)
-        dense[np.repeat(np.arange(len(idx)), lens), items[at]] = first[at]
-        return torch.from_numpy(dense).to(device), place[torch.from_numpy(idx)].to(device)
+        return {"seen_window": torch.from_numpy(np.repeat(np.arange(len(idx)), lens)).to(device),
+                "seen_item": torch.from_numpy(items[at].astype(np.int64)).to(device),
+                "seen_first": torch.from_numpy(first[at]).to(device), "place": place[torch.from_numpy(idx)].to(device)}
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -224,6 +238,12 @@ class SequenceBatches:
             rng = np.random.default_rng([self.seed, self.epoch, 1 + self.rank])
         self.epoch += 1
         self.samples = len(perm)
+        starts = list(range(0, len(perm), self.batch_size))
+        if self.trim:  # windows of like length share a batch: sorted within runs, then the batches reshuffled
+            run = BUCKET_BATCHES * self.batch_size
+            perm = np.concatenate([p[np.argsort(self.lengths[p], kind="stable")]
+                                   for p in np.split(perm, range(run, len(perm), run))])
+            starts = [starts[i] for i in rng.permutation(len(starts))]
         perm = torch.from_numpy(perm)
-        batches = (self._batch(perm[s:s + self.batch_size], rng) for s in range(0, len(perm), self.batch_size))
+        batches = (self._batch(perm[s:s + self.batch_size], rng) for s in starts)
         yield from chunked(batches, self.chunk)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import random
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from recsys.errors import RecsysError
 from recsys.models import model_class
 from recsys.schema import ITEM, RATING, ROW_UPDATES_MIN_ROWS, TASKS, USER
 from recsys.training import losses
+from recsys.training import recipe as recipe_
 from recsys.training.batches import LISTS, POSITIVES, SequenceBatches, TensorBatches, chunk_size
 from recsys.training.distributed import devices
 from recsys.training.module import TrainingModule
@@ -61,6 +63,7 @@ class FitResult:
     world_size: int = 1
     loss: str = ""
     updates: str = "dense"
+    recipe: recipe_.Recipe | None = None  # what a next-item model's data chose (training/recipe.py)
 
 
 def check_trainer(cfg: TrainConfig) -> None:
@@ -154,7 +157,7 @@ def _train_batches(data: Prepared, cls, model_hp: dict, cfg: TrainConfig, loss: 
             popularity=np.bincount(i, minlength=data.n_items),
             shared_negatives=cfg.num_negatives if loss == "sampled_softmax" else 0,
             negatives_per_position=loss == "bce", chunk=chunk_size(cfg.batch_size * max_len, 65536),
-            seen=history.seen(tr, max_len) if cfg.exclude_seen else None)
+            seen=history.seen(tr, max_len) if cfg.exclude_seen else None, trim=cls.pads_inertly)
     shared = losses.shares_negatives(loss, cls)  # mf's sampled softmax: negatives shared by a batch
     kind = POSITIVES if shared else losses.BATCHES[loss]
     return TensorBatches(
@@ -216,6 +219,19 @@ def _module(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, l
     return module, users if val_users else None
 
 
+def _recipe(data: Prepared, cls, model_hp: dict, cfg: TrainConfig, val_users: int):
+    """A next-item model's recipe from its data's work: (the config it trains with, the Recipe)."""
+    defaults = inspect.signature(cls).parameters
+    hp = {k: model_hp.get(k, defaults[k].default) for k in ("max_len", "embedding_dim")}
+    counts = np.bincount(data.train[USER].to_numpy(np.int64), minlength=data.n_users)
+    windows = int((-(-np.maximum(counts - 1, 0) // hp["max_len"])).sum())  # history.windows' count
+    chosen = recipe_.choose(cfg.loss, cfg.num_negatives, val_users, cfg.min_epochs, cfg.patience, cfg.epoch_tflop,
+                            int(np.maximum(counts - 1, 0).sum()), data.n_items, int(data.val[USER].nunique()),
+                            int(hp["embedding_dim"]), -(-windows // cfg.batch_size))
+    return cfg.model_copy(update={"loss": chosen.loss, "num_negatives": chosen.num_negatives,
+                                  "min_epochs": chosen.min_epochs, "patience": chosen.patience}), chosen
+
+
 def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logger=None,
         checkpoint_dir: Path | None = None, progress: bool = False, resume_from: Path | None = None,
         epoch_lines: bool = False, callbacks: tuple = (), val_users: int = 0) -> FitResult | None:
@@ -231,6 +247,12 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
         torch.set_num_threads(cfg.runtime.threads)
     task, cls = data.meta["task"], model_class(model_name)
     loss = config.resolve_loss(cfg.loss, task, cls, data.n_items)
+    chosen = None
+    if cls.uses_history:  # the recipe follows from the work (training/recipe.py)
+        cfg, chosen = _recipe(data, cls, model_hp, cfg, val_users or cfg.val_users)
+        loss, val_users = chosen.loss, chosen.val_users
+        if epoch_lines or progress:
+            print(f"{model_name}: {chosen.why}", file=sys.stderr, flush=True)
     train_batches = _train_batches(data, cls, model_hp, cfg, loss)
     monitor, mode = TASKS[task].key("val"), TASKS[task].mode
     ckpt_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="recsys-ckpt-"))
@@ -259,7 +281,8 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
         score = float(trainer.callback_metrics.get(monitor, float("nan")))
     module.load_state_dict(scoring.safe_load(best)["state_dict"])
     module.to("cpu").eval()
-    return FitResult(module, best, seconds, trainer.current_epoch, score, monitor, trainer.world_size, loss, updates)
+    return FitResult(module, best, seconds, trainer.current_epoch, score, monitor, trainer.world_size, loss, updates,
+                     chosen)
 
 
 def fit_worker(spec: dict, checkpoint_dir: Path) -> None:

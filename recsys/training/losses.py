@@ -79,26 +79,112 @@ def _positions(model, batch):
     return h[has], batch["next"][has] - 1
 
 
-def seen_before(batch, target: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
-    """[P, n_items] (or [P, N] for the item codes `items` [N]): which the user had before each target
-    (`exclude_seen`); the target itself never counts (a repeat is still the answer)."""
+def seen_pairs(batch, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(position, item) for every item the user had before each position's target (`exclude_seen`),
+    positions as `_positions` orders them (sorted); the target itself never counts (a repeat is still the
+    answer). Sparse: about positions x the users' distinct items, whatever the catalogue."""
     has = batch["next"] > 0
-    first = batch["first_seen"] if items is None else batch["first_seen"][:, items]  # [B, n_items or N]
-    mask = (first[:, None, :] < batch["place"][:, :, None])[has]  # [B, L, .], then [P, .]
-    if items is not None:
-        return mask & (items[None, :] != target[:, None])
-    mask[torch.arange(len(target), device=mask.device), target] = False
+    w_of_p, col_of_p = has.nonzero(as_tuple=True)  # row-major: a window's positions are contiguous
+    place = batch["place"][w_of_p, col_of_p]  # [P]
+    count = torch.bincount(w_of_p, minlength=has.shape[0])  # positions per window
+    start = torch.cumsum(count, 0) - count
+    sw, si, sf = batch["seen_window"], batch["seen_item"], batch["seen_first"]
+    reps = count[sw]  # each (window, item) pair meets every position of its window
+    pair = torch.repeat_interleave(torch.arange(len(sw), device=sw.device), reps)
+    offset = torch.arange(len(pair), device=sw.device) - torch.repeat_interleave(torch.cumsum(reps, 0) - reps, reps)
+    p = start[sw[pair]] + offset
+    item = si[pair]
+    keep = (sf[pair] < place[p]) & (item != target[p])
+    p, item = p[keep], item[keep]
+    order = torch.argsort(p, stable=True)
+    return p[order], item[order]
+
+
+def seen_before(batch, target: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """[P, N] which of the item codes `items` [N] (repeats allowed) each position's user had before its
+    target (`seen_pairs`)."""
+    p, item = seen_pairs(batch, target)
+    ranked, order = torch.sort(items)
+    lo = torch.searchsorted(ranked, item)
+    n = torch.searchsorted(ranked, item, right=True) - lo  # how many columns hold each pair's item
+    pair = torch.repeat_interleave(torch.arange(len(item), device=item.device), n)
+    k = torch.arange(len(pair), device=item.device) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
+    mask = torch.zeros(len(target), len(items), dtype=torch.bool, device=target.device)
+    mask[p[pair], order[lo[pair] + k]] = True
     return mask
 
 
+LOGIT_CHUNK = 1 << 22  # logits held at once by the full softmax (16 MiB of float32): positions x the catalogue
+
+
+class CatalogueCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of `target` [P] over the whole catalogue, logits h [P, d] @ table [n, d].T, with
+    (position, item) pairs (sorted by position) left out of the softmax. The [P, n] logits are never held
+    whole: they are made a chunk of positions at a time, once forward (their log-softmax at the target)
+    and once again backward (the softmax, then its gradient in place), so memory stays at a chunk and
+    the cost is four [chunk, d] x [d, n] products and two fused passes over the logits (Liger-Kernel's
+    fused linear cross-entropy does the same on GPUs). `low` (bfloat16) runs the products with bfloat16
+    inputs, as autocast does on a GPU: 3-4x the float32 rate on CPUs with bfloat16 units; the softmax
+    stays float32."""
+
+    @staticmethod
+    def _logits(h, table_t, rows, items, s, e, bounds):
+        z = h[s:e] @ table_t  # [c, n]
+        z = z.float() if z.dtype == torch.bfloat16 else z
+        lo, hi = bounds[s], bounds[e]
+        if hi > lo:
+            z[rows[lo:hi] - s, items[lo:hi]] = float("-inf")
+        return z
+
+    @staticmethod
+    def forward(ctx, h, table, target, rows, items, low=None):
+        n_pos = len(h)
+        chunk = max(1, LOGIT_CHUNK // max(table.shape[0], 1))
+        bounds = torch.searchsorted(rows, torch.arange(n_pos + 1, device=rows.device)).tolist()
+        dtype = low or h.dtype
+        hl, table_t = h.to(dtype), table.T.to(dtype).contiguous()  # [d, n]: the products' right side, once
+        picked = torch.empty(n_pos, dtype=h.dtype, device=h.device)
+        at = torch.arange(chunk, device=h.device)
+        for s in range(0, n_pos, chunk):
+            e = min(n_pos, s + chunk)
+            lp = torch.log_softmax(CatalogueCrossEntropy._logits(hl, table_t, rows, items, s, e, bounds), 1)
+            picked[s:e] = lp[at[:e - s], target[s:e]].to(h.dtype)
+        ctx.save_for_backward(h, table, target, rows, items)
+        ctx.chunk, ctx.bounds, ctx.low = chunk, bounds, low
+        return -picked.mean()
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, table, target, rows, items = ctx.saved_tensors
+        n_pos = len(h)
+        dtype = ctx.low or h.dtype
+        hl, table_l = h.to(dtype), table.to(dtype)
+        table_t = table_l.T.contiguous()
+        gh, gt = torch.empty_like(h), torch.zeros_like(table)
+        scale = float(grad) / n_pos
+        for s in range(0, n_pos, ctx.chunk):
+            e = min(n_pos, s + ctx.chunk)
+            p = torch.softmax(CatalogueCrossEntropy._logits(hl, table_t, rows, items, s, e, ctx.bounds), 1)
+            p[torch.arange(e - s, device=p.device), target[s:e]] -= 1.0
+            p = (p.mul_(scale)).to(dtype)  # d loss / d logits
+            gh[s:e] = (p @ table_l).to(h.dtype)
+            gt += (p.T @ hl[s:e]).to(table.dtype)
+        return gh, gt, None, None, None, None
+
+
 def sequence_softmax(model, batch, squash) -> torch.Tensor:
-    """Cross-entropy of the next item over the whole catalogue, at every position; with `exclude_seen`
-    the items the user had before each target are left out of it (they are never ranked for the user)."""
+    """Cross-entropy of the next item over the whole catalogue, at every position (only the real ones,
+    never the padding); with `exclude_seen` the items the user had before each target are left out of it
+    (they are never ranked for the user)."""
     h, target = _positions(model, batch)
-    logits = h @ model.catalogue().T  # [P, n_items]
-    if "first_seen" in batch:
-        logits = logits.masked_fill(seen_before(batch, target), float("-inf"))
-    return F.cross_entropy(logits, target)
+    if "seen_item" in batch:
+        rows, items = seen_pairs(batch, target)
+    else:
+        rows = items = torch.zeros(0, dtype=torch.long, device=h.device)
+    low = torch.bfloat16 if torch.is_autocast_enabled(h.device.type) and \
+        torch.get_autocast_dtype(h.device.type) == torch.bfloat16 else None  # precision=bf16-mixed
+    with torch.autocast(h.device.type, enabled=False):  # its products choose their own precision
+        return CatalogueCrossEntropy.apply(h.float(), model.catalogue().float(), target, rows, items, low)
 
 
 def sequence_sampled_softmax(model, batch, squash) -> torch.Tensor:
@@ -109,7 +195,7 @@ def sequence_sampled_softmax(model, batch, squash) -> torch.Tensor:
     neg = batch["negatives"]  # [N] item codes
     pos = (h * rows(model.item, target + 1)).sum(-1)  # [P] (row 0 of the table is padding)
     negs = h @ rows(model.item, neg + 1).T  # [P, N]
-    leave_out = seen_before(batch, target, neg) if "first_seen" in batch else None  # exclude_seen
+    leave_out = seen_before(batch, target, neg) if "seen_item" in batch else None  # exclude_seen
     return _shared_softmax(pos, negs, neg, target, batch["log_q"].to(h.device), leave_out)
 
 
@@ -120,9 +206,13 @@ def sequence_bce(model, batch, squash) -> torch.Tensor:
     has = batch["next"] > 0
     pos = (h * rows(model.item, batch["next"])).sum(-1)[has]
     negative = has
-    if "first_seen" in batch:  # the drawn item's first place in the user's sequence, against the target's
-        drawn_first = batch["first_seen"].gather(1, batch["neg_next"] - 1)  # [B, L]
-        negative = has & ~((drawn_first < batch["place"]) & (batch["neg_next"] != batch["next"]))
+    if "seen_item" in batch:  # the drawn item among what the user had before that position's target
+        p, item = seen_pairs(batch, batch["next"][has] - 1)
+        drawn = batch["neg_next"][has] - 1  # [P]
+        width = int(max(drawn.max(), item.max() if len(item) else 0)) + 1
+        had = torch.isin(torch.arange(len(drawn), device=drawn.device) * width + drawn, p * width + item)
+        negative = has.clone()
+        negative[has] = ~had
     neg = (h * rows(model.item, batch["neg_next"])).sum(-1)[negative]
     return F.binary_cross_entropy_with_logits(torch.cat([pos, neg]), torch.cat([torch.ones_like(pos),
                                                                                  torch.zeros_like(neg)]))

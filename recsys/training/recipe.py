@@ -1,0 +1,72 @@
+"""The training recipe of a next-item model, chosen from the work its data costs, never from a size
+threshold (DESIGN principle 9).
+
+The catalogue softmax of an epoch costs about 8 x positions x items x width floating-point operations
+(the [positions, items] logits made forward and again backward, and the two gradient products:
+losses.CatalogueCrossEntropy). Where that fits the per-epoch budget (`epoch_tflop`), `loss: auto` is the
+full softmax; where it does not, a sampled softmax over as many shared negatives as the budget allows
+(a power of two, at least MIN_NEGATIVES; log-Q corrected). The per-epoch validation ranks every user
+when ranking them all costs at most a tenth of the budget, else a seeded sample that does. Early
+stopping counts epochs of at most EPOCH_STEPS optimizer steps: an epoch of more steps counts for more, so
+min_epochs and patience shrink on large data (never below MIN_PATIENCE), with no cap on the epochs.
+What was chosen, and why, is one line (`why`) that training prints and the run records.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+FLOPS_PER_LOGIT = 8  # per position x item x width: logits forward (2), again backward (2), two gradients (4)
+MIN_NEGATIVES = 256  # the sampled softmax's floor (Klenitskiy & Vasilev: thousands beat hundreds where affordable)
+VALIDATION_SHARE = 0.1  # of the budget: the per-epoch validation ranking
+EPOCH_STEPS = 100  # early stopping counts epochs of at most this many steps
+MIN_PATIENCE = 2
+
+
+@dataclass
+class Recipe:
+    loss: str
+    num_negatives: int
+    val_users: int
+    min_epochs: int
+    patience: int
+    why: str
+
+    def params(self) -> dict:
+        return {"recipe.loss": self.loss, "recipe.num_negatives": self.num_negatives,
+                "recipe.val_users": self.val_users, "recipe.min_epochs": self.min_epochs,
+                "recipe.patience": self.patience}
+
+
+def choose(loss: str, num_negatives: int, val_users: int, min_epochs: int, patience: int, epoch_tflop: float,
+           n_positions: int, n_items: int, n_val_users: int, width: int, batches: int) -> Recipe:
+    """The recipe for `loss` (`auto` is decided here; any other loss is kept with its num_negatives)."""
+    budget = epoch_tflop * 1e12
+    full = FLOPS_PER_LOGIT * n_positions * n_items * width
+    per_negative = FLOPS_PER_LOGIT * n_positions * width
+    why = []
+    if loss == "auto":
+        if full <= budget:
+            loss, why = "softmax", [f"full softmax: {n_positions:,} positions x {n_items:,} items x {width} = "
+                                    f"{full / 1e12:.2f} TFLOP an epoch, within the {epoch_tflop:g} TFLOP budget"]
+        else:
+            fits = int(budget // max(per_negative, 1))
+            num_negatives = min(max(MIN_NEGATIVES, 1 << max(fits, 1).bit_length() - 1), max(1, n_items // 2))
+            loss = "sampled_softmax"
+            why = [f"sampled softmax over {num_negatives:,} shared negatives: the full one would cost "
+                   f"{full / 1e12:.1f} TFLOP an epoch ({n_positions:,} positions x {n_items:,} items x {width}), "
+                   f"over the {epoch_tflop:g} TFLOP budget"]
+    else:
+        why = [f"loss={loss} as asked"]
+    if not val_users:
+        rank_all = 2 * n_val_users * n_items * width
+        if rank_all > VALIDATION_SHARE * budget:
+            val_users = max(1, int(VALIDATION_SHARE * budget // (2 * n_items * width)))
+            why.append(f"validation on {val_users:,} of {n_val_users:,} users")
+    scale = EPOCH_STEPS / max(batches, EPOCH_STEPS)  # an epoch of more steps counts for more
+    min_e = min(min_epochs, math.ceil(min_epochs * scale))
+    pat = min(patience, max(MIN_PATIENCE, math.ceil(patience * scale)))
+    if (min_e, pat) != (min_epochs, patience):
+        why.append(f"min_epochs {min_e}, patience {pat} for epochs of {batches:,} steps")
+    return Recipe(loss, num_negatives, val_users, min_e, pat, "; ".join(why))
