@@ -181,7 +181,8 @@ def _layers(name: str, path: str | Path | None) -> tuple[dict, dict, Path]:
             raise RecsysError(f"{path.name}: {s}: must map keys to values, e.g. {s}: {{lr: 0.001}}")
     base = _read(DEFAULTS, "configs/defaults.yaml")
     out = {s: {**(base.get(s) or {}), **(doc.get(s) or {})} for s in SECTIONS}
-    return out, {o: dict(doc.get(o) or {}) for o in OVERLAYS}, path
+    # a model file's large: / large_rating: extend the defaults' (the shared large-data schedule, written once)
+    return out, {o: {**((base.get(o) or {}) if o in doc else {}), **(doc.get(o) or {})} for o in OVERLAYS}, path
 
 
 def _owner(key: str, name: str) -> str | None:

@@ -61,12 +61,13 @@ class Task:
         return a < b if self.mode == "min" else a > b
 
 
+RANKING_K = 10  # the ranking headline's cut-off: every @K metric name below is built from it
+_K = f"_at_{RANKING_K}"
 TASKS = {"rating": Task("rating", "rmse", "min", "RMSE", "MSE", "", ("rmse", "mae"), "mse", ("mse",), "random"),
-         "implicit": Task("implicit", "ndcg_at_10", "max", "NDCG@10", "NDCG@10", "sampled_ndcg_at_10",
-                          ("ndcg_at_10", "hr_at_10", "sampled_ndcg_at_10", "sampled_hr_at_10", "coverage_at_10"),
+         "implicit": Task("implicit", f"ndcg{_K}", "max", f"NDCG@{RANKING_K}", f"NDCG@{RANKING_K}", f"sampled_ndcg{_K}",
+                          (f"ndcg{_K}", f"hr{_K}", f"sampled_ndcg{_K}", f"sampled_hr{_K}", f"coverage{_K}"),
                           "bce", LOSS_NAMES, "leave_last_out")}
 RANKING = TASKS["implicit"]  # the ranking headline (its cut-off: RANKING_K), read by ranking code of either task
-RANKING_K = 10
 
 
 def task_of(name: str) -> Task:
@@ -86,3 +87,15 @@ LARGE_CATALOGUE = 20_000
 # tables hold more rows than this; below it a dense step over every row costs less than the bookkeeping
 # (recsys/training/optim.py; ML-10M's 80k rows and above, ML-1M's 9.7k below).
 ROW_UPDATES_MIN_ROWS = 50_000
+
+# prepare's parameters and their defaults, once: steps/prepare.py, main's and train's default data read
+# them, and tests/test_docs.py holds MLproject's prepare entry point to them. split "auto": the task's own.
+PREPARE_DEFAULTS = {"dataset": "ml-100k", "task": "rating", "split": "auto", "val_frac": 0.1, "test_frac": 0.1,
+                    "positive_threshold": 4.0, "min_user_ratings": 0, "min_item_ratings": 0, "eval_negatives": 99,
+                    "seed": 42, "tie_break": "random", "n_users": 943, "n_items": 1682, "n_ratings": 100_000}
+
+
+def prepare_param(name: str) -> str:
+    """A prepare default as MLflow records the param (4.0 -> "4")."""
+    v = PREPARE_DEFAULTS[name]
+    return f"{v:g}" if isinstance(v, float) else str(v)

@@ -20,13 +20,13 @@ from recsys import tracking
 from recsys.errors import RecsysError
 from recsys.metrics import parse_ks
 from recsys.models import requested
-from recsys.schema import task_of
+from recsys.schema import prepare_param, task_of
 from steps import ArgParser, flag, given, integer
 
 p = ArgParser(prog="main", description=__doc__.splitlines()[0])
-for name, default in [("dataset", "ml-100k"), ("task", "rating"), ("split", "auto"), ("positive_threshold", "4"),
-                      ("tie_break", "random"), ("models", "mf"), ("model", ""), ("config", ""), ("lr", ""),
-                      ("epochs", ""), ("embedding_dim", ""), ("seed", "42"), ("k", "5,10,20"), ("env_manager", "local"),
+for name, default in [*((k, prepare_param(k)) for k in ("dataset", "task", "split", "positive_threshold", "tie_break")),
+                      ("models", "mf"), ("model", ""), ("config", ""), ("lr", ""),
+                      ("epochs", ""), ("embedding_dim", ""), ("seed", prepare_param("seed")), ("k", "5,10,20"), ("env_manager", "local"),
                       ("force", "0"), ("register_as", ""), ("parallel", "auto"), ("blend", "0"),
                       ("eval_negatives", "auto"), ("eval_users", "0")]:
     flags = {f"--{name.replace('_', '-')}", f"--{name}"}  # MLflow appends undeclared -P key=value as --key value

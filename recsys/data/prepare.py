@@ -19,7 +19,8 @@ from recsys.data.artifact import SPLIT_NAMES, Prepared, load, save
 from recsys.data.hashes import FORMAT_VERSION, content_hash, file_hashes, ids_hash
 from recsys.data.negatives import sample_eval_negatives, sorted_keys
 from recsys.errors import RecsysError
-from recsys.schema import ITEM, POSITION, RATING, RAW_ID, SPLITS, TIE_BREAKS, TIMESTAMP, USER, task_of
+from recsys.schema import (ITEM, POSITION, PREPARE_DEFAULTS, RATING, RAW_ID, SPLITS, TIE_BREAKS, TIMESTAMP, USER,
+                           task_of)
 
 def load_raw(dataset: str, n_users=943, n_items=1682, n_ratings=100_000, seed=42) -> parsers.Raw:
     if dataset == "synthetic":
@@ -57,11 +58,9 @@ def _encode(raw: parsers.Raw) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
     return df, users, items
 
 
-# prepare's parameters and their defaults, once: MLproject's prepare entry point, steps/prepare.py, main and
-# train's default data read these (tests/test_docs.py holds MLproject to them). split "auto": the task's own.
-DEFAULTS = {"dataset": "ml-100k", "task": "rating", "split": "auto", "val_frac": 0.1, "test_frac": 0.1,
-            "positive_threshold": 4.0, "min_user_ratings": 0, "min_item_ratings": 0, "eval_negatives": 99,
-            "seed": 42, "tie_break": "random", "n_users": 943, "n_items": 1682, "n_ratings": 100_000}
+# prepare's parameters and their defaults (schema.PREPARE_DEFAULTS, read by MLproject's prepare entry point
+# through tests/test_docs.py, steps/prepare.py, main and train's default data)
+DEFAULTS = PREPARE_DEFAULTS
 
 
 def prepare(raw: parsers.Raw, *, task: str = "rating", split: str = "auto", val_frac: float = 0.1,

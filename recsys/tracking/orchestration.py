@@ -163,10 +163,10 @@ def run_pipelines(pipelines: dict, parallel: int, found, record, env_manager: st
 def default_data(task: str) -> str:
     """The data URI for a train run given no data: a complete prepare run of ml-100k for `task` with the
     default parameters on this commit, or a new one run as a child of the active run."""
-    from recsys.schema import task_of
+    from recsys.schema import prepare_param, task_of
 
-    params = {"dataset": "ml-100k", "task": task, "split": task_of(task).split,
-              "positive_threshold": "4", "tie_break": "random", "seed": "42"}
+    params = {**{k: prepare_param(k) for k in ("dataset", "positive_threshold", "tie_break", "seed")},
+              "task": task, "split": task_of(task).split}
     exp = mlflow.active_run().info.experiment_id
     rid = find_reusable_run("prepare", params, exp)
     if rid:
