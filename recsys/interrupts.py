@@ -6,7 +6,8 @@
   into a clean exit), a watcher stops the step when the process that launched it is gone, and
   `wind_down` starts the guard (recsys/tracking/guard.py, a program of its own) that leaves the run
   KILLED whatever happens next, plus a timer that ends a step whose store hangs;
-- `Sweep`: inside a tune trial a signal interrupts it; between trials it only stops the sweep;
+- `Sweep`: inside a tune trial a signal interrupts it at its next safe point (a batch's end); between
+  trials it only stops the sweep;
 - `worker()`: a process a multi-process strategy started has no run and stops at once;
 - `stop_trees(procs)`: child steps and everything they started, stopped and waited for.
 
@@ -30,6 +31,16 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 ROOT = Path(__file__).resolve().parents[1]  # the project root: where the guard runs from
 _PENDING: list[int] = []  # signals that came before a step's run existed (while it was importing)
 _STEP: dict = {}  # the running step: name, run id, launcher, tracking URI, checkpoint, wind-down seconds
+
+
+_REQUESTED: list[int] = []  # an interrupt a tune trial raises at its next safe point
+
+
+def safe_point() -> None:
+    """Where a trial may stop (between training and validation batches: no store operation is open):
+    raise the interrupt that came since, if one did."""
+    if _REQUESTED:
+        raise Interrupted(_REQUESTED[0])
 
 
 def defer() -> None:
@@ -191,14 +202,16 @@ class Sweep:
     def _handle(self, signum, frame):
         self.signum = signum
         wind_down(signum)  # the step's run ends KILLED whatever happens next
-        if self.in_trial:  # Interrupted, not a KeyboardInterrupt: Lightning would turn that into sys.exit(1)
-            raise Interrupted(signum)
+        if self.in_trial:  # raised at the trial's next safe point (`safe_point`), never inside a store write:
+            _REQUESTED.append(signum)  # an SQLite session cut mid-query keeps its lock, and every write after
+            # it in this process and the guard's would wait on "database is locked"
 
     @contextlib.contextmanager
     def trial(self):
         self.in_trial = True
         try:
             yield
+            safe_point()  # one that came after the trial's last safe point
         finally:
             self.in_trial = False
 

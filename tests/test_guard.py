@@ -16,7 +16,8 @@ class Store:
         self.status, self.tags, self.writes = status, dict(tags or {}), []
 
     def get_run(self, run_id):
-        return SimpleNamespace(info=SimpleNamespace(status=self.status), data=SimpleNamespace(tags=dict(self.tags)))
+        return SimpleNamespace(info=SimpleNamespace(status=self.status, experiment_id="0", run_id=run_id),
+                               data=SimpleNamespace(tags=dict(self.tags)))
 
     def set_tag(self, run_id, key, value):
         self.tags[key] = value
@@ -24,6 +25,9 @@ class Store:
     def set_terminated(self, run_id, status):
         self.status = status
         self.writes.append(status)
+
+    def search_runs(self, experiment_ids, filter_string):
+        return []
 
 
 def test_it_marks_the_run_killed_once_the_step_is_gone_and_keeps_the_steps_own_error():
@@ -69,3 +73,29 @@ def test_a_store_that_refuses_is_retried_until_the_deadline():
     t0 = time.monotonic()
     assert not guard.guard(Locked(), "r", "x", 2**22 + 7, None, time.monotonic() + 1.0)
     assert 0.9 < time.monotonic() - t0 < 5
+
+
+def test_its_nested_runs_still_running_end_killed_with_it():
+    class Nested(Store):
+        def __init__(self):
+            super().__init__()
+            self.children = {"t1": Store(), "t2": Store(status="FINISHED")}
+
+        def search_runs(self, experiment_ids, filter_string):
+            assert "tags.mlflow.parentRunId = 'r'" in filter_string and "RUNNING" in filter_string
+            return [SimpleNamespace(info=SimpleNamespace(run_id=k), data=SimpleNamespace(tags={}))
+                    for k, c in self.children.items() if c.status == "RUNNING"]
+
+        def set_tag(self, run_id, key, value):
+            (self if run_id == "r" else self.children[run_id]).tags[key] = value
+
+        def set_terminated(self, run_id, status):
+            target = self if run_id == "r" else self.children[run_id]
+            target.status = status
+            target.writes.append(status)
+
+    store = Nested()
+    assert guard.guard(store, "r", "interrupted by SIGTERM", 2**22 + 7, None, time.monotonic() + 30)
+    assert store.status == "KILLED" and store.children["t1"].status == "KILLED"
+    assert store.children["t1"].tags["error"] == "interrupted by SIGTERM"
+    assert store.children["t2"].status == "FINISHED"  # a finished trial keeps its status

@@ -293,3 +293,30 @@ def test_the_guard_outlives_the_signal_that_stops_its_steps_process_tree(env, tm
         time.sleep(0.2)
     run = client.get_run(run_id)
     assert run.info.status == "KILLED" and run.data.tags["error"].startswith("interrupted by SIGTERM")
+
+
+def test_sigterm_to_mlflow_run_during_tune_ends_the_sweep_and_its_running_trial_killed_in_one_line(
+        env, tmp_path, ml100k_dir):
+    from steps import prepare as prepare_step
+
+    data = prepare_step.main(["--dataset", str(ml100k_dir)])
+    long = tmp_path / "long.yaml"
+    long.write_text("training: {epochs: 100000, min_epochs: 100000}\n"
+                    "search: {rating: {lr: {type: float, low: 0.001, high: 0.01, log: true}}}\n")
+    proc = _mlflow_run(env, tmp_path, "tune", f"data=runs:/{data}/data", f"config={long}", "model=mf", "trials=3",
+                       "pruner=none")
+    deadline, trial = time.monotonic() + 180, None
+    while time.monotonic() < deadline and proc.poll() is None and trial is None:
+        running = [r for r in _runs("tune-trial") if r.info.status == "RUNNING"]
+        if running and mlflow.MlflowClient().get_metric_history(running[0].info.run_id, "val/rmse"):
+            trial = running[0].info.run_id
+        time.sleep(0.5)
+    assert trial, (tmp_path / "tune.out").read_text()[-3000:]
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=120)
+    sweep = _runs("tune")[-1].info.run_id
+    assert _status_becomes(sweep, "KILLED") and _status_becomes(trial, "KILLED"), (
+        mlflow.get_run(sweep).info.status, mlflow.get_run(trial).info.status)
+    assert "interrupted by SIGTERM" in mlflow.get_run(trial).data.tags["error"]
+    out = (tmp_path / "tune.out").read_text()
+    assert "Traceback" not in out, out[-3000:]

@@ -1,7 +1,8 @@
 """The guard an interrupted step starts (recsys/interrupts.py), detached: it leaves the step's run KILLED
 with its `error` tag, whatever happens to the step after the interrupt.
 
-`mlflow run` marks a run FAILED after its command exits non-zero, whatever the run recorded itself (its
+Its nested runs still RUNNING (a tune trial) are marked KILLED with it. `mlflow run` marks a run FAILED
+after its command exits non-zero, whatever the run recorded itself (its
 check for an already terminated run compares the status name with numbers), and a step whose store
 hangs may never record anything. The guard waits until the step has exited, writes KILLED, and while
 the `mlflow run` that launched it is still there, writes it back the moment that launcher overwrites it,
@@ -36,16 +37,33 @@ def mark_killed(client, run_id: str, msg: str) -> bool:
         return False
 
 
+def kill_children(client, run_id: str, msg: str) -> bool:
+    """The run's nested runs still RUNNING (a tune trial the interrupt cut short, whose own end may not have
+    reached a locked store) marked KILLED too; True once none is left RUNNING."""
+    try:
+        run = client.get_run(run_id)
+        left = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}' and "
+                                  "attributes.status = 'RUNNING'")
+        for child in left:
+            if "error" not in child.data.tags:
+                client.set_tag(child.info.run_id, "error", msg)
+            client.set_terminated(child.info.run_id, "KILLED")
+        return True
+    except Exception:
+        return False
+
+
 def guard(client, run_id: str, msg: str, step: int, launcher: int | None, deadline: float) -> bool:
     while alive(step) and time.monotonic() < deadline:
         time.sleep(POLL_S)
-    done = False
+    done = children = False
     while time.monotonic() < deadline:
         done = mark_killed(client, run_id, msg) or done
+        children = children or (done and kill_children(client, run_id, msg))
         if launcher is None or not alive(launcher):
-            if mark_killed(client, run_id, msg):  # once more after the launcher's last word
+            if mark_killed(client, run_id, msg) and children:  # once more after the launcher's last word
                 return True
-            if launcher is None and done:
+            if launcher is None and done and children:
                 return True
         time.sleep(POLL_S if done else 0.5)  # a locked store: back off
     return False

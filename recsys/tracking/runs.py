@@ -96,9 +96,13 @@ def child_run(name: str, pruned_exc: type[BaseException] | None = None):
         state = "PRUNED" if pruned else "INTERRUPTED" if interrupted else "FAILED"
         error = (f"interrupted by {signal.Signals(e.signum).name}" if isinstance(e, Interrupted) else
                  "interrupted" if interrupted else f"{type(e).__name__}: {str(e)[:300]}")
-        mlflow.set_tags({"optuna.state": state, "mlflow.runName": f"{name} (pruned)" if pruned else name,
-                         **({} if pruned else {"error": error})})
-        mlflow.end_run("KILLED" if pruned or interrupted else "FAILED")
+        try:
+            mlflow.set_tags({"optuna.state": state, "mlflow.runName": f"{name} (pruned)" if pruned else name,
+                             **({} if pruned else {"error": error})})
+            mlflow.end_run("KILLED" if pruned or interrupted else "FAILED")
+        except Exception:  # a store locked by the interrupt's own writers: the step's guard ends it KILLED
+            if not interrupted:
+                raise
         raise
     mlflow.set_tag("optuna.state", "COMPLETE")
     mlflow.end_run()

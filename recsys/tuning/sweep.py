@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from recsys import interrupts
+from recsys.errors import Interrupted
 
 
 def fit_seeds(data, model: str, hp: dict, cfg, repeats: int, folder: Path, logger=None,
@@ -20,8 +25,12 @@ def fit_seeds(data, model: str, hp: dict, cfg, repeats: int, folder: Path, logge
 
     scores, seconds = [], 0.0
     for r in range(repeats):
-        result = training.fit(data, model, hp, cfg.model_copy(update={"seed": cfg.seed + r}),
-                              logger if r == 0 else None, folder / f"seed{r}", callbacks=callbacks if r == 0 else later)
+        try:
+            result = training.fit(data, model, hp, cfg.model_copy(update={"seed": cfg.seed + r}),
+                                  logger if r == 0 else None, folder / f"seed{r}",
+                                  callbacks=callbacks if r == 0 else later)
+        except SIGTERMException:  # Lightning's own word for the SIGTERM the sweep defers to a safe point
+            raise Interrupted(signal.SIGTERM) from None
         scores.append(result.best_score)
         seconds += result.seconds
     return scores, seconds
@@ -45,6 +54,12 @@ class Pruning(pl.Callback):
 
     def __init__(self, trial: optuna.Trial, monitor: str, prunable: bool = True, deadline: float | None = None):
         self.trial, self.monitor, self.prunable, self.deadline = trial, monitor, prunable, deadline
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        interrupts.safe_point()  # a signal during the trial stops it here, outside any store write
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        interrupts.safe_point()
 
     def deadline_only(self) -> "Pruning":
         """The same budget for a trial's later seeds (their epochs are not reported: one curve a trial)."""
