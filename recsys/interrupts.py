@@ -95,6 +95,23 @@ def resume_point(checkpoint: Path) -> None:
 LAUNCHER = os.getppid()  # the process that started this one (read at import, before it can be gone)
 
 
+def _launchers() -> list[int]:
+    """The process that started this one and, when that is the shell `mlflow run` starts a command in
+    (`bash -c`), the `mlflow run` above it: what writes the run's status once this step has exited."""
+    out = [LAUNCHER]
+    try:
+        with open(f"/proc/{LAUNCHER}/stat") as f:
+            name, rest = f.read().rsplit(")", 1)
+        if name.rsplit("(", 1)[-1] in ("bash", "sh", "dash"):
+            out.append(int(rest.split()[1]))
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+LAUNCHERS = _launchers()
+
+
 @contextlib.contextmanager
 def step(name: str, run_id: str, launched: bool, tracking_uri: str, wind_down_s: float = 60.0):
     """While a step's run is open: signals raise `Interrupted`; the step stops when its launcher goes.
@@ -160,12 +177,12 @@ def _watch_launcher(stop: threading.Event, every_s: float = 0.5) -> None:
             return
 
 
-def _deaf() -> None:
-    """In the guard's process, before it runs: SIGINT and SIGTERM ignored (kept across exec), so the
-    signal that stops the step's process tree, or main's stop_trees sweeping its child's descendants,
-    can never stop the guard that writes the step's last word (KILLED)."""
-    for sig in SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+# the guard's first statement deafens it to SIGINT and SIGTERM (the signal that stops the step's process
+# tree, or main's stop_trees sweeping its child's descendants, must never stop the guard that writes the
+# step's last word), then it runs; not a preexec_fn: forking a threaded process into Python code can
+# deadlock the child before it ever execs (the step's threads: the launcher watcher, Lightning, torch)
+GUARD = ("import signal; [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)]; "
+         "import runpy; runpy.run_module('recsys.tracking.guard', run_name='__main__', alter_sys=True)")
 
 
 def _is_guard(pid: int) -> bool:
@@ -182,11 +199,11 @@ def _start_guard(run_id: str, msg: str, launcher: int | None, tracking_uri: str)
     env = {k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "AWS_", "AZURE_", "GOOGLE_")) or k in keep}
     env.pop("MLFLOW_RUN_ID", None)
     env["MLFLOW_TRACKING_URI"] = tracking_uri
-    pids = [os.getpid()] + ([launcher] if launcher and launcher == os.getppid() else [])  # a launcher still there
+    pids = [os.getpid()] + ([p for p in LAUNCHERS if alive(p)] if launcher else [])  # launchers still there
     try:
-        subprocess.Popen([sys.executable, "-m", "recsys.tracking.guard", run_id, msg[:5000], *map(str, pids)],
+        subprocess.Popen([sys.executable, "-c", GUARD, run_id, msg[:5000], *map(str, pids)],
                          env=env, cwd=ROOT, start_new_session=True, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_deaf)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError:
         pass
 

@@ -9,7 +9,7 @@ the `mlflow run` that launched it is still there, writes it back the moment that
 so the status a user reads once `mlflow run` returns is already KILLED. It retries a locked store (SQLite:
 another writer may hold the lock) and gives up after ten minutes.
 
-    python -m recsys.tracking.guard <run_id> <message> <step pid> [<launcher pid>]
+    python -m recsys.tracking.guard <run_id> <message> <step pid> [<launcher pid> ...]
 """
 
 from __future__ import annotations
@@ -53,14 +53,16 @@ def kill_children(client, run_id: str, msg: str) -> bool:
         return False
 
 
-def guard(client, run_id: str, msg: str, step: int, launcher: int | None, deadline: float) -> bool:
+def guard(client, run_id: str, msg: str, step: int, launcher: int | list[int] | None, deadline: float) -> bool:
+    launchers = [launcher] if isinstance(launcher, int) else list(launcher or [])
+    launcher = launchers or None
     while alive(step) and time.monotonic() < deadline:
         time.sleep(POLL_S)
     done = children = False
     while time.monotonic() < deadline:
         done = mark_killed(client, run_id, msg) or done
         children = children or (done and kill_children(client, run_id, msg))
-        if launcher is None or not alive(launcher):
+        if launcher is None or not any(alive(p) for p in launchers):
             if mark_killed(client, run_id, msg) and children:  # once more after the launcher's last word
                 return True
             if launcher is None and done and children:
@@ -73,8 +75,7 @@ def main(argv: list[str]) -> int:
     run_id, msg, pids = argv[0], argv[1], [int(p) for p in argv[2:]]
     import mlflow  # before the step is gone: ready to write the moment it is
 
-    launcher = pids[1] if len(pids) > 1 else None
-    return 0 if guard(mlflow.MlflowClient(), run_id, msg, pids[0], launcher, time.monotonic() + GIVE_UP_S) else 1
+    return 0 if guard(mlflow.MlflowClient(), run_id, msg, pids[0], pids[1:], time.monotonic() + GIVE_UP_S) else 1
 
 
 if __name__ == "__main__":

@@ -162,10 +162,10 @@ class SequenceBatches:
     the place of each one's first occurrence in the user's sequence) and `place` [B, L] (each position's
     target's place, -1 if none).
 
-    `trim` (a model whose padding changes nothing: SASRec masks it): each epoch's shuffled windows are
-    sorted by length within runs of BUCKET_BATCHES batches and the batches' order shuffled again, and a
-    batch keeps only the columns its longest window fills: short windows are not computed at max_len.
-    The same windows in an epoch, each once; only which windows share a batch changes."""
+    `trim` (a model whose padding changes nothing: SASRec masks it): windows of like length share a batch
+    (`_buckets`: as many batches as without, each about as many target positions), the batches' order is
+    shuffled, and a batch keeps only the columns its longest window fills: short windows are not computed
+    at max_len. The same windows in an epoch, each once; only which windows share a batch changes."""
 
     kind = SEQUENCES
 
@@ -219,6 +219,23 @@ class SequenceBatches:
             b["place"] = b["place"][:, -b["seq"].shape[1]:]
         return b
 
+    def _buckets(self, perm: np.ndarray) -> list[np.ndarray]:
+        """Windows of like length together: each run of BUCKET_BATCHES x batch_size shuffled windows sorted
+        by length and cut into as many batches as it would give unsorted, at equal shares of its target
+        positions (a batch of short windows holds more of them), so a step weighs as many positions as
+        before, whatever the lengths it holds."""
+        out = []
+        run = BUCKET_BATCHES * self.batch_size
+        for p in np.split(perm, range(run, len(perm), run)):
+            p = p[np.argsort(self.lengths[p], kind="stable")]
+            k = -(-len(p) // self.batch_size)
+            cum = np.cumsum(self.lengths[p])
+            cuts = np.searchsorted(cum, cum[-1] * np.arange(1, k) / k)
+            cuts = np.clip(cuts, np.arange(1, k), len(p) - np.arange(k - 1, 0, -1))  # no batch empty
+            cuts = np.maximum.accumulate(np.maximum(cuts, np.arange(1, k)))
+            out += np.split(p, cuts)
+        return out
+
     def _first_seen(self, idx: np.ndarray, device) -> dict:
         """The windows' users' distinct train items as pairs (window row, item, its first place), and each
         position's place: sparse, so its cost follows the users' items, not the catalogue."""
@@ -238,12 +255,10 @@ class SequenceBatches:
             rng = np.random.default_rng([self.seed, self.epoch, 1 + self.rank])
         self.epoch += 1
         self.samples = len(perm)
-        starts = list(range(0, len(perm), self.batch_size))
-        if self.trim:  # windows of like length share a batch: sorted within runs, then the batches reshuffled
-            run = BUCKET_BATCHES * self.batch_size
-            perm = np.concatenate([p[np.argsort(self.lengths[p], kind="stable")]
-                                   for p in np.split(perm, range(run, len(perm), run))])
-            starts = [starts[i] for i in rng.permutation(len(starts))]
-        perm = torch.from_numpy(perm)
-        batches = (self._batch(perm[s:s + self.batch_size], rng) for s in starts)
+        if self.trim:
+            groups = self._buckets(perm)
+            groups = [groups[i] for i in rng.permutation(len(groups))]
+        else:
+            groups = [perm[s:s + self.batch_size] for s in range(0, len(perm), self.batch_size)]
+        batches = (self._batch(torch.from_numpy(g), rng) for g in groups)
         yield from chunked(batches, self.chunk)
