@@ -110,7 +110,7 @@ def main(argv=None):
         ev = evaluation.evaluate(result.module, data, "test", [10], "both", eval_users) if score_test else None
         model_uri = tracking.log_trained(result, data, a.model, cfg.lr, run.info.run_id, tmp, a.register_as, ev)
         key = TASKS[task].key("test")
-        print(f"{a.model} ({task}): {result.epochs} epochs in {result.seconds:.1f}s, {result.monitor}={result.best_score:.4f}"
+        print(f"{a.model} ({task}): {result.epochs} epoch{'s' * (result.epochs != 1)} in {result.seconds:.1f}s, {result.monitor}={result.best_score:.4f}"
               + (f", {key}={ev.metrics[key]:.4f}" if ev else ""))
         print(f"model URI: runs:/{run.info.run_id}/model ({model_uri})")
     return run.info.run_id

@@ -253,6 +253,10 @@ def fit(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, logge
         loss, val_users = chosen.loss, chosen.val_users
         if epoch_lines or progress:
             print(f"{model_name}: {chosen.why}", file=sys.stderr, flush=True)
+    if (epoch_lines or progress) and not cls.closed_form and cfg.min_epochs > cfg.epochs:
+        print(f"{model_name}: epochs={cfg.epochs} is below min_epochs={cfg.min_epochs}, so early stopping never acts: "
+              f"all {cfg.epochs} epochs run (a shortened schedule: its scores are not the config's)",
+              file=sys.stderr, flush=True)
     train_batches = _train_batches(data, cls, model_hp, cfg, loss)
     monitor, mode = TASKS[task].key("val"), TASKS[task].mode
     ckpt_dir = Path(checkpoint_dir or tempfile.mkdtemp(prefix="recsys-ckpt-"))

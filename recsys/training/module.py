@@ -132,7 +132,8 @@ class TrainingModule(pl.LightningModule):
             vals["train/samples_per_process"] = float(self.train_batches.samples)
         if vals:  # averaged over processes (identical on one)
             self.log_dict(vals, on_epoch=True, sync_dist=self.trainer.world_size > 1)
-        # one line per validated epoch (validation ran before this hook; a run resumed from a checkpoint
+        # one line per validated epoch, named by its model (main trains several side by side; validation ran
+        # before this hook; a run resumed from a checkpoint
         # taken at the end of an epoch's validation finishes that epoch without validating it again)
         seconds = time.perf_counter() - getattr(self, "_epoch_started", time.perf_counter())  # training + validation
         self._epoch_seconds.append(seconds)
@@ -143,7 +144,7 @@ class TrainingModule(pl.LightningModule):
             done, total = self.current_epoch + 1, self.trainer.max_epochs
             recent = self._epoch_seconds[-3:]  # the last few epochs: the first can carry warm-up
             left = (total - done) * sum(recent) / len(recent)
-            print(f"epoch {done}/{total} {seconds:.1f}s (at most {duration(left)} left, early stopping may end it "
+            print(f"{self.hparams.model_name} epoch {done}/{total} {seconds:.1f}s (at most {duration(left)} left, early stopping may end it "
                   f"sooner) {text}", flush=True)
 
     def validation_step(self, batch, batch_idx):
