@@ -177,11 +177,13 @@ def _watch_launcher(stop: threading.Event, every_s: float = 0.5) -> None:
             return
 
 
-# the guard's first statement deafens it to SIGINT and SIGTERM (the signal that stops the step's process
-# tree, or main's stop_trees sweeping its child's descendants, must never stop the guard that writes the
-# step's last word), then it runs; not a preexec_fn: forking a threaded process into Python code can
-# deadlock the child before it ever execs (the step's threads: the launcher watcher, Lightning, torch)
-GUARD = ("import signal; [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)]; "
+# The guard must never be stopped by the signal that stops the step's process tree (or main's stop_trees
+# sweeping its child's descendants): it is started with SIGINT and SIGTERM blocked (a signal mask survives
+# fork and exec), its first statement ignores both (discarding any that came meanwhile), then unblocks
+# them. Not a preexec_fn: forking a threaded process (the step's launcher watcher, Lightning, torch)
+# into Python code can deadlock the child before it ever execs.
+GUARD = ("import signal; s = (signal.SIGINT, signal.SIGTERM); [signal.signal(x, signal.SIG_IGN) for x in s]; "
+         "signal.pthread_sigmask(signal.SIG_UNBLOCK, s); "
          "import runpy; runpy.run_module('recsys.tracking.guard', run_name='__main__', alter_sys=True)")
 
 
@@ -200,12 +202,15 @@ def _start_guard(run_id: str, msg: str, launcher: int | None, tracking_uri: str)
     env.pop("MLFLOW_RUN_ID", None)
     env["MLFLOW_TRACKING_URI"] = tracking_uri
     pids = [os.getpid()] + ([p for p in LAUNCHERS if alive(p)] if launcher else [])  # launchers still there
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)  # the child starts with them blocked
     try:
         subprocess.Popen([sys.executable, "-c", GUARD, run_id, msg[:5000], *map(str, pids)],
                          env=env, cwd=ROOT, start_new_session=True, stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError:
         pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 class Sweep:

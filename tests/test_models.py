@@ -430,11 +430,11 @@ def test_each_epoch_line_says_its_seconds_and_at_most_how_long_is_left(rating_da
     assert [duration(s) for s in (4.4, 65, 3 * 3600 + 7 * 60 + 5)] == ["4s", "1m 05s", "3h 07m"]
     hp, cfg = config.load("mf", overrides={**FAST, "epochs": 3, "min_epochs": 3})
     result = training.fit(rating_data, "mf", hp, cfg, epoch_lines=True)
-    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch ")]
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("mf epoch ")]  # named by its model
     assert len(lines) == 3 == result.epochs
     import re
 
-    parsed = [re.match(r"epoch (\d)/3 (\d+\.\d)s \(at most (\S+) left, early stopping may end it sooner\) ", ln)
+    parsed = [re.match(r"mf epoch (\d)/3 (\d+\.\d)s \(at most (\S+) left, early stopping may end it sooner\) ", ln)
               for ln in lines]
     assert all(parsed) and [p.group(1) for p in parsed] == ["1", "2", "3"] and parsed[-1].group(3) == "0s", lines
 

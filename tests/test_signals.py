@@ -94,7 +94,7 @@ def test_sigterm_ends_train_killed_with_last_checkpoint_and_resume_matches_the_u
     resumed = _step(env, "steps.train", "--resume_from", killed.info.run_id)
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-3000:]
-    lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+    lines = [line.removeprefix("mf ") for line in out.splitlines() if line.startswith("mf epoch ")]
     # it went on from the last checkpoint, not from scratch: the first epoch it runs is the one after the
     # last checkpoint, which is the last validated epoch or (when the signal came before its checkpoint
     # was written) the one before it
