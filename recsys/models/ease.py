@@ -19,6 +19,7 @@ from scipy.linalg import lapack
 from recsys.errors import RecsysError
 from recsys.models._item_item import ItemItem
 
+PROPAGATE_CELLS = 1 << 22  # rows of B gathered at once when scoring (16 MiB of float32)
 BLOCK_CELLS = 1 << 24  # Gram columns computed at once: [n_items, block] (64 MiB of float32 at most, dense)
 
 
@@ -69,6 +70,10 @@ class EASE(ItemItem):
         g[np.diag_indices(n)] = 0.0
 
     def _propagate(self, rows: torch.Tensor, items: torch.Tensor, b: int) -> torch.Tensor:
-        x = torch.zeros(b, self.n_items, device=self.B.device)
-        x[rows, items] = 1.0
-        return x @ self.B
+        """Each user's row of B summed over their items: (user, item) pairs x n, not users x n x n (a dense
+        [b, n] indicator times B would cost the whole catalogue squared per user)."""
+        out = torch.zeros(b, self.n_items, device=self.B.device)
+        step = max(1, PROPAGATE_CELLS // max(self.n_items, 1))
+        for s in range(0, len(rows), step):
+            out.index_add_(0, rows[s:s + step], self.B[items[s:s + step]])
+        return out
