@@ -77,7 +77,7 @@ def test_resuming_a_one_cycle_run_past_the_epochs_its_cycle_was_laid_over_is_one
     import torch
 
     from recsys.errors import RecsysError
-    from recsys.training.fit import check_more_epochs
+    from recsys.training.checks import check_more_epochs
 
     ck = tmp_path / "last.ckpt"
     torch.save({"epoch": 2, "global_step": 30, "hyper_parameters": {"scheduler": "onecycle", "total_steps": 30}}, ck)
