@@ -28,8 +28,9 @@ class CSR:
     indices: np.ndarray
 
     @classmethod
-    def build(cls, users: np.ndarray, items: np.ndarray, n_users: int) -> "CSR":
-        order = np.lexsort((items, users))
+    def build(cls, users: np.ndarray, items: np.ndarray, n_users: int, within: np.ndarray | None = None) -> "CSR":
+        """Each user's items, sorted by item id, or by `within` (e.g. their recorded position) where given."""
+        order = np.lexsort((items if within is None else within, users))
         indptr = np.zeros(n_users + 1, dtype=np.int64)
         np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
         return cls(indptr, np.asarray(items)[order].astype(np.int64))

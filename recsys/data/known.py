@@ -81,21 +81,13 @@ class Known:
         return torch.from_numpy(out)
 
 
-def ordered(users: np.ndarray, items: np.ndarray, positions: np.ndarray, n_users: int) -> ranking.CSR:
-    """A CSR of each user's items by their recorded position (most recent last)."""
-    order = np.lexsort((positions, users))
-    indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
-    return ranking.CSR(indptr, np.asarray(items, dtype=np.int64)[order])
-
-
 def before(data, split: str | None) -> Known:
     """What is known about each user of a prepared dataset before `split` (`None`: after every split)."""
     tables = [data.split(s) for s in SPLITS[:SPLITS.index(split) if split else None]]
     col = lambda c: np.concatenate([t[c].to_numpy(np.int64) for t in tables])  # noqa: E731
     tr = data.train
     u, i, r = tr[USER].to_numpy(np.int64), tr[ITEM].to_numpy(np.int64), tr[RATING].to_numpy(np.float64)
-    return Known(items=ordered(col(USER), col(ITEM), col(POSITION), data.n_users),
+    return Known(items=ranking.CSR.build(col(USER), col(ITEM), data.n_users, within=col(POSITION)),  # in order
                  trained=np.bincount(u, minlength=data.n_users) > 0, popularity=baselines.item_counts(i, data.n_items),
                  item_mean=baselines.damped_item_means(i, r, data.n_items), global_mean=float(r.mean()),
                  task=data.meta["task"])

@@ -79,6 +79,12 @@ def _positions(model, batch):
     return h[has], batch["next"][has] - 1
 
 
+def _expand(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entry j repeated counts[j] times: (j of each copy, the copy's index 0..counts[j] - 1)."""
+    owner = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+    return owner, torch.arange(len(owner), device=counts.device) - (torch.cumsum(counts, 0) - counts)[owner]
+
+
 def seen_pairs(batch, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(position, item) for every item the user had before each position's target (`exclude_seen`),
     positions as `_positions` orders them (sorted); the target itself never counts (a repeat is still the
@@ -89,9 +95,7 @@ def seen_pairs(batch, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     count = torch.bincount(w_of_p, minlength=has.shape[0])  # positions per window
     start = torch.cumsum(count, 0) - count
     sw, si, sf = batch["seen_window"], batch["seen_item"], batch["seen_first"]
-    reps = count[sw]  # each (window, item) pair meets every position of its window
-    pair = torch.repeat_interleave(torch.arange(len(sw), device=sw.device), reps)
-    offset = torch.arange(len(pair), device=sw.device) - torch.repeat_interleave(torch.cumsum(reps, 0) - reps, reps)
+    pair, offset = _expand(count[sw])  # each (window, item) pair meets every position of its window
     p = start[sw[pair]] + offset
     item = si[pair]
     keep = (sf[pair] < place[p]) & (item != target[p])
@@ -106,9 +110,7 @@ def seen_before(batch, target: torch.Tensor, items: torch.Tensor) -> torch.Tenso
     p, item = seen_pairs(batch, target)
     ranked, order = torch.sort(items)
     lo = torch.searchsorted(ranked, item)
-    n = torch.searchsorted(ranked, item, right=True) - lo  # how many columns hold each pair's item
-    pair = torch.repeat_interleave(torch.arange(len(item), device=item.device), n)
-    k = torch.arange(len(pair), device=item.device) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
+    pair, k = _expand(torch.searchsorted(ranked, item, right=True) - lo)  # each column holding a pair's item
     mask = torch.zeros(len(target), len(items), dtype=torch.bool, device=target.device)
     mask[p[pair], order[lo[pair] + k]] = True
     return mask
