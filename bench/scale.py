@@ -149,7 +149,8 @@ def fit_child(step: str, folder: Path, data):
         extra.update(pair_compute(result.module.model, data.n_users, data.n_items))
     return test_report(folder, step, result.module, data, fit_s=fit_s, epochs=result.epochs, epoch_train=timer.train,
                        epoch_val=timer.val, examples=examples, batch=cfg.batch_size, loss=result.loss,
-                       updates=result.updates, best_val=result.best_score, **extra)
+                       updates=result.updates, best_val=result.best_score,
+                       recipe=result.recipe.why if getattr(result, "recipe", None) else "", **extra)
 
 
 def test_report(folder: Path, step: str, module, data, **kw):
@@ -408,6 +409,8 @@ def describe(step: str, r: dict) -> str:
            f"a training epoch {train_s:.1f}s ({r['examples'] / train_s:,.0f} "
            f"{'windows' if step in SEQUENCE else 'examples'}/s), its validation "
            f"{sum(r['epoch_val']) / max(1, len(r['epoch_val'])):.1f}s; {test}")
+    if r.get("recipe"):
+        out += f"; recipe: {r['recipe']}"
     if "pair_flops" in r:
         limit = r["matmul_gflops"] * 1e9 / r["pair_flops"]
         out += (f"; ranking: {r['pair_flops']:,.0f} FLOPs a pair, {r['pairs_per_s'] / 1e6:.2f}M pairs/s = "

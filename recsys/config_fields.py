@@ -100,3 +100,11 @@ def model_schema(name: str) -> type[BaseModel]:
 
 def valid_keys(name: str) -> list[str]:
     return [*model_schema(name).model_fields, *Training.model_fields, *Runtime.model_fields]
+
+
+def set_by_hand(overrides: dict) -> list[str]:
+    """What a run's `-P key=value` changed of its model's shipped config, as `key=value` (sorted): every
+    training and model key but the seed (a run's identity, shown apart) and where the run ran (Runtime's
+    keys, which never change what a model is; precision does, so it counts)."""
+    where = set(Runtime.model_fields) - {"precision"}
+    return [f"{k}={v}" for k, v in sorted(overrides.items()) if k not in where and k != "seed"]

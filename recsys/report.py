@@ -108,7 +108,12 @@ def build(records: list[dict], per_user: dict[str, pd.DataFrame]) -> list[Group]
             names.update({(model, c): v for c, v in zip(configs, _variants([dict(c) for c in configs]))})
         for (model, config), by_seed in models.items():
             runs = [by_seed[s] for s in sorted(by_seed)]
-            row = Row(model, runs[0]["tags"].get("peer", ""), runs, names[(model, config)])
+            variant = names[(model, config)]
+            # what its -P overrides changed of the shipped config (epochs=3 beside fully trained rows), unless
+            # the variant name already says it
+            hand = [h for h in runs[0].get("set_by_hand", []) if h.split("=", 1)[0] + "=" not in variant]
+            variant = ", ".join(filter(None, [variant, *(f"-P {h}" for h in hand)]))
+            row = Row(model, runs[0]["tags"].get("peer", ""), runs, variant)
             for m in COLUMNS[task]:
                 v = np.array([x["metrics"][m] for x in runs if m in x["metrics"]], float)
                 if len(v):

@@ -5,11 +5,13 @@ train runs), method (linear: ridge regression of the ratings; for implicit data 
 member's per-user standardised scores, the weights searched on validation's ranking headline), register_as.
 Logs the members and weights (params, tags blend.*), the blend's cross-fitted (out-of-fold) validation
 metric as best_val_* (its in-sample one as insample_val_*: a training score of its weights), each member's,
+train_seconds (the weights' fit, as a train run's),
 blend.verdict (degenerate, or not better than its best member out of fold), oof_per_user.parquet (what
 the registry judges it by), and the `model` as a train run logs it: `evaluate`, `report`, the registry and serving take it.
 """
 
 import tempfile
+import time
 from pathlib import Path
 
 import mlflow
@@ -42,7 +44,9 @@ def main(argv=None):
         data = prep.load(tracking.download(data_uri, "data", tmp / "data"))
         tracking.check_data(data_uri, data.meta["content_hash"])
         scorers = [tracking.load_bundle(f"runs:/{m['run_id']}/model", tmp / m["run_id"]).module for m in members]
+        started = time.perf_counter()
         fitted, found = blend.fit(scorers, data)
+        fit_seconds = time.perf_counter() - started
         ckpt = tmp / "model.ckpt"
         torch.save(blend.checkpoint(fitted.model, data.n_users, data.n_items), ckpt)
         weights = ", ".join(f"{m['model']} {w:.4f}" for m, w in zip(members, found["weights"]))
@@ -58,7 +62,8 @@ def main(argv=None):
                               "blend.bias": f"{found['bias']:.6f}", "blend.alpha": str(found["alpha"]),
                               "blend.verdict": verdict or "earns its row"})
         # the evidence is out of fold (weights chosen without the user's fold); in-sample is a training score
-        tracking.log_metrics({f"best_{short}": found["out_of_fold"], f"insample_{short}": found["in_sample"],
+        tracking.log_metrics({"train_seconds": fit_seconds, f"best_{short}": found["out_of_fold"],
+                              f"insample_{short}": found["in_sample"],
                               **{f"member_{short}.{suffix}": v
                                  for suffix, v in zip(blend.member_keys(members), found["members"])}})
         found["per_user"].to_parquet(tmp / blend.OOF_FILE, index=False)

@@ -50,6 +50,12 @@ def read_users(spec: str) -> pd.DataFrame | None:
 
 
 SHOWN = 3  # users whose first items are printed
+SHOWN_ITEMS = 10  # at most this many of each one's k
+
+
+def in_id_order(ids) -> list[str]:
+    """Raw ids as a person counts them: numeric ones by number (1, 2, 10, not 1, 10, 100), others after, as text."""
+    return sorted(ids, key=lambda x: (0, int(x), "") if x.isdigit() else (1, 0, x))
 
 
 def main(argv=None):
@@ -62,7 +68,7 @@ def main(argv=None):
         mlflow.set_tag("mlflow.runName", f"recommend top-{k}")
         given = users
         # the served model's rule: a blank (CSV) or null (parquet) user is refused, naming its row
-        users = requests.ids(given, "user") if given is not None else list(bundle.user_index)
+        users = requests.ids(given, "user") if given is not None else in_id_order(bundle.user_index)
         tracking.log_params({"model_uri": a.model_uri, "k": k, "users": a.users})
         tracking.log_context({"model_uri": a.model_uri, "step": "recommend", "dataset": bundle.meta.get("dataset", "")})
         t0 = time.perf_counter()
@@ -82,8 +88,9 @@ def main(argv=None):
         print(f"top-{k} for {len(users):,} users in {seconds:.2f}s: runs:/{run.info.run_id}/recommendations.parquet")
         for user, rows in list(recs.groupby("user", sort=False))[:SHOWN]:  # what a person checks first
             fb = rows["fallback"].iloc[0] if "fallback" in rows else ""
-            print(f"user {user}{f' ({fb} fallback)' if fb else ''}:")
-            for r in rows.head(5).itertuples():
+            more = f" (the first {SHOWN_ITEMS} of {k})" if k > SHOWN_ITEMS else ""
+            print(f"user {user}{f' ({fb} fallback)' if fb else ''}{more}:")
+            for r in rows.head(SHOWN_ITEMS).itertuples():
                 title = getattr(r, "title", None) or r.item
                 print(f"  {r.rank:>2}. {title}" + (f" ({r.year})" if getattr(r, "year", None) == getattr(r, "year", None)
                                                     and getattr(r, "year", None) is not None else ""))

@@ -102,3 +102,12 @@ def test_prepares_defaults_are_written_once_and_mlproject_declares_the_same():
     for name, default in DEFAULTS.items():
         assert str(declared[name].default) == str(default) or float(declared[name].default) == default, name
         assert prepare_step.p.get_default(name) == default, name
+
+
+def test_every_readme_command_runs_in_the_installed_environment_without_building_another():
+    """A newcomer copies the README: no command may build MLflow's virtualenv behind their back (minutes of
+    pip output, and it fails where pyenv or Python 3.11.7 is missing)."""
+    commands = [cmd for doc, cmd in _commands() if doc == "README.md"]
+    assert len(commands) > 10
+    for cmd in commands:
+        assert "--env-manager local" in cmd, f"README.md: `{cmd}` would build a virtualenv"

@@ -104,6 +104,17 @@ def test_the_served_rating_of_every_kind_of_pair_is_the_evaluated_prediction(raw
     assert again["score"].iloc[0] == pytest.approx(known.before(data, "test").item_mean[ev.predictions[ITEM].iloc[cold_row]])
 
 
+def test_training_validates_a_rating_model_with_the_figure_evaluate_gives_it(raw, tmp_path):
+    """One validation figure per model: the RMSE training prints and early-stops on gives a cold pair the
+    cold-start answer evaluate gives it (on a temporal split many validation pairs are cold)."""
+    data = prep.prepare(raw, task="rating", split="temporal", seed=5)
+    hp, cfg = config.load("mf", task="rating", overrides={"min_epochs": 0, "epochs": 2})
+    result = training.fit(data, "mf", hp, cfg, checkpoint_dir=tmp_path / "mf")
+    ev = evaluation.evaluate(result.module, data, "val")
+    assert ev.metrics["val/n_cold_rows"] > 0
+    assert result.best_score == pytest.approx(ev.metrics["val/rmse"], rel=1e-5)
+
+
 def test_an_item_item_model_scores_a_test_user_from_their_validation_item_too(implicit_data, tmp_path):
     model = scoring.load_scorer(_fit(implicit_data, "itemknn", tmp_path)).model
     user = int(implicit_data.val[USER].iloc[0])

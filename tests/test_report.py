@@ -69,6 +69,19 @@ def test_two_configurations_of_one_model_are_two_rows_named_by_what_differs():
     assert [x["run_id"] for x in default.runs] == ["d1", "d2"]
 
 
+def test_a_run_shortened_or_changed_by_hand_is_labelled_even_when_it_is_the_models_only_configuration():
+    from recsys.config_fields import set_by_hand
+
+    hand = set_by_hand({"epochs": "3", "seed": "43", "threads": "1", "precision": "bf16-mixed"})
+    assert hand == ["epochs=3", "precision=bf16-mixed"]  # the seed and where it ran are no change to the model
+    short = _record("s", "sasrec", 42, 0.057, config={"training.epochs": "3"})
+    short["set_by_hand"] = hand
+    records = [short, _record("m", "mf", 42, 0.05)]
+    [g] = report.build(records, {})
+    names = {report.table(g)[1][i][0].strip("*") for i in range(len(g.rows))}
+    assert names == {"sasrec (-P epochs=3, -P precision=bf16-mixed)", "mf"}
+
+
 def test_every_model_is_paired_against_the_strongest_baseline():
     rng = np.random.default_rng(1)
     base = rng.random(500) * 0.2

@@ -356,6 +356,13 @@ def test_recommend_writes_top_k_for_every_user_or_the_listed_ones(served, tmp_pa
     assert len(recs) == 5 * n_users and recs.groupby("user").size().eq(5).all()
     expected = served["model"].predict(pd.DataFrame({"user": ["7"]}), params={"k": 5})
     assert list(recs[recs["user"] == "7"]["item"]) == list(expected["item"])  # the batch equals the served model
+    order = list(recs["user"].unique())  # every user in the order a person counts ids: 1, 2, ..., 10, not 1, 10, 100
+    assert order == sorted(order, key=int) and order[:3] == ["1", "2", "3"]
+    shown = capsys.readouterr().out.split("user 1:")[1].split("user 2")[0]
+    assert shown.count(". ") == 5  # all of k=5 shown
+    recommend_step.main(["--model-uri", served["uri"], "--k", "12"])
+    shown = capsys.readouterr().out
+    assert "user 1 (the first 10 of 12):" in shown and " 10. " in shown and " 11. " not in shown
     (tmp_path / "users.txt").write_text("1\n2\nnobody\n")
     run = recommend_step.main(["--model-uri", served["uri"], "--k", "3", "--users", str(tmp_path / "users.txt")])
     csv = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run, artifact_path="recommendations.csv",

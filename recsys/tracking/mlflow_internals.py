@@ -9,6 +9,7 @@ breaks here (and in tests/test_mlflow_internals.py), not across the project.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import mlflow
@@ -42,6 +43,10 @@ def start_entry_point(root: Path, entry: str, params: dict, env_manager: str, ex
                                        PROJECT_ENV_MANAGER, PROJECT_STORAGE_DIR, PROJECT_SYNCHRONOUS)
     from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_BACKEND
 
+    # MLflow announces "=== Created directory ... for downloading remote URIs" (a temporary folder this
+    # project's parameters never use: it passes run and model URIs, not `path` parameters) at INFO for
+    # every step: noise in a step's output
+    logging.getLogger("mlflow.projects.utils").setLevel(logging.WARNING)
     config = {PROJECT_ENV_MANAGER: env_manager, PROJECT_SYNCHRONOUS: True, PROJECT_DOCKER_ARGS: {},
               PROJECT_STORAGE_DIR: None, PROJECT_BUILD_IMAGE: False, PROJECT_DOCKER_AUTH: None}
     sub = LocalBackend().run(str(root), entry, {k: str(v) for k, v in params.items()}, None, config,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -29,6 +30,17 @@ def prepare_runs_without_peers(experiment: str) -> list[str]:
     return [u for u in (f"runs:/{r.info.run_id}/data" for r in preps) if u not in done]
 
 
+def _set_by_hand(tags: dict) -> list[str]:
+    """What a train run's `-P key=value` overrides (its `overrides` tag) changed of its shipped config."""
+    from recsys.config_fields import set_by_hand  # here: the served model's code ships without config
+
+    try:
+        found = json.loads(tags.get("overrides", "{}"))
+    except ValueError:
+        return []
+    return set_by_hand(found) if isinstance(found, dict) else []
+
+
 def finished_evaluations(experiment: str) -> list[dict]:
     """Every finished evaluate run (the project's and peers') of an experiment, as plain dicts with
     its tags, metrics, the training run's time and learning curve, newest first."""
@@ -49,6 +61,7 @@ def finished_evaluations(experiment: str) -> list[dict]:
                 rec["train_seconds"] = train.data.metrics.get("train_seconds", float("nan"))
                 rec["config"] = {k: v for k, v in train.data.params.items()
                                  if k.startswith(("model.", "training.")) and k != "training.seed"}
+                rec["set_by_hand"] = _set_by_hand(train.data.tags)
                 if train.data.tags.get("step") == "blend":  # what the blend found on validation
                     rec["blend_weights"] = train.data.tags.get("blend.weights", "")
                     rec["blend_verdict"] = train.data.tags.get("blend.verdict", "")
@@ -94,8 +107,9 @@ def leaderboard(models: list[str], results: dict[str, tuple[str, str]], task: st
     rows, keys = [], [f"test/{c}" for c in TASKS[task].columns]
     for m in models:
         tr, ev = results[m]
-        mt, me = mlflow.get_run(tr).data.metrics, mlflow.get_run(ev).data.metrics
-        rows.append([m, *[f"{me.get(k, float('nan')):.4f}" for k in keys],
+        train, me = mlflow.get_run(tr).data, mlflow.get_run(ev).data.metrics
+        mt, hand = train.metrics, _set_by_hand(train.tags)  # a shortened or changed run says so
+        rows.append([m + (f" (-P {', '.join(hand)})" if hand else ""), *[f"{me.get(k, float('nan')):.4f}" for k in keys],
                      f"{mt.get('train_seconds', float('nan')):.1f}", tr, ev])
     header = ["model", *keys, "train s", "train run", "eval run"]
     return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

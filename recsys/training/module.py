@@ -65,6 +65,9 @@ class TrainingModule(pl.LightningModule):
         self.lo, self.hi = rating_range(rating_min, rating_max)
         self.loss_name = loss  # resolved by fit (config.resolve_loss)
         self.ranking_context = None  # set by fit() for the implicit task's validation ranking
+        # set by fit() for ratings: (cold user [n_users], cold item [n_items], their answer [n_items]): the
+        # cold-start answers evaluation gives (recsys/data/known.py), so val/rmse is evaluate's figure
+        self.rating_answers = None
         self.train_batches = None  # set by fit(): its epoch follows the trainer's (a resumed run goes on)
         self.epoch_lines = False  # one printed line per epoch (set by fit): its seconds and the time left
         self._epoch_seconds: list[float] = []
@@ -149,8 +152,16 @@ class TrainingModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         raw = self.model(batch["user_id"], batch["item_id"])
-        loss = (F.mse_loss(self.squash(raw), batch["target"]) if self.hparams.task == "rating"
-                else F.binary_cross_entropy_with_logits(raw, batch["target"]))
+        if self.hparams.task == "rating":
+            pred = self.squash(raw)
+            loss = F.mse_loss(pred, batch["target"])
+            if self.rating_answers is not None:  # what evaluation scores: a cold pair gets its answer
+                cold_user, cold_item, answer = (t.to(pred.device) for t in self.rating_answers)
+                u, i = batch["user_id"], batch["item_id"]
+                pred = torch.where(cold_user[u] | cold_item[i], answer[i], pred)
+            self._accumulate("val/se", F.mse_loss(pred, batch["target"]), len(batch["user_id"]))
+        else:
+            loss = F.binary_cross_entropy_with_logits(raw, batch["target"])
         self._accumulate("val/loss", loss, len(batch["user_id"]))
 
     def on_validation_epoch_end(self):
@@ -163,7 +174,7 @@ class TrainingModule(pl.LightningModule):
         """The validation loss accumulated by validation_step, and the task's metrics."""
         vals = self._flush("val/")
         if self.hparams.task == "rating":
-            vals["val/rmse"] = math.sqrt(vals["val/loss"])
+            vals["val/rmse"] = math.sqrt(vals.pop("val/se", vals["val/loss"]))
         elif self.ranking_context is not None:
             users, targets, exclude, cold, fallback = self.ranking_context
             ranks, _ = ranking.rank_targets(self.model, users, targets, exclude, self.hparams.n_items,
