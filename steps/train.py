@@ -7,15 +7,16 @@ checkpoints, plots and the `model`; `recsys.complete` last. Interrupted: KILLED,
 """
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 import mlflow
-import torch
 
-from recsys import config, evaluation, interrupts, tracking, training
-from recsys.data import prepare as prep
+# torch, Lightning and the trainer (seconds to import) load once the request has been checked: a
+# misspelt model or a bad config value is refused without them
+from recsys import config, interrupts, tracking
 from recsys.errors import Interrupted, RecsysError
 from recsys.schema import TASKS
 from steps import ArgParser, flag, given, integer, local_config, overrides_given
@@ -39,6 +40,9 @@ def worker(argv=None) -> None:
     """A process a multi-process strategy started besides rank 0: it trains its shard, with no run (MLflow
     hears only from rank 0), from what rank 0 handed off on its node; on another node (NODE_RANK > 0,
     started by the user with the same command) from the explicit `data` URI, read here."""
+    from recsys import training
+    from recsys.data import prepare as prep
+
     interrupts.worker()
     with tempfile.TemporaryDirectory(prefix="recsys-worker-") as tmp:
         spec = training.handed_off()
@@ -56,8 +60,11 @@ def worker(argv=None) -> None:
 
 
 def main(argv=None):
-    if training.worker_rank():
-        return worker(argv)
+    if {"LOCAL_RANK", "NODE_RANK"} & set(os.environ):  # maybe a process a multi-process strategy started
+        from recsys.training import worker_rank
+
+        if worker_rank():
+            return worker(argv)
     with tracking.step_run("train") as run, tempfile.TemporaryDirectory(prefix="recsys-train-") as tmp:
         tmp = Path(tmp)
         a, rest = p.parse_known_args(argv)
@@ -76,6 +83,10 @@ def main(argv=None):
         a.model = a.model or "mf"
         mlflow.set_tag("mlflow.runName", f"train {a.model}")
         config.load(a.model, a.config or None, overrides)  # fail on a bad config before fetching data
+        import torch
+
+        from recsys import evaluation, training
+        from recsys.data import prepare as prep
         data_uri = a.data or tracking.default_data(a.task or "rating")
         data_dir = tracking.download(data_uri, "data", tmp / "in")
         data = prep.load(data_dir)

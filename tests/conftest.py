@@ -1,6 +1,9 @@
 """Shared fixtures: tiny MovieLens-format data made in the test, an isolated tracking store and cache."""
 
 import shutil
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -55,3 +58,37 @@ def rating_data(raw):
 @pytest.fixture(scope="session")
 def implicit_data(raw):
     return prep.prepare(raw, task="implicit", split="leave_last_out", positive_threshold=1, eval_negatives=20, seed=1)
+
+
+# Progress a person can read: the suite's files run two at a time (-n 2 --dist loadfile), and a few long
+# ones (end to end, the tracking server, signals) can leave the dots silent for minutes. Every minute
+# without a finished test, the controller says which tests are running and for how long.
+QUIET_S = 60
+_running: dict[str, float] = {}
+_last = [time.monotonic()]
+
+
+def pytest_runtest_logstart(nodeid, location):
+    _running[nodeid] = time.monotonic()
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "teardown":
+        _running.pop(report.nodeid, None)
+        _last[0] = time.monotonic()
+
+
+def _watch(started: float) -> None:
+    while True:
+        time.sleep(5)
+        now = time.monotonic()
+        if now - _last[0] >= QUIET_S and _running:
+            doing = ", ".join(f"{n.split('::')[-1]} ({now - t:.0f} s)" for n, t in list(_running.items()))
+            sys.__stderr__.write(f"\n[{(now - started) / 60:.1f} min] still running: {doing}\n")
+            sys.__stderr__.flush()
+            _last[0] = now
+
+
+def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput"):  # the controller (or a run without workers)
+        threading.Thread(target=_watch, args=(time.monotonic(),), daemon=True).start()
