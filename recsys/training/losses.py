@@ -122,56 +122,57 @@ LOGIT_CHUNK = 1 << 22  # logits held at once by the full softmax (16 MiB of floa
 class CatalogueCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of `target` [P] over the whole catalogue, logits h [P, d] @ table [n, d].T, with
     (position, item) pairs (sorted by position) left out of the softmax. The [P, n] logits are never held
-    whole: they are made a chunk of positions at a time, once forward (their log-softmax at the target)
-    and once again backward (the softmax, then its gradient in place), so memory stays at a chunk and
-    the cost is four [chunk, d] x [d, n] products and two fused passes over the logits (Liger-Kernel's
-    fused linear cross-entropy does the same on GPUs). `low` (bfloat16) runs the products with bfloat16
-    inputs, as autocast does on a GPU: 3-4x the float32 rate on CPUs with bfloat16 units; the softmax
-    stays float32."""
+    whole, and made only once: a chunk of positions at a time, the forward pass takes their log-softmax at
+    the target and, where a gradient is wanted, turns them in place into d loss / d logits (softmax minus
+    the target's one) and multiplies that into both gradients at once; backward only scales them. Cost:
+    three [chunk, d] x [d, n]-sized products and one fused pass over the logits (Liger-Kernel's fused
+    linear cross-entropy does the same on GPUs); memory: a chunk of logits and the two gradients.
+    The logits are made as table @ h.T ([n, chunk]: on CPU twice the rate of h @ table.T, whose inner
+    dimension is only d) and kept in that layout: the softmax of a column is a max, an exp, a sum and a
+    division, each over rows (a transpose to softmax along memory cost as much as the product). `low` (bfloat16) runs
+    the products with bfloat16 inputs, as autocast does on a GPU: 3-4x the float32 rate on CPUs with
+    bfloat16 units; the softmax and the gradients' sums stay float32."""
 
     @staticmethod
-    def _logits(h, table_t, rows, items, s, e, bounds):
-        z = h[s:e] @ table_t  # [c, n]
-        z = z.float() if z.dtype == torch.bfloat16 else z
-        lo, hi = bounds[s], bounds[e]
-        if hi > lo:
-            z[rows[lo:hi] - s, items[lo:hi]] = float("-inf")
-        return z
-
-    @staticmethod
-    def forward(ctx, h, table, target, rows, items, low=None):
+    def forward(ctx, h, table, target, rows, items, low=None, want_grad=True):
         n_pos = len(h)
         chunk = max(1, LOGIT_CHUNK // max(table.shape[0], 1))
         bounds = torch.searchsorted(rows, torch.arange(n_pos + 1, device=rows.device)).tolist()
         dtype = low or h.dtype
-        hl, table_t = h.to(dtype), table.T.to(dtype).contiguous()  # [d, n]: the products' right side, once
+        hl, tl = h.to(dtype), table.to(dtype)
         picked = torch.empty(n_pos, dtype=h.dtype, device=h.device)
-        at = torch.arange(chunk, device=h.device)
+        gh = torch.empty_like(h) if want_grad else None
+        gt = torch.zeros_like(table) if want_grad else None
+        cols = torch.arange(chunk, device=h.device)
         for s in range(0, n_pos, chunk):
             e = min(n_pos, s + chunk)
-            lp = torch.log_softmax(CatalogueCrossEntropy._logits(hl, table_t, rows, items, s, e, bounds), 1)
-            picked[s:e] = lp[at[:e - s], target[s:e]].to(h.dtype)
-        ctx.save_for_backward(h, table, target, rows, items)
-        ctx.chunk, ctx.bounds, ctx.low = chunk, bounds, low
+            z = tl @ hl[s:e].T  # [n, c]: a chunk's logits, one column a position
+            z = z.float() if z.dtype == torch.bfloat16 else z
+            lo, hi = bounds[s], bounds[e]
+            if hi > lo:
+                z[items[lo:hi], rows[lo:hi] - s] = float("-inf")
+            at, tgt = cols[:e - s], target[s:e]
+            top = z.amax(0)
+            picked[s:e] = (z[tgt, at] - top).to(h.dtype)
+            total = z.sub_(top).exp_().sum(0)  # the softmax's numerators in place, and their sums
+            picked[s:e] -= total.log().to(h.dtype)
+            if want_grad:
+                z.div_(total)  # the softmax
+                z[tgt, at] -= 1.0
+                g = z.to(dtype)  # d (the chunk's summed loss) / d logits, [n, c]
+                gh[s:e] = (g.T @ tl).to(h.dtype)
+                gt += (g @ hl[s:e]).to(table.dtype)
+        ctx.save_for_backward(gh, gt)
+        ctx.n_pos = n_pos
         return -picked.mean()
 
     @staticmethod
     def backward(ctx, grad):
-        h, table, target, rows, items = ctx.saved_tensors
-        n_pos = len(h)
-        dtype = ctx.low or h.dtype
-        hl, table_l = h.to(dtype), table.to(dtype)
-        table_t = table_l.T.contiguous()
-        gh, gt = torch.empty_like(h), torch.zeros_like(table)
-        scale = float(grad) / n_pos
-        for s in range(0, n_pos, ctx.chunk):
-            e = min(n_pos, s + ctx.chunk)
-            p = torch.softmax(CatalogueCrossEntropy._logits(hl, table_t, rows, items, s, e, ctx.bounds), 1)
-            p[torch.arange(e - s, device=p.device), target[s:e]] -= 1.0
-            p = (p.mul_(scale)).to(dtype)  # d loss / d logits
-            gh[s:e] = (p @ table_l).to(h.dtype)
-            gt += (p.T @ hl[s:e]).to(table.dtype)
-        return gh, gt, None, None, None, None
+        gh, gt = ctx.saved_tensors
+        if gh is None:
+            raise RuntimeError("the catalogue softmax was computed without its gradient (want_grad=False)")
+        scale = grad / ctx.n_pos
+        return gh * scale, gt * scale, None, None, None, None, None
 
 
 def sequence_softmax(model, batch, squash) -> torch.Tensor:
@@ -186,7 +187,9 @@ def sequence_softmax(model, batch, squash) -> torch.Tensor:
     low = torch.bfloat16 if torch.is_autocast_enabled(h.device.type) and \
         torch.get_autocast_dtype(h.device.type) == torch.bfloat16 else None  # precision=bf16-mixed
     with torch.autocast(h.device.type, enabled=False):  # its products choose their own precision
-        return CatalogueCrossEntropy.apply(h.float(), model.catalogue().float(), target, rows, items, low)
+        table = model.catalogue().float()
+        want = torch.is_grad_enabled() and (h.requires_grad or table.requires_grad)  # not for a validation loss
+        return CatalogueCrossEntropy.apply(h.float(), table, target, rows, items, low, want)
 
 
 def sequence_sampled_softmax(model, batch, squash) -> torch.Tensor:

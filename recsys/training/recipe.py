@@ -1,9 +1,8 @@
 """The training recipe of a next-item model, chosen from the work its data costs, never from a size
 threshold (DESIGN principle 9).
 
-The catalogue softmax of an epoch costs about 8 x positions x items x width floating-point operations
-(the [positions, items] logits made forward and again backward, and the two gradient products:
-losses.CatalogueCrossEntropy). Where that fits the per-epoch budget (`epoch_tflop`), `loss: auto` is the
+The catalogue softmax of an epoch costs about 6 x positions x items x width floating-point operations
+(the [positions, items] logits, made once, and the two gradient products: losses.CatalogueCrossEntropy). Where that fits the per-epoch budget (`epoch_tflop`), `loss: auto` is the
 full softmax; where it does not, a sampled softmax over as many shared negatives as the budget allows
 (a power of two, at least MIN_NEGATIVES; log-Q corrected). The per-epoch validation ranks every user
 when ranking them all costs at most a tenth of the budget, else a seeded sample that does. Early
@@ -17,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-FLOPS_PER_LOGIT = 8  # per position x item x width: logits forward (2), again backward (2), two gradients (4)
+FLOPS_PER_LOGIT = 6  # per position x item x width: the logits (2), the two gradients (4)
 MIN_NEGATIVES = 256  # the sampled softmax's floor (Klenitskiy & Vasilev: thousands beat hundreds where affordable)
 VALIDATION_SHARE = 0.1  # of the budget: the per-epoch validation ranking
 EPOCH_STEPS = 100  # early stopping counts epochs of at most this many steps
