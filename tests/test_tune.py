@@ -127,6 +127,11 @@ def test_the_shipped_defaults_are_enqueued_once_clipped_into_the_space(tmp_path)
     assert params["lr"] == cfg.lr and params["embedding_dim"] == hp["embedding_dim"]
     odd = {"batch_size": {"type": "categorical", "choices": [7, 9]}}
     assert tuning.defaults_in_space(odd, hp, cfg, "implicit") is None  # not a choice: nothing to enqueue
+    # a next-item model's auto is its recipe (the full softmax where it fits), a choice of its own space:
+    # its defaults trial trains exactly what the shipped config trains, never bce in its place
+    seq_space = search.search_space("sasrec", None, "implicit")
+    seq = tuning.defaults_in_space(seq_space, *config.load("sasrec", task="implicit"), "implicit")
+    assert "auto" in seq_space["loss"]["choices"] and seq["loss"] == "auto"
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="s")
     assert tuning.enqueue_defaults(study, params) and not tuning.enqueue_defaults(study, params)
     assert len(study.trials) == 1 and study.trials[0].user_attrs["defaults"]

@@ -119,12 +119,13 @@ def open_study(storage: str, name: str, model: str, task: str, data_hash: str, s
 
 def defaults_in_space(space: dict[str, dict], hp: dict, cfg, task: str) -> dict | None:
     """The shipped config's values for the searched keys, clipped into the space (a weight decay of 0
-    becomes the log range's low end; loss auto is bce for implicit data), or None when a categorical
-    default is not among the choices."""
+    becomes the log range's low end; loss auto is the task's loss where the space does not offer auto
+    itself: for sasrec and gru4rec auto is the recipe's choice, training/recipe.py), or None when a
+    categorical default is not among the choices."""
     out = {}
     for key, spec in space.items():
         value = hp[key] if key in hp else getattr(cfg, key)
-        if key == "loss" and value == "auto":
+        if key == "loss" and value == "auto" and "auto" not in spec.get("choices", ()):
             value = TASKS[task].loss
         if spec["type"] == "categorical":
             if value not in spec["choices"]:
