@@ -65,7 +65,7 @@ def main(argv=None):
 
         def record(label, rid, reused, seconds):
             timings[label] = seconds
-            log.append(f"{label}: {'reused' if reused else 'ran'} run {rid}")
+            log.append(f"{label}: {'reused' if reused else 'ran'} run {rid}" + ("" if reused else f" in {seconds:.1f}s"))
             print(log[-1], flush=True)
             mlflow.set_tags({f"{'reused' if reused else 'ran'}.{label}": rid})
 
@@ -105,6 +105,18 @@ def main(argv=None):
         tracking.log_context({"dataset": a.dataset, "task": a.task, "step": "main", "models": ",".join(models),
                               "parallel": str(parallel)})
         print(table)
+        print(summary(time.perf_counter() - t0, timings), flush=True)
+
+
+def summary(wall: float, timings: dict[str, float]) -> str:
+    """main's last line: its wall time, the peak memory of a step (children's, as the kernel counted them)
+    and what each step it ran cost, longest first."""
+    import resource
+
+    gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB on Linux
+    ran = sorted(((k, v) for k, v in timings.items() if v > 0), key=lambda kv: -kv[1])
+    return (f"main: {wall:.0f}s wall; the largest step peaked at {gib:.2f} GiB RSS; "
+            + (", ".join(f"{k} {v:.0f}s" for k, v in ran) if ran else "every step reused"))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,9 @@ def test_main_chains_nested_runs_then_reuses_them_and_force_reproduces_metrics(c
     first = _mlflow_run(clean_clone, tmp_path, env, *params)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "| mf |" in first.stdout and "ran run" in first.stdout
+    assert "| epochs=2 |" in first.stdout  # the leaderboard says the schedule was shortened by hand
+    last = first.stdout.strip().splitlines()[-1]  # what the whole run cost, step by step
+    assert last.startswith("main: ") and "s wall" in last and "GiB RSS" in last and "train.mf " in last
     main_run = _runs(env, "main")[0]
     children = [r for r in _runs(env, "train") + _runs(env, "prepare") + _runs(env, "evaluate")]
     assert len(children) == 3 and all(r.data.tags.get("mlflow.parentRunId") == main_run.info.run_id for r in children)

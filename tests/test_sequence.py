@@ -368,11 +368,15 @@ def test_a_sequence_model_on_small_data_trains_the_full_softmax_and_records_why(
     assert result.loss == "sampled_softmax" and result.recipe.num_negatives == runs.n_items // 2
 
 
-def test_sasrec_batches_drop_padded_columns_and_its_states_do_not_change(runs):
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
+def test_sequence_batches_drop_padded_columns_and_the_states_do_not_change(runs, name):
+    """SASRec masks its padding; GRU4Rec packs each window to its own items: either way a window's states
+    are the same at any padding, so a batch drops its padded columns (and a GRU pays only for items)."""
     from recsys.training.batches import SequenceBatches
 
     seq, nxt, owners = history.windows(runs.train, max_len=12)
-    model = build_model("sasrec", runs.n_users, runs.n_items, embedding_dim=8, max_len=12, dropout=0.0).eval()
+    model = build_model(name, runs.n_users, runs.n_items, embedding_dim=8, max_len=12, dropout=0.0).eval()
+    assert model.pads_inertly
     batches = SequenceBatches(seq, nxt, owners, batch_size=3, trim=True, seen=history.seen(runs.train, 12))
     seen, widths = [], set()
     for b in batches:

@@ -24,6 +24,25 @@ class GRU4Rec(SequenceModel):
                           dropout=dropout if num_layers > 1 else 0.0)
         self.project = nn.Linear(hidden_dim, embedding_dim)  # hidden state -> item space (the tied table)
 
+    pads_inertly = True  # the GRU reads only a window's items (packed): a batch may drop its padded columns
+
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
-        out, _ = self.gru(self.drop(self.item(seq)))  # [B, L, d] -> [B, L, hidden]; a GRU is causal
+        """[B, L] left-padded windows -> [B, L, d]: the GRU starts at each window's first item, never at its
+        padding (packed, so a window of 9 items in 50 columns costs 9 steps), and its state after each
+        item, projected to the item space, is that position's output (zeros projected at the padding)."""
+        x = self.drop(self.item(seq))  # [B, L, d]
+        n, width = seq.shape
+        length = (seq > 0).sum(1)
+        if bool((length == width).all()):
+            out, _ = self.gru(x)
+        else:  # right-align the items, run the GRU over each window's own length, then back to the left padding
+            shift = (width - length)[:, None]
+            col = torch.arange(width, device=seq.device)[None, :]
+            to_right = ((col + shift) % width)[..., None]
+            packed = nn.utils.rnn.pack_padded_sequence(x.gather(1, to_right.expand(-1, -1, x.shape[-1])),
+                                                       length.clamp(min=1).cpu(), batch_first=True,
+                                                       enforce_sorted=False)
+            out, _ = self.gru(packed)
+            out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=width)
+            out = out.gather(1, ((col - shift) % width)[..., None].expand(-1, -1, out.shape[-1]))
         return self.project(self.drop(out))  # [B, L, d]

@@ -102,15 +102,16 @@ def blend_members(runs: str) -> list[dict]:
 
 
 def leaderboard(models: list[str], results: dict[str, tuple[str, str]], task: str) -> str:
-    """main's markdown table: each model's test metrics (schema.TASKS' columns), train seconds and its
-    (train run, evaluate run) from `results`."""
+    """main's markdown table: each model's test metrics (schema.TASKS' columns), train seconds, what its
+    `-P` overrides changed of its shipped config (a shortened schedule shows) and its (train run,
+    evaluate run) from `results`."""
     rows, keys = [], [f"test/{c}" for c in TASKS[task].columns]
     for m in models:
         tr, ev = results[m]
         train, me = mlflow.get_run(tr).data, mlflow.get_run(ev).data.metrics
         mt, hand = train.metrics, _set_by_hand(train.tags)  # a shortened or changed run says so
-        rows.append([m + (f" (-P {', '.join(hand)})" if hand else ""), *[f"{me.get(k, float('nan')):.4f}" for k in keys],
-                     f"{mt.get('train_seconds', float('nan')):.1f}", tr, ev])
-    header = ["model", *keys, "train s", "train run", "eval run"]
+        rows.append([m, *[f"{me.get(k, float('nan')):.4f}" for k in keys], f"{mt.get('train_seconds', float('nan')):.1f}",
+                     ", ".join(hand), tr, ev])
+    header = ["model", *keys, "train s", "changed by -P", "train run", "eval run"]
     return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                      + ["| " + " | ".join(r) + " |" for r in rows])
