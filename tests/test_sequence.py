@@ -388,3 +388,20 @@ def test_sequence_batches_drop_padded_columns_and_the_states_do_not_change(runs,
         assert torch.allclose(model.encode(b["seq"])[has], model.encode(full)[:, -keep:][has], atol=1e-5)
         seen += b["user_id"].tolist()
     assert sorted(seen) == sorted(owners.tolist()) and len(widths) > 1  # every window once, at several widths
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
+def test_scoring_reads_histories_grouped_by_length_with_the_same_states(runs, name, monkeypatch):
+    """Ranking encodes each user's history once: grouped by length and cut to the group's longest, which
+    changes no state of a user with a history (their padding is inert)."""
+    from recsys.models import _sequence
+
+    monkeypatch.setattr(_sequence, "STATE_ROWS", 5)  # many groups of different widths
+    model = build_model(name, runs.n_users, runs.n_items, embedding_dim=8, max_len=12, dropout=0.0).eval()
+    g = torch.Generator().manual_seed(3)
+    lengths = torch.randint(1, 13, (23,), generator=g)
+    seq = torch.zeros(23, 12, dtype=torch.long)
+    for row, n in enumerate(lengths.tolist()):
+        seq[row, -n:] = torch.randint(1, runs.n_items + 1, (n,), generator=g)
+    with torch.no_grad():
+        assert torch.allclose(model.state(seq), model.encode(seq)[:, -1], atol=1e-5)
