@@ -297,6 +297,63 @@ def als_child(folder: Path, data):
                   headline=ev.metrics["test/ndcg_at_10"], hr=ev.metrics["test/hr_at_10"])
 
 
+def cosine_child(folder: Path, data):
+    """A plain cosine ItemKNN, written here and scored here, apart from the project's code: the reference
+    its itemknn must at least match. Each item's COSINE_K most cosine-similar items (no shrink, no
+    normalisation of scores), from the binary user x item matrix of what is known at test (train + val,
+    as the protocol scores test); a user's score of an item is the sum of its similarities to their items;
+    their own items are never ranked; the target's rank counts every item scoring at least as high (ties
+    against it, as the project's evaluator counts them); a user with nothing known is ranked by
+    popularity. NDCG@10 of the one test item, every test user."""
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from recsys.schema import ITEM, USER
+
+    t0 = time.perf_counter()
+    known = pd.concat([data.train, data.val])[[USER, ITEM]].drop_duplicates()
+    x = sp.csr_matrix((np.ones(len(known), np.float32), (known[USER].to_numpy(), known[ITEM].to_numpy())),
+                      shape=(data.n_users, data.n_items))
+    norm = np.sqrt(np.asarray(x.sum(0)).ravel())
+    norm[norm == 0] = 1.0
+    sim = (x.T @ x).tocsr().astype(np.float32)
+    sim.setdiag(0.0)
+    sim.eliminate_zeros()
+    inv = sp.diags(1.0 / norm.astype(np.float32))
+    sim = (inv @ sim @ inv).tocsr()
+    rows = []
+    for i in range(data.n_items):  # keep each item's COSINE_K nearest
+        lo, hi = sim.indptr[i], sim.indptr[i + 1]
+        keep = np.argsort(-sim.data[lo:hi], kind="stable")[:COSINE_K] + lo
+        rows.append((np.full(len(keep), i), sim.indices[keep], sim.data[keep]))
+    r, c, v = (np.concatenate(z) for z in zip(*rows))
+    sim = sp.csr_matrix((v, (r, c)), shape=sim.shape)
+    fit_s = time.perf_counter() - t0
+    popularity = np.asarray(x.sum(0)).ravel()
+    test = data.test
+    users, targets = test[USER].to_numpy(), test[ITEM].to_numpy()
+    ndcg = np.zeros(len(users))
+    t = time.perf_counter()
+    for s in range(0, len(users), 2048):
+        u = users[s:s + 2048]
+        scores = (x[u] @ sim).toarray()
+        empty = np.asarray(x[u].sum(1)).ravel() == 0
+        scores[empty] = popularity
+        seen = x[u].tocoo()
+        scores[seen.row, seen.col] = -np.inf
+        target = scores[np.arange(len(u)), targets[s:s + 2048]][:, None]
+        rank = (scores >= target).sum(1)
+        ndcg[s:s + 2048] = np.where(rank <= 10, 1.0 / np.log2(rank + 1), 0.0)
+    save_per_user(folder, "cosine", pd.DataFrame({"user": users, "ndcg_at_10": ndcg}))
+    return report(step="cosine", fit_seconds=fit_s, eval_seconds=time.perf_counter() - t, eval_users=len(users),
+                  headline=float(ndcg.mean()), hr=float((ndcg > 0).mean()), epochs=0, epoch_train=[],
+                  epoch_val=[], examples=int(x.nnz), batch=0, loss="", updates="", best_val=float("nan"))
+
+
+COSINE_K = 100  # the reference ItemKNN's neighbours
+
+
 def child():
     import torch
 
@@ -318,6 +375,8 @@ def child():
         return als_child(folder, data)
     if a.child == "blend":
         return blend_child(folder, data)
+    if a.child == "cosine":
+        return cosine_child(folder, data)
     return fit_child(a.child, folder, data)
 
 
@@ -336,7 +395,7 @@ def run(step, folder):
     for line in proc.stdout:  # a fit's epoch lines as they come
         if line.startswith("RESULT "):
             lines.append(line)
-        elif line.startswith("epoch "):
+        elif line.startswith(("epoch ", f"{step} epoch ")):
             print(f"  {step}: {line.strip()}", flush=True)
     err = proc.stderr.read()
     if a.profile and step == "bare-rows":
@@ -393,6 +452,9 @@ def write_raw(folder: Path) -> None:
 def describe(step: str, r: dict) -> str:
     unit = "RMSE" if a.task == "rating" else "NDCG@10"
     test = f"test {unit} {r['headline']:.4f} over {r['eval_users']:,} users in {r['eval_seconds']:.0f}s"
+    if step == "cosine":
+        return (f"reference: a plain cosine ItemKNN (k {COSINE_K}, no shrink) written and scored by this bench from "
+                f"train + val, built in {r['fit_seconds']:.0f}s; {test}")
     if step == "als":
         tried = "; ".join(f"reg {f['regularization']}, alpha {f['alpha']}: {f['seconds']:.0f}s, val {f['val_ndcg']:.4f}"
                           for f in r["fits"])
