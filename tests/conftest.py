@@ -61,9 +61,9 @@ def implicit_data(raw):
 
 
 # Progress a person can read: the suite's files run two at a time (-n 2 --dist loadfile), and a few long
-# ones (end to end, the tracking server, signals) can leave the dots silent for minutes. Every minute
+# ones (end to end, the tracking server, signals) can leave the dots silent for minutes. Every half minute
 # without a finished test, the controller says which tests are running and for how long.
-QUIET_S = 60
+QUIET_S = 30
 _running: dict[str, float] = {}
 _last = [time.monotonic()]
 
