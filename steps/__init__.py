@@ -72,3 +72,14 @@ class ArgParser(argparse.ArgumentParser):
 
     def error(self, message):
         raise RecsysError(f"{self.prog}: {message}; see python -m steps.{self.prog} --help")
+
+
+def worker_rank() -> int:
+    """Non-zero in a process a multi-process strategy started besides rank 0: Lightning re-runs the
+    step's command with LOCAL_RANK set, and a multi-node launch sets NODE_RANK on the other nodes."""
+    def env(name):
+        try:
+            return int(os.environ.get(name, "0") or 0)
+        except ValueError:
+            return 0
+    return env("LOCAL_RANK") + env("NODE_RANK")

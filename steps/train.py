@@ -7,7 +7,6 @@ checkpoints, plots and the `model`; `recsys.complete` last. Interrupted: KILLED,
 """
 
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -19,7 +18,7 @@ import mlflow
 from recsys import config, interrupts, tracking
 from recsys.errors import Interrupted, RecsysError
 from recsys.schema import TASKS
-from steps import ArgParser, flag, given, integer, local_config, overrides_given
+from steps import ArgParser, flag, given, integer, local_config, overrides_given, worker_rank
 
 OVERRIDES = ["lr", "epochs", "batch_size", "embedding_dim", "weight_decay", "num_negatives", "min_epochs",
              "patience", "seed", "accelerator", "devices", "strategy", "num_nodes"]
@@ -36,35 +35,11 @@ for name in OVERRIDES:
     p.add_argument(f"--{name}", default="")
 
 
-def worker(argv=None) -> None:
-    """A process a multi-process strategy started besides rank 0: it trains its shard, with no run (MLflow
-    hears only from rank 0), from what rank 0 handed off on its node; on another node (NODE_RANK > 0,
-    started by the user with the same command) from the explicit `data` URI, read here."""
-    from recsys import training
-    from recsys.data import prepare as prep
-
-    interrupts.worker()
-    with tempfile.TemporaryDirectory(prefix="recsys-worker-") as tmp:
-        spec = training.handed_off()
-        if spec is None:
-            a, rest = p.parse_known_args(argv)
-            if not given(a.data):
-                raise SystemExit("error: a node with NODE_RANK > 0 needs -P data=runs:/<prepare run>/data "
-                                 "(the same as rank 0's)")
-            data_dir = tracking.download(a.data, "data", Path(tmp) / "in")
-            data, model = prep.load(data_dir), given(a.model) or "mf"
-            hp, cfg = config.load(model, local_config(given(a.config), tmp) or None, overrides_given(a, OVERRIDES, rest),
-                                  task=data.meta["task"], n_items=data.n_items)
-            spec = training.worker_spec(data_dir, model, hp, cfg, None, integer("eval_users", a.eval_users or 0))
-        training.fit_worker(spec, Path(tmp) / "checkpoints")
-
-
 def main(argv=None):
-    if {"LOCAL_RANK", "NODE_RANK"} & set(os.environ):  # maybe a process a multi-process strategy started
-        from recsys.training import worker_rank
+    if worker_rank():  # a process a multi-process strategy started besides rank 0: no run of its own
+        from steps.train_worker import worker
 
-        if worker_rank():
-            return worker(argv)
+        return worker(p, OVERRIDES, argv)
     with tracking.step_run("train") as run, tempfile.TemporaryDirectory(prefix="recsys-train-") as tmp:
         tmp = Path(tmp)
         a, rest = p.parse_known_args(argv)

@@ -9,17 +9,6 @@ from pathlib import Path
 WORKER_ENV = "RECSYS_DDP_WORKER"
 
 
-def worker_rank() -> int:
-    """Non-zero in a process a multi-process strategy started besides rank 0: Lightning re-runs the
-    step's command with LOCAL_RANK set, and a multi-node launch sets NODE_RANK on the other nodes."""
-    def env(name):
-        try:
-            return int(os.environ.get(name, "0") or 0)
-        except ValueError:
-            return 0
-    return env("LOCAL_RANK") + env("NODE_RANK")
-
-
 def hand_off(data_dir: Path, model_name: str, model_hp: dict, cfg, resume_from: Path | None,
              val_users: int = 0) -> None:
     """What this node's worker processes train (they inherit the environment when Lightning launches
