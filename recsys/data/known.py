@@ -57,6 +57,12 @@ class Known:
         """The served score of a cold user's item: its training count over the most popular item's."""
         return self.popularity[items] / max(float(self.popularity.max(initial=0.0)), 1.0)
 
+    def rating_tables(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`cold_rating`'s rule as tables for known ids, for training's validation: (untrained user [n_users],
+        unrated item [n_items], the item's damped mean [n_items] float32)."""
+        return (torch.as_tensor(~self.trained), torch.as_tensor(self.popularity == 0),
+                torch.as_tensor(self.item_mean, dtype=torch.float32))
+
     def cold_rating(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(cold [n] bool, their answer [n]): rating pairs of a cold user (or unknown id) or of an item with
         no training rating (or unknown id), answered with the item's damped mean rating."""

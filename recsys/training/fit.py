@@ -162,9 +162,7 @@ def _module(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, l
     before_val = known.before(data, "val")
     model.set_known(before_val)  # validation ranks from the train history, as evaluation's does
     if task != "implicit":
-        cold_user = torch.as_tensor(~before_val.trained)  # known.cold_rating's rule, as per-user and per-item flags
-        module.rating_answers = (cold_user, torch.as_tensor(before_val.popularity == 0),
-                                 torch.as_tensor(before_val.item_mean, dtype=torch.float32))
+        module.rating_answers = before_val.rating_tables()  # validation's cold pairs answered as evaluation's
         return module, None
     va = data.val
     val_user_ids = va[USER].to_numpy(np.int64)

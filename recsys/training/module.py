@@ -156,7 +156,9 @@ class TrainingModule(pl.LightningModule):
             pred = self.squash(raw)
             loss = F.mse_loss(pred, batch["target"])
             if self.rating_answers is not None:  # what evaluation scores: a cold pair gets its answer
-                cold_user, cold_item, answer = (t.to(pred.device) for t in self.rating_answers)
+                if self.rating_answers[0].device != pred.device:  # moved once, not every batch
+                    self.rating_answers = tuple(t.to(pred.device) for t in self.rating_answers)
+                cold_user, cold_item, answer = self.rating_answers
                 u, i = batch["user_id"], batch["item_id"]
                 pred = torch.where(cold_user[u] | cold_item[i], answer[i], pred)
             self._accumulate("val/se", F.mse_loss(pred, batch["target"]), len(batch["user_id"]))
