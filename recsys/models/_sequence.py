@@ -35,6 +35,12 @@ class SequenceModel(Model):
         """The latest max_len known items of each user ([n_users, max_len] codes + 1, left-padded)."""
         self.history = known.histories(self.max_len).to(self.history.device, torch.long)
 
+    @classmethod
+    def position_flops(cls, embedding_dim: int = 64, max_len: int = 50, **hp) -> float:
+        """Floating-point operations of the encoder for one position of a training window, forward and
+        backward (3x the forward's products): the training recipe counts it beside the softmax's."""
+        raise NotImplementedError
+
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
         """[B, L] item codes + 1 (0 = padding) -> [B, L, d]: the state at each position, having read
         only that position and the ones before it (causal)."""

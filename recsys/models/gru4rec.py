@@ -26,6 +26,14 @@ class GRU4Rec(SequenceModel):
 
     pads_inertly = True  # the GRU reads only a window's items (packed): a batch may drop its padded columns
 
+    @classmethod
+    def position_flops(cls, embedding_dim: int = 64, max_len: int = 50, hidden_dim: int = 128, num_layers: int = 1,
+                       **hp) -> float:
+        """A step of each layer: three gates over its input and the hidden state; then the projection."""
+        d, h = embedding_dim, hidden_dim
+        gates = 6 * h * (d + h) + 6 * h * h * 2 * (num_layers - 1)
+        return 3 * (gates + 2 * h * d)
+
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
         """[B, L] left-padded windows -> [B, L, d]: the GRU starts at each window's first item, never at its
         padding (packed, so a window of 9 items in 50 columns costs 9 steps), and its state after each

@@ -47,6 +47,13 @@ class SASRec(SequenceModel):
         self.norm = nn.LayerNorm(embedding_dim)
         self.drop = nn.Dropout(dropout)
 
+    @classmethod
+    def position_flops(cls, embedding_dim: int = 64, max_len: int = 50, num_blocks: int = 2, **hp) -> float:
+        """A block: the q, k, v and output projections (8 d^2), the feed-forward (4 d^2), the attention's
+        scores and weighted sum over up to max_len keys (4 L d)."""
+        d = embedding_dim
+        return 3 * num_blocks * (12 * d * d + 4 * max_len * d)
+
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
         b, n = seq.shape  # [B, L], left-padded: the latest item in the last column
         pad = seq == 0

@@ -177,12 +177,12 @@ def _module(data: Prepared, model_name: str, model_hp: dict, cfg: TrainConfig, l
 def _recipe(data: Prepared, cls, model_hp: dict, cfg: TrainConfig, val_users: int):
     """A next-item model's recipe from its data's work: (the config it trains with, the Recipe)."""
     defaults = inspect.signature(cls).parameters
-    hp = {k: model_hp.get(k, defaults[k].default) for k in ("max_len", "embedding_dim")}
+    hp = {k: model_hp.get(k, p.default) for k, p in defaults.items() if p.default is not inspect.Parameter.empty}
     counts = np.bincount(data.train[USER].to_numpy(np.int64), minlength=data.n_users)
     windows = int((-(-np.maximum(counts - 1, 0) // hp["max_len"])).sum())  # history.windows' count
     chosen = recipe_.choose(cfg.loss, cfg.num_negatives, val_users, cfg.min_epochs, cfg.patience, cfg.epoch_tflop,
                             int(np.maximum(counts - 1, 0).sum()), data.n_items, int(data.val[USER].nunique()),
-                            int(hp["embedding_dim"]), -(-windows // cfg.batch_size))
+                            int(hp["embedding_dim"]), -(-windows // cfg.batch_size), cls.position_flops(**hp))
     return cfg.model_copy(update={"loss": chosen.loss, "num_negatives": chosen.num_negatives,
                                   "min_epochs": chosen.min_epochs, "patience": chosen.patience}), chosen
 

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from recsys.schema import LOSS_NAMES, SEQUENCE_LOSS_NAMES
+from recsys.training import fused
 from recsys.training.batches import LISTS, PAIRS, POINTWISE, POSITIVES
 
 
@@ -36,34 +37,18 @@ def sampled_softmax(model, batch, squash) -> torch.Tensor:
     return F.cross_entropy(logits, torch.zeros(b, dtype=torch.long, device=logits.device))
 
 
-def rows(table: torch.nn.Embedding, idx: torch.Tensor) -> torch.Tensor:
+def rows_of(table: torch.nn.Embedding, idx: torch.Tensor) -> torch.Tensor:
     """table[idx], with a sparse gradient (only those rows) where the table is updated row by row."""
     return F.embedding(idx, table.weight, sparse=table.sparse)
 
 
-def _shared_softmax(pos, negs, neg, target, log_q, leave_out=None) -> torch.Tensor:
-    """Cross-entropy of each positive logit [P] against the shared negatives' logits [P, N], each minus
-    the log of its item's sampling probability (the log-Q correction: Yi et al., RecSys 2019), so the
-    sampled softmax estimates the full one; a negative that is the row's own target is masked, and so
-    is one where `leave_out` [P, N] is true."""
-    pos = pos[:, None] - log_q[target, None]  # [P, 1]
-    masked = neg[None, :] == target[:, None]
-    if leave_out is not None:
-        masked = masked | leave_out
-    negs = (negs - log_q[neg][None, :]).masked_fill(masked, float("-inf"))  # [P, N]
-    logits = torch.cat([pos, negs], 1)
-    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
-
-
 def catalogue_sampled_softmax(model, batch, squash) -> torch.Tensor:
     """The softmax over the catalogue estimated from `negatives` shared by the batch, drawn by popularity
-    (a model that scores the catalogue as <user, item> + item bias: mf). One [B, N] product instead of
-    [B, n_items]; the item bias is part of each logit, the user's terms cancel in a softmax."""
-    user, item, neg = batch["user_id"], batch["item_id"], batch["negatives"]  # [B], [B], [N]
-    p = rows(model.user, user)  # [B, d]
-    pos = (p * rows(model.item, item)).sum(-1) + rows(model.item_bias, item).squeeze(-1)  # [B]
-    negs = p @ rows(model.item, neg).T + rows(model.item_bias, neg).squeeze(-1)[None, :]  # [B, N]
-    return _shared_softmax(pos, negs, neg, item, batch["log_q"].to(p.device))
+    (a model that scores the catalogue as <user, item> + item bias: mf). One fused [B, N] product instead
+    of [B, n_items]; the item bias is part of each logit, the user's terms cancel in a softmax."""
+    user, item = batch["user_id"], batch["item_id"]
+    return _sampled(rows_of(model.user, user), rows_of(model.item, item), item, batch["negatives"], model.item, 0,
+                    batch["log_q"], bias=model.item_bias)
 
 
 def softmax(model, batch, squash) -> torch.Tensor:
@@ -85,94 +70,61 @@ def _expand(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return owner, torch.arange(len(owner), device=counts.device) - (torch.cumsum(counts, 0) - counts)[owner]
 
 
-def seen_pairs(batch, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def seen_pairs(batch, target: torch.Tensor, among: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(position, item) for every item the user had before each position's target (`exclude_seen`),
     positions as `_positions` orders them (sorted); the target itself never counts (a repeat is still the
     answer). Sparse: about positions x the users' distinct items, whatever the catalogue."""
     has = batch["next"] > 0
     w_of_p, col_of_p = has.nonzero(as_tuple=True)  # row-major: a window's positions are contiguous
-    place = batch["place"][w_of_p, col_of_p]  # [P]
+    place = batch["place"][w_of_p, col_of_p]  # [P], increasing along each window
     count = torch.bincount(w_of_p, minlength=has.shape[0])  # positions per window
-    start = torch.cumsum(count, 0) - count
+    end = torch.cumsum(count, 0)
     sw, si, sf = batch["seen_window"], batch["seen_item"], batch["seen_first"]
-    pair, offset = _expand(count[sw])  # each (window, item) pair meets every position of its window
-    p = start[sw[pair]] + offset
+    if among is not None:  # only these items matter (shared negatives): drop the others before the expansion
+        kept = torch.isin(si, among)
+        sw, si, sf = sw[kept], si[kept], sf[kept]
+    # the positions a (window, item) pair meets are a suffix of its window's: those whose target comes after
+    # the item's first place
+    wide = int(place.max()) + 2 if len(place) else 1
+    first = torch.searchsorted(w_of_p * wide + place, sw * wide + sf, right=True)
+    pair, offset = _expand((end[sw] - first).clamp(min=0))
+    p = first[pair] + offset
     item = si[pair]
-    keep = (sf[pair] < place[p]) & (item != target[p])
+    keep = item != target[p]
     p, item = p[keep], item[keep]
     order = torch.argsort(p, stable=True)
     return p[order], item[order]
 
 
-def seen_before(batch, target: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """[P, N] which of the item codes `items` [N] (repeats allowed) each position's user had before its
-    target (`seen_pairs`)."""
-    p, item = seen_pairs(batch, target)
+def _columns(p: torch.Tensor, item: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each pair (position p, item), every column j with items[j] == item (repeats allowed): the pairs
+    (position, column), sorted by position."""
     ranked, order = torch.sort(items)
     lo = torch.searchsorted(ranked, item)
     pair, k = _expand(torch.searchsorted(ranked, item, right=True) - lo)  # each column holding a pair's item
+    rows, cols = p[pair], order[lo[pair] + k]
+    by = torch.argsort(rows, stable=True)
+    return rows[by], cols[by]
+
+
+def seen_before(batch, target: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """[P, N] which of the item codes `items` [N] (repeats allowed) each position's user had before its
+    target (`seen_pairs`)."""
+    rows, cols = _columns(*seen_pairs(batch, target, items), items)
     mask = torch.zeros(len(target), len(items), dtype=torch.bool, device=target.device)
-    mask[p[pair], order[lo[pair] + k]] = True
+    mask[rows, cols] = True
     return mask
 
 
-LOGIT_CHUNK = 1 << 22  # logits held at once by the full softmax (16 MiB of float32): positions x the catalogue
+def _low(device) -> torch.dtype | None:
+    """bfloat16 where precision=bf16-mixed asked for it (the fused products choose their own precision)."""
+    return torch.bfloat16 if torch.is_autocast_enabled(device.type) and \
+        torch.get_autocast_dtype(device.type) == torch.bfloat16 else None
 
 
-class CatalogueCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of `target` [P] over the whole catalogue, logits h [P, d] @ table [n, d].T, with
-    (position, item) pairs (sorted by position) left out of the softmax. The [P, n] logits are never held
-    whole, and made only once: a chunk of positions at a time, the forward pass takes their log-softmax at
-    the target and, where a gradient is wanted, turns them in place into d loss / d logits (softmax minus
-    the target's one) and multiplies that into both gradients at once; backward only scales them. Cost:
-    three [chunk, d] x [d, n]-sized products and one fused pass over the logits (Liger-Kernel's fused
-    linear cross-entropy does the same on GPUs); memory: a chunk of logits and the two gradients.
-    The logits are made as table @ h.T ([n, chunk]: on CPU twice the rate of h @ table.T, whose inner
-    dimension is only d) and kept in that layout: the softmax of a column is a max, an exp, a sum and a
-    division, each over rows (a transpose to softmax along memory cost as much as the product). `low` (bfloat16) runs
-    the products with bfloat16 inputs, as autocast does on a GPU: 3-4x the float32 rate on CPUs with
-    bfloat16 units; the softmax and the gradients' sums stay float32."""
-
-    @staticmethod
-    def forward(ctx, h, table, target, rows, items, low=None, want_grad=True):
-        n_pos = len(h)
-        chunk = max(1, LOGIT_CHUNK // max(table.shape[0], 1))
-        bounds = torch.searchsorted(rows, torch.arange(n_pos + 1, device=rows.device)).tolist()
-        dtype = low or h.dtype
-        hl, tl = h.to(dtype), table.to(dtype)
-        picked = torch.empty(n_pos, dtype=h.dtype, device=h.device)
-        gh = torch.empty_like(h) if want_grad else None
-        gt = torch.zeros_like(table) if want_grad else None
-        cols = torch.arange(chunk, device=h.device)
-        for s in range(0, n_pos, chunk):
-            e = min(n_pos, s + chunk)
-            z = tl @ hl[s:e].T  # [n, c]: a chunk's logits, one column a position
-            z = z.float() if z.dtype == torch.bfloat16 else z
-            lo, hi = bounds[s], bounds[e]
-            if hi > lo:
-                z[items[lo:hi], rows[lo:hi] - s] = float("-inf")
-            at, tgt = cols[:e - s], target[s:e]
-            top = z.amax(0)
-            picked[s:e] = (z[tgt, at] - top).to(h.dtype)
-            total = z.sub_(top).exp_().sum(0)  # the softmax's numerators in place, and their sums
-            picked[s:e] -= total.log().to(h.dtype)
-            if want_grad:
-                z.div_(total)  # the softmax
-                z[tgt, at] -= 1.0
-                g = z.to(dtype)  # d (the chunk's summed loss) / d logits, [n, c]
-                gh[s:e] = (g.T @ tl).to(h.dtype)
-                gt += (g @ hl[s:e]).to(table.dtype)
-        ctx.save_for_backward(gh, gt)
-        ctx.n_pos = n_pos
-        return -picked.mean()
-
-    @staticmethod
-    def backward(ctx, grad):
-        gh, gt = ctx.saved_tensors
-        if gh is None:
-            raise RuntimeError("the catalogue softmax was computed without its gradient (want_grad=False)")
-        scale = grad / ctx.n_pos
-        return gh * scale, gt * scale, None, None, None, None, None
+def _wide(x: torch.Tensor | None) -> torch.Tensor | None:
+    """float32 for half-precision inputs (the softmax and its sums stay float32), any other kept."""
+    return x.float() if x is not None and x.dtype in (torch.bfloat16, torch.float16) else x
 
 
 def sequence_softmax(model, batch, squash) -> torch.Tensor:
@@ -184,24 +136,50 @@ def sequence_softmax(model, batch, squash) -> torch.Tensor:
         rows, items = seen_pairs(batch, target)
     else:
         rows = items = torch.zeros(0, dtype=torch.long, device=h.device)
-    low = torch.bfloat16 if torch.is_autocast_enabled(h.device.type) and \
-        torch.get_autocast_dtype(h.device.type) == torch.bfloat16 else None  # precision=bf16-mixed
-    with torch.autocast(h.device.type, enabled=False):  # its products choose their own precision
-        table = model.catalogue().float()
+    low = _low(h.device)
+    with torch.autocast(h.device.type, enabled=False):
+        table = _wide(model.catalogue())
         want = torch.is_grad_enabled() and (h.requires_grad or table.requires_grad)  # not for a validation loss
-        return CatalogueCrossEntropy.apply(h.float(), table, target, rows, items, low, want)
+        return fused.cross_entropy(_wide(h), table, target, rows, items, low, want)
+
+
+def _sampled(h, pos, target, neg, table, offset, log_q, seen=None, bias=None) -> torch.Tensor:
+    """The fused cross-entropy of each position's own target logit h . pos against shared negatives `neg`
+    [N] (rows of `table`, at codes + `offset`), each logit minus the log of its item's sampling probability
+    (the log-Q correction: Yi et al., RecSys 2019), so the sampled softmax estimates the full one. A
+    negative drawn k times is one column plus log k (the same softmax, its logits made once); a negative
+    that is the position's own target is left out, and so is each (position, item) pair in `seen` (sorted
+    by position). `bias`: a table of item biases, part of every logit (mf)."""
+    neg, drawn = torch.unique(neg, return_counts=True)  # sorted
+    rows, cols = [torch.arange(len(target), device=h.device)], [target]
+    if seen is not None:
+        rows.insert(0, seen[0]), cols.insert(0, seen[1])
+    rows, cols = torch.cat(rows), torch.cat(cols)
+    at = torch.searchsorted(neg, cols).clamp(max=len(neg) - 1)
+    hit = neg[at] == cols
+    rows, at = rows[hit], at[hit]
+    by = torch.argsort(rows, stable=True)
+    log_q = log_q.to(h.device)
+    neg_bias = drawn.log().to(log_q.dtype) - log_q[neg]
+    pos_bias = -log_q[target]
+    if bias is not None:
+        neg_bias = neg_bias + rows_of(bias, neg).squeeze(-1)
+        pos_bias = pos_bias + rows_of(bias, target).squeeze(-1)
+    neg_table = rows_of(table, neg + offset)
+    low = _low(h.device)
+    with torch.autocast(h.device.type, enabled=False):
+        want = torch.is_grad_enabled() and any(x.requires_grad for x in (h, pos, neg_table, neg_bias, pos_bias))
+        return fused.cross_entropy(_wide(h), _wide(neg_table), target, rows[by], at[by], low, want,
+                                   _wide(neg_bias), _wide(pos), _wide(pos_bias))
 
 
 def sequence_sampled_softmax(model, batch, squash) -> torch.Tensor:
-    """Cross-entropy of the next item against negatives shared by the batch, drawn by popularity, with
-    the log-Q correction (each logit minus the log of its item's sampling probability: Yi et al.,
-    RecSys 2019), so the sampled softmax estimates the full one; a negative that is the target is masked."""
+    """Cross-entropy of the next item against negatives shared by the batch, drawn by popularity, log-Q
+    corrected (`_sampled`); with `exclude_seen` a negative the user had before the target is left out."""
     h, target = _positions(model, batch)
     neg = batch["negatives"]  # [N] item codes
-    pos = (h * rows(model.item, target + 1)).sum(-1)  # [P] (row 0 of the table is padding)
-    negs = h @ rows(model.item, neg + 1).T  # [P, N]
-    leave_out = seen_before(batch, target, neg) if "seen_item" in batch else None  # exclude_seen
-    return _shared_softmax(pos, negs, neg, target, batch["log_q"].to(h.device), leave_out)
+    seen = seen_pairs(batch, target, neg) if "seen_item" in batch else None
+    return _sampled(h, rows_of(model.item, target + 1), target, neg, model.item, 1, batch["log_q"], seen)
 
 
 def sequence_bce(model, batch, squash) -> torch.Tensor:
@@ -209,7 +187,7 @@ def sequence_bce(model, batch, squash) -> torch.Tensor:
     with `exclude_seen` a drawn item the user had before that position is no negative (left out)."""
     h = model.encode(batch["seq"])
     has = batch["next"] > 0
-    pos = (h * rows(model.item, batch["next"])).sum(-1)[has]
+    pos = (h * rows_of(model.item, batch["next"])).sum(-1)[has]
     negative = has
     if "seen_item" in batch:  # the drawn item among what the user had before that position's target
         p, item = seen_pairs(batch, batch["next"][has] - 1)
@@ -218,7 +196,7 @@ def sequence_bce(model, batch, squash) -> torch.Tensor:
         had = torch.isin(torch.arange(len(drawn), device=drawn.device) * width + drawn, p * width + item)
         negative = has.clone()
         negative[has] = ~had
-    neg = (h * rows(model.item, batch["neg_next"])).sum(-1)[negative]
+    neg = (h * rows_of(model.item, batch["neg_next"])).sum(-1)[negative]
     return F.binary_cross_entropy_with_logits(torch.cat([pos, neg]), torch.cat([torch.ones_like(pos),
                                                                                  torch.zeros_like(neg)]))
 

@@ -2,9 +2,11 @@
 threshold (DESIGN principle 9).
 
 The catalogue softmax of an epoch costs about 6 x positions x items x width floating-point operations
-(the [positions, items] logits, made once, and the two gradient products: losses.CatalogueCrossEntropy). Where that fits the per-epoch budget (`epoch_tflop`), `loss: auto` is the
-full softmax; where it does not, a sampled softmax over as many shared negatives as the budget allows
-(a power of two, at least MIN_NEGATIVES; log-Q corrected). The per-epoch validation ranks every user
+(the [positions, items] logits, made once, and the two gradient products: training.fused), and the
+encoder its own work per position (the model's `position_flops`). Where both fit the per-epoch budget
+(`epoch_tflop`), `loss: auto` is the full softmax; where they do not, a sampled softmax over as many
+shared negatives as the rest of the budget allows (a power of two, at least MIN_NEGATIVES; log-Q
+corrected), through the same fused pass, so a negative costs what a catalogue item costs. The per-epoch validation ranks every user
 when ranking them all costs at most a tenth of the budget, else a seeded sample that does. Early
 stopping counts epochs of at most EPOCH_STEPS optimizer steps: an epoch of more steps counts for more, so
 min_epochs and patience shrink on large data (never below MIN_PATIENCE), with no cap on the epochs.
@@ -39,23 +41,28 @@ class Recipe:
 
 
 def choose(loss: str, num_negatives: int, val_users: int, min_epochs: int, patience: int, epoch_tflop: float,
-           n_positions: int, n_items: int, n_val_users: int, width: int, batches: int) -> Recipe:
-    """The recipe for `loss` (`auto` is decided here; any other loss is kept with its num_negatives)."""
+           n_positions: int, n_items: int, n_val_users: int, width: int, batches: int,
+           position_flops: float = 0.0) -> Recipe:
+    """The recipe for `loss` (`auto` is decided here; any other loss is kept with its num_negatives).
+    `position_flops`: the encoder's work for a position (forward and backward), counted against the budget
+    before the softmax's."""
     budget = epoch_tflop * 1e12
+    encoder = position_flops * n_positions
     full = FLOPS_PER_LOGIT * n_positions * n_items * width
     per_negative = FLOPS_PER_LOGIT * n_positions * width
     why = []
     if loss == "auto":
-        if full <= budget:
+        if encoder + full <= budget:
             loss, why = "softmax", [f"full softmax: {n_positions:,} positions x {n_items:,} items x {width} = "
-                                    f"{full / 1e12:.2f} TFLOP an epoch, within the {epoch_tflop:g} TFLOP budget"]
+                                    f"{full / 1e12:.2f} TFLOP an epoch, and the encoder {encoder / 1e12:.2f}, "
+                                    f"within the {epoch_tflop:g} TFLOP budget"]
         else:
-            fits = int(budget // max(per_negative, 1))
+            fits = int(max(budget - encoder, 0) // max(per_negative, 1))
             num_negatives = min(max(MIN_NEGATIVES, 1 << max(fits, 1).bit_length() - 1), max(1, n_items // 2))
             loss = "sampled_softmax"
             why = [f"sampled softmax over {num_negatives:,} shared negatives: the full one would cost "
                    f"{full / 1e12:.1f} TFLOP an epoch ({n_positions:,} positions x {n_items:,} items x {width}), "
-                   f"over the {epoch_tflop:g} TFLOP budget"]
+                   f"beside the encoder's {encoder / 1e12:.2f}, over the {epoch_tflop:g} TFLOP budget"]
     else:
         why = [f"loss={loss} as asked"]
     if not val_users:
