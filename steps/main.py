@@ -79,6 +79,8 @@ def main(argv=None):
             prep = tracking.launch("prepare", prep_params, a.env_manager, exp)
             record("prepare", prep, False, time.perf_counter() - t0)
 
+        order = tracking.longest_first(models, tracking.past_seconds(prep, models, exp))
+
         def pipeline(m):  # train, then evaluate: each a step, reused where a finished run matches
             tp = {"data": f"runs:/{prep}/data", "model": m, "task": a.task, "seed": a.seed,
                   **{k: getattr(a, k) for k in ("config", "lr", "epochs", "embedding_dim", "register_as") if getattr(a, k)}}
@@ -86,7 +88,7 @@ def main(argv=None):
             ev = yield "evaluate", {"model_uri": f"runs:/{tr}/model", "k": a.k, **sample}, f"evaluate.{m}"
             return tr, ev
 
-        results = tracking.run_pipelines({m: pipeline(m) for m in models}, parallel, found, record, a.env_manager,
+        results = tracking.run_pipelines({m: pipeline(m) for m in order}, parallel, found, record, a.env_manager,
                                          exp, env)
         if blended:  # the models' train runs combined on validation, then evaluated like them
             def combine():
@@ -105,18 +107,7 @@ def main(argv=None):
         tracking.log_context({"dataset": a.dataset, "task": a.task, "step": "main", "models": ",".join(models),
                               "parallel": str(parallel)})
         print(table)
-        print(summary(time.perf_counter() - t0, timings), flush=True)
-
-
-def summary(wall: float, timings: dict[str, float]) -> str:
-    """main's last line: its wall time, the peak memory of a step (children's, as the kernel counted them)
-    and what each step it ran cost, longest first."""
-    import resource
-
-    gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB on Linux
-    ran = sorted(((k, v) for k, v in timings.items() if v > 0), key=lambda kv: -kv[1])
-    return (f"main: {wall:.0f}s wall; the largest step peaked at {gib:.2f} GiB RSS; "
-            + (", ".join(f"{k} {v:.0f}s" for k, v in ran) if ran else "every step reused"))
+        print(tracking.summary(time.perf_counter() - t0, timings), flush=True)
 
 
 if __name__ == "__main__":

@@ -286,3 +286,33 @@ def test_a_blend_that_does_not_earn_its_row_is_listed_under_the_table_not_ranked
     md = report.markdown([g], "exp")
     assert "blend(popularity+mf) (" in md and "is left out of the ranking: it does not earn its row on 2 of its 2 seeds (degenerate" in md
     assert "blend(popularity+mf)" not in report.headline([g])
+
+
+def test_main_starts_the_models_that_took_longest_on_this_data_first(capsys):
+    """main's schedule reads the store: each model's latest finished train (and evaluate) run on the same
+    data, the longest first; a model never run on it goes first, as listed; other data does not count."""
+    from recsys import tracking
+
+    client = mlflow.MlflowClient()
+    exp = client.create_experiment("schedule")
+    prep = client.create_run(exp, tags={"step": "prepare", "content_hash": "abc"}).info.run_id
+    client.set_terminated(prep, "FINISHED")
+
+    def ran(step, model, seconds, digest="abc", status="FINISHED", start=1_000_000):
+        r = client.create_run(exp, start_time=start, tags={"step": step, "model": model, "content_hash": digest,
+                                                            "data_uri": f"runs:/{prep}/data"})
+        client.set_terminated(r.info.run_id, status, end_time=start + int(seconds * 1000))
+
+    ran("train", "mf", 50)
+    ran("evaluate", "mf", 30)
+    ran("train", "fm", 70)
+    ran("train", "ncf", 900, start=500_000)  # an older run of ncf: its latest is what counts
+    ran("train", "ncf", 20)
+    ran("train", "sasrec", 999, digest="other")  # other data
+    ran("train", "itemknn", 999, status="FAILED")
+    past = tracking.past_seconds(prep, ["mf", "fm", "ncf", "sasrec", "itemknn"], exp)
+    assert past == {"mf": 80, "fm": 70, "ncf": 20}
+    order = tracking.longest_first(["ncf", "mf", "sasrec", "fm", "itemknn"], past)
+    assert order == ["sasrec", "itemknn", "mf", "fm", "ncf"]
+    assert "order: sasrec, itemknn, mf (80s last time), fm (70s last time), ncf (20s last time)" in capsys.readouterr().out
+    assert tracking.longest_first(["ncf", "mf"], {}) == ["ncf", "mf"]  # nothing known: as listed

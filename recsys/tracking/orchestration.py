@@ -176,3 +176,24 @@ def default_data(task: str) -> str:
         rid = launch("prepare", params, "local", exp)
     mlflow.set_tag("data_prepare_run", rid)
     return f"runs:/{rid}/data"
+
+
+def longest_first(models: list[str], past: dict[str, float]) -> list[str]:
+    """The order models start in: those with no past run on this data first, as listed, then the others by
+    what they took last time, the longest first (so two side by side finish together, not one long model
+    alone at the end); the order is printed."""
+    order = [m for m in models if m not in past] + sorted((m for m in models if m in past), key=lambda m: -past[m])
+    if past and len(models) > 1:
+        print("order: " + ", ".join(f"{m} ({past[m]:.0f}s last time)" if m in past else m for m in order), flush=True)
+    return order
+
+
+def summary(wall: float, timings: dict[str, float]) -> str:
+    """main's last line: its wall time, the peak memory of a step (children's, as the kernel counted them)
+    and what each step it ran cost, longest first."""
+    import resource
+
+    gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB on Linux
+    ran = sorted(((k, v) for k, v in timings.items() if v > 0), key=lambda kv: -kv[1])
+    return (f"main: {wall:.0f}s wall; the largest step peaked at {gib:.2f} GiB RSS; "
+            + (", ".join(f"{k} {v:.0f}s" for k, v in ran) if ran else "every step reused"))

@@ -30,6 +30,26 @@ def prepare_runs_without_peers(experiment: str) -> list[str]:
     return [u for u in (f"runs:/{r.info.run_id}/data" for r in preps) if u not in done]
 
 
+def past_seconds(prepare_run: str, models: list[str], experiment: str) -> dict[str, float]:
+    """Each model's latest finished train run on the same data (the prepare run's content hash): the
+    seconds it took, with its evaluation on the same prepare run where there is one (main's scheduling:
+    the longest first)."""
+    digest = mlflow.MlflowClient().get_run(prepare_run).data.tags.get("content_hash", "")
+    same_uri = f"tags.data_uri = 'runs:/{prepare_run}/data'"
+    out: dict[str, float] = {}
+    for step, on in (("train", f"tags.content_hash = '{digest}'" if digest else same_uri), ("evaluate", same_uri)):
+        runs = mlflow.search_runs([experiment], f"tags.step = '{step}' and attributes.status = 'FINISHED' and {on}",
+                                  order_by=["attributes.start_time DESC"], output_format="list", max_results=1000)
+        latest: dict[str, float] = {}
+        for r in runs:
+            m = r.data.tags.get("model")
+            if m in models and m not in latest and r.info.end_time:
+                latest[m] = (r.info.end_time - r.info.start_time) / 1000
+        for m, sec in latest.items():
+            out[m] = out.get(m, 0.0) + sec
+    return out
+
+
 def _set_by_hand(tags: dict) -> list[str]:
     """What a train run's `-P key=value` overrides (its `overrides` tag) changed of its shipped config."""
     from recsys.config_fields import set_by_hand  # here: the served model's code ships without config
