@@ -182,7 +182,8 @@ def _recipe(data: Prepared, cls, model_hp: dict, cfg: TrainConfig, val_users: in
     windows = int((-(-np.maximum(counts - 1, 0) // hp["max_len"])).sum())  # history.windows' count
     chosen = recipe_.choose(cfg.loss, cfg.num_negatives, val_users, cfg.min_epochs, cfg.patience, cfg.epoch_tflop,
                             int(np.maximum(counts - 1, 0).sum()), data.n_items, int(data.val[USER].nunique()),
-                            int(hp["embedding_dim"]), -(-windows // cfg.batch_size), cls.position_flops(**hp))
+                            int(hp["embedding_dim"]), -(-windows // cfg.batch_size), cls.position_flops(**hp),
+                            int(hp["max_len"]))
     return cfg.model_copy(update={"loss": chosen.loss, "num_negatives": chosen.num_negatives,
                                   "min_epochs": chosen.min_epochs, "patience": chosen.patience}), chosen
 

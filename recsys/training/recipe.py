@@ -7,7 +7,7 @@ encoder its own work per position (the model's `position_flops`). Where both fit
 (`epoch_tflop`), `loss: auto` is the full softmax; where they do not, a sampled softmax over as many
 shared negatives as the rest of the budget allows (a power of two, at least MIN_NEGATIVES; log-Q
 corrected), through the same fused pass, so a negative costs what a catalogue item costs. The per-epoch validation ranks every user
-when ranking them all costs at most a tenth of the budget, else a seeded sample that does. Early
+when their states and the ranking cost at most a tenth of the budget, else a seeded sample that does. Early
 stopping counts epochs of at most EPOCH_STEPS optimizer steps: an epoch of more steps counts for more, so
 min_epochs and patience shrink on large data (never below MIN_PATIENCE), with no cap on the epochs.
 What was chosen, and why, is one line (`why`) that training prints and the run records.
@@ -42,10 +42,10 @@ class Recipe:
 
 def choose(loss: str, num_negatives: int, val_users: int, min_epochs: int, patience: int, epoch_tflop: float,
            n_positions: int, n_items: int, n_val_users: int, width: int, batches: int,
-           position_flops: float = 0.0) -> Recipe:
+           position_flops: float = 0.0, max_len: int = 50) -> Recipe:
     """The recipe for `loss` (`auto` is decided here; any other loss is kept with its num_negatives).
     `position_flops`: the encoder's work for a position (forward and backward), counted against the budget
-    before the softmax's."""
+    before the softmax's; a validation user's state costs a forward over `max_len` positions."""
     budget = epoch_tflop * 1e12
     encoder = position_flops * n_positions
     full = FLOPS_PER_LOGIT * n_positions * n_items * width
@@ -65,10 +65,10 @@ def choose(loss: str, num_negatives: int, val_users: int, min_epochs: int, patie
                    f"beside the encoder's {encoder / 1e12:.2f}, over the {epoch_tflop:g} TFLOP budget"]
     else:
         why = [f"loss={loss} as asked"]
-    if not val_users:
-        rank_all = 2 * n_val_users * n_items * width
-        if rank_all > VALIDATION_SHARE * budget:
-            val_users = max(1, int(VALIDATION_SHARE * budget // (2 * n_items * width)))
+    if not val_users:  # a user's state (the encoder forward over a window) and the ranking of the catalogue
+        per_user = 2 * n_items * width + max_len * position_flops / 3
+        if n_val_users * per_user > VALIDATION_SHARE * budget:
+            val_users = max(1, int(VALIDATION_SHARE * budget // per_user))
             why.append(f"validation on {val_users:,} of {n_val_users:,} users")
     scale = EPOCH_STEPS / max(batches, EPOCH_STEPS)  # an epoch of more steps counts for more
     min_e = min(min_epochs, math.ceil(min_epochs * scale))
