@@ -9,6 +9,7 @@ breaks here (and in tests/test_mlflow_internals.py), not across the project.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -49,10 +50,38 @@ def start_entry_point(root: Path, entry: str, params: dict, env_manager: str, ex
     logging.getLogger("mlflow.projects.utils").setLevel(logging.WARNING)
     config = {PROJECT_ENV_MANAGER: env_manager, PROJECT_SYNCHRONOUS: True, PROJECT_DOCKER_ARGS: {},
               PROJECT_STORAGE_DIR: None, PROJECT_BUILD_IMAGE: False, PROJECT_DOCKER_AUTH: None}
-    sub = LocalBackend().run(str(root), entry, {k: str(v) for k, v in params.items()}, None, config,
-                             mlflow.get_tracking_uri(), experiment_id)
+    from mlflow.projects.backend import local
+
+    launch = local._run_entry_point
+    if env_manager == "local":  # the step forked from a preloaded interpreter (tracking/prefork.py)
+        local._run_entry_point = functools.partial(_forked_entry_point, launch)
+    try:
+        sub = LocalBackend().run(str(root), entry, {k: str(v) for k, v in params.items()}, None, config,
+                                 mlflow.get_tracking_uri(), experiment_id)
+    finally:
+        local._run_entry_point = launch
     mlflow.MlflowClient().set_tag(sub.run_id, MLFLOW_PROJECT_BACKEND, "local")
     return sub
+
+
+def _forked_entry_point(started, command: str, work_dir: str, experiment_id: str, run_id: str):
+    """MLflow's local backend's `_run_entry_point`, the command forked rather than started by bash: the
+    same environment (this one's and the run's variables), working directory and log line; any other
+    command is `started` as MLflow starts it."""
+    import os
+
+    from mlflow.projects.submitted_run import LocalSubmittedRun
+    from mlflow.projects.utils import get_run_env_vars
+
+    from recsys.tracking import prefork
+
+    env = {**os.environ, **get_run_env_vars(run_id, experiment_id)}
+    proc = prefork.start(command, work_dir, env)
+    if proc is None:
+        return started(command, work_dir, experiment_id, run_id=run_id)
+    logging.getLogger("mlflow.projects.backend.local").info(
+        "=== Running command '%s' in run with ID '%s' (forked from a preloaded interpreter) === ", command, run_id)
+    return LocalSubmittedRun(run_id, proc)
 
 
 def validate_model_name(name: str) -> None:

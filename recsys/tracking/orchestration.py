@@ -97,6 +97,15 @@ def start(entry: str, params: dict[str, str], env_manager: str, experiment_id: s
     return Child(entry, sub)
 
 
+def preload(env_manager: str) -> None:
+    """Start importing what the steps import, in the interpreter they will be forked from (env_manager
+    local: tracking/prefork.py), while the caller goes on."""
+    if env_manager == "local":
+        from recsys.tracking import prefork
+
+        prefork.warm()
+
+
 def launch(entry: str, params: dict[str, str], env_manager: str, experiment_id: str) -> str:
     """Run an entry point as a child of the active run and wait for it; return its run id."""
     def one():

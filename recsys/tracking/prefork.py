@@ -1,0 +1,105 @@
+"""Steps started as forks of one interpreter that has already imported what they import.
+
+`main` runs its steps as child processes, each an MLflow run of its own; with `--env-manager local`
+each would pay its own start-up (Python, MLflow, pandas, torch, Lightning: 3-5 s a step on two CPU
+cores), three or more times for one quickstart. Instead the first step started asks Python's forkserver
+(multiprocessing) for a server process that imports PRELOAD once, while `main` goes on; every step is
+then forked from it: its own process, its own run, its environment and working directory as MLflow's
+local backend would give them, its exit status and signals as a command's. The server never touches the
+tracking store (it only imports), so no connection is shared across a fork. Any command other than
+`python -m steps.<entry> ...` is left to MLflow (returns None)."""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import runpy
+import shlex
+import signal
+import sys
+
+PRELOAD = ["mlflow", "pandas", "pyarrow", "torch", "pytorch_lightning", "matplotlib.pyplot", "recsys.tracking",
+           "recsys.training", "recsys.evaluation", "recsys.plots", "recsys.data.prepare", "steps"]
+_context = None
+
+
+def warm() -> None:
+    """Start the server now (its imports run while the caller goes on)."""
+    global _context
+    if _context is None:
+        os.environ.setdefault("MPLBACKEND", "Agg")  # the server imports pyplot: never a display
+        _context = multiprocessing.get_context("forkserver")
+        _context.set_forkserver_preload(PRELOAD)
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+def _step(module: str, argv: list[str], env: dict[str, str], cwd: str) -> None:
+    """In the forked process: become the command `python -m <module> <argv>` started in `cwd` with `env`."""
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    from recsys import interrupts
+    from recsys.tracking.runs import LAUNCHER_ENV
+
+    # its parent is the server, which stands where `main` stands for a step it started itself (and goes when
+    # main goes): the launcher the step watches, read at import in the server, is read again here
+    interrupts.LAUNCHER = os.getppid()
+    interrupts.LAUNCHERS = interrupts._launchers()
+    os.environ[LAUNCHER_ENV] = str(os.getppid())
+    if env.get("OMP_NUM_THREADS"):  # torch read its thread count when the server imported it
+        import torch
+
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+    sys.argv = [module, *argv]
+    code = 0
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, (int, type(None))):
+            print(e.code, file=sys.stderr)
+    finally:
+        atexit._run_exitfuncs()  # what the interpreter does at exit (a forked process leaves by os._exit)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+    os._exit(code)
+
+
+class Forked:
+    """A forked step as subprocess.Popen shows a command: pid, poll, wait, returncode, send_signal."""
+
+    def __init__(self, process):
+        self.process, self.pid, self.returncode = process, process.pid, None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not self.process.is_alive():
+            self.returncode = self.process.exitcode
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self.process.join(timeout)
+        return self.poll()
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def start(command: str, cwd: str, env: dict[str, str]) -> Forked | None:
+    """The command forked from the server, or None where it is not one of this project's steps."""
+    args = shlex.split(command)
+    if len(args) < 3 or args[0] != "python" or args[1] != "-m" or not args[2].startswith("steps."):
+        return None
+    warm()
+    process = _context.Process(target=_step, args=(args[2], args[3:], env, cwd), name=args[2])
+    process.start()
+    return Forked(process)
