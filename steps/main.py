@@ -56,7 +56,7 @@ def main(argv=None):
         # side by side, each child gets its share of the cores (torch would start one thread per core in each)
         env = {"OMP_NUM_THREADS": str(max(1, cores // parallel))} if parallel > 1 else None
         tracking.preload(a.env_manager)
-        exp, log, timings = run.info.experiment_id, [], {}
+        exp, log, cost = run.info.experiment_id, [], {}
 
         def found(entry, params, label):
             rid = None if force else tracking.find_reusable_run(entry, params, exp)
@@ -64,9 +64,10 @@ def main(argv=None):
                 record(label, rid, True, 0.0)
             return rid
 
-        def record(label, rid, reused, seconds):
-            timings[label] = seconds
-            log.append(f"{label}: {'reused' if reused else 'ran'} run {rid}" + ("" if reused else f" in {seconds:.1f}s"))
+        def record(label, rid, reused, seconds, cpu_s=0.0, peak_gib=0.0):
+            cost[label] = (seconds, cpu_s, peak_gib)
+            log.append(f"{label}: {'reused' if reused else 'ran'} run {rid}"
+                       + ("" if reused else f" in {seconds:.1f}s ({cpu_s:.1f}s CPU, {peak_gib:.2f} GiB peak)"))
             print(log[-1], flush=True)
             mlflow.set_tags({f"{'reused' if reused else 'ran'}.{label}": rid})
 
@@ -75,10 +76,10 @@ def main(argv=None):
         if given(a.eval_negatives):  # passed on to prepare (its default otherwise)
             prep_params["eval_negatives"] = integer("eval_negatives", a.eval_negatives)
         t0 = time.perf_counter()
-        prep = found("prepare", prep_params, "prepare")
-        if not prep:
-            prep = tracking.launch("prepare", prep_params, a.env_manager, exp)
-            record("prepare", prep, False, time.perf_counter() - t0)
+        def prepare():
+            return (yield "prepare", prep_params, "prepare")
+
+        prep = tracking.run_pipelines({"prepare": prepare()}, 1, found, record, a.env_manager, exp)["prepare"]
 
         order = tracking.longest_first(models, tracking.past_seconds(prep, models, exp))
 
@@ -104,11 +105,12 @@ def main(argv=None):
         table = tracking.leaderboard(models, results, a.task)
         mlflow.log_text(f"# Leaderboard: {a.dataset} {a.task} ({split})\n\n{table}\n\n" + "\n".join(log) + "\n",
                         "leaderboard.md")
-        tracking.log_metrics({f"seconds.{k}": v for k, v in timings.items()})
+        tracking.log_metrics({**{f"seconds.{k}": v[0] for k, v in cost.items()},
+                              **{f"cpu_seconds.{k}": v[1] for k, v in cost.items() if v[0] > 0}})
         tracking.log_context({"dataset": a.dataset, "task": a.task, "step": "main", "models": ",".join(models),
                               "parallel": str(parallel)})
         print(table)
-        print(tracking.summary(time.perf_counter() - t0, timings), flush=True)
+        print(tracking.summary(time.perf_counter() - t0, cost), flush=True)
 
 
 if __name__ == "__main__":

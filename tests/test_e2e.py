@@ -1,6 +1,7 @@
 """Real `mlflow run` end to end (slow): main chains the steps, reuses finished work, reproduces from git."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,9 @@ def test_main_chains_nested_runs_then_reuses_them_and_force_reproduces_metrics(c
     assert "| epochs=2 |" in first.stdout  # the leaderboard says the schedule was shortened by hand
     last = first.stdout.strip().splitlines()[-1]  # what the whole run cost, step by step
     assert last.startswith("main: ") and "s wall" in last and "GiB RSS" in last and "train.mf " in last
+    peak = float(re.search(r"peaked at ([\d.]+) GiB RSS", last).group(1))
+    cpu = float(re.search(r"train\.mf \d+s \((\d+)s CPU\)", last).group(1))
+    assert 0.1 < peak < 8 and cpu >= 1  # what the steps themselves used, though forked from another process
     main_run = _runs(env, "main")[0]
     children = [r for r in _runs(env, "train") + _runs(env, "prepare") + _runs(env, "evaluate")]
     assert len(children) == 3 and all(r.data.tags.get("mlflow.parentRunId") == main_run.info.run_id for r in children)

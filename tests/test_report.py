@@ -4,6 +4,7 @@ import base64
 import io
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -316,3 +317,20 @@ def test_main_starts_the_models_that_took_longest_on_this_data_first(capsys):
     assert order == ["sasrec", "itemknn", "mf", "fm", "ncf"]
     assert "order: sasrec, itemknn, mf (80s last time), fm (70s last time), ncf (20s last time)" in capsys.readouterr().out
     assert tracking.longest_first(["ncf", "mf"], {}) == ["ncf", "mf"]  # nothing known: as listed
+
+
+def test_main_counts_what_a_step_used_while_it_runs_cpu_seconds_and_peak_memory():
+    """A step forked from the preloaded interpreter is not main's child to wait for: its CPU seconds and peak
+    resident memory are read from /proc while it runs, and the last reading stands once it is gone."""
+    import subprocess
+
+    from recsys.tracking.orchestration import Child
+
+    code = "import time; x = bytearray(300 * 2**20); t = time.process_time()\nwhile time.process_time() - t < 1.0: pass"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    child = Child("busy", type("Sub", (), {"run_id": "r", "command_proc": proc})())
+    while not child.done():
+        child.sample()
+        time.sleep(0.05)
+    child.sample()  # gone: nothing changes
+    assert 0.8 <= child.cpu_s < 5 and 0.28 < child.peak_gib < 1

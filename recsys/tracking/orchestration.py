@@ -59,6 +59,20 @@ class Child:
 
     def __init__(self, entry: str, sub):
         self.entry, self.run_id, self.proc = entry, sub.run_id, sub.command_proc
+        self.cpu_s, self.peak_gib = 0.0, 0.0
+
+    def sample(self) -> None:
+        """Its CPU seconds so far (its own and its finished children's) and its peak resident memory, as
+        the kernel counts them (read while it runs: a forked step is not this process's child to wait for)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                ticks = f.read().rsplit(")", 1)[1].split()[11:15]  # utime, stime, cutime, cstime
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                hwm = next((line.split()[1] for line in f if line.startswith("VmHWM:")), "0")
+        except (OSError, IndexError):
+            return  # gone: the last sample stands
+        self.cpu_s = max(self.cpu_s, sum(int(t) for t in ticks) / os.sysconf("SC_CLK_TCK"))
+        self.peak_gib = max(self.peak_gib, int(hwm) / 2**20)  # kB
 
     def done(self) -> bool:
         return self.proc.poll() is not None
@@ -130,8 +144,8 @@ def run_pipelines(pipelines: dict, parallel: int, found, record, env_manager: st
                   env: dict[str, str] | None = None) -> dict:
     """Run chains of steps, up to `parallel` children at once. Each pipeline is a generator that yields
     (entry, params, label) and is sent the run id that answers it; what it returns is its result.
-    `found(entry, params, label)` is a reusable run id or None; `record(label, run_id, reused, seconds)` is
-    told each run a child made. A failed child stops the others and fails the caller; so does an interrupt."""
+    `found(entry, params, label)` is a reusable run id or None; `record(label, run_id, reused, seconds, cpu_seconds,
+    peak_gib)` is told each run a child made. A failed child stops the others and fails the caller; so does an interrupt."""
     from collections import deque
 
     results, running = {}, []
@@ -155,13 +169,17 @@ def run_pipelines(pipelines: dict, parallel: int, found, record, env_manager: st
                 else:
                     child = start(entry, params, env_manager, experiment_id, env)
                     running.append((name, gen, label, child, time.perf_counter()))
-            while running and not any(r[3].done() for r in running):
+            while running:
+                for r in running:
+                    r[3].sample()
+                if any(r[3].done() for r in running):
+                    break
                 time.sleep(0.05)
             for item in [r for r in running if r[3].done()]:
                 running.remove(item)
                 name, gen, label, child, t0 = item
                 rid = child.result()
-                record(label, rid, False, time.perf_counter() - t0)
+                record(label, rid, False, time.perf_counter() - t0, child.cpu_s, child.peak_gib)
                 advance(name, gen, rid)
     except BaseException:
         stop([r[3] for r in running])
@@ -197,12 +215,11 @@ def longest_first(models: list[str], past: dict[str, float]) -> list[str]:
     return order
 
 
-def summary(wall: float, timings: dict[str, float]) -> str:
-    """main's last line: its wall time, the peak memory of a step (children's, as the kernel counted them)
-    and what each step it ran cost, longest first."""
-    import resource
-
-    gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB on Linux
-    ran = sorted(((k, v) for k, v in timings.items() if v > 0), key=lambda kv: -kv[1])
-    return (f"main: {wall:.0f}s wall; the largest step peaked at {gib:.2f} GiB RSS; "
-            + (", ".join(f"{k} {v:.0f}s" for k, v in ran) if ran else "every step reused"))
+def summary(wall: float, cost: dict[str, tuple[float, float, float]]) -> str:
+    """main's last line: its wall time, the peak resident memory of the largest step, and what each step
+    it ran cost (wall seconds and CPU seconds), the longest first. `cost`: label -> (seconds, CPU
+    seconds, peak GiB)."""
+    ran = sorted(((k, v) for k, v in cost.items() if v[0] > 0), key=lambda kv: -kv[1][0])
+    peak = max((v[2] for _, v in ran), default=0.0)
+    return (f"main: {wall:.0f}s wall; the largest step peaked at {peak:.2f} GiB RSS; "
+            + (", ".join(f"{k} {v[0]:.0f}s ({v[1]:.0f}s CPU)" for k, v in ran) if ran else "every step reused"))
