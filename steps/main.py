@@ -106,7 +106,8 @@ def main(argv=None):
         mlflow.log_text(f"# Leaderboard: {a.dataset} {a.task} ({split})\n\n{table}\n\n" + "\n".join(log) + "\n",
                         "leaderboard.md")
         tracking.log_metrics({**{f"seconds.{k}": v[0] for k, v in cost.items()},
-                              **{f"cpu_seconds.{k}": v[1] for k, v in cost.items() if v[0] > 0}})
+                              **{f"{m}.{k}": v[i] for k, v in cost.items() if v[0] > 0
+                                 for i, m in ((1, "cpu_seconds"), (2, "peak_gib"))}})
         tracking.log_context({"dataset": a.dataset, "task": a.task, "step": "main", "models": ",".join(models),
                               "parallel": str(parallel)})
         print(table)
