@@ -55,7 +55,6 @@ def main(argv=None):
         parallel = min(len(models), cores if not given(a.parallel) else integer("parallel", a.parallel, 1))
         # side by side, each child gets its share of the cores (torch would start one thread per core in each)
         env = {"OMP_NUM_THREADS": str(max(1, cores // parallel))} if parallel > 1 else None
-        tracking.preload(a.env_manager)
         exp, log, cost = run.info.experiment_id, [], {}
 
         def found(entry, params, label):

@@ -11,7 +11,7 @@
 """
 
 from recsys.tracking.lineage import COMPLETE_TAG, canonical, check_data, check_scorable, trained_by, entry_params, git_info, log_context, log_data_input, request_fingerprint, run_id_of_model, run_tags
-from recsys.tracking.orchestration import default_data, find_reusable_run, launch, longest_first, preload, run_pipelines, summary
+from recsys.tracking.orchestration import default_data, find_reusable_run, launch, longest_first, run_pipelines, summary
 from recsys.tracking.pyfunc import load_bundle, load_model, log_model, log_served
 from recsys.tracking.queries import blend_members, download_file, leaderboard, experiment_id, finished_evaluations, past_seconds, prepare_runs_without_peers
 from recsys.tracking.registry import check_name, champion_version, promote, registered_version, set_champion, tag_version

@@ -95,6 +95,10 @@ def start(entry: str, params: dict[str, str], env_manager: str, experiment_id: s
         raise RecsysError(f"env_manager={env_manager!r} is not one of local, virtualenv, uv, conda")
     # the local backend hands the child this process's environment: `env`, and that no `mlflow run` CLI
     # stands between (the step's guard then waits for no launcher), are put there for the launch only
+    if env_manager == "local":  # the steps that import torch fork from one interpreter (tracking/prefork.py):
+        from recsys.tracking import prefork  # it starts importing now, while this child runs
+
+        prefork.warm()
     env = {**(env or {}), LAUNCHER_ENV: str(os.getpid())}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -109,15 +113,6 @@ def start(entry: str, params: dict[str, str], env_manager: str, experiment_id: s
             else:
                 os.environ[k] = v
     return Child(entry, sub)
-
-
-def preload(env_manager: str) -> None:
-    """Start importing what the steps import, in the interpreter they will be forked from (env_manager
-    local: tracking/prefork.py), while the caller goes on."""
-    if env_manager == "local":
-        from recsys.tracking import prefork
-
-        prefork.warm()
 
 
 def launch(entry: str, params: dict[str, str], env_manager: str, experiment_id: str) -> str:

@@ -2,12 +2,12 @@
 
 `main` runs its steps as child processes, each an MLflow run of its own; with `--env-manager local`
 each would pay its own start-up (Python, MLflow, pandas, torch, Lightning: 3-5 s a step on two CPU
-cores), three or more times for one quickstart. Instead the first step started asks Python's forkserver
-(multiprocessing) for a server process that imports PRELOAD once, while `main` goes on; every step is
-then forked from it: its own process, its own run, its environment and working directory as MLflow's
+cores), three or more times for one quickstart. Instead, as the first step starts, Python's forkserver
+(multiprocessing) is asked for a server process that imports PRELOAD once, while that step runs; every
+step that imports torch (FORKED) is then forked from it: its own process, its own run, its environment and working directory as MLflow's
 local backend would give them, its exit status and signals as a command's. The server never touches the
-tracking store (it only imports), so no connection is shared across a fork. Any command other than
-`python -m steps.<entry> ...` is left to MLflow (returns None)."""
+tracking store (it only imports), so no connection is shared across a fork. Any other command is
+left to MLflow (returns None)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import shlex
 import signal
 import sys
 
+FORKED = ("steps.train", "steps.evaluate", "steps.blend")  # the steps that import torch (prepare imports
+# MLflow and pandas only: it starts as a command, while the server imports the rest)
 PRELOAD = ["mlflow", "pandas", "pyarrow", "torch", "pytorch_lightning", "matplotlib.pyplot", "recsys.tracking",
            "recsys.training", "recsys.evaluation", "recsys.plots", "recsys.data.prepare", "steps"]
 _context = None
@@ -97,7 +99,7 @@ class Forked:
 def start(command: str, cwd: str, env: dict[str, str]) -> Forked | None:
     """The command forked from the server, or None where it is not one of this project's steps."""
     args = shlex.split(command)
-    if len(args) < 3 or args[0] != "python" or args[1] != "-m" or not args[2].startswith("steps."):
+    if len(args) < 3 or args[0] != "python" or args[1] != "-m" or args[2] not in FORKED:
         return None
     warm()
     process = _context.Process(target=_step, args=(args[2], args[3:], env, cwd), name=args[2])
