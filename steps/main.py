@@ -78,7 +78,8 @@ def main(argv=None):
         def prepare():
             return (yield "prepare", prep_params, "prepare")
 
-        prep = tracking.run_pipelines({"prepare": prepare()}, 1, found, record, a.env_manager, exp)["prepare"]
+        prep = tracking.run_pipelines({"prepare": prepare()}, 1, found, record, a.env_manager, exp,
+                                      preload=True)["prepare"]
 
         order = tracking.longest_first(models, tracking.past_seconds(prep, models, exp))
 

@@ -87,16 +87,17 @@ class Child:
 
 
 def start(entry: str, params: dict[str, str], env_manager: str, experiment_id: str,
-          env: dict[str, str] | None = None) -> Child:
+          env: dict[str, str] | None = None, preload: bool = False) -> Child:
     """Start an entry point of this project as a child of the active run: its command runs directly
     (what a synchronous `mlflow.projects.run` does: no second `mlflow run` CLI), with `env` added to its
-    environment."""
+    environment. `preload`: steps that import torch come next (main), so the interpreter they fork from
+    starts importing now, while this child runs (env_manager local: tracking/prefork.py)."""
     if env_manager not in ("local", "virtualenv", "uv", "conda"):
         raise RecsysError(f"env_manager={env_manager!r} is not one of local, virtualenv, uv, conda")
     # the local backend hands the child this process's environment: `env`, and that no `mlflow run` CLI
     # stands between (the step's guard then waits for no launcher), are put there for the launch only
-    if env_manager == "local":  # the steps that import torch fork from one interpreter (tracking/prefork.py):
-        from recsys.tracking import prefork  # it starts importing now, while this child runs
+    if preload and env_manager == "local":
+        from recsys.tracking import prefork
 
         prefork.warm()
     env = {**(env or {}), LAUNCHER_ENV: str(os.getpid())}
@@ -136,11 +137,11 @@ def stop(children: list[Child], grace_s: float = 30) -> None:
 
 
 def run_pipelines(pipelines: dict, parallel: int, found, record, env_manager: str, experiment_id: str,
-                  env: dict[str, str] | None = None) -> dict:
+                  env: dict[str, str] | None = None, preload: bool = False) -> dict:
     """Run chains of steps, up to `parallel` children at once. Each pipeline is a generator that yields
     (entry, params, label) and is sent the run id that answers it; what it returns is its result.
     `found(entry, params, label)` is a reusable run id or None; `record(label, run_id, reused, seconds, cpu_seconds,
-    peak_gib)` is told each run a child made. A failed child stops the others and fails the caller; so does an interrupt."""
+    peak_gib)` is told each run a child made; `preload` as for `start`. A failed child stops the others and fails the caller; so does an interrupt."""
     from collections import deque
 
     results, running = {}, []
@@ -162,7 +163,7 @@ def run_pipelines(pipelines: dict, parallel: int, found, record, env_manager: st
                 if rid:
                     advance(name, gen, rid)
                 else:
-                    child = start(entry, params, env_manager, experiment_id, env)
+                    child = start(entry, params, env_manager, experiment_id, env, preload)
                     running.append((name, gen, label, child, time.perf_counter()))
             while running:
                 for r in running:
