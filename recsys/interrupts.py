@@ -92,6 +92,7 @@ def resume_point(checkpoint: Path) -> None:
     _STEP["checkpoint"] = checkpoint
 
 
+LAUNCHER_ENV = "RECSYS_LAUNCHER"  # the pid of the recsys step (main) that started this one directly (no `mlflow run`)
 LAUNCHER = os.getppid()  # the process that started this one (read at import, before it can be gone)
 
 

@@ -15,7 +15,7 @@ from recsys.errors import RecsysError
 from recsys.tracking import mlflow_internals
 from recsys.tracking.lineage import (COMPLETE_TAG, PROJECT_ROOT, REQUEST_TAG, entry_params, git_info,
                                      request_fingerprint)
-from recsys.tracking.runs import LAUNCHER_ENV
+from recsys.interrupts import LAUNCHER_ENV
 
 def find_reusable_run(entry: str, params: dict[str, str], experiment_id: str) -> str | None:
     """A complete FINISHED run of `entry` that was asked exactly what `params` asks now, on the same

@@ -44,13 +44,12 @@ def _step(module: str, argv: list[str], env: dict[str, str], cwd: str) -> None:
     os.environ.clear()
     os.environ.update(env)
     from recsys import interrupts
-    from recsys.tracking.runs import LAUNCHER_ENV
 
     # its parent is the server, which stands where `main` stands for a step it started itself (and goes when
     # main goes): the launcher the step watches, read at import in the server, is read again here
     interrupts.LAUNCHER = os.getppid()
     interrupts.LAUNCHERS = interrupts._launchers()
-    os.environ[LAUNCHER_ENV] = str(os.getppid())
+    os.environ[interrupts.LAUNCHER_ENV] = str(os.getppid())
     if env.get("OMP_NUM_THREADS"):  # torch read its thread count when the server imported it
         import torch
 

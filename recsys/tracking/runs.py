@@ -20,7 +20,6 @@ from recsys.tracking.lineage import COMPLETE_TAG, REQUEST_TAG, request_fingerpri
 
 SYSTEM_METRICS_STEPS = ("train", "evaluate", "tune", "blend")  # the long ones: MLflow's CPU / memory / GPU samples
 logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # not four INFO lines a step
-LAUNCHER_ENV = "RECSYS_LAUNCHER"  # the pid of the recsys step (main) that started this one directly (no `mlflow run`)
 
 
 @contextlib.contextmanager
@@ -45,7 +44,7 @@ def step_run(name: str):
         print(f"error: could not start an MLflow run ({str(e).splitlines()[0]})", file=sys.stderr)
         sys.exit(2)
     # the guard waits for the launcher only where it would overwrite the run's end: an `mlflow run` CLI
-    by_cli = launched == run.info.run_id and os.environ.get(LAUNCHER_ENV) != str(os.getppid())
+    by_cli = launched == run.info.run_id and os.environ.get(interrupts.LAUNCHER_ENV) != str(os.getppid())
     previous = interrupts.handlers()  # put back for an in-process caller (a test, a notebook)
     try:
         with interrupts.step(name, run.info.run_id, by_cli, mlflow.get_tracking_uri(), _WIND_DOWN_S):
