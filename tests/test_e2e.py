@@ -42,8 +42,9 @@ def env(tmp_path):
 
 
 def _scores(run):
-    """A run's metrics without its timings (which differ run to run)."""
-    return {k: v for k, v in run.data.metrics.items() if not k.endswith("_seconds")}
+    """A run's metrics without its timings and the machine's load (system/*: sampled while a run lasts
+    long enough), which differ run to run."""
+    return {k: v for k, v in run.data.metrics.items() if not k.endswith("_seconds") and not k.startswith("system/")}
 
 
 def _runs(env, entry):

@@ -233,7 +233,14 @@ def test_sigterm_to_the_mlflow_run_process_stops_the_step_it_started(env, tmp_pa
 
 def test_ctrl_c_while_a_step_is_still_importing_ends_its_run_killed_in_one_line(env):
     proc = _step(env, "steps.prepare", "--dataset", "synthetic")
-    time.sleep(0.3)  # importing mlflow alone takes longer
+    # once mlflow's import has begun (pydantic's extension is mapped: steps/__init__ has deferred the
+    # signals before it), and long before it ends, whatever the machine's load
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError):
+            if "pydantic_core" in Path(f"/proc/{proc.pid}/maps").read_text():
+                break
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
