@@ -150,15 +150,11 @@ def _sampled(h, pos, target, neg, table, offset, log_q, seen=None, bias=None) ->
     negative drawn k times is one column plus log k (the same softmax, its logits made once); a negative
     that is the position's own target is left out, and so is each (position, item) pair in `seen` (sorted
     by position). `bias`: a table of item biases, part of every logit (mf)."""
-    neg, drawn = torch.unique(neg, return_counts=True)  # sorted
-    rows, cols = [torch.arange(len(target), device=h.device)], [target]
+    neg, drawn = torch.unique(neg, return_counts=True)
+    p, item = torch.arange(len(target), device=h.device), target
     if seen is not None:
-        rows.insert(0, seen[0]), cols.insert(0, seen[1])
-    rows, cols = torch.cat(rows), torch.cat(cols)
-    at = torch.searchsorted(neg, cols).clamp(max=len(neg) - 1)
-    hit = neg[at] == cols
-    rows, at = rows[hit], at[hit]
-    by = torch.argsort(rows, stable=True)
+        p, item = torch.cat([seen[0], p]), torch.cat([seen[1], item])
+    rows, cols = _columns(p, item, neg)
     log_q = log_q.to(h.device)
     neg_bias = drawn.log().to(log_q.dtype) - log_q[neg]
     pos_bias = -log_q[target]
@@ -169,7 +165,7 @@ def _sampled(h, pos, target, neg, table, offset, log_q, seen=None, bias=None) ->
     low = _low(h.device)
     with torch.autocast(h.device.type, enabled=False):
         want = torch.is_grad_enabled() and any(x.requires_grad for x in (h, pos, neg_table, neg_bias, pos_bias))
-        return fused.cross_entropy(_wide(h), _wide(neg_table), target, rows[by], at[by], low, want,
+        return fused.cross_entropy(_wide(h), _wide(neg_table), target, rows, cols, low, want,
                                    _wide(neg_bias), _wide(pos), _wide(pos_bias))
 
 
