@@ -111,6 +111,7 @@ def _launchers() -> list[int]:
 
 
 LAUNCHERS = _launchers()
+WATCH: list[int] = []  # other processes whose end stops the step as its launcher's does (a forked step: main)
 
 
 @contextlib.contextmanager
@@ -120,9 +121,20 @@ def step(name: str, run_id: str, launched: bool, tracking_uri: str, wind_down_s:
     _STEP.clear()
     _STEP.update(name=name, run_id=run_id, launcher=LAUNCHER if launched else None, tracking_uri=tracking_uri,
                  wind_down_s=wind_down_s)
+    _SHIELD["held"] = None
+
+    fired: list[int] = []
 
     def handler(signum, frame):
+        # once per step: the second signal of one interrupt (`mlflow run` sends SIGTERM after a Ctrl-C) must
+        # not raise inside the first one's wind-down (before its guard has started) or its bookkeeping
+        if fired:
+            return
+        fired.append(signum)
         wind_down(signum)
+        if _SHIELD["depth"]:  # inside a store operation: raised the moment it ends (`shielded`)
+            _SHIELD["held"] = signum
+            return
         raise Interrupted(signum)
 
     for sig in SIGNALS:
@@ -141,6 +153,28 @@ def step(name: str, run_id: str, launched: bool, tracking_uri: str, wind_down_s:
     finally:  # the caller (tracking.step_run) puts its own handlers back once the run's end is recorded
         stop.set()
         _STEP.clear()
+
+
+_SHIELD: dict = {"depth": 0, "held": None}  # the main thread's open store operations; a signal held until they end
+
+
+@contextlib.contextmanager
+def shielded():
+    """A store operation (one SQL session of the tracking store, tracking/mlflow_internals.py): a signal that
+    reaches the main thread inside it is raised when it ends, never in its middle. A session cut there
+    keeps its connection, and with it the database's lock, until the process exits: every write after it
+    (this step's own end, its guard's, `mlflow run`'s) then waits on "database is locked"."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    _SHIELD["depth"] += 1
+    try:
+        yield
+    finally:
+        _SHIELD["depth"] -= 1
+        if not _SHIELD["depth"] and _SHIELD["held"] is not None:
+            signum, _SHIELD["held"] = _SHIELD["held"], None
+            raise Interrupted(signum)
 
 
 def wind_down(signum: int) -> None:
@@ -172,7 +206,7 @@ def _watch_launcher(stop: threading.Event, every_s: float = 0.5) -> None:
     """A step never outlives the command that started it: when its parent process is gone (SIGTERM to
     `mlflow run` ends it at once, without passing the signal on), the step stops as if interrupted."""
     while not stop.wait(every_s):
-        if os.getppid() != LAUNCHER:
+        if os.getppid() != LAUNCHER or not all(alive(p) for p in WATCH):
             wind_down(signal.SIGTERM)  # from here too: the main thread may be stuck outside Python
             os.kill(os.getpid(), signal.SIGTERM)
             return

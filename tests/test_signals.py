@@ -109,7 +109,16 @@ def test_sigterm_ends_train_killed_with_last_checkpoint_and_resume_matches_the_u
     assert abs(r.data.metrics["best_val_rmse"] - f.data.metrics["best_val_rmse"]) < 0.01
 
 
-def test_sigterm_to_main_stops_its_child_and_nothing_stays_running(env, tmp_path, ml100k_dir):
+def _main_pid(marker: str) -> int:
+    """main's step process (`python -m steps.main`, under the `mlflow run` CLI)."""
+    for pid in _survivors(marker):
+        if b"steps.main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return pid
+    raise AssertionError("no main step running")
+
+
+@pytest.mark.parametrize("how", ["sigterm_to_the_group", "sigkill_to_main"])
+def test_sigterm_to_main_stops_its_child_and_nothing_stays_running(env, tmp_path, ml100k_dir, how):
     long = tmp_path / "long.yaml"  # a training that would run for minutes
     long.write_text("training: {epochs: 100000, min_epochs: 100000}\n")  # the rest from defaults.yaml
     main = subprocess.Popen(
@@ -125,7 +134,10 @@ def test_sigterm_to_main_stops_its_child_and_nothing_stays_running(env, tmp_path
     else:
         main.kill()
         raise AssertionError(main.stdout.read()[-3000:])
-    os.killpg(main.pid, signal.SIGTERM)  # what a scheduler or `kill -- -PGID` does
+    if how == "sigterm_to_the_group":
+        os.killpg(main.pid, signal.SIGTERM)  # what a scheduler or `kill -- -PGID` does
+    else:  # main killed outright (the OOM killer): its train step, forked from the preloaded interpreter, still stops
+        os.kill(_main_pid(str(tmp_path)), signal.SIGKILL)
     main.wait(timeout=120)
     assert main.returncode != 0
     # main's step stops its child's whole process group, waits for it, then exits: within the grace period
@@ -137,8 +149,9 @@ def test_sigterm_to_main_stops_its_child_and_nothing_stays_running(env, tmp_path
     [m] = mlflow.search_runs(search_all_experiments=True, output_format="list",
                              filter_string="tags.`mlflow.project.entryPoint` = 'main'")
     [t] = _runs("train")
-    assert m.info.status in ("KILLED", "FAILED") and "interrupted" in m.data.tags["error"]
-    assert t.info.status == "KILLED" and "recsys.complete" not in t.data.tags
+    assert m.info.status in ("KILLED", "FAILED")
+    assert how == "sigkill_to_main" or "interrupted" in m.data.tags["error"]
+    assert _status_becomes(t.info.run_id, "KILLED") and "recsys.complete" not in t.data.tags
     assert not [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
                 if r.info.status == "RUNNING"]
 
@@ -216,6 +229,53 @@ def test_ctrl_c_or_sigterm_under_mlflow_run_ends_the_step_killed(env, tmp_path, 
     assert _status_becomes(run_id, "KILLED"), mlflow.get_run(run_id).info.status
     run = mlflow.get_run(run_id)
     assert f"interrupted by {signal.Signals(sig).name}" in run.data.tags["error"] and "recsys.complete" not in run.data.tags
+
+
+PROBE = """
+import os, signal, sys, time
+import mlflow
+from recsys import interrupts
+from recsys.tracking import runs
+
+with runs.step_run("train"):
+    if sys.argv[1] == "in_a_store_write":
+        from mlflow.tracking._tracking_service.utils import _get_store
+        from sqlalchemy import event
+        sent = []
+
+        def once(*args):  # from inside the metric's SQL session: a Ctrl-C that lands mid-write
+            if not sent:
+                sent.append(1)
+                os.kill(os.getpid(), signal.SIGINT)
+
+        event.listen(_get_store().engine, "after_cursor_execute", once)
+        mlflow.log_metric("during", 1.0)
+    else:  # `mlflow run`'s SIGTERM, arriving while the step's SIGINT handler is still winding down
+        message = interrupts.message
+
+        def and_a_second(signum):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return message(signum)
+
+        interrupts.message = and_a_second
+        os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(60)  # never reached: the interrupt ends the step
+"""
+
+
+@pytest.mark.parametrize("where", ["in_a_store_write", "during_the_first_ones_wind_down"])
+def test_a_signal_never_cuts_a_store_write_and_a_second_one_never_cuts_the_first(env, where):
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", PROBE, where], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, proc.stderr[-3000:]
+    assert time.monotonic() - t0 < 40 and "database is locked" not in proc.stderr  # no store wait, no 60 s timer
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: interrupted by SIGINT"), proc.stderr[-3000:]
+    [run] = _runs("train")
+    assert _status_becomes(run.info.run_id, "KILLED")
+    assert "interrupted by SIGINT" in mlflow.get_run(run.info.run_id).data.tags["error"]
+    if where == "in_a_store_write":  # the write the signal landed in was finished, then the step stopped
+        assert mlflow.get_run(run.info.run_id).data.metrics["during"] == 1.0
 
 
 def test_sigterm_to_the_mlflow_run_process_stops_the_step_it_started(env, tmp_path, ml100k_dir):

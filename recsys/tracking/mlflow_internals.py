@@ -4,11 +4,13 @@ breaks here (and in tests/test_mlflow_internals.py), not across the project.
 - the MLproject file as MLflow reads it (entry points, the params `mlflow run` logs);
 - starting an entry point the way `mlflow.projects.run(..., synchronous=True)` does (the local backend
   runs the entry point's command itself) without waiting for it, so the caller holds the process;
-- the registry's rule for a model name.
+- the registry's rule for a model name;
+- the SQL tracking store's sessions, each run inside a section the caller gives (`shield_store`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from pathlib import Path
@@ -89,3 +91,22 @@ def validate_model_name(name: str) -> None:
     from mlflow.utils.validation import _validate_model_name
 
     _validate_model_name(name)
+
+
+def shield_store(section) -> None:
+    """Every session of this process's tracking store, where it is an SQL database (SQLite, PostgreSQL,
+    MySQL), runs inside `section()` (recsys/interrupts.py: no signal cuts one in its middle). Once per store."""
+    from mlflow.tracking._tracking_service.utils import _get_store
+
+    store = _get_store()
+    sessions = getattr(store, "ManagedSessionMaker", None)
+    if sessions is None or getattr(sessions, "shielded", False):  # a server's REST store: nothing held here
+        return
+
+    @contextlib.contextmanager
+    def shielded(*args, **kwargs):
+        with section(), sessions(*args, **kwargs) as session:
+            yield session
+
+    shielded.shielded = True
+    store.ManagedSessionMaker = shielded

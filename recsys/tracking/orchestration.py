@@ -12,7 +12,7 @@ from mlflow.exceptions import ExecutionException
 
 from recsys import interrupts
 from recsys.errors import RecsysError
-from recsys.tracking import mlflow_internals
+from recsys.tracking import mlflow_internals, prefork
 from recsys.tracking.lineage import (COMPLETE_TAG, PROJECT_ROOT, REQUEST_TAG, entry_params, git_info,
                                      request_fingerprint)
 from recsys.interrupts import LAUNCHER_ENV
@@ -97,8 +97,6 @@ def start(entry: str, params: dict[str, str], env_manager: str, experiment_id: s
     # the local backend hands the child this process's environment: `env`, and that no `mlflow run` CLI
     # stands between (the step's guard then waits for no launcher), are put there for the launch only
     if preload and env_manager == "local":
-        from recsys.tracking import prefork
-
         prefork.warm()
     env = {**(env or {}), LAUNCHER_ENV: str(os.getpid())}
     saved = {k: os.environ.get(k) for k in env}
@@ -129,6 +127,7 @@ def stop(children: list[Child], grace_s: float = 30) -> None:
     after `grace_s`): the step inside gets the time to mark its own run KILLED."""
     interrupts.ignore()
     interrupts.stop_trees([c.proc for c in children], grace_s)
+    prefork.shutdown()  # main is ending: the interpreter its steps fork from goes too (an exit hook may not run)
     client = mlflow.MlflowClient()
     for c in children:
         if client.get_run(c.run_id).info.status not in ("KILLED", "FAILED", "FINISHED"):

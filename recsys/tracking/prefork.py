@@ -12,12 +12,16 @@ left to MLflow (returns None)."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import multiprocessing
 import os
 import runpy
 import shlex
 import signal
 import sys
+import time
+
+from recsys import interrupts
 
 FORKED = ("steps.train", "steps.evaluate", "steps.blend")  # the steps that import torch (prepare imports
 # MLflow and pandas only: it starts as a command, while the server imports the rest)
@@ -36,19 +40,32 @@ def warm() -> None:
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
+        atexit.register(shutdown)
+
+
+def shutdown() -> None:
+    """The server goes with the process that started it (main, when it ends or is stopped): it holds no
+    state, and a step forked from it that is still running stops when it is gone (its launcher watch)."""
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if _context is not None and pid:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)  # its default action: it installs no handler of its own for it
 
 
 def _step(module: str, argv: list[str], env: dict[str, str], cwd: str) -> None:
     """In the forked process: become the command `python -m <module> <argv>` started in `cwd` with `env`."""
+    interrupts.defer()  # what `steps/__init__` does first in a step started as a command (imported here already)
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    from recsys import interrupts
-
     # its parent is the server, which stands where `main` stands for a step it started itself (and goes when
-    # main goes): the launcher the step watches, read at import in the server, is read again here
+    # main goes): the launcher the step watches, read at import in the server, is read again here; main
+    # (that launched it) is watched too, so the step stops if main is killed outright (SIGKILL)
     interrupts.LAUNCHER = os.getppid()
     interrupts.LAUNCHERS = interrupts._launchers()
+    interrupts.WATCH = [int(env[interrupts.LAUNCHER_ENV])] if env.get(interrupts.LAUNCHER_ENV, "").isdigit() else []
     os.environ[interrupts.LAUNCHER_ENV] = str(os.getppid())
     if env.get("OMP_NUM_THREADS"):  # torch read its thread count when the server imported it
         import torch
@@ -76,13 +93,18 @@ class Forked:
         self.process, self.pid, self.returncode = process, process.pid, None
 
     def poll(self) -> int | None:
-        if self.returncode is None and not self.process.is_alive():
+        # the server reports the exit status; a server that is gone reports 255 for a step still running,
+        # which counts as running until its process has ended
+        if self.returncode is None and not self.process.is_alive() and not interrupts.alive(self.pid):
             self.returncode = self.process.exitcode
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
         self.process.join(timeout)
-        return self.poll()
+        while self.poll() is None and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.05)
+        return self.returncode
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:

@@ -16,6 +16,7 @@ import mlflow
 
 from recsys import interrupts
 from recsys.errors import Interrupted, RecsysError
+from recsys.tracking import mlflow_internals
 from recsys.tracking.lineage import COMPLETE_TAG, REQUEST_TAG, request_fingerprint
 
 SYSTEM_METRICS_STEPS = ("train", "evaluate", "tune", "blend")  # the long ones: MLflow's CPU / memory / GPU samples
@@ -45,6 +46,7 @@ def step_run(name: str):
         sys.exit(2)
     # the guard waits for the launcher only where it would overwrite the run's end: an `mlflow run` CLI
     by_cli = launched == run.info.run_id and os.environ.get(interrupts.LAUNCHER_ENV) != str(os.getppid())
+    mlflow_internals.shield_store(interrupts.shielded)
     previous = interrupts.handlers()  # put back for an in-process caller (a test, a notebook)
     try:
         with interrupts.step(name, run.info.run_id, by_cli, mlflow.get_tracking_uri(), _WIND_DOWN_S):
