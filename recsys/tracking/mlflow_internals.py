@@ -110,3 +110,11 @@ def shield_store(section) -> None:
 
     shielded.shielded = True
     store.ManagedSessionMaker = shielded
+
+
+def installed_packages() -> None:
+    """MLflow's map of the installed distributions' modules, read once for this process (it checks a
+    model's pip requirements against it when the model is logged and when it is loaded)."""
+    from mlflow.utils import requirements_utils
+
+    requirements_utils._init_modules_to_packages_map()

@@ -26,7 +26,8 @@ from recsys import interrupts
 FORKED = ("steps.train", "steps.evaluate", "steps.blend")  # the steps that import torch (prepare imports
 # MLflow and pandas only: it starts as a command, while the server imports the rest)
 PRELOAD = ["mlflow", "pandas", "pyarrow", "torch", "pytorch_lightning", "matplotlib.pyplot", "recsys.tracking",
-           "recsys.training", "recsys.evaluation", "recsys.plots", "recsys.data.prepare", "steps"]
+           "recsys.training", "recsys.evaluation", "recsys.plots", "recsys.data.prepare", "steps",
+           "recsys.tracking.preloaded"]  # last: caches every forked step would otherwise fill for itself
 _context = None
 
 
