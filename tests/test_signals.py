@@ -278,6 +278,36 @@ def test_a_signal_never_cuts_a_store_write_and_a_second_one_never_cuts_the_first
         assert mlflow.get_run(run.info.run_id).data.metrics["during"] == 1.0
 
 
+FORKED = """
+import os, signal, time
+from multiprocessing import forkserver
+from mlflow.utils import requirements_utils
+from recsys.interrupts import alive
+from recsys.tracking import prefork
+
+prefork.warm()
+process = prefork._context.Process(target=time.sleep, args=(120,))
+process.start()  # once the server has imported everything, the last of it recsys/tracking/preloaded.py
+step, server = prefork.Forked(process), forkserver._forkserver._forkserver_pid
+prefork.shutdown()  # what main does as it ends
+deadline = time.monotonic() + 30
+while alive(server) and time.monotonic() < deadline:
+    time.sleep(0.05)
+assert not alive(server), "the server outlived shutdown()"
+assert step.poll() is None and step.wait(0.5) is None, "a step still running counted as ended"
+os.kill(step.pid, signal.SIGKILL)
+assert step.wait(30) is not None and not alive(step.pid)
+import recsys.tracking.preloaded  # what the server filled for its steps
+assert requirements_utils._MODULES_TO_PACKAGES, "MLflow's package map not filled"
+print("ok")
+"""
+
+
+def test_a_forked_step_counts_as_running_until_it_ends_even_when_its_server_is_gone(env):
+    proc = subprocess.run([sys.executable, "-c", FORKED], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
 def test_sigterm_to_the_mlflow_run_process_stops_the_step_it_started(env, tmp_path, ml100k_dir):
     proc, run_id = _training(env, tmp_path, ml100k_dir)
     os.kill(proc.pid, signal.SIGTERM)  # the launcher alone: it exits at once and passes nothing on

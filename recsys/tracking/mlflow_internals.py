@@ -1,5 +1,5 @@
 """MLflow's non-public pieces this project relies on, in one place: an MLflow upgrade that moves one
-breaks here (and in tests/test_mlflow_internals.py), not across the project.
+breaks here (and in the tests that call these), not across the project.
 
 - the MLproject file as MLflow reads it (entry points, the params `mlflow run` logs);
 - starting an entry point the way `mlflow.projects.run(..., synchronous=True)` does (the local backend
