@@ -8,8 +8,9 @@
   KILLED whatever happens next, plus a timer that ends a step whose store hangs;
 - `Sweep`: inside a tune trial a signal interrupts it at its next safe point (a batch's end); between
   trials it only stops the sweep;
-- `worker()`: a process a multi-process strategy started has no run and stops at once;
-- `stop_trees(procs)`: child steps and everything they started, stopped and waited for.
+- `worker()`: a process a multi-process strategy started has no run and stops at once.
+
+Which processes are alive, and stopping a tree of them: recsys/processes.py.
 
 No MLflow here (it is imported after `defer()` must already hold): the guard is given the tracking URI.
 """
@@ -22,10 +23,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from recsys.errors import Interrupted
+from recsys.processes import alive
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 ROOT = Path(__file__).resolve().parents[1]  # the project root: where the guard runs from
@@ -34,6 +35,7 @@ _STEP: dict = {}  # the running step: name, run id, launcher, tracking URI, chec
 
 
 _REQUESTED: list[int] = []  # an interrupt a tune trial raises at its next safe point
+_SHIELD: dict = {"depth": 0, "held": None}  # the main thread's open store operations; a signal held until they end
 
 
 def safe_point() -> None:
@@ -155,9 +157,6 @@ def step(name: str, run_id: str, launched: bool, tracking_uri: str, wind_down_s:
         _STEP.clear()
 
 
-_SHIELD: dict = {"depth": 0, "held": None}  # the main thread's open store operations; a signal held until they end
-
-
 @contextlib.contextmanager
 def shielded():
     """A store operation (one SQL session of the tracking store, tracking/mlflow_internals.py): a signal that
@@ -212,22 +211,15 @@ def _watch_launcher(stop: threading.Event, every_s: float = 0.5) -> None:
             return
 
 
-# The guard must never be stopped by the signal that stops the step's process tree (or main's stop_trees
-# sweeping its child's descendants): it is started with SIGINT and SIGTERM blocked (a signal mask survives
-# fork and exec), its first statement ignores both (discarding any that came meanwhile), then unblocks
-# them. Not a preexec_fn: forking a threaded process (the step's launcher watcher, Lightning, torch)
-# into Python code can deadlock the child before it ever execs.
+# The guard must never be stopped by the signal that stops the step's process tree (or main's
+# processes.stop_trees sweeping its child's descendants, which spares it): it is started with SIGINT
+# and SIGTERM blocked (a signal mask survives fork and exec), its first statement ignores both
+# (discarding any that came meanwhile), then unblocks them. Not a preexec_fn: forking a threaded process
+# (the step's launcher watcher, Lightning, torch) into Python code can deadlock the child before it ever
+# execs.
 GUARD = ("import signal; s = (signal.SIGINT, signal.SIGTERM); [signal.signal(x, signal.SIG_IGN) for x in s]; "
          "signal.pthread_sigmask(signal.SIG_UNBLOCK, s); "
          "import runpy; runpy.run_module('recsys.tracking.guard', run_name='__main__', alter_sys=True)")
-
-
-def _is_guard(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"recsys.tracking.guard" in f.read()
-    except OSError:
-        return False
 
 
 def _start_guard(run_id: str, msg: str, launcher: int | None, tracking_uri: str) -> None:
@@ -279,50 +271,4 @@ class Sweep:
     def __exit__(self, *exc):
         for s, h in self._previous.items():
             signal.signal(s, h)
-        return False
-
-
-def descendants(pids: list[int]) -> list[int]:
-    """The living child processes of `pids` and theirs (one pass over Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[-1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], list(pids)
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def stop_trees(procs: list[subprocess.Popen], grace_s: float = 30) -> None:
-    """SIGTERM to the child processes still running and to everything they started; wait until all of
-    them are gone (SIGKILL after `grace_s`): a step inside gets the time to mark its own run KILLED."""
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10)):
-        running = [proc.pid for proc in procs if proc.poll() is None]
-        tree = [p for p in running + descendants(running) if not _is_guard(p)]  # a guard outlives its step
-        for pid in tree:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            for proc in procs:
-                proc.poll()  # reap it, or it lingers as a zombie
-            if not [p for p in tree if alive(p)]:
-                return
-            time.sleep(0.05)
-
-
-def alive(pid: int) -> bool:
-    """A zombie (exited, not yet reaped by its parent) is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
         return False

@@ -282,7 +282,7 @@ FORKED = """
 import os, signal, time
 from multiprocessing import forkserver
 from mlflow.utils import requirements_utils
-from recsys.interrupts import alive
+from recsys.processes import alive
 from recsys.tracking import prefork
 
 prefork.warm()
@@ -370,7 +370,7 @@ def test_the_guard_outlives_the_signal_that_stops_its_steps_process_tree(env, tm
     SIGINT and SIGTERM from its first instruction, and `stop_trees` (main stopping its child's whole tree)
     spares it, so whichever process sees the signal first, the guard is there to write KILLED after the
     step and its launcher are gone."""
-    from recsys import interrupts
+    from recsys import processes
 
     client = mlflow.MlflowClient()
     run_id = client.create_run(client.create_experiment("guarded")).info.run_id
@@ -380,10 +380,10 @@ def test_the_guard_outlives_the_signal_that_stops_its_steps_process_tree(env, tm
               "print('guarded', flush=True); time.sleep(120)\n")
     step = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     assert step.stdout.readline().strip() == "guarded"
-    guards = [p for p in interrupts.descendants([step.pid])
+    guards = [p for p in processes.descendants([step.pid])
               if b"recsys.tracking.guard" in Path(f"/proc/{p}/cmdline").read_bytes()]
     assert guards, "the step started no guard"
-    interrupts.stop_trees([step])  # SIGTERM to the step and everything it started, as main does to a child
+    processes.stop_trees([step])  # SIGTERM to the step and everything it started, as main does to a child
     os.kill(guards[0], signal.SIGTERM)  # and a stray SIGTERM of its own (a process group signalled twice)
     deadline = time.monotonic() + 60
     while client.get_run(run_id).info.status != "KILLED" and time.monotonic() < deadline:

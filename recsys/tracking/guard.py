@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 import time
 
-from recsys.interrupts import alive
+from recsys.processes import alive
 
 POLL_S = 0.02
 GIVE_UP_S = 600.0

@@ -10,7 +10,7 @@ import time
 import mlflow
 from mlflow.exceptions import ExecutionException
 
-from recsys import interrupts
+from recsys import interrupts, processes
 from recsys.errors import RecsysError
 from recsys.tracking import mlflow_internals, prefork
 from recsys.tracking.lineage import (COMPLETE_TAG, PROJECT_ROOT, REQUEST_TAG, entry_params, git_info,
@@ -126,7 +126,7 @@ def stop(children: list[Child], grace_s: float = 30) -> None:
     """SIGTERM to each child still running and to everything it started; wait until all are gone (SIGKILL
     after `grace_s`): the step inside gets the time to mark its own run KILLED."""
     interrupts.ignore()
-    interrupts.stop_trees([c.proc for c in children], grace_s)
+    processes.stop_trees([c.proc for c in children], grace_s)
     prefork.shutdown()  # main is ending: the interpreter its steps fork from goes too (an exit hook may not run)
     client = mlflow.MlflowClient()
     for c in children:

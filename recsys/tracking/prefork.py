@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 
-from recsys import interrupts
+from recsys import interrupts, processes
 
 FORKED = ("steps.train", "steps.evaluate", "steps.blend")  # the steps that import torch (prepare imports
 # MLflow and pandas only: it starts as a command, while the server imports the rest)
@@ -96,7 +96,7 @@ class Forked:
     def poll(self) -> int | None:
         # the server reports the exit status; a server that is gone reports 255 for a step still running,
         # which counts as running until its process has ended
-        if self.returncode is None and not self.process.is_alive() and not interrupts.alive(self.pid):
+        if self.returncode is None and not self.process.is_alive() and not processes.alive(self.pid):
             self.returncode = self.process.exitcode
         return self.returncode
 
